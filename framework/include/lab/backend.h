@@ -1,0 +1,118 @@
+// Backend: a device's memory and the kernels that differentiable ops are built from.
+//
+// Kernel contract (every backend follows it; tests/unit/test_backend_conformance.cpp checks it):
+//  - Outputs are preallocated by the caller with the documented shape and are contiguous.
+//  - Inputs are contiguous f32 unless a kernel says otherwise. matmul, binary and masked_fill
+//    accept arbitrary strides (stride 0 for broadcast dimensions); copy accepts any layout/dtype.
+//  - Shapes use one letter vocabulary: N rows, C columns/channels, V vocabulary.
+// The framework's HostBackend (host_backend.h) implements every kernel with plain C++ loops;
+// optimised backends derive from it or implement the interface afresh.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "lab/allocator.h"
+#include "lab/rng.h"
+#include "lab/tensor.h"
+
+namespace lab {
+
+enum class DeviceKind { cpu, cuda };
+
+enum class UnaryOp {
+    relu, gelu /* erf form */, gelu_tanh, tanh, sigmoid, exp, log, sqrt, neg, square,
+    scale /* y = alpha * x */, add_scalar /* y = x + alpha */
+};
+enum class BinaryOp { add, sub, mul, div };
+
+const char* unary_op_name(UnaryOp op);
+const char* binary_op_name(BinaryOp op);
+
+struct BackendStats {
+    AllocatorStats memory;
+    uint64_t primitives_created = 0;  // kernels/plans built (cached by shape after the first)
+    uint64_t primitive_cache_hits = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+
+    virtual std::string name() const = 0;
+    virtual std::string device_info() const = 0;      // e.g. "cpu: AMD ..., 2 threads, oneDNN 2.6.3"
+    virtual DeviceKind device_kind() const = 0;
+    virtual void synchronize() {}
+    virtual BackendStats stats() const = 0;
+
+    // ---- memory ----
+    virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;
+    virtual void copy_from_host(const Tensor& dst, const void* src) = 0;  // dst contiguous
+    virtual void copy_to_host(void* dst, const Tensor& src) = 0;          // src contiguous
+    // dst[i] = convert(src[i]) for any layouts and dtypes of equal shape.
+    virtual void copy(const Tensor& dst, const Tensor& src) = 0;
+    virtual void fill(const Tensor& dst, double value) = 0;               // dst contiguous, any dtype
+
+    // ---- dense math ----
+    // c[..., M, N] = alpha * a[..., M, K] @ b[..., K, N] (+ bias[N]) (+ c when accumulate).
+    // a, b, c have equal rank (2 to 4); batch dims of a or b may be 1 (broadcast); a and b may
+    // have any strides (transposed views included); a and b are f32 or bf16 (bf16: f32 accumulate).
+    virtual void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
+                        float alpha, bool accumulate) = 0;
+
+    // y = op(x) elementwise; alpha for scale/add_scalar.
+    virtual void unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) = 0;
+    // dx = dy * op'(x) (y = op(x) given too, for ops whose derivative is cheaper from y).
+    // Defined for relu, gelu, gelu_tanh, tanh, sigmoid, exp, log, sqrt, square.
+    virtual void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
+                                const Tensor& y) = 0;
+    // c = a op b; a and b have c's shape with any strides (stride 0 = broadcast).
+    virtual void binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) = 0;
+    // y = sum of x over the dims where y's size is 1 and x's is not (y has x's rank).
+    virtual void reduce_sum(const Tensor& y, const Tensor& x) = 0;
+    // out[0] (+)= sum(x^2); out is a one-element f32 tensor.
+    virtual void sum_squares(const Tensor& out, const Tensor& x, bool accumulate) = 0;
+
+    // ---- normalisation and probabilities (over the last dim; x is [N, C]) ----
+    virtual void softmax(const Tensor& y, const Tensor& x, bool log) = 0;
+    virtual void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, bool log) = 0;
+    // y = (x - mean) * rstd * gamma + beta; mean, rstd: [N]; gamma, beta: [C] or null.
+    virtual void layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                            const Tensor* gamma, const Tensor* beta, float eps) = 0;
+    // dgamma, dbeta are accumulated into (+=) when given.
+    virtual void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                     const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                     const Tensor& rstd, const Tensor* gamma) = 0;
+
+    // ---- lookups and losses ----
+    // y[n, :] = table[ids[n], :]; ids i32 or i64 [N]; an id outside [0, V) throws ShapeError.
+    virtual void embedding(const Tensor& y, const Tensor& ids, const Tensor& table) = 0;
+    // dtable[ids[n], :] += dy[n, :]
+    virtual void embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) = 0;
+    // loss[n] = logsumexp(logits[n]) - logits[n, t[n]], or 0 where t[n] == ignore_index;
+    // lse[n] = logsumexp(logits[n]) is kept for the backward. targets i32 or i64 [N].
+    virtual void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits,
+                               const Tensor& targets, int64_t ignore_index) = 0;
+    // dlogits[n, v] = dloss[n] * (softmax(logits[n])[v] - [v == t[n]]), 0 for ignored rows.
+    virtual void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,
+                                        const Tensor& lse, const Tensor& targets, int64_t ignore_index) = 0;
+
+    // ---- masks and dropout ----
+    // y = mask ? value : x; mask u8 with x's shape and any strides.
+    virtual void masked_fill(const Tensor& y, const Tensor& x, const Tensor& mask, float value) = 0;
+    // keep[i] = philox_uniform(key, i) >= p; y = keep ? x / (1 - p) : 0; keep is u8.
+    virtual void dropout(const Tensor& y, const Tensor& keep, const Tensor& x, float p, RngKey key) = 0;
+    virtual void dropout_backward(const Tensor& dx, const Tensor& dy, const Tensor& keep, float p) = 0;
+
+    // ---- optimizer updates (in place, over one parameter tensor) ----
+    // AdamW (Loshchilov & Hutter 2019): decoupled decay w -= lr * wd * w, then the Adam step with
+    // bias corrections for step t (1-based).
+    virtual void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr,
+                              float beta1, float beta2, float eps, float weight_decay, int64_t t) = 0;
+    // SGD with momentum (PyTorch convention: buf = mu * buf + (g + wd * w); w -= lr * buf, or the
+    // Nesterov form). `buf` may be undefined when momentum == 0.
+    virtual void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
+                            float weight_decay, bool nesterov) = 0;
+};
+
+}  // namespace lab

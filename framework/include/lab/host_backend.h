@@ -1,0 +1,71 @@
+// HostBackend: every Backend kernel in plain C++ on host memory (OpenMP across rows where it
+// pays). It is the reference that other backends are checked against, the fallback that
+// optimised CPU backends (plugins/backends/onednn) inherit for kernels they do not override, and,
+// registered as backend `reference`, a backend of its own.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "lab/backend.h"
+
+namespace lab {
+
+class HostBackend : public Backend {
+public:
+    HostBackend();
+    ~HostBackend() override;
+
+    std::string name() const override { return "reference"; }
+    std::string device_info() const override;
+    DeviceKind device_kind() const override { return DeviceKind::cpu; }
+    BackendStats stats() const override;
+
+    std::shared_ptr<Storage> alloc(size_t bytes) override;
+    void copy_from_host(const Tensor& dst, const void* src) override;
+    void copy_to_host(void* dst, const Tensor& src) override;
+    void copy(const Tensor& dst, const Tensor& src) override;
+    void fill(const Tensor& dst, double value) override;
+
+    void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
+                bool accumulate) override;
+    void unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) override;
+    void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
+                        const Tensor& y) override;
+    void binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) override;
+    void reduce_sum(const Tensor& y, const Tensor& x) override;
+    void sum_squares(const Tensor& out, const Tensor& x, bool accumulate) override;
+
+    void softmax(const Tensor& y, const Tensor& x, bool log) override;
+    void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, bool log) override;
+    void layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                    const Tensor* gamma, const Tensor* beta, float eps) override;
+    void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta, const Tensor& dy,
+                             const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                             const Tensor* gamma) override;
+
+    void embedding(const Tensor& y, const Tensor& ids, const Tensor& table) override;
+    void embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) override;
+    void cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& targets,
+                       int64_t ignore_index) override;
+    void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,
+                                const Tensor& lse, const Tensor& targets, int64_t ignore_index) override;
+
+    void masked_fill(const Tensor& y, const Tensor& x, const Tensor& mask, float value) override;
+    void dropout(const Tensor& y, const Tensor& keep, const Tensor& x, float p, RngKey key) override;
+    void dropout_backward(const Tensor& dx, const Tensor& dy, const Tensor& keep, float p) override;
+
+    void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr, float beta1,
+                      float beta2, float eps, float weight_decay, int64_t t) override;
+    void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
+                    float weight_decay, bool nesterov) override;
+
+protected:
+    CachingAllocator& allocator() { return *allocator_; }
+    uint64_t primitives_created_ = 0;  // for derived backends that cache primitives
+    uint64_t primitive_cache_hits_ = 0;
+
+private:
+    std::unique_ptr<CachingAllocator> allocator_;
+};
+
+}  // namespace lab

@@ -1,0 +1,25 @@
+// Model (plugin kind "model"): a backbone, ids -> hidden states. Tasks own the heads.
+#pragma once
+#include <cstdint>
+
+#include "lab/module.h"
+#include "lab/tensor.h"
+
+namespace lab {
+
+struct ModelInputs {
+    Tensor ids;           // [B, T] i32
+    Tensor segments;      // optional [B, T] i32
+    Tensor padding_mask;  // optional [B, T] u8, nonzero = padding
+};
+
+class Model : public Module {
+public:
+    virtual Tensor forward(const ModelInputs& in) = 0;  // -> [B, T, C]
+    virtual Tensor embedding_weight() const = 0;        // [V, C], for tied output layers
+    virtual int64_t hidden_size() const = 0;
+    virtual int64_t max_seq_len() const = 0;
+    virtual bool causal() const = 0;
+};
+
+}  // namespace lab

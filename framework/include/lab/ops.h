@@ -1,0 +1,76 @@
+// Differentiable ops. Each runs backend kernels and, when an input requires grad, records its
+// backward. Plugin authors write forward code with these and get gradients for free.
+// Shapes: B batch, T time, C channels, H heads, D head size, V vocabulary, N rows.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "lab/autograd.h"
+#include "lab/backend.h"
+#include "lab/rng.h"
+#include "lab/tensor.h"
+
+namespace lab::ops {
+
+// ---- linear algebra ----
+// [..., M, K] @ [..., K, N] -> [..., M, N]; batch dims broadcast; b may be 2-D.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in] @ weight[out, in]^T + bias[out] -> [..., out] (PyTorch / Hugging Face layout).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- elementwise (numpy broadcasting) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, float alpha);       // alpha * x
+Tensor add_scalar(const Tensor& x, float alpha);  // x + alpha
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x, bool tanh_approximation = false);
+
+// ---- shape (views where the layout allows; copies otherwise) ----
+Tensor reshape(const Tensor& x, Shape shape);  // one dim may be -1
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);
+Tensor select(const Tensor& x, int64_t dim, int64_t index);  // drops `dim` (a view)
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, int64_t dim, const std::vector<int64_t>& sizes);
+Tensor contiguous(const Tensor& x);
+Tensor expand(const Tensor& x, const Shape& shape);  // broadcast view (stride 0)
+
+// ---- reductions ----
+Tensor sum(const Tensor& x);                                    // all -> one element
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+
+// ---- normalisation, probabilities, losses ----
+Tensor softmax(const Tensor& x);      // over the last dim
+Tensor log_softmax(const Tensor& x);  // over the last dim
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
+// Mean cross entropy of logits [N, V] against integer targets [N]; rows whose target equals
+// ignore_index are left out of the mean.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+
+// ---- lookups, masks, dropout ----
+Tensor embedding(const Tensor& ids, const Tensor& table);  // ids [...] -> [..., C]
+// mask (u8, broadcastable to x): where nonzero, the output is value.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
+// Inverted dropout; identity when p == 0 or !training. Draws numel numbers from gen.
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen);
+
+// ---- initialisation (no autograd) ----
+void fill_normal(const Tensor& t, float mean, float std, RngKey key);
+void fill_uniform(const Tensor& t, float lo, float hi, RngKey key);
+
+// Broadcast shape of a and b; throws ShapeError naming both shapes.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+}  // namespace lab::ops

@@ -1,0 +1,117 @@
+// The plugin registry: factories by (kind, name), each with its option schema, loaded from
+// shared libraries through Boost.DLL.
+//
+// A plugin library exports two C symbols (written for it by the LAB_PLUGIN macro in plugin.h):
+//   lab_plugin_abi       -> the ABI tag the plugin was compiled with
+//   lab_plugin_register  -> registers the plugin's factories
+// The registry refuses a library whose tag differs from liblab's. Libraries are never unloaded:
+// objects a plugin made may live until exit (see load_library).
+#pragma once
+#include <any>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lab/attention.h"
+#include "lab/backend.h"
+#include "lab/model.h"
+#include "lab/optimizer.h"
+#include "lab/options.h"
+#include "lab/task.h"
+#include "lab/tokenizer.h"
+
+namespace lab {
+
+class Registry;
+struct BuildContext;
+
+using BackendFactory = std::function<std::shared_ptr<Backend>(const Options&)>;
+using TokenizerFactory = std::function<std::shared_ptr<Tokenizer>(const Options&, BuildContext&)>;
+using AttentionFactory =
+    std::function<std::shared_ptr<Attention>(const Options&, const AttentionShape&, BuildContext&)>;
+using ModelFactory = std::function<std::shared_ptr<Model>(const Options&, BuildContext&)>;
+using OptimizerFactory = std::function<std::shared_ptr<Optimizer>(const Options&, NamedTensors, BuildContext&)>;
+using ScheduleFactory = std::function<std::shared_ptr<Schedule>(const Options&, const ScheduleContext&)>;
+using TaskFactory = std::function<std::shared_ptr<Task>(const Options&, BuildContext&)>;
+
+// What a plugin says about one of its factories.
+struct PluginDecl {
+    std::string name;
+    std::string version;
+    std::string description;
+    OptionSchema schema;
+};
+
+struct PluginInfo {
+    std::string kind, name, version, description;
+    std::string file;  // the shared library, or "<builtin>" for factories added in-process
+    OptionSchema schema;
+    std::any factory;
+};
+
+// Everything a factory may need while an experiment is being built.
+struct TrainSettings {
+    int64_t steps = 0, batch = 0, seq_len = 0, eval_every = 0, log_every = 0;
+    double grad_clip = 0;
+};
+
+struct BuildContext {
+    Backend* backend = nullptr;
+    const Registry* registry = nullptr;
+    uint64_t seed = 0;
+    Generator init_rng;     // parameter initialisation
+    Generator dropout_rng;  // dropout masks
+    Generator data_rng;     // batch sampling
+    TrainSettings train;
+    std::filesystem::path data_dir;
+    std::filesystem::path run_dir;  // where the run keeps files (vocabulary, samples)
+    Tokenizer* tokenizer = nullptr;
+    // Builds the experiment's [attention] choice for a model's shape.
+    std::function<std::shared_ptr<Attention>(const AttentionShape&)> make_attention;
+    std::function<void(const std::string&)> log = [](const std::string&) {};
+};
+
+class Registry {
+public:
+    static const std::vector<std::string>& kinds();  // backend, tokenizer, attention, ...
+    static std::string abi_tag();                     // liblab's tag
+
+    // Loads one plugin library. Throws PluginError naming the file (missing file, not a plugin,
+    // ABI tag mismatch with both tags and how to rebuild, duplicate registration).
+    void load_library(const std::filesystem::path& file);
+    // Loads every *.so in a directory (sorted by name). Throws if the directory does not exist.
+    void load_directory(const std::filesystem::path& dir);
+
+    void add_backend(PluginDecl decl, BackendFactory f) { add("backend", std::move(decl), std::move(f)); }
+    void add_tokenizer(PluginDecl decl, TokenizerFactory f) { add("tokenizer", std::move(decl), std::move(f)); }
+    void add_attention(PluginDecl decl, AttentionFactory f) { add("attention", std::move(decl), std::move(f)); }
+    void add_model(PluginDecl decl, ModelFactory f) { add("model", std::move(decl), std::move(f)); }
+    void add_optimizer(PluginDecl decl, OptimizerFactory f) { add("optimizer", std::move(decl), std::move(f)); }
+    void add_schedule(PluginDecl decl, ScheduleFactory f) { add("schedule", std::move(decl), std::move(f)); }
+    void add_task(PluginDecl decl, TaskFactory f) { add("task", std::move(decl), std::move(f)); }
+
+    // Throws PluginError for an unknown kind or name, listing the known names of that kind and
+    // the closest match.
+    const PluginInfo& find(const std::string& kind, const std::string& name) const;
+    bool has(const std::string& kind, const std::string& name) const;
+    std::vector<const PluginInfo*> list() const;  // sorted by kind, then name
+    std::vector<std::string> names(const std::string& kind) const;
+    std::vector<std::filesystem::path> loaded_files() const { return files_; }
+
+    template <class Factory>
+    const Factory& factory(const std::string& kind, const std::string& name) const {
+        return std::any_cast<const Factory&>(find(kind, name).factory);
+    }
+
+private:
+    void add(const std::string& kind, PluginDecl decl, std::any factory);
+    std::map<std::pair<std::string, std::string>, PluginInfo> plugins_;
+    std::vector<std::filesystem::path> files_;
+    std::string loading_file_ = "<builtin>";
+};
+
+}  // namespace lab

@@ -1,0 +1,32 @@
+// Default behaviour of the plugin kinds' base classes.
+#include "lab/error.h"
+#include "lab/optimizer.h"
+#include "lab/tokenizer.h"
+
+namespace lab {
+
+void Tokenizer::train(std::string_view) {
+    throw DataError("this tokenizer cannot be trained from a corpus; give it a vocabulary file instead");
+}
+
+void Optimizer::zero_grad() {
+    for (auto& [name, p] : params_) {
+        Tensor g = p.grad();
+        if (g.defined()) g.fill_(0.0);
+    }
+}
+
+}  // namespace lab
+
+#include "lab/options.h"
+
+namespace lab {
+
+void add_schedule_options(OptionSchema& schema, bool with_decay) {
+    schema.integer("warmup", 0, "steps of linear warmup from ~0 to the optimizer's lr").at_least(0);
+    if (!with_decay) return;
+    schema.real("min_lr", 0.0, "learning rate at the end of the decay").range(0, 10);
+    schema.integer("decay_steps", 0, "step at which the decay reaches min_lr (0: [train] steps)").at_least(0);
+}
+
+}  // namespace lab

@@ -1,0 +1,667 @@
+#include "lab/ops.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "lab/error.h"
+
+namespace lab::ops {
+
+namespace {
+
+Tensor new_f32(const Tensor& like, const Shape& shape) { return Tensor::empty(like.backend(), shape, DType::f32); }
+
+Tensor contig(const Tensor& t) { return t.contiguous_copy(); }
+
+void require_float(const Tensor& t, const char* op) {
+    if (!t.defined()) throw ShapeError(std::string(op) + ": input tensor is undefined");
+    if (t.dtype() != DType::f32)
+        throw ShapeError(std::string(op) + ": expected an f32 tensor, got " + dtype_name(t.dtype()) + " " +
+                         shape_str(t.shape()));
+}
+
+int64_t normalize_dim(int64_t dim, int64_t rank, const char* op) {
+    if (dim < 0) dim += rank;
+    if (dim < 0 || dim >= rank)
+        throw ShapeError(std::string(op) + ": dimension " + std::to_string(dim) + " out of range for rank " +
+                         std::to_string(rank));
+    return dim;
+}
+
+// Sum `g` down to `shape` (the inverse of broadcasting): dims that were added or expanded from 1.
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+    if (g.shape() == shape) return g;
+    Shape padded(g.shape().size(), 1);
+    size_t lead = g.shape().size() - shape.size();
+    for (size_t i = 0; i < shape.size(); ++i) padded[lead + i] = shape[i];
+    Tensor reduced = new_f32(g, padded);
+    g.backend().reduce_sum(reduced, contig(g));
+    return reduced.view(shape, contiguous_strides(shape), reduced.offset());
+}
+
+Tensor unary_op(UnaryOp op, const Tensor& x, float alpha, const char* name) {
+    require_float(x, name);
+    Tensor xc = contig(x);
+    Tensor y = new_f32(x, x.shape());
+    x.backend().unary(op, y, xc, alpha);
+    if (any_requires_grad({&x})) {
+        Tensor saved_x = xc.detach(), saved_y = y.detach();
+        record(y, name, {x}, [op, alpha, saved_x, saved_y](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dy = contig(dout);
+            Tensor dx = new_f32(dy, dy.shape());
+            switch (op) {
+                case UnaryOp::scale: dy.backend().unary(UnaryOp::scale, dx, dy, alpha); break;
+                case UnaryOp::neg: dy.backend().unary(UnaryOp::neg, dx, dy, 0.0f); break;
+                case UnaryOp::add_scalar: dx = dy; break;
+                default: dy.backend().unary_backward(op, dx, dy, saved_x, saved_y); break;
+            }
+            d[0] = dx;
+        });
+    }
+    return y;
+}
+
+Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
+    require_float(a, name);
+    require_float(b, name);
+    Shape out_shape = broadcast_shapes(a.shape(), b.shape(), name);
+    Tensor ea = expand(a.detach(), out_shape), eb = expand(b.detach(), out_shape);
+    Tensor c = new_f32(a, out_shape);
+    a.backend().binary(op, c, ea, eb);
+    if (any_requires_grad({&a, &b})) {
+        Tensor sa = a.detach(), sb = b.detach(), sc = c.detach();
+        bool need_a = a.requires_grad(), need_b = b.requires_grad();
+        record(c, name, {a, b}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Backend& be = dout.backend();
+            auto apply = [&](BinaryOp bop, const Tensor& x, const Tensor& y) {
+                Tensor r = new_f32(dout, out_shape);
+                be.binary(bop, r, expand(x, out_shape), expand(y, out_shape));
+                return r;
+            };
+            switch (op) {
+                case BinaryOp::add:
+                    if (need_a) d[0] = sum_to(dout, sa.shape());
+                    if (need_b) d[1] = sum_to(dout, sb.shape());
+                    break;
+                case BinaryOp::sub:
+                    if (need_a) d[0] = sum_to(dout, sa.shape());
+                    if (need_b) {
+                        Tensor g = sum_to(dout, sb.shape());
+                        Tensor n = new_f32(g, g.shape());
+                        be.unary(UnaryOp::neg, n, contig(g), 0.0f);
+                        d[1] = n;
+                    }
+                    break;
+                case BinaryOp::mul:
+                    if (need_a) d[0] = sum_to(apply(BinaryOp::mul, dout, sb), sa.shape());
+                    if (need_b) d[1] = sum_to(apply(BinaryOp::mul, dout, sa), sb.shape());
+                    break;
+                case BinaryOp::div:
+                    if (need_a) d[0] = sum_to(apply(BinaryOp::div, dout, sb), sa.shape());
+                    if (need_b) {  // d(a/b)/db = -(a/b)/b
+                        Tensor t = apply(BinaryOp::mul, dout, sc);
+                        Tensor q = apply(BinaryOp::div, t, sb);
+                        Tensor g = contig(sum_to(q, sb.shape()));
+                        Tensor n = new_f32(g, g.shape());
+                        be.unary(UnaryOp::neg, n, g, 0.0f);
+                        d[1] = n;
+                    }
+                    break;
+            }
+        });
+    }
+    return c;
+}
+
+// Gradient of a rank-padded, batch-broadcast operand back to the operand's own shape.
+Tensor reduce_to_operand(const Tensor& g, const Shape& shape) {
+    Shape padded(g.shape().size() - shape.size(), 1);
+    padded.insert(padded.end(), shape.begin(), shape.end());
+    Tensor r = contig(sum_to(g, padded));
+    return r.view(shape, contiguous_strides(shape), r.offset());
+}
+
+// Rank-equalised, batch-broadcast matmul of a [..., M, K] and b [..., K, N] (ranks 2-4).
+Tensor batched_matmul(const Tensor& a, const Tensor& b) {
+    int64_t rank = std::max(a.dim(), b.dim());
+    if (a.dim() < 2 || b.dim() < 2 || rank > 4)
+        throw ShapeError("matmul: operands must have rank 2 to 4, got " + shape_str(a.shape()) + " and " +
+                         shape_str(b.shape()));
+    auto pad = [rank](const Tensor& t) {
+        Shape s(static_cast<size_t>(rank - t.dim()), 1), st(static_cast<size_t>(rank - t.dim()), 0);
+        s.insert(s.end(), t.shape().begin(), t.shape().end());
+        st.insert(st.end(), t.strides().begin(), t.strides().end());
+        return t.view(s, st, t.offset());
+    };
+    Tensor pa = pad(a.detach()), pb = pad(b.detach());
+    int64_t M = pa.size(-2), K = pa.size(-1), N = pb.size(-1);
+    if (pb.size(-2) != K)
+        throw ShapeError("matmul: inner dimensions differ: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()));
+    Shape out_shape(static_cast<size_t>(rank));
+    for (int64_t i = 0; i < rank - 2; ++i) {
+        int64_t da = pa.shape()[i], db = pb.shape()[i];
+        if (da != db && da != 1 && db != 1)
+            throw ShapeError("matmul: batch dimensions do not broadcast: " + shape_str(a.shape()) + " @ " +
+                             shape_str(b.shape()));
+        out_shape[i] = std::max(da, db);
+    }
+    out_shape[rank - 2] = M;
+    out_shape[rank - 1] = N;
+    Tensor c = new_f32(a, out_shape);
+    a.backend().matmul(c, pa, pb, nullptr, 1.0f, false);
+    if (any_requires_grad({&a, &b})) {
+        bool need_a = a.requires_grad(), need_b = b.requires_grad();
+        Shape a_shape = a.shape(), b_shape = b.shape();
+        record(c, "matmul", {a, b}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dc = contig(dout);
+            if (need_a) {  // dA = dC @ B^T, summed over the batch dims that a was broadcast along
+                Shape s = out_shape;
+                s.back() = K;
+                Tensor da = new_f32(dc, s);
+                dc.backend().matmul(da, dc, transpose(pb, -1, -2), nullptr, 1.0f, false);
+                d[0] = reduce_to_operand(da, a_shape);
+            }
+            if (need_b) {  // dB = A^T @ dC
+                Shape s = out_shape;
+                s[rank - 2] = K;
+                Tensor db = new_f32(dc, s);
+                dc.backend().matmul(db, transpose(pa, -1, -2), dc, nullptr, 1.0f, false);
+                d[1] = reduce_to_operand(db, b_shape);
+            }
+        });
+    }
+    return c;
+}
+
+}  // namespace
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+    size_t rank = std::max(a.size(), b.size());
+    Shape out(rank);
+    for (size_t i = 0; i < rank; ++i) {
+        int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+        int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+        if (da != db && da != 1 && db != 1)
+            throw ShapeError(std::string(op) + ": shapes " + shape_str(a) + " and " + shape_str(b) +
+                             " do not broadcast");
+        out[i] = da == 1 ? db : da;
+    }
+    return out;
+}
+
+// ---- linear algebra ----
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+    require_float(a, "matmul");
+    require_float(b, "matmul");
+    // [.., M, K] @ [K, N]: fold the batch into M so that the weight gradient is one 2-D matmul.
+    if (b.dim() == 2 && a.dim() > 2) {
+        Shape out_shape = a.shape();
+        out_shape.back() = b.size(1);
+        Tensor flat = reshape(a, {-1, a.size(-1)});
+        return reshape(batched_matmul(flat, b), out_shape);
+    }
+    return batched_matmul(a, b);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    require_float(x, "linear");
+    require_float(weight, "linear");
+    if (weight.dim() != 2 || x.size(-1) != weight.size(1))
+        throw ShapeError("linear: input " + shape_str(x.shape()) + " does not match weight " +
+                         shape_str(weight.shape()) + " ([out, in])");
+    if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
+        throw ShapeError("linear: bias " + shape_str(bias.shape()) + " does not match weight " +
+                         shape_str(weight.shape()));
+    int64_t in = weight.size(1), out = weight.size(0);
+    Tensor x2 = reshape(x, {-1, in});  // [N, in]
+    Tensor x2d = x2.detach(), w = weight.detach();
+    Tensor y = new_f32(x, {x2.size(0), out});  // [N, out]
+    Tensor bias_d = bias.defined() ? bias.detach() : Tensor();
+    x.backend().matmul(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
+    if (any_requires_grad({&x2, &weight, &bias})) {
+        bool need_x = x2.requires_grad(), need_w = weight.requires_grad(),
+             need_b = bias.defined() && bias.requires_grad();
+        record(y, "linear", {x2, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dy = contig(dout);  // [N, out]
+            Backend& be = dy.backend();
+            if (need_x) {  // dx = dy @ W
+                Tensor dx = new_f32(dy, x2d.shape());
+                be.matmul(dx, dy, w, nullptr, 1.0f, false);
+                d[0] = dx;
+            }
+            if (need_w) {  // dW = dy^T @ x
+                Tensor dw = new_f32(dy, w.shape());
+                be.matmul(dw, transpose(dy, 0, 1), x2d, nullptr, 1.0f, false);
+                d[1] = dw;
+            }
+            if (need_b) {
+                Tensor db = new_f32(dy, {1, out});
+                be.reduce_sum(db, dy);
+                d[2] = db.view({out}, {1}, db.offset());
+            }
+        });
+    }
+    Shape out_shape = x.shape();
+    out_shape.back() = out;
+    return reshape(y, out_shape);
+}
+
+// ---- elementwise ----
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::add, a, b, "add"); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::sub, a, b, "sub"); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::mul, a, b, "mul"); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::div, a, b, "div"); }
+Tensor scale(const Tensor& x, float alpha) { return unary_op(UnaryOp::scale, x, alpha, "scale"); }
+Tensor add_scalar(const Tensor& x, float alpha) { return unary_op(UnaryOp::add_scalar, x, alpha, "add_scalar"); }
+Tensor neg(const Tensor& x) { return unary_op(UnaryOp::neg, x, 0.0f, "neg"); }
+Tensor exp(const Tensor& x) { return unary_op(UnaryOp::exp, x, 0.0f, "exp"); }
+Tensor log(const Tensor& x) { return unary_op(UnaryOp::log, x, 0.0f, "log"); }
+Tensor sqrt(const Tensor& x) { return unary_op(UnaryOp::sqrt, x, 0.0f, "sqrt"); }
+Tensor square(const Tensor& x) { return unary_op(UnaryOp::square, x, 0.0f, "square"); }
+Tensor tanh(const Tensor& x) { return unary_op(UnaryOp::tanh, x, 0.0f, "tanh"); }
+Tensor sigmoid(const Tensor& x) { return unary_op(UnaryOp::sigmoid, x, 0.0f, "sigmoid"); }
+Tensor relu(const Tensor& x) { return unary_op(UnaryOp::relu, x, 0.0f, "relu"); }
+Tensor gelu(const Tensor& x, bool tanh_approximation) {
+    return tanh_approximation ? unary_op(UnaryOp::gelu_tanh, x, 0.0f, "gelu_tanh")
+                              : unary_op(UnaryOp::gelu, x, 0.0f, "gelu");
+}
+
+// ---- shape ----
+
+Tensor contiguous(const Tensor& x) {
+    if (x.is_contiguous()) return x;
+    Tensor y = x.contiguous_copy();
+    if (any_requires_grad({&x}))
+        record(y, "contiguous", {x}, [](const Tensor& dout, std::vector<Tensor>& d) { d[0] = dout; });
+    return y;
+}
+
+Tensor reshape(const Tensor& x, Shape shape) {
+    int64_t known = 1, infer = -1;
+    for (size_t i = 0; i < shape.size(); ++i) {
+        if (shape[i] == -1) {
+            if (infer >= 0) throw ShapeError("reshape: more than one -1 in " + shape_str(shape));
+            infer = static_cast<int64_t>(i);
+        } else {
+            known *= shape[i];
+        }
+    }
+    if (infer >= 0) {
+        if (known == 0 || x.numel() % known != 0)
+            throw ShapeError("reshape: cannot reshape " + shape_str(x.shape()) + " into " + shape_str(shape));
+        shape[static_cast<size_t>(infer)] = x.numel() / known;
+    }
+    if (shape_numel(shape) != x.numel())
+        throw ShapeError("reshape: cannot reshape " + shape_str(x.shape()) + " (" + std::to_string(x.numel()) +
+                         " elements) into " + shape_str(shape));
+    Tensor src = contiguous(x);
+    Tensor y = src.view(shape, contiguous_strides(shape), src.offset());
+    if (any_requires_grad({&src})) {
+        Shape in_shape = src.shape();
+        record(y, "reshape", {src}, [in_shape](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor g = contig(dout);
+            d[0] = g.view(in_shape, contiguous_strides(in_shape), g.offset());
+        });
+    }
+    return y;
+}
+
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+    d0 = normalize_dim(d0, x.dim(), "transpose");
+    d1 = normalize_dim(d1, x.dim(), "transpose");
+    Shape shape = x.shape(), strides = x.strides();
+    std::swap(shape[d0], shape[d1]);
+    std::swap(strides[d0], strides[d1]);
+    Tensor y = x.view(shape, strides, x.offset());
+    if (any_requires_grad({&x}))
+        record(y, "transpose", {x}, [d0, d1](const Tensor& dout, std::vector<Tensor>& d) {
+            d[0] = transpose(dout, d0, d1);
+        });
+    return y;
+}
+
+Tensor expand(const Tensor& x, const Shape& shape) {
+    if (x.shape() == shape) return x;
+    if (shape.size() < x.shape().size())
+        throw ShapeError("expand: cannot expand " + shape_str(x.shape()) + " to " + shape_str(shape));
+    size_t lead = shape.size() - x.shape().size();
+    Shape strides(shape.size(), 0);
+    for (size_t i = 0; i < x.shape().size(); ++i) {
+        int64_t have = x.shape()[i], want = shape[lead + i];
+        if (have == want) strides[lead + i] = x.strides()[i];
+        else if (have != 1)
+            throw ShapeError("expand: cannot expand " + shape_str(x.shape()) + " to " + shape_str(shape));
+    }
+    Tensor y = x.view(shape, strides, x.offset());
+    if (any_requires_grad({&x})) {
+        Shape in_shape = x.shape();
+        record(y, "expand", {x}, [in_shape](const Tensor& dout, std::vector<Tensor>& d) {
+            d[0] = contig(sum_to(dout, in_shape));
+        });
+    }
+    return y;
+}
+
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
+    dim = normalize_dim(dim, x.dim(), "slice");
+    int64_t n = x.size(dim);
+    if (start < 0) start += n;
+    if (end < 0) end += n;
+    if (start < 0 || end > n || start > end)
+        throw ShapeError("slice: range [" + std::to_string(start) + ", " + std::to_string(end) +
+                         ") out of bounds for dimension " + std::to_string(dim) + " of " + shape_str(x.shape()));
+    Shape shape = x.shape();
+    shape[dim] = end - start;
+    Tensor y = x.view(shape, x.strides(), x.offset() + start * x.strides()[dim]);
+    if (any_requires_grad({&x})) {
+        Shape in_shape = x.shape();
+        record(y, "slice", {x}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dx = Tensor::zeros(dout.backend(), in_shape);
+            Tensor window = dx.view(shape, dx.strides(), start * dx.strides()[dim]);
+            window.copy_(dout);
+            d[0] = dx;
+        });
+    }
+    return y;
+}
+
+Tensor select(const Tensor& x, int64_t dim, int64_t index) {
+    dim = normalize_dim(dim, x.dim(), "select");
+    Tensor part = slice(x, dim, index, index + 1);
+    Shape shape = part.shape(), strides = part.strides();
+    shape.erase(shape.begin() + dim);
+    strides.erase(strides.begin() + dim);
+    Tensor y = part.view(shape, strides, part.offset());
+    if (any_requires_grad({&part})) {
+        Shape kept = part.shape();
+        record(y, "select", {part}, [kept, dim](const Tensor& dout, std::vector<Tensor>& d) {
+            Shape strides = dout.strides();
+            strides.insert(strides.begin() + dim, 0);
+            d[0] = dout.view(kept, strides, dout.offset());
+        });
+    }
+    return y;
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+    if (xs.empty()) throw ShapeError("concat: no tensors given");
+    dim = normalize_dim(dim, xs[0].dim(), "concat");
+    Shape shape = xs[0].shape();
+    int64_t total = 0;
+    for (const Tensor& x : xs) {
+        Shape s = x.shape();
+        if (s.size() != shape.size() || x.dtype() != xs[0].dtype())
+            throw ShapeError("concat: " + shape_str(s) + " does not match " + shape_str(shape));
+        for (size_t i = 0; i < s.size(); ++i)
+            if (static_cast<int64_t>(i) != dim && s[i] != shape[i])
+                throw ShapeError("concat: " + shape_str(s) + " does not match " + shape_str(shape) +
+                                 " outside dimension " + std::to_string(dim));
+        total += s[dim];
+    }
+    shape[dim] = total;
+    Tensor y = Tensor::empty(xs[0].backend(), shape, xs[0].dtype());
+    std::vector<int64_t> sizes;
+    int64_t at = 0;
+    for (const Tensor& x : xs) {
+        Shape part = y.shape();
+        part[dim] = x.size(dim);
+        y.view(part, y.strides(), at * y.strides()[dim]).copy_(x);
+        sizes.push_back(x.size(dim));
+        at += x.size(dim);
+    }
+    bool any = false;
+    for (const Tensor& x : xs) any = any || any_requires_grad({&x});
+    if (any) {
+        record(y, "concat", xs, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            int64_t offset = 0;
+            for (size_t i = 0; i < sizes.size(); ++i) {
+                Shape part = dout.shape();
+                part[dim] = sizes[i];
+                d[i] = dout.view(part, dout.strides(), dout.offset() + offset * dout.strides()[dim]);
+                offset += sizes[i];
+            }
+        });
+    }
+    return y;
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t dim, const std::vector<int64_t>& sizes) {
+    dim = normalize_dim(dim, x.dim(), "split");
+    int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+    if (total != x.size(dim))
+        throw ShapeError("split: sizes add up to " + std::to_string(total) + " but dimension " + std::to_string(dim) +
+                         " of " + shape_str(x.shape()) + " is " + std::to_string(x.size(dim)));
+    std::vector<Tensor> parts;
+    int64_t start = 0;
+    for (int64_t s : sizes) {
+        parts.push_back(slice(x, dim, start, start + s));
+        start += s;
+    }
+    return parts;
+}
+
+// ---- reductions ----
+
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
+    require_float(x, "sum");
+    dim = normalize_dim(dim, x.dim(), "sum");
+    Shape kept = x.shape();
+    kept[dim] = 1;
+    Tensor y = new_f32(x, kept);
+    x.backend().reduce_sum(y, contig(x));
+    Shape out_shape = kept;
+    if (!keepdim) out_shape.erase(out_shape.begin() + dim);
+    Tensor out = y.view(out_shape, contiguous_strides(out_shape), 0);
+    if (any_requires_grad({&x})) {
+        Shape in_shape = x.shape();
+        record(out, "sum", {x}, [in_shape, kept](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor g = contig(dout);
+            d[0] = contig(expand(g.view(kept, contiguous_strides(kept), g.offset()), in_shape));
+        });
+    }
+    return out;
+}
+
+Tensor sum(const Tensor& x) {
+    require_float(x, "sum");
+    Shape ones(x.shape().size(), 1);
+    Tensor y = new_f32(x, ones);
+    x.backend().reduce_sum(y, contig(x));
+    Tensor out = y.view({}, {}, 0);
+    if (any_requires_grad({&x})) {
+        Shape in_shape = x.shape();
+        record(out, "sum", {x}, [in_shape, ones](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor g = contig(dout);
+            d[0] = contig(expand(g.view(ones, Shape(ones.size(), 0), g.offset()), in_shape));
+        });
+    }
+    return out;
+}
+
+Tensor mean(const Tensor& x) { return scale(sum(x), 1.0f / static_cast<float>(std::max<int64_t>(1, x.numel()))); }
+
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
+    int64_t n = x.size(dim);
+    return scale(sum(x, dim, keepdim), 1.0f / static_cast<float>(std::max<int64_t>(1, n)));
+}
+
+// ---- normalisation, probabilities, losses ----
+
+namespace {
+Tensor softmax_impl(const Tensor& x, bool log, const char* name) {
+    require_float(x, name);
+    if (x.dim() < 1) throw ShapeError(std::string(name) + ": needs at least one dimension");
+    int64_t C = x.size(-1), N = x.numel() / std::max<int64_t>(1, C);
+    Tensor xc = contig(x).detach();
+    Tensor x2 = xc.view({N, C}, {C, 1}, xc.offset());
+    Tensor y = new_f32(x, {N, C});
+    x.backend().softmax(y, x2, log);
+    Tensor out = y.view(x.shape(), contiguous_strides(x.shape()), 0);
+    if (any_requires_grad({&x})) {
+        Tensor saved_y = y.detach();
+        record(out, name, {x}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dy = contig(dout);
+            Tensor dx = new_f32(dy, {N, C});
+            dy.backend().softmax_backward(dx, dy.view({N, C}, {C, 1}, dy.offset()), saved_y, log);
+            d[0] = dx.view(dout.shape(), contiguous_strides(dout.shape()), 0);
+        });
+    }
+    return out;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x) { return softmax_impl(x, false, "softmax"); }
+Tensor log_softmax(const Tensor& x) { return softmax_impl(x, true, "log_softmax"); }
+
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+    require_float(x, "layer_norm");
+    int64_t C = x.size(-1), N = x.numel() / std::max<int64_t>(1, C);
+    for (const Tensor* p : {&gamma, &beta})
+        if (p->defined() && (p->dim() != 1 || p->size(0) != C))
+            throw ShapeError("layer_norm: parameter " + shape_str(p->shape()) + " does not match input " +
+                             shape_str(x.shape()) + " (expected [" + std::to_string(C) + "])");
+    Tensor xc = contig(x).detach();
+    Tensor x2 = xc.view({N, C}, {C, 1}, xc.offset());
+    Tensor y = new_f32(x, {N, C}), mean_t = new_f32(x, {N}), rstd = new_f32(x, {N});
+    Tensor g = gamma.defined() ? gamma.detach() : Tensor(), b = beta.defined() ? beta.detach() : Tensor();
+    x.backend().layer_norm(y, mean_t, rstd, x2, gamma.defined() ? &g : nullptr, beta.defined() ? &b : nullptr, eps);
+    Tensor out = y.view(x.shape(), contiguous_strides(x.shape()), 0);
+    if (any_requires_grad({&x, &gamma, &beta})) {
+        bool need_g = gamma.defined() && gamma.requires_grad(), need_b = beta.defined() && beta.requires_grad();
+        Shape in_shape = x.shape();
+        record(out, "layer_norm", {x, gamma, beta}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dyc = contig(dout);
+            Tensor dy = dyc.view({N, C}, {C, 1}, dyc.offset());
+            Backend& be = dy.backend();
+            Tensor dx = new_f32(dy, {N, C});
+            Tensor dg = need_g ? Tensor::zeros(be, {C}) : Tensor();
+            Tensor db = need_b ? Tensor::zeros(be, {C}) : Tensor();
+            be.layer_norm_backward(dx, need_g ? &dg : nullptr, need_b ? &db : nullptr, dy, x2, mean_t, rstd,
+                                   g.defined() ? &g : nullptr);
+            d[0] = dx.view(in_shape, contiguous_strides(in_shape), 0);
+            if (need_g) d[1] = dg;
+            if (need_b) d[2] = db;
+        });
+    }
+    return out;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+    require_float(logits, "cross_entropy");
+    if (logits.dim() != 2 || targets.dim() != 1 || targets.size(0) != logits.size(0) ||
+        !(targets.dtype() == DType::i32 || targets.dtype() == DType::i64))
+        throw ShapeError("cross_entropy: expected logits [N, V] f32 and integer targets [N], got " +
+                         shape_str(logits.shape()) + " and " + shape_str(targets.shape()) + " " +
+                         dtype_name(targets.dtype()));
+    Backend& be = logits.backend();
+    int64_t N = logits.size(0);
+    Tensor lg = contig(logits).detach(), tg = contig(targets);
+    Tensor rows = new_f32(logits, {N}), lse = new_f32(logits, {N});
+    be.cross_entropy(rows, lse, lg, tg, ignore_index);
+    int64_t count = 0;
+    for (int64_t t : tg.to_ints()) count += t != ignore_index;
+    float inv = 1.0f / static_cast<float>(std::max<int64_t>(1, count));
+    Tensor total = new_f32(logits, {1});
+    be.reduce_sum(total, rows);
+    Tensor loss = new_f32(logits, {1});
+    be.unary(UnaryOp::scale, loss, total, inv);
+    Tensor out = loss.view({}, {}, 0);
+    if (any_requires_grad({&logits})) {
+        record(out, "cross_entropy", {logits}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Backend& b = dout.backend();
+            Tensor scaled = new_f32(dout, {1});
+            b.unary(UnaryOp::scale, scaled, contig(dout).view({1}, {1}, 0), inv);
+            Tensor drows = contig(expand(scaled, {N}));
+            Tensor dlogits = new_f32(dout, lg.shape());
+            b.cross_entropy_backward(dlogits, drows, lg, lse, tg, ignore_index);
+            d[0] = dlogits;
+        });
+    }
+    return out;
+}
+
+// ---- lookups, masks, dropout ----
+
+Tensor embedding(const Tensor& ids, const Tensor& table) {
+    require_float(table, "embedding");
+    if (!(ids.dtype() == DType::i32 || ids.dtype() == DType::i64) || table.dim() != 2)
+        throw ShapeError("embedding: expected integer ids and a table [V, C], got " + std::string(dtype_name(ids.dtype())) +
+                         " ids and table " + shape_str(table.shape()));
+    int64_t N = ids.numel(), C = table.size(1);
+    Tensor flat_ids = contig(ids);
+    flat_ids = flat_ids.view({N}, {1}, flat_ids.offset());
+    Tensor tb = table.detach();
+    Tensor y = new_f32(table, {N, C});
+    table.backend().embedding(y, flat_ids, tb);
+    Shape out_shape = ids.shape();
+    out_shape.push_back(C);
+    Tensor out = y.view(out_shape, contiguous_strides(out_shape), 0);
+    if (any_requires_grad({&table})) {
+        record(out, "embedding", {Tensor(), table}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dyc = contig(dout);
+            Tensor dtable = Tensor::zeros(dyc.backend(), tb.shape());
+            dyc.backend().embedding_backward(dtable, dyc.view({N, C}, {C, 1}, dyc.offset()), flat_ids);
+            d[1] = dtable;
+        });
+    }
+    return out;
+}
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
+    require_float(x, "masked_fill");
+    if (mask.dtype() != DType::u8)
+        throw ShapeError("masked_fill: mask must be u8, got " + std::string(dtype_name(mask.dtype())));
+    Shape shape = broadcast_shapes(x.shape(), mask.shape(), "masked_fill");
+    if (shape != x.shape())
+        throw ShapeError("masked_fill: mask " + shape_str(mask.shape()) + " does not broadcast to input " +
+                         shape_str(x.shape()));
+    Tensor m = expand(mask, shape);
+    Tensor y = new_f32(x, shape);
+    x.backend().masked_fill(y, contig(x), m, value);
+    if (any_requires_grad({&x})) {
+        record(y, "masked_fill", {x}, [m](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dy = contig(dout);
+            Tensor dx = new_f32(dy, dy.shape());
+            dy.backend().masked_fill(dx, dy, m, 0.0f);
+            d[0] = dx;
+        });
+    }
+    return y;
+}
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+    if (!training || p <= 0.0f) return x;
+    if (p >= 1.0f) throw ShapeError("dropout: probability must be below 1, got " + std::to_string(p));
+    require_float(x, "dropout");
+    Tensor xc = contig(x);
+    Tensor keep = Tensor::empty(x.backend(), x.shape(), DType::u8);
+    Tensor y = new_f32(x, x.shape());
+    x.backend().dropout(y, keep, xc, p, gen.next(static_cast<uint64_t>(x.numel())));
+    if (any_requires_grad({&x})) {
+        record(y, "dropout", {x}, [keep, p](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dy = contig(dout);
+            Tensor dx = new_f32(dy, dy.shape());
+            dy.backend().dropout_backward(dx, dy, keep, p);
+            d[0] = dx;
+        });
+    }
+    return y;
+}
+
+// ---- initialisation ----
+
+void fill_normal(const Tensor& t, float mean_value, float std, RngKey key) {
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = mean_value + std * philox_normal(key, i);
+    t.copy_(Tensor::from_floats(t.backend(), t.shape(), v));
+}
+
+void fill_uniform(const Tensor& t, float lo, float hi, RngKey key) {
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = lo + (hi - lo) * philox_uniform(key, i);
+    t.copy_(Tensor::from_floats(t.backend(), t.shape(), v));
+}
+
+}  // namespace lab::ops

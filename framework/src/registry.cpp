@@ -1,0 +1,134 @@
+#include "lab/registry.h"
+
+#include <algorithm>
+#include <dlfcn.h>
+
+#include <boost/dll/shared_library.hpp>
+
+#include "lab/error.h"
+#include "lab/version.h"
+
+namespace lab {
+
+const std::vector<std::string>& Registry::kinds() {
+    static const std::vector<std::string> k = {"backend", "tokenizer", "attention", "model",
+                                               "optimizer", "schedule",  "task"};
+    return k;
+}
+
+std::string Registry::abi_tag() { return LAB_ABI_TAG; }
+
+void Registry::load_library(const std::filesystem::path& file) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file, ec))
+        throw PluginError("plugin '" + file.string() + "': no such file; check the path (plugins are the .so files " +
+                          "in the build's plugins/ folder, LAB_PLUGIN_PATH or [experiment] plugins)");
+    std::filesystem::path canonical = std::filesystem::canonical(file, ec);
+    if (ec) canonical = std::filesystem::absolute(file);
+    if (std::find(files_.begin(), files_.end(), canonical) != files_.end()) return;  // already loaded
+
+    // Libraries are never unloaded: objects a plugin made (and their vtables) may live until exit,
+    // so each handle is deliberately kept alive for the life of the process.
+    auto* lib = new boost::dll::shared_library();
+    boost::dll::fs::error_code load_error;
+    lib->load(canonical, boost::dll::load_mode::rtld_lazy | boost::dll::load_mode::rtld_local, load_error);
+    if (load_error) {
+        // Boost.DLL reports a generic error code; the dynamic loader's own text says what failed.
+        const char* reason = dlerror();
+        delete lib;
+        throw PluginError("plugin '" + canonical.string() + "' could not be loaded: " +
+                          (reason ? std::string(reason) : load_error.message()) +
+                          "; is it a shared library built for this machine, with its dependencies installed?");
+    }
+    if (!lib->has("lab_plugin_abi") || !lib->has("lab_plugin_register")) {
+        delete lib;
+        throw PluginError("'" + canonical.string() +
+                          "' is not a labrun plugin: it exports no lab_plugin_abi/lab_plugin_register; plugins "
+                          "end with LAB_PLUGIN(registry) { ... } (see docs/writing-a-plugin.md)");
+    }
+    std::string tag = lib->get<const char*()>("lab_plugin_abi")();
+    if (tag != abi_tag()) {
+        delete lib;
+        throw PluginError("plugin '" + canonical.string() + "' was built for ABI '" + tag + "' but this labrun is '" +
+                          abi_tag() + "'; rebuild the plugin against this liblab (cmake --build on its project)");
+    }
+    std::string previous = loading_file_;
+    loading_file_ = canonical.string();
+    try {
+        lib->get<void(Registry&)>("lab_plugin_register")(*this);
+    } catch (...) {
+        loading_file_ = previous;
+        throw;  // the library stays loaded: some of its factories may already be registered
+    }
+    loading_file_ = previous;
+    files_.push_back(canonical);
+}
+
+void Registry::load_directory(const std::filesystem::path& dir) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec))
+        throw PluginError("plugin folder '" + dir.string() + "' does not exist or is not a folder");
+    std::vector<std::filesystem::path> libs;
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+        if (entry.is_regular_file() && entry.path().extension() == ".so") libs.push_back(entry.path());
+    std::sort(libs.begin(), libs.end());
+    for (const auto& lib : libs) load_library(lib);
+}
+
+void Registry::add(const std::string& kind, PluginDecl decl, std::any factory) {
+    const auto& k = kinds();
+    if (std::find(k.begin(), k.end(), kind) == k.end())
+        throw PluginError("unknown plugin kind '" + kind + "' (known: " + join(k, ", ") + ")");
+    if (decl.name.empty()) throw PluginError("a " + kind + " plugin in '" + loading_file_ + "' has an empty name");
+    auto key = std::make_pair(kind, decl.name);
+    auto it = plugins_.find(key);
+    if (it != plugins_.end())
+        throw PluginError(kind + " '" + decl.name + "' is registered twice: by '" + it->second.file + "' and by '" +
+                          loading_file_ + "'; remove one of them from the plugin path or rename it");
+    PluginInfo info;
+    info.kind = kind;
+    info.name = std::move(decl.name);
+    info.version = std::move(decl.version);
+    info.description = std::move(decl.description);
+    info.file = loading_file_;
+    info.schema = std::move(decl.schema);
+    info.factory = std::move(factory);
+    plugins_.emplace(key, std::move(info));
+}
+
+const PluginInfo& Registry::find(const std::string& kind, const std::string& name) const {
+    const auto& k = kinds();
+    if (std::find(k.begin(), k.end(), kind) == k.end()) {
+        std::string hint = closest_match(kind, k);
+        throw PluginError("unknown plugin kind '" + kind + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                          " (known: " + join(k, ", ") + ")");
+    }
+    auto it = plugins_.find({kind, name});
+    if (it != plugins_.end()) return it->second;
+    std::vector<std::string> known = names(kind);
+    std::string hint = closest_match(name, known);
+    throw PluginError("unknown " + kind + " '" + name + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                      " (known " + kind + "s: " + (known.empty() ? std::string("none loaded") : join(known, ", ")) +
+                      ")");
+}
+
+bool Registry::has(const std::string& kind, const std::string& name) const {
+    return plugins_.count({kind, name}) > 0;
+}
+
+std::vector<const PluginInfo*> Registry::list() const {
+    std::vector<const PluginInfo*> out;
+    for (const auto& kind : kinds())
+        for (const auto& [key, info] : plugins_)
+            if (key.first == kind) out.push_back(&info);
+    return out;
+}
+
+std::vector<std::string> Registry::names(const std::string& kind) const {
+    std::vector<std::string> out;
+    for (const auto& [key, info] : plugins_)
+        if (key.first == kind) out.push_back(key.second);
+    return out;
+}
+
+}  // namespace lab
