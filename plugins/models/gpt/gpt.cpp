@@ -1,0 +1,162 @@
+// model/gpt: a GPT-2 style decoder (Radford et al. 2019): learned token and position embeddings,
+// pre-LayerNorm blocks x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), a final LayerNorm. The
+// attention in each block is the experiment's [attention] choice. Parameter names follow the
+// Hugging Face GPT2Model layout (wte, wpe, h.N.ln_1, h.N.attn, h.N.mlp.c_fc, ..., ln_f).
+// Initialisation as GPT-2/nanoGPT: N(0, 0.02), biases 0, and residual projections (c_proj)
+// N(0, 0.02 / sqrt(2 * layers)) so the residual stream's variance does not grow with depth.
+#include <cmath>
+#include <map>
+
+#include "lab/error.h"
+#include "lab/ops.h"
+#include "lab/plugin.h"
+
+namespace {
+
+using namespace lab;
+
+class LayerNorm : public Module {
+public:
+    LayerNorm(Backend& be, int64_t C, bool bias, float eps) : eps_(eps) {
+        weight_ = add_parameter("weight", Tensor::full(be, {C}, 1.0));
+        if (bias) bias_ = add_parameter("bias", Tensor::zeros(be, {C}));
+    }
+    Tensor forward(const Tensor& x) const { return ops::layer_norm(x, weight_, bias_, eps_); }
+
+private:
+    float eps_;
+    Tensor weight_, bias_;
+};
+
+class Mlp : public Module {
+public:
+    Mlp(BuildContext& ctx, int64_t C, int64_t hidden, bool bias, float dropout)
+        : dropout_(dropout), rng_(&ctx.dropout_rng) {
+        Backend& be = *ctx.backend;
+        fc_weight_ = add_parameter("c_fc.weight", Tensor::empty(be, {hidden, C}));
+        proj_weight_ = add_parameter("c_proj.weight", Tensor::empty(be, {C, hidden}));
+        ops::fill_normal(fc_weight_, 0.0f, 0.02f, ctx.init_rng.next(hidden * C));
+        ops::fill_normal(proj_weight_, 0.0f, 0.02f, ctx.init_rng.next(hidden * C));
+        if (bias) {
+            fc_bias_ = add_parameter("c_fc.bias", Tensor::zeros(be, {hidden}));
+            proj_bias_ = add_parameter("c_proj.bias", Tensor::zeros(be, {C}));
+        }
+    }
+    Tensor forward(const Tensor& x) const {
+        Tensor h = ops::gelu(ops::linear(x, fc_weight_, fc_bias_));
+        return ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_);
+    }
+
+private:
+    float dropout_;
+    Generator* rng_;
+    Tensor fc_weight_, fc_bias_, proj_weight_, proj_bias_;
+};
+
+class Block : public Module {
+public:
+    Block(BuildContext& ctx, const AttentionShape& shape, int64_t mlp_hidden, float eps) {
+        ln_1_ = add_module("ln_1", std::make_shared<LayerNorm>(*ctx.backend, shape.hidden, shape.bias, eps));
+        attn_ = add_module("attn", ctx.make_attention(shape));
+        ln_2_ = add_module("ln_2", std::make_shared<LayerNorm>(*ctx.backend, shape.hidden, shape.bias, eps));
+        mlp_ = add_module("mlp", std::make_shared<Mlp>(ctx, shape.hidden, mlp_hidden, shape.bias, shape.dropout));
+    }
+    Tensor forward(const Tensor& x, const AttentionContext& actx) {
+        Tensor h = ops::add(x, attn_->forward(ln_1_->forward(x), actx));
+        return ops::add(h, mlp_->forward(ln_2_->forward(h)));
+    }
+
+private:
+    std::shared_ptr<LayerNorm> ln_1_, ln_2_;
+    std::shared_ptr<Attention> attn_;
+    std::shared_ptr<Mlp> mlp_;
+};
+
+class Gpt : public Model {
+public:
+    Gpt(const Options& opts, BuildContext& ctx) : backend_(*ctx.backend), rng_(&ctx.dropout_rng) {
+        if (!ctx.tokenizer || !ctx.tokenizer->ready())
+            throw ConfigError("model/gpt needs a tokenizer with a vocabulary to size its embeddings");
+        int64_t V = ctx.tokenizer->vocab_size();
+        int64_t L = opts.get_int("layers");
+        C_ = opts.get_int("hidden");
+        max_T_ = opts.get_int("max_seq_len") > 0 ? opts.get_int("max_seq_len") : ctx.train.seq_len;
+        if (max_T_ < 1)
+            throw ConfigError("model/gpt: max_seq_len is 0 and [train] seq_len is not set; set one of them");
+        dropout_ = static_cast<float>(opts.get_float("dropout"));
+        AttentionShape shape{C_, opts.get_int("heads"), dropout_, opts.get_bool("bias")};
+        if (C_ % shape.heads != 0)
+            throw ConfigError("[model] hidden = " + std::to_string(C_) + " is not divisible by heads = " +
+                              std::to_string(shape.heads) + " (" + opts.origin("heads") + ")");
+        float eps = static_cast<float>(opts.get_float("ln_eps"));
+
+        wte_ = add_parameter("wte.weight", Tensor::empty(backend_, {V, C_}));
+        wpe_ = add_parameter("wpe.weight", Tensor::empty(backend_, {max_T_, C_}));
+        ops::fill_normal(wte_, 0.0f, 0.02f, ctx.init_rng.next(V * C_));
+        ops::fill_normal(wpe_, 0.0f, 0.02f, ctx.init_rng.next(max_T_ * C_));
+        for (int64_t l = 0; l < L; ++l)
+            blocks_.push_back(add_module("h." + std::to_string(l),
+                                         std::make_shared<Block>(ctx, shape, opts.get_int("mlp_ratio") * C_, eps)));
+        ln_f_ = add_module("ln_f", std::make_shared<LayerNorm>(backend_, C_, shape.bias, eps));
+
+        float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(L));
+        for (auto& [name, p] : named_parameters())
+            if (name.size() >= 13 && name.compare(name.size() - 13, 13, "c_proj.weight") == 0)
+                ops::fill_normal(p, 0.0f, proj_std, ctx.init_rng.next(p.numel()));
+    }
+
+    Tensor forward(const ModelInputs& in) override {
+        const Tensor& ids = in.ids;  // [B, T]
+        if (ids.dim() != 2) throw ShapeError("model/gpt: expected ids [B, T], got " + shape_str(ids.shape()));
+        int64_t T = ids.size(1);
+        if (T > max_T_)
+            throw ShapeError("model/gpt: sequence length " + std::to_string(T) + " exceeds the model's max_seq_len " +
+                             std::to_string(max_T_));
+        Tensor x = ops::add(ops::embedding(ids, wte_), ops::embedding(positions(T), wpe_));  // [B, T, C]
+        x = ops::dropout(x, dropout_, training(), *rng_);
+        AttentionContext actx{true, in.padding_mask};
+        for (auto& block : blocks_) x = block->forward(x, actx);
+        return ln_f_->forward(x);
+    }
+
+    Tensor embedding_weight() const override { return wte_; }
+    int64_t hidden_size() const override { return C_; }
+    int64_t max_seq_len() const override { return max_T_; }
+    bool causal() const override { return true; }
+
+private:
+    const Tensor& positions(int64_t T) {
+        auto it = positions_.find(T);
+        if (it != positions_.end()) return it->second;
+        std::vector<int64_t> pos(static_cast<size_t>(T));
+        for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = t;
+        return positions_.emplace(T, Tensor::from_ints(backend_, {T}, pos, DType::i32)).first->second;
+    }
+
+    Backend& backend_;
+    Generator* rng_;
+    int64_t C_ = 0, max_T_ = 0;
+    float dropout_ = 0.0f;
+    Tensor wte_, wpe_;
+    std::vector<std::shared_ptr<Block>> blocks_;
+    std::shared_ptr<LayerNorm> ln_f_;
+    std::map<int64_t, Tensor> positions_;
+};
+
+}  // namespace
+
+LAB_PLUGIN(registry) {
+    lab::OptionSchema schema;
+    schema.integer("layers", 4, "number of transformer blocks (L)").at_least(1);
+    schema.integer("heads", 4, "attention heads per block (H); hidden must be divisible by it").at_least(1);
+    schema.integer("hidden", 128, "model width (C)").at_least(1);
+    schema.real("dropout", 0.0, "dropout on embeddings, attention and residual branches").range(0, 0.99);
+    schema.boolean("bias", true, "biases in linear layers and LayerNorms (GPT-2: true; nanoGPT's default: false)");
+    schema.integer("max_seq_len", 0, "number of learned positions (0: [train] seq_len)").at_least(0);
+    schema.integer("mlp_ratio", 4, "feed-forward width as a multiple of hidden").at_least(1);
+    schema.real("ln_eps", 1e-5, "LayerNorm epsilon").range(1e-12, 1e-1);
+    registry.add_model({"gpt", "1.0", "GPT-2 style pre-LayerNorm decoder with learned positions", schema},
+                       [](const lab::Options& opts, lab::BuildContext& ctx) {
+                           return std::make_shared<Gpt>(opts, ctx);
+                       });
+}

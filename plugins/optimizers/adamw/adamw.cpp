@@ -1,0 +1,71 @@
+// optimizer/adamw: Adam with decoupled weight decay (Loshchilov & Hutter 2019), the update of
+// torch.optim.AdamW. As in GPT-2/nanoGPT, weight decay applies to matrices (dim >= 2: linear
+// weights, embeddings) and not to biases or LayerNorm gains, unless decay_1d is set.
+#include "lab/error.h"
+#include "lab/plugin.h"
+
+namespace {
+
+using namespace lab;
+
+class AdamW : public Optimizer {
+public:
+    AdamW(const Options& opts, NamedTensors params, Backend& be)
+        : lr_(opts.get_float("lr")),
+          beta1_(static_cast<float>(opts.get_float("beta1"))),
+          beta2_(static_cast<float>(opts.get_float("beta2"))),
+          eps_(static_cast<float>(opts.get_float("eps"))),
+          weight_decay_(static_cast<float>(opts.get_float("weight_decay"))),
+          decay_1d_(opts.get_bool("decay_1d")) {
+        params_ = std::move(params);
+        for (auto& [name, p] : params_) {
+            m_.push_back(Tensor::zeros(be, p.shape()));
+            v_.push_back(Tensor::zeros(be, p.shape()));
+        }
+    }
+
+    void step(double lr) override {
+        ++t_;
+        for (size_t i = 0; i < params_.size(); ++i) {
+            const Tensor& p = params_[i].second;
+            Tensor g = p.grad();
+            if (!g.defined()) continue;  // a parameter that did not contribute to the loss
+            float wd = (p.dim() >= 2 || decay_1d_) ? weight_decay_ : 0.0f;
+            p.backend().adamw_update(p, g, m_[i], v_[i], static_cast<float>(lr), beta1_, beta2_, eps_, wd, t_);
+        }
+    }
+
+    double base_lr() const override { return lr_; }
+
+    std::map<std::string, Tensor> state() const override {
+        std::map<std::string, Tensor> s;
+        for (size_t i = 0; i < params_.size(); ++i) {
+            s[params_[i].first + ".exp_avg"] = m_[i];
+            s[params_[i].first + ".exp_avg_sq"] = v_[i];
+        }
+        return s;
+    }
+
+private:
+    double lr_;
+    float beta1_, beta2_, eps_, weight_decay_;
+    bool decay_1d_;
+    int64_t t_ = 0;
+    std::vector<Tensor> m_, v_;
+};
+
+}  // namespace
+
+LAB_PLUGIN(registry) {
+    lab::OptionSchema schema;
+    schema.real("lr", 1e-3, "peak learning rate (the schedule scales it)").range(0, 10);
+    schema.real("beta1", 0.9, "decay of the first moment").range(0, 0.999999);
+    schema.real("beta2", 0.999, "decay of the second moment").range(0, 0.999999);
+    schema.real("eps", 1e-8, "added to the root of the second moment").range(0, 1);
+    schema.real("weight_decay", 0.01, "decoupled weight decay").range(0, 10);
+    schema.boolean("decay_1d", false, "also decay 1-D parameters (biases, LayerNorm gains)");
+    registry.add_optimizer({"adamw", "1.0", "Adam with decoupled weight decay (torch.optim.AdamW)", schema},
+                           [](const lab::Options& opts, lab::NamedTensors params, lab::BuildContext& ctx) {
+                               return std::make_shared<AdamW>(opts, std::move(params), *ctx.backend);
+                           });
+}

@@ -1,0 +1,204 @@
+// task/causal_lm: next-token prediction on a text file.
+// Data: the file is tokenised once; the first (1 - valid_fraction) of its tokens train, the rest
+// validate (a contiguous split, as nanoGPT's shakespeare_char), or a separate `valid` file.
+// Batches are random windows of seq_len + 1 tokens (inputs and shifted targets).
+// Evaluation: the loss over a fixed set of non-overlapping validation windows (the same at every
+// evaluation, so curves are comparable and not sampling noise), its perplexity, and a generated
+// text sample. The output layer is tied to the model's token embedding.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "lab/error.h"
+#include "lab/ops.h"
+#include "lab/plugin.h"
+
+namespace {
+
+using namespace lab;
+
+std::string read_text(const std::string& path, const std::string& key) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw DataError("task/causal_lm: cannot read " + key + " file '" + path +
+                        "'; fetch the datasets with tools/get_data.sh or fix the path");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+class CausalLm : public Task {
+public:
+    CausalLm(const Options& opts, BuildContext& ctx)
+        : backend_(*ctx.backend),
+          tokenizer_(*ctx.tokenizer),
+          rng_(ctx.data_rng),
+          sample_rng_(ctx.seed, kStreamSample),
+          batch_(ctx.train.batch),
+          seq_len_(ctx.train.seq_len),
+          val_tokens_(opts.get_int("val_tokens")),
+          eval_batch_(opts.get_int("eval_batch")),
+          sample_tokens_(opts.get_int("sample_tokens")),
+          temperature_(static_cast<float>(opts.get_float("sample_temperature"))) {
+        std::string train_path = opts.get_string("train");
+        std::string text = read_text(train_path, "train");
+        if (!tokenizer_.ready()) {
+            if (!tokenizer_.trainable())
+                throw ConfigError("task/causal_lm: the tokenizer has no vocabulary and cannot be trained; give it one");
+            ctx.log("building the tokenizer's vocabulary from " + train_path);
+            tokenizer_.train(text);
+        }
+        if (!ctx.run_dir.empty()) vocab_file_ = tokenizer_.save(ctx.run_dir).string();
+        std::vector<int32_t> ids = tokenizer_.encode(text);
+        std::string valid_path = opts.get_string("valid");
+        if (valid_path.empty()) {
+            auto n_train = static_cast<size_t>(static_cast<double>(ids.size()) * (1.0 - opts.get_float("valid_fraction")));
+            train_.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n_train));
+            valid_.assign(ids.begin() + static_cast<std::ptrdiff_t>(n_train), ids.end());
+        } else {
+            train_ = std::move(ids);
+            valid_ = tokenizer_.encode(read_text(valid_path, "valid"));
+        }
+        if (static_cast<int64_t>(train_.size()) < seq_len_ + 2)
+            throw DataError("task/causal_lm: the training split of '" + train_path + "' has " +
+                            std::to_string(train_.size()) + " tokens, fewer than [train] seq_len + 2 = " +
+                            std::to_string(seq_len_ + 2));
+        if (static_cast<int64_t>(valid_.size()) < seq_len_ + 1)
+            throw DataError("task/causal_lm: the validation split has " + std::to_string(valid_.size()) +
+                            " tokens, fewer than [train] seq_len + 1 = " + std::to_string(seq_len_ + 1) +
+                            "; raise valid_fraction or give a longer valid file");
+        ctx.log("causal_lm: " + std::to_string(train_.size()) + " train tokens, " + std::to_string(valid_.size()) +
+                " validation tokens, vocabulary " + std::to_string(tokenizer_.vocab_size()));
+    }
+
+    void attach(Model& model, BuildContext&) override {
+        if (!model.causal())
+            throw ConfigError("task/causal_lm needs a causal model (each position may only see earlier tokens)");
+        if (model.max_seq_len() < seq_len_)
+            throw ConfigError("task/causal_lm: [train] seq_len = " + std::to_string(seq_len_) +
+                              " exceeds the model's max_seq_len " + std::to_string(model.max_seq_len()));
+    }
+    bool needs_causal_model() const override { return true; }
+
+    Batch next_batch() override {
+        int64_t B = batch_, T = seq_len_;
+        std::vector<int32_t> inputs(static_cast<size_t>(B * T)), targets(static_cast<size_t>(B * T));
+        uint64_t starts = train_.size() - static_cast<uint64_t>(T);  // window start in [0, len - T)
+        for (int64_t b = 0; b < B; ++b) {
+            uint64_t start = rng_.uniform_int(starts);
+            for (int64_t t = 0; t < T; ++t) {
+                inputs[static_cast<size_t>(b * T + t)] = train_[start + static_cast<uint64_t>(t)];
+                targets[static_cast<size_t>(b * T + t)] = train_[start + static_cast<uint64_t>(t) + 1];
+            }
+        }
+        Batch batch;
+        batch.inputs.ids = Tensor::from_host(backend_, {B, T}, DType::i32, inputs.data());
+        batch.targets = Tensor::from_host(backend_, {B * T}, DType::i32, targets.data());
+        batch.tokens = B * T;
+        return batch;
+    }
+
+    Tensor loss(Model& model, const Batch& batch) override {
+        Tensor hidden = model.forward(batch.inputs);                        // [B, T, C]
+        Tensor flat = ops::reshape(hidden, {-1, model.hidden_size()});      // [B*T, C]
+        Tensor logits = ops::linear(flat, model.embedding_weight());        // [B*T, V], tied weights
+        return ops::cross_entropy(logits, batch.targets);
+    }
+
+    EvalResult evaluate(Model& model) override {
+        NoGradGuard no_grad;
+        bool was_training = model.training();
+        model.eval();
+        int64_t T = seq_len_;
+        int64_t windows = (static_cast<int64_t>(valid_.size()) - 1) / T;
+        if (val_tokens_ > 0) windows = std::min(windows, (val_tokens_ + T - 1) / T);
+        double total = 0;
+        int64_t counted = 0;
+        for (int64_t w0 = 0; w0 < windows; w0 += eval_batch_) {
+            int64_t B = std::min(eval_batch_, windows - w0);
+            std::vector<int32_t> inputs(static_cast<size_t>(B * T)), targets(static_cast<size_t>(B * T));
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t t = 0; t < T; ++t) {
+                    size_t at = static_cast<size_t>((w0 + b) * T + t);
+                    inputs[static_cast<size_t>(b * T + t)] = valid_[at];
+                    targets[static_cast<size_t>(b * T + t)] = valid_[at + 1];
+                }
+            Batch batch;
+            batch.inputs.ids = Tensor::from_host(backend_, {B, T}, DType::i32, inputs.data());
+            batch.targets = Tensor::from_host(backend_, {B * T}, DType::i32, targets.data());
+            total += static_cast<double>(loss(model, batch).item()) * static_cast<double>(B * T);
+            counted += B * T;
+        }
+        EvalResult result;
+        double mean_loss = total / static_cast<double>(std::max<int64_t>(1, counted));
+        result.metrics["val/loss"] = mean_loss;
+        result.metrics["val/ppl"] = std::exp(mean_loss);
+        result.metrics["val/tokens"] = static_cast<double>(counted);
+        if (sample_tokens_ > 0) result.texts.emplace_back("sample", sample(model));
+        model.train(was_training);
+        return result;
+    }
+
+    uint64_t data_position() const override { return rng_.offset(); }
+    void set_data_position(uint64_t position) override { rng_.set_offset(position); }
+
+private:
+    // Ancestral sampling at the configured temperature from the first validation token, with the
+    // context cropped to the model's window (full recomputation; the KV cache is a later issue).
+    std::string sample(Model& model) {
+        std::vector<int32_t> ids = {valid_.front()};
+        int64_t V = tokenizer_.vocab_size();
+        for (int64_t n = 0; n < sample_tokens_; ++n) {
+            int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - model.max_seq_len());
+            std::vector<int32_t> window(ids.begin() + start, ids.end());
+            int64_t T = static_cast<int64_t>(window.size());
+            ModelInputs in;
+            in.ids = Tensor::from_host(backend_, {1, T}, DType::i32, window.data());
+            Tensor hidden = ops::slice(model.forward(in), 1, T - 1, T);                       // [1, 1, C]
+            Tensor logits = ops::linear(ops::reshape(hidden, {1, model.hidden_size()}), model.embedding_weight());
+            std::vector<float> z = logits.to_floats();                                        // [V]
+            int32_t next = 0;
+            if (temperature_ <= 0.0f) {
+                next = static_cast<int32_t>(std::max_element(z.begin(), z.end()) - z.begin());
+            } else {
+                float zmax = *std::max_element(z.begin(), z.end());
+                double sum = 0;
+                std::vector<double> p(static_cast<size_t>(V));
+                for (int64_t v = 0; v < V; ++v) sum += p[static_cast<size_t>(v)] = std::exp((z[static_cast<size_t>(v)] - zmax) / temperature_);
+                double u = sample_rng_.uniform() * sum, acc = 0;
+                for (next = 0; next < V - 1; ++next) {
+                    acc += p[static_cast<size_t>(next)];
+                    if (acc > u) break;
+                }
+            }
+            ids.push_back(next);
+        }
+        return tokenizer_.decode(ids);
+    }
+
+    Backend& backend_;
+    Tokenizer& tokenizer_;
+    Generator rng_, sample_rng_;
+    int64_t batch_, seq_len_, val_tokens_, eval_batch_, sample_tokens_;
+    float temperature_;
+    std::vector<int32_t> train_, valid_;
+    std::string vocab_file_;
+};
+
+}  // namespace
+
+LAB_PLUGIN(registry) {
+    lab::OptionSchema schema;
+    schema.path("train", std::nullopt, "UTF-8 text file to train on (its tail validates unless `valid` is set)");
+    schema.path("valid", std::string(), "separate validation text file (default: the tail of `train`)");
+    schema.real("valid_fraction", 0.1, "fraction of `train`'s tokens held out for validation").range(0.0001, 0.5);
+    schema.integer("val_tokens", 0, "validation tokens per evaluation (0: the whole validation split)").at_least(0);
+    schema.integer("eval_batch", 64, "validation windows per forward pass").at_least(1);
+    schema.integer("sample_tokens", 200, "tokens generated as a text sample at each evaluation (0: none)").at_least(0);
+    schema.real("sample_temperature", 1.0, "sampling temperature (0: greedy)").range(0, 10);
+    registry.add_task({"causal_lm", "1.0", "next-token language modelling on a text file", schema},
+                      [](const lab::Options& opts, lab::BuildContext& ctx) {
+                          return std::make_shared<CausalLm>(opts, ctx);
+                      });
+}
