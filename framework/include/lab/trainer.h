@@ -1,0 +1,44 @@
+// The trainer: builds one run's components from the registry and trains them.
+//
+//   backend -> tokenizer -> task (loads data, may train the tokenizer) -> model (+ attention)
+//   -> task.attach(model) -> optimizer, schedule
+//   loop: batch = task.next_batch(); loss = task.loss(model, batch); backward; clip; step
+//         every log_every: train/loss, train/lr, train/grad_norm, perf/tokens_per_s
+//         every eval_every (and at the end): task.evaluate(model) -> val/... and a text sample
+//
+// Every run is recorded in the results database from the start: status running, then finished,
+// or failed with the error text (the error is rethrown to the caller).
+#pragma once
+#include <filesystem>
+#include <iosfwd>
+#include <map>
+#include <string>
+
+#include "lab/config.h"
+#include "lab/registry.h"
+
+namespace lab {
+
+struct RunEnvironment {
+    std::filesystem::path data_dir = "data";
+    std::filesystem::path source_dir;  // for the code revision ("" : unknown)
+    bool progress = false;             // a live progress line (on a terminal)
+    bool quiet = false;                // no log lines at all
+    std::ostream* out = nullptr;       // where log lines go (default std::cerr)
+};
+
+struct RunOutcome {
+    int64_t run_id = 0;
+    std::string uid;
+    std::filesystem::path db;
+    std::map<std::string, double> final_metrics;  // last evaluation's metrics
+    double wall_s = 0;
+    int64_t steps = 0;
+};
+
+RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
+
+// "1h02m", "3m07s", "12s"
+std::string format_duration(double seconds);
+
+}  // namespace lab

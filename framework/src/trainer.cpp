@@ -1,0 +1,295 @@
+#include "lab/trainer.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "lab/autograd.h"
+#include "lab/error.h"
+#include "lab/hash.h"
+#include "lab/results.h"
+
+namespace lab {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string fixed(double v, int digits) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(digits) << v;
+    return os.str();
+}
+
+// params rows: the canonical "section.key = value" lines, split.
+std::vector<std::pair<std::string, std::string>> flatten(const RunSpec& spec) {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::istringstream lines(spec.canonical_text());
+    std::string line;
+    while (std::getline(lines, line)) {
+        auto eq = line.find(" = ");
+        if (eq != std::string::npos) out.emplace_back(line.substr(0, eq), line.substr(eq + 3));
+    }
+    return out;
+}
+
+// Global L2 norm of all gradients; scales them to max_norm when above it (as
+// torch.nn.utils.clip_grad_norm_, with its 1e-6 guard). Returns the norm before clipping.
+double clip_gradients(const NamedTensors& params, double max_norm, Backend& backend) {
+    Tensor total = Tensor::zeros(backend, {1});
+    for (const auto& [name, p] : params) {
+        Tensor g = p.grad();
+        if (g.defined()) backend.sum_squares(total, g, true);
+    }
+    double norm = std::sqrt(static_cast<double>(total.item()));
+    if (max_norm > 0 && norm > max_norm) {
+        float factor = static_cast<float>(max_norm / (norm + 1e-6));
+        for (const auto& [name, p] : params) {
+            Tensor g = p.grad();
+            if (g.defined()) backend.unary(UnaryOp::scale, g, g, factor);
+        }
+    }
+    return norm;
+}
+
+class Reporter {
+public:
+    explicit Reporter(const RunEnvironment& env) : env_(env), out_(env.out ? *env.out : std::cerr) {}
+    void line(const std::string& text) {
+        if (env_.quiet) return;
+        clear_progress();
+        out_ << text << "\n" << std::flush;
+    }
+    void progress(const std::string& text) {
+        if (env_.quiet || !env_.progress) return;
+        out_ << "\r\033[K" << text << std::flush;
+        progress_shown_ = true;
+    }
+    void clear_progress() {
+        if (progress_shown_) out_ << "\r\033[K" << std::flush;
+        progress_shown_ = false;
+    }
+
+private:
+    const RunEnvironment& env_;
+    std::ostream& out_;
+    bool progress_shown_ = false;
+};
+
+struct Components {
+    std::shared_ptr<Backend> backend;
+    std::shared_ptr<Tokenizer> tokenizer;
+    std::shared_ptr<Task> task;
+    std::shared_ptr<Model> model;
+    std::shared_ptr<Optimizer> optimizer;
+    std::shared_ptr<Schedule> schedule;
+    NamedTensors params;
+};
+
+}  // namespace
+
+std::string format_duration(double seconds) {
+    auto s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
+    std::ostringstream os;
+    if (s >= 3600) os << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
+    else if (s >= 60) os << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
+    else os << s << "s";
+    return os.str();
+}
+
+RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
+    Reporter report(env);
+    const Options& ex = spec.experiment;
+    if (ex.get_string("precision") != "fp32")
+        throw ConfigError("[experiment] precision = " + ex.get_string("precision") + " (" + ex.origin("precision") +
+                          "): this labrun trains in fp32 only; mixed precision comes with the bf16 work on the "
+                          "oneDNN backend. Use precision = fp32");
+    if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
+
+    TrainSettings train;
+    train.steps = spec.train.get_int("steps");
+    train.batch = spec.train.get_int("batch");
+    train.seq_len = spec.train.get_int("seq_len");
+    train.eval_every = spec.train.get_int("eval_every");
+    train.log_every = spec.train.get_int("log_every");
+    train.grad_clip = spec.train.get_float("grad_clip");
+    bool eval_at_end = spec.train.get_bool("eval_at_end");
+
+    const SectionChoice& backend_choice = spec.plugins.at("backend");
+    // The backend is made first and destroyed last: every tensor lives in its memory.
+    Components c;
+    c.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
+
+    RunOutcome outcome;
+    outcome.db = ex.get_string("db");
+    ResultStore store(outcome.db);
+    for (int64_t id : store.mark_interrupted_runs())
+        report.line("note: run " + std::to_string(id) + " in " + outcome.db.string() +
+                    " was left running by a process that no longer exists; marked interrupted");
+
+    RunRecord record;
+    record.name = spec.name;
+    record.experiment = spec.name;
+    record.config_hash = spec.hash();
+    record.config_text = spec.canonical_text();
+    record.backend = backend_choice.plugin;
+    record.device = c.backend->device_info();
+    record.precision = ex.get_string("precision");
+    record.host = host_name();
+    record.code_revision = env.source_dir.empty() ? "unknown" : code_revision(env.source_dir);
+    record.seed = ex.get_int("seed");
+    int64_t run = store.begin_run(record, flatten(spec));
+    outcome.run_id = run;
+    outcome.uid = store.uid(run);
+    auto start = Clock::now();
+    // Outlives the components: modules keep pointers to its generators.
+    BuildContext ctx;
+
+    try {
+        for (const auto& [section, choice] : spec.plugins) {
+            const PluginInfo& info = registry.find(choice.kind, choice.plugin);
+            std::string sha = info.file == "<builtin>" ? "" : sha256_file(info.file);
+            store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, sha);
+        }
+
+        ctx.backend = c.backend.get();
+        ctx.registry = &registry;
+        ctx.seed = static_cast<uint64_t>(record.seed);
+        ctx.init_rng = Generator(ctx.seed, kStreamInit);
+        ctx.dropout_rng = Generator(ctx.seed, kStreamDropout);
+        ctx.data_rng = Generator(ctx.seed, kStreamData);
+        ctx.train = train;
+        ctx.data_dir = env.data_dir;
+        ctx.run_dir = outcome.db.parent_path() / "runs" / (spec.name + "-" + outcome.uid);
+        ctx.log = [&report](const std::string& msg) { report.line(msg); };
+        const SectionChoice& attention = spec.plugins.at("attention");
+        const auto& make_attention = registry.factory<AttentionFactory>("attention", attention.plugin);
+        ctx.make_attention = [&](const AttentionShape& shape) { return make_attention(attention.options, shape, ctx); };
+
+        auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
+        report.line("run " + std::to_string(run) + " (" + outcome.uid + ") of '" + spec.name + "' on " +
+                    record.device);
+        c.tokenizer = registry.factory<TokenizerFactory>("tokenizer", build("tokenizer").plugin)(
+            build("tokenizer").options, ctx);
+        ctx.tokenizer = c.tokenizer.get();
+        c.task = registry.factory<TaskFactory>("task", build("task").plugin)(build("task").options, ctx);
+        c.model = registry.factory<ModelFactory>("model", build("model").plugin)(build("model").options, ctx);
+        if (c.task->needs_causal_model() && !c.model->causal())
+            throw ConfigError("task/" + build("task").plugin + " needs a causal model, but model/" +
+                              build("model").plugin + " is bidirectional");
+        c.task->attach(*c.model, ctx);
+        for (auto& [name, p] : c.model->named_parameters()) c.params.emplace_back("model." + name, p);
+        for (auto& [name, p] : c.task->named_parameters()) c.params.emplace_back("task." + name, p);
+        c.optimizer = registry.factory<OptimizerFactory>("optimizer", build("optimizer").plugin)(
+            build("optimizer").options, c.params, ctx);
+        c.schedule = registry.factory<ScheduleFactory>("schedule", build("schedule").plugin)(
+            build("schedule").options, ScheduleContext{c.optimizer->base_lr(), train.steps});
+        std::error_code ec;
+        if (std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
+            store.add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
+        int64_t n_params = 0;
+        for (auto& [name, p] : c.params) n_params += p.numel();
+        report.line("model: " + std::to_string(n_params) + " parameters; " + std::to_string(train.steps) +
+                    " steps of batch " + std::to_string(train.batch) + " x " + std::to_string(train.seq_len) +
+                    " tokens");
+
+        auto evaluate = [&](int64_t step) {
+            auto t0 = Clock::now();
+            EvalResult r = c.task->evaluate(*c.model);
+            std::string text = "step " + std::to_string(step) + ":";
+            for (const auto& [name, value] : r.metrics) {
+                store.add_metric(run, step, name, value);
+                text += " " + name + " " + fixed(value, 4);
+            }
+            for (const auto& [name, sample] : r.texts) store.add_text(run, step, name, sample);
+            store.flush();
+            report.line(text + " (" + fixed(seconds_since(t0), 1) + "s)");
+            outcome.final_metrics = r.metrics;
+            return r;
+        };
+
+        c.model->train(true);
+        c.task->train(true);
+        double loss_sum = 0, grad_norm = 0, train_seconds = 0;
+        int64_t loss_count = 0, interval_tokens = 0;
+        auto interval_start = Clock::now();
+        EvalResult last_eval;
+        for (int64_t step = 1; step <= train.steps; ++step) {
+            Batch batch = c.task->next_batch();
+            Tensor loss = c.task->loss(*c.model, batch);
+            backward(loss);
+            float loss_value = loss.item();
+            if (!std::isfinite(loss_value))
+                throw TrainingError("step " + std::to_string(step) + ": the training loss is " +
+                                    std::to_string(loss_value) +
+                                    "; lower [optimizer] lr, set [train] grad_clip, or check the data");
+            grad_norm = clip_gradients(c.params, train.grad_clip, *c.backend);
+            double lr = c.schedule->lr(step - 1);
+            {
+                NoGradGuard no_grad;
+                c.optimizer->step(lr);
+                c.optimizer->zero_grad();
+            }
+            loss_sum += loss_value;
+            ++loss_count;
+            interval_tokens += batch.tokens;
+
+            if (step % train.log_every == 0 || step == train.steps) {
+                double dt = seconds_since(interval_start);
+                train_seconds += dt;
+                double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
+                double mean_loss = loss_sum / static_cast<double>(loss_count);
+                store.add_metric(run, step, "train/loss", mean_loss);
+                store.add_metric(run, step, "train/lr", lr);
+                store.add_metric(run, step, "train/grad_norm", grad_norm);
+                store.add_metric(run, step, "perf/tokens_per_s", tokens_per_s);
+                store.add_metric(run, step, "perf/ms_per_step", 1000.0 * dt / static_cast<double>(loss_count));
+                double eta = train_seconds / static_cast<double>(step) * static_cast<double>(train.steps - step);
+                std::string status = "step " + std::to_string(step) + "/" + std::to_string(train.steps) +
+                                     " | loss " + fixed(mean_loss, 4) + " | lr " + fixed(lr * 1e3, 3) +
+                                     "e-3 | " + std::to_string(static_cast<int64_t>(tokens_per_s)) +
+                                     " tok/s | ETA " + format_duration(eta);
+                if (env.progress) report.progress(status);
+                else report.line(status);
+                loss_sum = 0;
+                loss_count = 0;
+                interval_tokens = 0;
+                interval_start = Clock::now();
+            }
+            bool eval_now = (train.eval_every > 0 && step % train.eval_every == 0) ||
+                            (step == train.steps && eval_at_end);
+            if (eval_now) {
+                last_eval = evaluate(step);
+                interval_start = Clock::now();  // evaluation time is not training throughput
+            }
+            outcome.steps = step;
+        }
+        store.flush();
+        report.clear_progress();
+        for (const auto& [name, sample] : last_eval.texts)
+            report.line("--- " + name + " ---\n" + sample + "\n---");
+        outcome.wall_s = seconds_since(start);
+        store.finish_run(run, RunStatus::finished, "");
+        report.line("finished run " + std::to_string(run) + " in " + format_duration(outcome.wall_s) + "; results in " +
+                    outcome.db.string());
+    } catch (const std::exception& e) {
+        report.clear_progress();
+        try {
+            store.finish_run(run, RunStatus::failed, e.what());
+        } catch (const std::exception& db_error) {
+            report.line(std::string("error: could not record the failure in the database: ") + db_error.what());
+        }
+        throw;
+    }
+    return outcome;
+}
+
+}  // namespace lab
