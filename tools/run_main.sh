@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the main experiment end to end on a fresh checkout: install dependencies, fetch the data,
+# build, then train the character-level GPT of experiments/shakespeare_char.ini.
+# Extra arguments go to labrun, e.g. `tools/run_main.sh train.steps=200` or `--dry-run`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+tools/setup.sh
+tools/get_data.sh --from ../shared/data
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j2
+build/bin/labrun experiments/shakespeare_char.ini "$@"
