@@ -1,0 +1,550 @@
+// ResultStore: schema, a run's lifecycle, buffering, version refusal, hostile strings and
+// concurrent writers. What the store wrote is read back through a separate plain sqlite3
+// connection, as labdb and the sqlite3 shell would see it.
+#include <catch2/catch.hpp>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <regex>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "lab/error.h"
+#include "lab/results.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ResultsScratchDir {
+    fs::path path;
+    ResultsScratchDir() {
+        std::random_device entropy;
+        path = fs::temp_directory_path() / ("lab_test_results_" + std::to_string(entropy()) + std::to_string(entropy()));
+        fs::create_directories(path);
+    }
+    ~ResultsScratchDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+// One column value as read back by the plain connection.
+struct Cell {
+    bool is_null = true;
+    int64_t integer = 0;
+    double real = 0;
+    std::string text;
+};
+using Row = std::vector<Cell>;
+using Bound = std::variant<int64_t, std::string>;
+
+// A second, independent connection to the same file.
+class PlainSqlite {
+ public:
+    explicit PlainSqlite(const fs::path& file) {
+        const int rc = sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+        REQUIRE(rc == SQLITE_OK);
+        sqlite3_busy_timeout(db_, 10000);
+    }
+    ~PlainSqlite() { sqlite3_close_v2(db_); }
+    PlainSqlite(const PlainSqlite&) = delete;
+    PlainSqlite& operator=(const PlainSqlite&) = delete;
+
+    void exec(const std::string& sql) {
+        char* message = nullptr;
+        const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message);
+        INFO("sql: " << sql << " -> " << (message != nullptr ? message : "ok"));
+        sqlite3_free(message);
+        REQUIRE(rc == SQLITE_OK);
+    }
+
+    std::vector<Row> rows(const std::string& sql, const std::vector<Bound>& values = {}) {
+        sqlite3_stmt* statement = nullptr;
+        INFO("sql: " << sql);
+        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
+        for (size_t i = 0; i < values.size(); ++i) {
+            const int index = static_cast<int>(i) + 1;
+            if (const auto* number = std::get_if<int64_t>(&values[i])) {
+                sqlite3_bind_int64(statement, index, *number);
+            } else {
+                const std::string& text = std::get<std::string>(values[i]);
+                sqlite3_bind_text(statement, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+            }
+        }
+        std::vector<Row> result;
+        int rc = SQLITE_OK;
+        while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
+            Row row;
+            for (int column = 0; column < sqlite3_column_count(statement); ++column) {
+                Cell cell;
+                cell.is_null = sqlite3_column_type(statement, column) == SQLITE_NULL;
+                cell.integer = sqlite3_column_int64(statement, column);
+                cell.real = sqlite3_column_double(statement, column);
+                const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(statement, column));
+                if (text != nullptr) cell.text.assign(text, static_cast<size_t>(sqlite3_column_bytes(statement, column)));
+                row.push_back(cell);
+            }
+            result.push_back(row);
+        }
+        sqlite3_finalize(statement);
+        REQUIRE(rc == SQLITE_DONE);
+        return result;
+    }
+
+    Cell one(const std::string& sql, const std::vector<Bound>& values = {}) {
+        const std::vector<Row> result = rows(sql, values);
+        REQUIRE(result.size() == 1);
+        REQUIRE(result[0].size() == 1);
+        return result[0][0];
+    }
+
+ private:
+    sqlite3* db_ = nullptr;
+};
+
+lab::RunRecord sample_record(const std::string& name) {
+    lab::RunRecord record;
+    record.name = name;
+    record.experiment = "bert_mlm";
+    record.config_hash = "c0ffee";
+    record.config_text = "[experiment]\nname = " + name + "\nseed = 3\n";
+    record.backend = "onednn";
+    record.device = "cpu: test";
+    record.precision = "fp32";
+    record.host = "testhost";
+    record.code_revision = "abc123-dirty";
+    record.seed = 3;
+    return record;
+}
+
+std::string error_of(const std::function<void()>& action) {
+    try {
+        action();
+    } catch (const lab::Error& error) {
+        return error.what();
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST_CASE("a new results database gets schema version 1 in WAL mode", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "nested" / "dirs" / "lab.db";
+    {
+        lab::ResultStore store(file);
+        CHECK(store.file() == file);
+    }
+    REQUIRE(fs::exists(file));
+    PlainSqlite plain(file);
+    CHECK(plain.one("PRAGMA user_version").integer == 1);
+    CHECK(plain.one("PRAGMA journal_mode").text == "wal");
+    const std::vector<Row> objects = plain.rows("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                                                "ORDER BY type, name");
+    std::vector<std::string> names;
+    for (const Row& row : objects) names.push_back(row[0].text + " " + row[1].text);
+    for (const char* expected : {"table runs", "table params", "table metrics", "table plugins", "table artifacts",
+                                 "table texts", "view run_summary", "index metrics_by_run_name_step"}) {
+        INFO("schema object " << expected);
+        CHECK(std::find(names.begin(), names.end(), expected) != names.end());
+    }
+    // Reopening an existing database keeps it (no second schema creation).
+    lab::ResultStore reopened(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM runs").integer == 0);
+}
+
+TEST_CASE("a run goes from running to finished with everything it logged", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const int64_t run = store.begin_run(sample_record("small"), {{"model.layers", "4"}, {"optimizer.lr", "5e-4"}});
+    CHECK(store.status(run) == "running");
+    CHECK(std::regex_match(store.uid(run), std::regex("[0-9a-f]{16}")));
+
+    store.add_plugin(run, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", std::string(64, 'e'));
+    for (int64_t step = 1; step <= 3; ++step) store.add_metric(run, step, "train/loss", 4.0 - double(step));
+    store.add_metric(run, 2, "val/loss", 2.5);
+    store.add_text(run, 3, "sample", "to be or not");
+    store.add_artifact(run, "checkpoint", "results/ckpt/step3.safetensors");
+    store.finish_run(run, lab::RunStatus::finished, "");
+    CHECK(store.status(run) == "finished");
+
+    PlainSqlite plain(file);
+    const std::vector<Row> runs = plain.rows(
+        "SELECT name, experiment, config_hash, config, status, error, backend, device, precision, seed, host,"
+        " code_revision, started_at, ended_at, wall_s, uid, pid FROM runs WHERE id = ?1",
+        {run});
+    REQUIRE(runs.size() == 1);
+    const Row& r = runs[0];
+    CHECK(r[0].text == "small");
+    CHECK(r[1].text == "bert_mlm");
+    CHECK(r[2].text == "c0ffee");
+    CHECK(r[3].text == "[experiment]\nname = small\nseed = 3\n");
+    CHECK(r[4].text == "finished");
+    CHECK(r[5].is_null);
+    CHECK(r[6].text == "onednn");
+    CHECK(r[7].text == "cpu: test");
+    CHECK(r[8].text == "fp32");
+    CHECK(r[9].integer == 3);
+    CHECK(r[10].text == "testhost");
+    CHECK(r[11].text == "abc123-dirty");
+    const std::regex iso_utc("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z");
+    CHECK(std::regex_match(r[12].text, iso_utc));
+    CHECK(std::regex_match(r[13].text, iso_utc));
+    CHECK(r[13].text >= r[12].text);
+    CHECK_FALSE(r[14].is_null);
+    CHECK(r[14].real >= 0.0);
+    CHECK(r[15].text == store.uid(run));
+    CHECK(r[16].integer == int64_t(::getpid()));
+
+    const std::vector<Row> params = plain.rows("SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key", {run});
+    REQUIRE(params.size() == 2);
+    CHECK(params[0][0].text == "model.layers");
+    CHECK(params[0][1].text == "4");
+    CHECK(params[1][0].text == "optimizer.lr");
+    CHECK(params[1][1].text == "5e-4");
+
+    const std::vector<Row> metrics = plain.rows(
+        "SELECT step, name, value, time FROM metrics WHERE run_id = ?1 ORDER BY name, step", {run});
+    REQUIRE(metrics.size() == 4);
+    CHECK(metrics[0][1].text == "train/loss");
+    CHECK(metrics[0][0].integer == 1);
+    CHECK(metrics[0][2].real == 3.0);
+    CHECK(metrics[2][0].integer == 3);
+    CHECK(metrics[2][2].real == 1.0);
+    CHECK(metrics[3][1].text == "val/loss");
+    CHECK(metrics[3][2].real == 2.5);
+    for (const Row& row : metrics) CHECK(row[3].real >= 0.0);
+
+    const std::vector<Row> plugins =
+        plain.rows("SELECT kind, name, version, file, sha256 FROM plugins WHERE run_id = ?1", {run});
+    REQUIRE(plugins.size() == 1);
+    CHECK(plugins[0][0].text == "attention");
+    CHECK(plugins[0][1].text == "softmax");
+    CHECK(plugins[0][2].text == "1.0");
+    CHECK(plugins[0][3].text == "/plugins/libsoftmax.so");
+    CHECK(plugins[0][4].text == std::string(64, 'e'));
+
+    const std::vector<Row> texts = plain.rows("SELECT step, name, text FROM texts WHERE run_id = ?1", {run});
+    REQUIRE(texts.size() == 1);
+    CHECK(texts[0][0].integer == 3);
+    CHECK(texts[0][1].text == "sample");
+    CHECK(texts[0][2].text == "to be or not");
+
+    const std::vector<Row> artifacts = plain.rows("SELECT kind, path FROM artifacts WHERE run_id = ?1", {run});
+    REQUIRE(artifacts.size() == 1);
+    CHECK(artifacts[0][0].text == "checkpoint");
+    CHECK(artifacts[0][1].text == "results/ckpt/step3.safetensors");
+
+    // The view answers "how did it end" in one SELECT: the last logged losses.
+    const std::vector<Row> summary =
+        plain.rows("SELECT name, status, val_loss, train_loss FROM run_summary WHERE id = ?1", {run});
+    REQUIRE(summary.size() == 1);
+    CHECK(summary[0][0].text == "small");
+    CHECK(summary[0][1].text == "finished");
+    CHECK(summary[0][2].real == 2.5);
+    CHECK(summary[0][3].real == 1.0);
+
+    // The reading API agrees.
+    const std::vector<lab::ResultStore::MetricRow> train = store.metrics(run, "train/loss");
+    REQUIRE(train.size() == 3);
+    CHECK(train[0].step == 1);
+    CHECK(train[0].value == 3.0);
+    CHECK(train[2].step == 3);
+    CHECK(train[2].value == 1.0);
+    CHECK(store.metrics(run).size() == 4);
+    CHECK(store.find_finished_run("c0ffee") == run);
+    CHECK_FALSE(store.find_finished_run("other").has_value());
+}
+
+TEST_CASE("a failed run keeps its error text", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const int64_t run = store.begin_run(sample_record("diverges"), {});
+    store.add_metric(run, 7, "train/loss", std::nan(""));
+    store.finish_run(run, lab::RunStatus::failed, "loss is NaN at step 7; hint: lower the learning rate");
+    CHECK(store.status(run) == "failed");
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT error FROM runs WHERE id = ?1", {run}).text ==
+          "loss is NaN at step 7; hint: lower the learning rate");
+    CHECK(plain.one("SELECT ended_at IS NOT NULL FROM runs WHERE id = ?1", {run}).integer == 1);
+    // SQLite has no NaN: it is stored as NULL and read back as NaN.
+    CHECK(plain.one("SELECT value IS NULL FROM metrics WHERE run_id = ?1", {run}).integer == 1);
+    const auto rows = store.metrics(run, "train/loss");
+    REQUIRE(rows.size() == 1);
+    CHECK(std::isnan(rows[0].value));
+    CHECK_FALSE(store.find_finished_run("c0ffee").has_value());
+}
+
+TEST_CASE("buffered metrics are written on flush and on destruction", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    int64_t run = 0;
+    {
+        lab::ResultStore store(file);
+        run = store.begin_run(sample_record("buffered"), {});
+        PlainSqlite plain(file);
+        store.add_metric(run, 1, "train/loss", 1.5);
+        store.add_text(run, 1, "sample", "abc");
+        CHECK(plain.one("SELECT COUNT(*) FROM metrics").integer == 0);
+        CHECK(plain.one("SELECT COUNT(*) FROM texts").integer == 0);
+        store.flush();
+        CHECK(plain.one("SELECT COUNT(*) FROM metrics").integer == 1);
+        CHECK(plain.one("SELECT COUNT(*) FROM texts").integer == 1);
+        store.flush();  // nothing pending: no duplicate rows
+        CHECK(plain.one("SELECT COUNT(*) FROM metrics").integer == 1);
+        for (int64_t step = 2; step <= 101; ++step) store.add_metric(run, step, "train/loss", double(step));
+        CHECK(plain.one("SELECT COUNT(*) FROM metrics").integer == 1);
+    }
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM metrics WHERE run_id = ?1", {run}).integer == 101);
+    CHECK(plain.one("SELECT SUM(value) FROM metrics WHERE run_id = ?1 AND step > 1", {run}).real == 5150.0);
+}
+
+TEST_CASE("a failed flush keeps its rows for the next flush", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const int64_t run = store.begin_run(sample_record("retry"), {});
+    PlainSqlite plain(file);
+    // Another writer makes every metric insert fail for a while.
+    plain.exec("CREATE TRIGGER refuse_metrics BEFORE INSERT ON metrics BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    store.add_metric(run, 1, "train/loss", 0.25);
+    store.add_metric(run, 2, "train/loss", 0.125);
+    const std::string message = error_of([&] { store.flush(); });
+    CHECK(message.find("disk says no") != std::string::npos);
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("metric") != std::string::npos);
+    CHECK(plain.one("SELECT COUNT(*) FROM metrics").integer == 0);
+    plain.exec("DROP TRIGGER refuse_metrics");
+    store.flush();
+    const auto rows = store.metrics(run, "train/loss");
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].value == 0.25);
+    CHECK(rows[1].value == 0.125);
+}
+
+TEST_CASE("a database from a newer labrun is refused, naming both versions", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "future.db";
+    {
+        PlainSqlite plain(file);
+        plain.exec("CREATE TABLE runs (id INTEGER PRIMARY KEY); PRAGMA user_version = 7;");
+    }
+    const std::string message = error_of([&] { lab::ResultStore store(file); });
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("schema version 7") != std::string::npos);
+    CHECK(message.find("schema version 1") != std::string::npos);
+    CHECK(message.find("hint:") != std::string::npos);
+    // Refused before touching the file.
+    PlainSqlite plain(file);
+    CHECK(plain.one("PRAGMA user_version").integer == 7);
+    CHECK(plain.one("PRAGMA journal_mode").text == "delete");
+}
+
+TEST_CASE("a file that is not a database is refused with its name", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "notes.db";
+    {
+        std::ofstream out(file);
+        out << "this is a text file, not a SQLite database, and it is long enough to have a header page.\n";
+    }
+    const std::string message = error_of([&] { lab::ResultStore store(file); });
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("not a database") != std::string::npos);
+}
+
+TEST_CASE("hostile strings are stored verbatim", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const std::string injection = "'); DROP TABLE runs; --";
+    const std::string quotes = "it's a \"quoted\" \\ name; -- \n\t\xc3\xa9\xe4\xb8\xad";
+    const std::string with_nul = std::string("before") + '\0' + "after";
+    lab::RunRecord record = sample_record(injection);
+    record.experiment = quotes;
+    record.config_text = with_nul;
+    const int64_t run = store.begin_run(record, {{injection, quotes}, {quotes, injection}});
+    store.add_metric(run, 1, injection, 1.0);
+    store.add_text(run, 1, quotes, injection);
+    store.add_plugin(run, "attention", injection, quotes, injection, quotes);
+    store.add_artifact(run, quotes, injection);
+    store.finish_run(run, lab::RunStatus::failed, injection);
+
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'runs'").integer == 1);
+    CHECK(plain.one("SELECT name FROM runs WHERE id = ?1", {run}).text == injection);
+    CHECK(plain.one("SELECT experiment FROM runs WHERE id = ?1", {run}).text == quotes);
+    CHECK(plain.one("SELECT config FROM runs WHERE id = ?1", {run}).text == with_nul);
+    CHECK(plain.one("SELECT error FROM runs WHERE id = ?1", {run}).text == injection);
+    CHECK(plain.one("SELECT value FROM params WHERE run_id = ?1 AND key = ?2", {run, injection}).text == quotes);
+    CHECK(plain.one("SELECT value FROM params WHERE run_id = ?1 AND key = ?2", {run, quotes}).text == injection);
+    CHECK(plain.one("SELECT text FROM texts WHERE run_id = ?1 AND name = ?2", {run, quotes}).text == injection);
+    CHECK(plain.one("SELECT version FROM plugins WHERE run_id = ?1 AND name = ?2", {run, injection}).text == quotes);
+    CHECK(plain.one("SELECT path FROM artifacts WHERE run_id = ?1 AND kind = ?2", {run, quotes}).text == injection);
+    const auto rows = store.metrics(run, injection);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].name == injection);
+}
+
+TEST_CASE("begin_run is all or nothing", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const std::string message =
+        error_of([&] { store.begin_run(sample_record("twice"), {{"train.steps", "10"}, {"train.steps", "20"}}); });
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("parameter") != std::string::npos);
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM runs").integer == 0);
+    CHECK(plain.one("SELECT COUNT(*) FROM params").integer == 0);
+}
+
+TEST_CASE("unknown run ids are refused at once", "[results]") {
+    ResultsScratchDir scratch;
+    lab::ResultStore store(scratch.path / "lab.db");
+    CHECK(error_of([&] { store.add_metric(999, 1, "train/loss", 1.0); }).find("no run with id 999") !=
+          std::string::npos);
+    CHECK(error_of([&] { store.add_text(999, 1, "sample", "x"); }).find("no run with id 999") != std::string::npos);
+    CHECK(error_of([&] { (void)store.status(999); }).find("no run with id 999") != std::string::npos);
+    CHECK(error_of([&] { store.finish_run(999, lab::RunStatus::finished, ""); }).find("no run with id 999") !=
+          std::string::npos);
+    CHECK(error_of([&] { store.add_artifact(999, "checkpoint", "x"); }).find("FOREIGN KEY") != std::string::npos);
+    store.flush();  // nothing was buffered for the bad id
+}
+
+TEST_CASE("a second store logs to a run begun by the first (resume)", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    int64_t run = 0;
+    {
+        lab::ResultStore first(file);
+        run = first.begin_run(sample_record("resumed"), {});
+        first.add_metric(run, 1, "train/loss", 2.0);
+    }
+    lab::ResultStore second(file);
+    second.add_metric(run, 2, "train/loss", 1.0);
+    second.finish_run(run, lab::RunStatus::finished, "");
+    const auto rows = second.metrics(run, "train/loss");
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[1].value == 1.0);
+    CHECK(second.status(run) == "finished");
+}
+
+TEST_CASE("runs of dead processes on this host are marked interrupted", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    lab::RunRecord record = sample_record("killed");
+    record.host = lab::host_name();
+    const int64_t killed = store.begin_run(record, {});
+    record.name = "alive";
+    const int64_t alive = store.begin_run(record, {});
+    record.name = "elsewhere";
+    record.host = "some-other-host";
+    const int64_t elsewhere = store.begin_run(record, {});
+
+    // A pid that certainly belonged to a process that has ended: a child we reaped.
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) ::_exit(0);
+    int child_status = 0;
+    REQUIRE(::waitpid(child, &child_status, 0) == child);
+    PlainSqlite plain(file);
+    plain.rows("UPDATE runs SET pid = ?1 WHERE name IN ('killed', 'elsewhere')", {int64_t(child)});
+
+    const std::vector<int64_t> marked = store.mark_interrupted_runs();
+    REQUIRE(marked.size() == 1);
+    CHECK(marked[0] == killed);
+    CHECK(store.status(killed) == "interrupted");
+    CHECK(store.status(alive) == "running");
+    CHECK(store.status(elsewhere) == "running");
+    CHECK(plain.one("SELECT error FROM runs WHERE id = ?1", {killed}).text.find(std::to_string(child)) !=
+          std::string::npos);
+    CHECK(store.mark_interrupted_runs().empty());
+}
+
+TEST_CASE("two stores on one file write concurrently without losing rows", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "shared.db";
+    constexpr int64_t kMetricsPerWriter = 2000;
+    int64_t runs[2] = {0, 0};
+    std::string errors[2];
+    auto writer = [&](int index) {
+        try {
+            // Each thread opens its own store, as two labrun processes would, at the same time.
+            lab::ResultStore store(file);
+            runs[index] = store.begin_run(sample_record("writer" + std::to_string(index)), {{"index", std::to_string(index)}});
+            for (int64_t step = 0; step < kMetricsPerWriter; ++step) {
+                store.add_metric(runs[index], step, "train/loss", double(step) + 0.5 * index);
+                if (step % 50 == 49) store.flush();
+            }
+            store.add_metric(runs[index], kMetricsPerWriter, "val/loss", double(index));
+            store.finish_run(runs[index], lab::RunStatus::finished, "");
+        } catch (const std::exception& error) {
+            errors[index] = error.what();
+        }
+    };
+    std::thread first(writer, 0), second(writer, 1);
+    first.join();
+    second.join();
+    CHECK(errors[0].empty());
+    CHECK(errors[1].empty());
+    INFO(errors[0] << errors[1]);
+    REQUIRE(runs[0] != runs[1]);
+
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM metrics WHERE name = 'train/loss'").integer == 2 * kMetricsPerWriter);
+    for (int index = 0; index < 2; ++index) {
+        INFO("writer " << index);
+        CHECK(plain.one("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id = ?1 AND name = 'train/loss'",
+                        {runs[index]})
+                  .integer == kMetricsPerWriter);
+        // Sum of (step + 0.5 * index) over steps 0..1999.
+        const double expected = 1999.0 * 2000.0 / 2.0 + 0.5 * index * kMetricsPerWriter;
+        CHECK(plain.one("SELECT SUM(value) FROM metrics WHERE run_id = ?1 AND name = 'train/loss'", {runs[index]})
+                  .real == expected);
+        CHECK(plain.one("SELECT status FROM runs WHERE id = ?1", {runs[index]}).text == "finished");
+        CHECK(plain.one("SELECT val_loss FROM run_summary WHERE id = ?1", {runs[index]}).real == double(index));
+    }
+}
+
+TEST_CASE("code revision, host name and timestamps", "[results]") {
+    ResultsScratchDir scratch;
+    CHECK(lab::code_revision(scratch.path) == "unknown");
+    CHECK(lab::code_revision(scratch.path / "does_not_exist") == "unknown");
+    CHECK_FALSE(lab::host_name().empty());
+    CHECK(std::regex_match(lab::utc_now_iso(), std::regex("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z")));
+    CHECK(lab::run_status_name(lab::RunStatus::interrupted) == "interrupted");
+
+    if (std::system("git --version > /dev/null 2>&1") != 0) {
+        WARN("git is not installed: the git part of code_revision is not tested");
+        return;
+    }
+    // A directory name with a quote checks the shell quoting of the path.
+    const fs::path repo = scratch.path / "it's a repo";
+    fs::create_directories(repo);
+    const std::string git = "git -C '" + scratch.path.string() + "/it'\\''s a repo' ";
+    REQUIRE(std::system((git + "init -q").c_str()) == 0);
+    CHECK(lab::code_revision(repo) == "unknown");  // no commit yet
+    { std::ofstream(repo / "a.txt") << "one\n"; }
+    REQUIRE(std::system((git + "add a.txt && " + git +
+                         "-c user.name=test -c user.email=test@example.com commit -q -m first")
+                            .c_str()) == 0);
+    const std::string clean = lab::code_revision(repo);
+    CHECK(std::regex_match(clean, std::regex("[0-9a-f]{40}([0-9a-f]{24})?")));
+    { std::ofstream(repo / "a.txt") << "two\n"; }
+    CHECK(lab::code_revision(repo) == clean + "-dirty");
+}
