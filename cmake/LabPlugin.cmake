@@ -19,6 +19,10 @@ function(lab_add_plugin kind name)
     OUTPUT_NAME ${kind}_${name}
     LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIR}
     CXX_VISIBILITY_PRESET hidden)
+  # In-tree, `lab_plugins` builds every plugin (tests depend on it).
+  if(TARGET lab_plugins)
+    add_dependencies(lab_plugins ${target})
+  endif()
   if(DEFINED LAB_PLUGIN_INSTALL_DIR)
     install(TARGETS ${target} LIBRARY DESTINATION ${LAB_PLUGIN_INSTALL_DIR})
   endif()
