@@ -1,0 +1,613 @@
+// HostBackend: the reference kernels. Plain C++ loops, OpenMP across rows or chunks where the
+// work is large enough to pay for the threads, contiguous fast paths, and a generic strided
+// walker (up to 8 dims) so that views are always handled correctly. The contract each kernel
+// follows is in backend.h. This file holds memory, copies, elementwise kernels, dropout and the
+// optimizer updates; matmul is in host_matmul.cpp, the row kernels (softmax, layer norm,
+// embedding, cross entropy) in host_rows.cpp, shared helpers in host_kernels.h.
+#include "lab/host_backend.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "host_kernels.h"
+#include "lab/error.h"
+
+namespace lab {
+
+const char* unary_op_name(UnaryOp op) {
+    switch (op) {
+        case UnaryOp::relu: return "relu";
+        case UnaryOp::gelu: return "gelu";
+        case UnaryOp::gelu_tanh: return "gelu_tanh";
+        case UnaryOp::tanh: return "tanh";
+        case UnaryOp::sigmoid: return "sigmoid";
+        case UnaryOp::exp: return "exp";
+        case UnaryOp::log: return "log";
+        case UnaryOp::sqrt: return "sqrt";
+        case UnaryOp::neg: return "neg";
+        case UnaryOp::square: return "square";
+        case UnaryOp::scale: return "scale";
+        case UnaryOp::add_scalar: return "add_scalar";
+    }
+    return "?";
+}
+
+const char* binary_op_name(BinaryOp op) {
+    switch (op) {
+        case BinaryOp::add: return "add";
+        case BinaryOp::sub: return "sub";
+        case BinaryOp::mul: return "mul";
+        case BinaryOp::div: return "div";
+    }
+    return "?";
+}
+
+using namespace host;
+
+namespace {
+
+// ---- element types for copy/fill: storage type and conversion through float or int64 ----
+template <DType DT> struct Elem;
+template <> struct Elem<DType::f32> {
+    using T = float;
+    static constexpr bool is_int = false;
+    static float to_float(T v) { return v; }
+    static T from_float(float f) { return f; }
+};
+template <> struct Elem<DType::bf16> {
+    using T = uint16_t;
+    static constexpr bool is_int = false;
+    static float to_float(T v) { return bf16_to_f32(v); }
+    static T from_float(float f) { return f32_to_bf16(f); }
+};
+template <> struct Elem<DType::f16> {
+    using T = uint16_t;
+    static constexpr bool is_int = false;
+    static float to_float(T v) { return f16_to_f32(v); }
+    static T from_float(float f) { return f32_to_f16(f); }
+};
+// Float to integer truncates toward zero and saturates at the type's range (NaN gives 0): C++
+// leaves out-of-range conversions undefined, and a saturated value is the least surprising.
+template <class I> I saturate_cast(float f) {
+    if (std::isnan(f)) return 0;
+    constexpr float lo = static_cast<float>(std::numeric_limits<I>::min());
+    constexpr float hi = static_cast<float>(std::numeric_limits<I>::max());
+    if (f <= lo) return std::numeric_limits<I>::min();
+    if (f >= hi) return std::numeric_limits<I>::max();
+    return static_cast<I>(f);
+}
+template <class I> struct IntElem {
+    using T = I;
+    static constexpr bool is_int = true;
+    static float to_float(T v) { return static_cast<float>(v); }
+    static T from_float(float f) { return saturate_cast<I>(f); }
+};
+template <> struct Elem<DType::i32> : IntElem<int32_t> {};
+template <> struct Elem<DType::i64> : IntElem<int64_t> {};
+template <> struct Elem<DType::u8> : IntElem<uint8_t> {};
+
+template <DType D, DType S> typename Elem<D>::T convert(typename Elem<S>::T v) {
+    if constexpr (D == S) {
+        return v;
+    } else if constexpr (Elem<D>::is_int && Elem<S>::is_int) {
+        return static_cast<typename Elem<D>::T>(static_cast<int64_t>(v));  // exact for i64 ids
+    } else {
+        return Elem<D>::from_float(Elem<S>::to_float(v));
+    }
+}
+
+template <class F> void dispatch_dtype(DType t, F&& f) {
+    switch (t) {
+        case DType::f32: f(std::integral_constant<DType, DType::f32>{}); return;
+        case DType::bf16: f(std::integral_constant<DType, DType::bf16>{}); return;
+        case DType::f16: f(std::integral_constant<DType, DType::f16>{}); return;
+        case DType::i32: f(std::integral_constant<DType, DType::i32>{}); return;
+        case DType::i64: f(std::integral_constant<DType, DType::i64>{}); return;
+        case DType::u8: f(std::integral_constant<DType, DType::u8>{}); return;
+    }
+}
+
+template <DType D, DType S> void copy_typed(const Tensor& dst, const Tensor& src) {
+    using DT = typename Elem<D>::T;
+    using ST = typename Elem<S>::T;
+    DT* dp = static_cast<DT*>(dst.raw());
+    const ST* sp = static_cast<const ST*>(src.raw());
+    StridedLoop<2> loop("copy", dst.shape(), {&dst.strides(), &src.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        DT* d = dp + off[0];
+        const ST* s = sp + off[1];
+        if (st[0] == 1 && st[1] == 1) {
+            for (int64_t i = 0; i < n; ++i) d[i] = convert<D, S>(s[i]);
+        } else {
+            for (int64_t i = 0; i < n; ++i) d[i * st[0]] = convert<D, S>(s[i * st[1]]);
+        }
+    });
+}
+
+// ---- elementwise maps over f32 tensors of one shape, any strides ----
+template <class F> void map1(const char* kernel, const Tensor& y, const Tensor& x, F f) {
+    float* yp = y.data<float>();
+    const float* xp = x.data<float>();
+    StridedLoop<2> loop(kernel, y.shape(), {&y.strides(), &x.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        float* yo = yp + off[0];
+        const float* xo = xp + off[1];
+        if (st[0] == 1 && st[1] == 1) {
+            for (int64_t i = 0; i < n; ++i) yo[i] = f(xo[i]);
+        } else {
+            for (int64_t i = 0; i < n; ++i) yo[i * st[0]] = f(xo[i * st[1]]);
+        }
+    });
+}
+
+template <class F> void map2(const char* kernel, const Tensor& c, const Tensor& a, const Tensor& b, F f) {
+    float* cp = c.data<float>();
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    StridedLoop<3> loop(kernel, c.shape(), {&c.strides(), &a.strides(), &b.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        float* co = cp + off[0];
+        const float* ao = ap + off[1];
+        const float* bo = bp + off[2];
+        if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+            for (int64_t i = 0; i < n; ++i) co[i] = f(ao[i], bo[i]);
+        } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {  // b broadcast along the run
+            const float bv = *bo;
+            for (int64_t i = 0; i < n; ++i) co[i] = f(ao[i], bv);
+        } else {
+            for (int64_t i = 0; i < n; ++i) co[i * st[0]] = f(ao[i * st[1]], bo[i * st[2]]);
+        }
+    });
+}
+
+template <class F>
+void map3(const char* kernel, const Tensor& d, const Tensor& a, const Tensor& b, const Tensor& c, F f) {
+    float* dp = d.data<float>();
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    const float* cp = c.data<float>();
+    StridedLoop<4> loop(kernel, d.shape(), {&d.strides(), &a.strides(), &b.strides(), &c.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        float* dd = dp + off[0];
+        const float* ao = ap + off[1];
+        const float* bo = bp + off[2];
+        const float* co = cp + off[3];
+        if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
+            for (int64_t i = 0; i < n; ++i) dd[i] = f(ao[i], bo[i], co[i]);
+        } else {
+            for (int64_t i = 0; i < n; ++i) dd[i * st[0]] = f(ao[i * st[1]], bo[i * st[2]], co[i * st[3]]);
+        }
+    });
+}
+
+constexpr float kSqrt2 = 1.41421356237309504880f;
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;  // 1/sqrt(2 pi)
+constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+constexpr float kGeluTanhCoeff = 0.044715f;
+
+std::string cpu_model_name() {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+        if (line.rfind("model name", 0) == 0) {
+            const auto colon = line.find(':');
+            if (colon != std::string::npos) {
+                const auto start = line.find_first_not_of(" \t", colon + 1);
+                if (start != std::string::npos) return line.substr(start);
+            }
+        }
+    }
+    return "unknown CPU";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// memory
+
+HostBackend::HostBackend()
+    : allocator_(std::make_unique<CachingAllocator>(
+          // round_size() makes every request a multiple of 64, as aligned_alloc requires.
+          [](size_t bytes) { return std::aligned_alloc(64, CachingAllocator::round_size(bytes)); },
+          [](void* ptr) { std::free(ptr); })) {}
+
+HostBackend::~HostBackend() = default;
+
+std::string HostBackend::device_info() const {
+    return "cpu: " + cpu_model_name() + ", " + std::to_string(omp_get_max_threads()) +
+           " OpenMP threads";
+}
+
+BackendStats HostBackend::stats() const {
+    BackendStats s;
+    s.memory = allocator_->stats();
+    s.primitives_created = primitives_created_;
+    s.primitive_cache_hits = primitive_cache_hits_;
+    return s;
+}
+
+std::shared_ptr<Storage> HostBackend::alloc(size_t bytes) {
+    size_t block_bytes = 0;
+    void* ptr = allocator_->alloc(bytes, &block_bytes);
+    CachingAllocator* cache = allocator_.get();
+    return std::make_shared<Storage>(ptr, block_bytes, this,
+                                     [cache](void* p, size_t b) { cache->release(p, b); });
+}
+
+void HostBackend::copy_from_host(const Tensor& dst, const void* src) {
+    require_contiguous("copy_from_host", "dst", dst);
+    const size_t bytes = static_cast<size_t>(dst.numel()) * dtype_size(dst.dtype());
+    if (bytes > 0) std::memcpy(dst.raw(), src, bytes);
+}
+
+void HostBackend::copy_to_host(void* dst, const Tensor& src) {
+    require_contiguous("copy_to_host", "src", src);
+    const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype());
+    if (bytes > 0) std::memcpy(dst, src.raw(), bytes);
+}
+
+void HostBackend::copy(const Tensor& dst, const Tensor& src) {
+    require_same_shape("copy", "dst", dst, "src", src);
+    if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
+        const int64_t bytes = dst.numel() * static_cast<int64_t>(dtype_size(dst.dtype()));
+        char* d = static_cast<char*>(dst.raw());
+        const char* s = static_cast<const char*>(src.raw());
+        constexpr int64_t kBlock = 1 << 20;
+        const int64_t blocks = (bytes + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+            std::memcpy(d + blk * kBlock, s + blk * kBlock, std::min(kBlock, bytes - blk * kBlock));
+        }
+        return;
+    }
+    dispatch_dtype(dst.dtype(), [&](auto d) {
+        dispatch_dtype(src.dtype(), [&](auto s) { copy_typed<decltype(d)::value, decltype(s)::value>(dst, src); });
+    });
+}
+
+void HostBackend::fill(const Tensor& dst, double value) {
+    dispatch_dtype(dst.dtype(), [&](auto d) {
+        constexpr DType D = decltype(d)::value;
+        using T = typename Elem<D>::T;
+        T v;
+        if constexpr (Elem<D>::is_int) {
+            v = std::isnan(value) ? T(0) : static_cast<T>(static_cast<int64_t>(value));
+        } else {
+            v = Elem<D>::from_float(static_cast<float>(value));
+        }
+        T* p = static_cast<T*>(dst.raw());
+        StridedLoop<1> loop("fill", dst.shape(), {&dst.strides()});
+        loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+            for (int64_t i = 0; i < n; ++i) p[off[0] + i * st[0]] = v;
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// elementwise
+
+void HostBackend::unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) {
+    require_same_shape("unary", "y", y, "x", x);
+    require_dtype("unary", "y", y, DType::f32);
+    require_dtype("unary", "x", x, DType::f32);
+    const char* k = unary_op_name(op);
+    switch (op) {
+        case UnaryOp::relu: map1(k, y, x, [](float v) { return v > 0.0f ? v : 0.0f; }); return;
+        case UnaryOp::gelu:
+            map1(k, y, x, [](float v) { return 0.5f * v * (1.0f + std::erf(v / kSqrt2)); });
+            return;
+        case UnaryOp::gelu_tanh:
+            map1(k, y, x, [](float v) {
+                return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + kGeluTanhCoeff * v * v * v)));
+            });
+            return;
+        case UnaryOp::tanh: map1(k, y, x, [](float v) { return std::tanh(v); }); return;
+        case UnaryOp::sigmoid: map1(k, y, x, [](float v) { return 1.0f / (1.0f + std::exp(-v)); }); return;
+        case UnaryOp::exp: map1(k, y, x, [](float v) { return std::exp(v); }); return;
+        case UnaryOp::log: map1(k, y, x, [](float v) { return std::log(v); }); return;
+        case UnaryOp::sqrt: map1(k, y, x, [](float v) { return std::sqrt(v); }); return;
+        case UnaryOp::neg: map1(k, y, x, [](float v) { return -v; }); return;
+        case UnaryOp::square: map1(k, y, x, [](float v) { return v * v; }); return;
+        case UnaryOp::scale: map1(k, y, x, [alpha](float v) { return alpha * v; }); return;
+        case UnaryOp::add_scalar: map1(k, y, x, [alpha](float v) { return v + alpha; }); return;
+    }
+}
+
+void HostBackend::unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
+                                 const Tensor& y) {
+    require_same_shape("unary_backward", "dx", dx, "dy", dy);
+    require_same_shape("unary_backward", "dx", dx, "x", x);
+    require_dtype("unary_backward", "dx", dx, DType::f32);
+    require_dtype("unary_backward", "dy", dy, DType::f32);
+    require_dtype("unary_backward", "x", x, DType::f32);
+    // Derivatives that are cheaper from y read it; when the caller kept no y it is recomputed.
+    const bool needs_y = op == UnaryOp::tanh || op == UnaryOp::sigmoid || op == UnaryOp::exp || op == UnaryOp::sqrt;
+    Tensor y_used = y;
+    if (needs_y && !y.defined()) {
+        y_used = Tensor::empty(*this, x.shape(), DType::f32);
+        unary(op, y_used, x, 0.0f);
+    }
+    if (needs_y) {
+        require_same_shape("unary_backward", "dx", dx, "y", y_used);
+        require_dtype("unary_backward", "y", y_used, DType::f32);
+    }
+    const char* k = "unary_backward";
+    switch (op) {
+        case UnaryOp::relu: map2(k, dx, dy, x, [](float g, float v) { return v > 0.0f ? g : 0.0f; }); return;
+        case UnaryOp::gelu:
+            map2(k, dx, dy, x, [](float g, float v) {
+                const float cdf = 0.5f * (1.0f + std::erf(v / kSqrt2));
+                const float pdf = kInvSqrt2Pi * std::exp(-0.5f * v * v);
+                return g * (cdf + v * pdf);
+            });
+            return;
+        case UnaryOp::gelu_tanh:
+            map2(k, dx, dy, x, [](float g, float v) {
+                const float t = std::tanh(kSqrt2OverPi * (v + kGeluTanhCoeff * v * v * v));
+                const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluTanhCoeff * v * v);
+                return g * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+            });
+            return;
+        case UnaryOp::tanh: map2(k, dx, dy, y_used, [](float g, float t) { return g * (1.0f - t * t); }); return;
+        case UnaryOp::sigmoid:
+            map2(k, dx, dy, y_used, [](float g, float s) { return g * s * (1.0f - s); });
+            return;
+        case UnaryOp::exp: map2(k, dx, dy, y_used, [](float g, float e) { return g * e; }); return;
+        case UnaryOp::log: map2(k, dx, dy, x, [](float g, float v) { return g / v; }); return;
+        case UnaryOp::sqrt: map2(k, dx, dy, y_used, [](float g, float r) { return g * 0.5f / r; }); return;
+        case UnaryOp::square: map2(k, dx, dy, x, [](float g, float v) { return g * 2.0f * v; }); return;
+        case UnaryOp::neg: map1(k, dx, dy, [](float g) { return -g; }); return;
+        case UnaryOp::scale:
+        case UnaryOp::add_scalar:
+            break;
+    }
+    throw BackendError(std::string("unary_backward: no derivative kernel for '") + unary_op_name(op) +
+                       "' (its alpha is not passed); hint: differentiate scale/add_scalar in ops with "
+                       "unary(scale, ...) on dy");
+}
+
+void HostBackend::binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) {
+    require_same_shape("binary", "c", c, "a", a);
+    require_same_shape("binary", "c", c, "b", b);
+    require_dtype("binary", "c", c, DType::f32);
+    require_dtype("binary", "a", a, DType::f32);
+    require_dtype("binary", "b", b, DType::f32);
+    const char* k = binary_op_name(op);
+    switch (op) {
+        case BinaryOp::add: map2(k, c, a, b, [](float u, float v) { return u + v; }); return;
+        case BinaryOp::sub: map2(k, c, a, b, [](float u, float v) { return u - v; }); return;
+        case BinaryOp::mul: map2(k, c, a, b, [](float u, float v) { return u * v; }); return;
+        case BinaryOp::div: map2(k, c, a, b, [](float u, float v) { return u / v; }); return;
+    }
+}
+
+void HostBackend::reduce_sum(const Tensor& y, const Tensor& x) {
+    require_dtype("reduce_sum", "y", y, DType::f32);
+    require_dtype("reduce_sum", "x", x, DType::f32);
+    require_contiguous("reduce_sum", "y", y);
+    bool shapes_ok = y.dim() == x.dim();
+    for (int64_t d = 0; shapes_ok && d < x.dim(); ++d) {
+        shapes_ok = y.size(d) == x.size(d) || y.size(d) == 1;
+    }
+    if (!shapes_ok) {
+        throw ShapeError("reduce_sum: y " + shape_str(y.shape()) + " cannot be a sum of x " + shape_str(x.shape()) +
+                         "; hint: y must have x's rank with size 1 in the summed dims");
+    }
+    Shape kept_shape, kept_strides, reduced_shape, reduced_strides;
+    int64_t last_reduced = -1;
+    for (int64_t d = 0; d < x.dim(); ++d) {
+        if (y.size(d) == 1 && x.size(d) != 1) {
+            reduced_shape.push_back(x.size(d));
+            reduced_strides.push_back(x.strides()[d]);
+            last_reduced = d;
+        } else {
+            kept_shape.push_back(x.size(d));
+            kept_strides.push_back(x.strides()[d]);
+        }
+    }
+    float* yp = y.data<float>();
+    const float* xp = x.data<float>();
+    const int64_t outputs = y.numel();
+    const int64_t reduced = shape_numel(reduced_shape);
+    // Summing leading dims of a contiguous x (bias gradients: [B, T, C] -> [1, 1, C]): walk x row
+    // by row so each thread streams its own block of columns.
+    bool leading_only = x.is_contiguous();
+    for (int64_t d = 0; leading_only && d <= last_reduced; ++d) leading_only = y.size(d) == 1;
+    if (leading_only) {
+        constexpr int64_t kCols = 256;
+        const int64_t blocks = (outputs + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+            const int64_t c0 = blk * kCols, width = std::min(kCols, outputs - c0);
+            double acc[kCols] = {};
+            for (int64_t r = 0; r < reduced; ++r) {
+                const float* row = xp + r * outputs + c0;
+                for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
+            }
+            for (int64_t j = 0; j < width; ++j) yp[c0 + j] = static_cast<float>(acc[j]);
+        }
+        return;
+    }
+    StridedLoop<1> inner("reduce_sum", reduced_shape, {&reduced_strides});
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+    for (int64_t o = 0; o < outputs; ++o) {
+        int64_t base = 0, rest = o;
+        for (int64_t d = static_cast<int64_t>(kept_shape.size()) - 1; d >= 0; --d) {
+            base += (rest % kept_shape[d]) * kept_strides[d];
+            rest /= kept_shape[d];
+        }
+        double acc = 0.0;
+        inner.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+            const float* p = xp + base + off[0];
+            for (int64_t i = 0; i < n; ++i) acc += p[i * st[0]];
+        }, /*parallel=*/false);
+        yp[o] = static_cast<float>(acc);
+    }
+}
+
+void HostBackend::sum_squares(const Tensor& out, const Tensor& x, bool accumulate) {
+    require_dtype("sum_squares", "out", out, DType::f32);
+    require_dtype("sum_squares", "x", x, DType::f32);
+    if (out.numel() != 1) {
+        throw ShapeError("sum_squares: out " + shape_str(out.shape()) +
+                         " must have one element; hint: pass a [1] tensor");
+    }
+    double total = 0.0;
+    const float* xp = x.data<float>();
+    if (x.is_contiguous()) {
+        const int64_t n = x.numel();
+#pragma omp parallel for reduction(+ : total) schedule(static) if (n >= kParallelElems)
+        for (int64_t i = 0; i < n; ++i) total += static_cast<double>(xp[i]) * xp[i];
+    } else {
+        StridedLoop<1> loop("sum_squares", x.shape(), {&x.strides()});
+        loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+            for (int64_t i = 0; i < n; ++i) {
+                const double value = xp[off[0] + i * st[0]];
+                total += value * value;
+            }
+        }, /*parallel=*/false);
+    }
+    float* o = out.data<float>();
+    *o = static_cast<float>(accumulate ? *o + total : total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// masks, dropout, optimizer updates
+
+void HostBackend::masked_fill(const Tensor& y, const Tensor& x, const Tensor& mask, float value) {
+    require_same_shape("masked_fill", "y", y, "x", x);
+    require_same_shape("masked_fill", "y", y, "mask", mask);
+    require_dtype("masked_fill", "y", y, DType::f32);
+    require_dtype("masked_fill", "x", x, DType::f32);
+    require_dtype("masked_fill", "mask", mask, DType::u8);
+    float* yp = y.data<float>();
+    const float* xp = x.data<float>();
+    const uint8_t* mp = mask.data<uint8_t>();
+    StridedLoop<3> loop("masked_fill", y.shape(), {&y.strides(), &x.strides(), &mask.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        for (int64_t i = 0; i < n; ++i) {
+            yp[off[0] + i * st[0]] = mp[off[2] + i * st[2]] ? value : xp[off[1] + i * st[1]];
+        }
+    });
+}
+
+void HostBackend::dropout(const Tensor& y, const Tensor& keep, const Tensor& x, float p, RngKey key) {
+    require_f32_contiguous("dropout", "y", y);
+    require_f32_contiguous("dropout", "x", x);
+    require_same_shape("dropout", "y", y, "x", x);
+    require_same_shape("dropout", "keep", keep, "x", x);
+    require_dtype("dropout", "keep", keep, DType::u8);
+    require_contiguous("dropout", "keep", keep);
+    float* yp = y.data<float>();
+    uint8_t* kp = keep.data<uint8_t>();
+    const float* xp = x.data<float>();
+    const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    const int64_t n = x.numel();
+    constexpr int64_t kChunk = 4096;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= kParallelElems)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t begin = chunk * kChunk, end = std::min(n, begin + kChunk);
+        // One Philox block gives four consecutive numbers; the same values as philox_uniform(key, i).
+        std::array<uint32_t, 4> words{};
+        for (int64_t i = begin; i < end; ++i) {
+            const uint64_t counter = key.offset + static_cast<uint64_t>(i);
+            if (i == begin || (counter & 3) == 0) words = philox_block(key.seed, key.stream, counter >> 2);
+            const float u = static_cast<float>(words[counter & 3] >> 8) * (1.0f / 16777216.0f);
+            const bool kept = u >= p;
+            kp[i] = kept ? 1 : 0;
+            yp[i] = kept ? xp[i] * scale : 0.0f;
+        }
+    }
+}
+
+void HostBackend::dropout_backward(const Tensor& dx, const Tensor& dy, const Tensor& keep, float p) {
+    require_f32_contiguous("dropout_backward", "dx", dx);
+    require_f32_contiguous("dropout_backward", "dy", dy);
+    require_same_shape("dropout_backward", "dx", dx, "dy", dy);
+    require_same_shape("dropout_backward", "keep", keep, "dy", dy);
+    require_dtype("dropout_backward", "keep", keep, DType::u8);
+    require_contiguous("dropout_backward", "keep", keep);
+    float* dxp = dx.data<float>();
+    const float* dyp = dy.data<float>();
+    const uint8_t* kp = keep.data<uint8_t>();
+    const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    const int64_t n = dx.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelElems)
+    for (int64_t i = 0; i < n; ++i) dxp[i] = kp[i] ? dyp[i] * scale : 0.0f;
+}
+
+void HostBackend::adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr,
+                               float beta1, float beta2, float eps, float weight_decay, int64_t t) {
+    for (const auto& [name, tensor] : {std::pair{"g", &g}, std::pair{"m", &m}, std::pair{"v", &v}}) {
+        require_same_shape("adamw_update", "w", w, name, *tensor);
+        require_f32_contiguous("adamw_update", name, *tensor);
+    }
+    require_f32_contiguous("adamw_update", "w", w);
+    if (t < 1) {
+        throw ShapeError("adamw_update: step t = " + std::to_string(t) + " must be >= 1; hint: count steps from 1");
+    }
+    float* wp = w.data<float>();
+    const float* gp = g.data<float>();
+    float* mp = m.data<float>();
+    float* vp = v.data<float>();
+    const double steps = static_cast<double>(t);
+    const float bias_correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), steps));
+    const float bias_correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), steps));
+    const float decay = lr * weight_decay;
+    const int64_t n = w.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelElems)
+    for (int64_t i = 0; i < n; ++i) {
+        const float grad = gp[i];
+        float weight = wp[i] - decay * wp[i];
+        const float m_new = beta1 * mp[i] + (1.0f - beta1) * grad;
+        const float v_new = beta2 * vp[i] + (1.0f - beta2) * grad * grad;
+        const float m_hat = m_new / bias_correction1;
+        const float v_hat = v_new / bias_correction2;
+        weight -= lr * m_hat / (std::sqrt(v_hat) + eps);
+        mp[i] = m_new;
+        vp[i] = v_new;
+        wp[i] = weight;
+    }
+}
+
+void HostBackend::sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
+                             float weight_decay, bool nesterov) {
+    require_f32_contiguous("sgd_update", "w", w);
+    require_f32_contiguous("sgd_update", "g", g);
+    require_same_shape("sgd_update", "w", w, "g", g);
+    const bool use_momentum = momentum != 0.0f;
+    if (use_momentum) {
+        if (!buf.defined()) {
+            throw ShapeError("sgd_update: momentum = " + std::to_string(momentum) +
+                             " needs a momentum buffer but none was given; hint: allocate buf like w");
+        }
+        require_f32_contiguous("sgd_update", "buf", buf);
+        require_same_shape("sgd_update", "w", w, "buf", buf);
+    }
+    float* wp = w.data<float>();
+    const float* gp = g.data<float>();
+    float* bp = use_momentum ? buf.data<float>() : nullptr;
+    const int64_t n = w.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelElems)
+    for (int64_t i = 0; i < n; ++i) {
+        float step = gp[i] + weight_decay * wp[i];
+        if (use_momentum) {
+            const float b = momentum * bp[i] + step;
+            bp[i] = b;
+            step = nesterov ? step + momentum * b : b;
+        }
+        wp[i] -= lr * step;
+    }
+}
+
+}  // namespace lab

@@ -1,0 +1,343 @@
+// HostBackend row kernels: softmax, layer norm, embedding and cross entropy. Each treats its
+// input as [N, C] rows (all leading dims flattened) and gives rows to OpenMP threads; row
+// reductions use `omp simd` so the compiler may reorder the float sums into vector lanes.
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "host_kernels.h"
+#include "lab/host_backend.h"
+
+namespace lab {
+
+using namespace host;
+
+namespace {
+
+void require_rows(const char* kernel, const char* name, const Tensor& t, int64_t rows) {
+    require_f32_contiguous(kernel, name, t);
+    if (t.numel() != rows) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) +
+                         " must have one element per row (" + std::to_string(rows) +
+                         " rows); hint: allocate it as [N]");
+    }
+}
+
+void require_row_vector(const char* kernel, const char* name, const Tensor* t, int64_t cols) {
+    if (t == nullptr) return;
+    require_f32_contiguous(kernel, name, *t);
+    if (t->numel() != cols) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t->shape()) + " must have " +
+                         std::to_string(cols) + " elements (the last dim of x); hint: allocate it as [C]");
+    }
+}
+
+// Checks every id before anything is written, so a bad id leaves the output untouched.
+void require_ids_in_range(const char* kernel, const char* what, const Tensor& ids, int64_t limit,
+                          const Shape& table_shape, bool allow_ignore, int64_t ignore_index) {
+    const int64_t n = ids.numel();
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t id = load_index(ids, i);
+        if (allow_ignore && id == ignore_index) continue;
+        if (id < 0 || id >= limit) {
+            throw ShapeError(std::string(kernel) + ": " + what + " " + std::to_string(id) + " at position " +
+                             std::to_string(i) + " is outside [0, " + std::to_string(limit) + ") for " +
+                             shape_str(table_shape) + "; hint: the tokenizer's vocabulary must fit the model's "
+                             "vocab_size (or mark padding with the ignore index)");
+        }
+    }
+}
+
+float row_max(const float* x, int64_t n) {
+    float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+// log(sum(exp(x - max))) + max, the stable logsumexp of one row.
+float row_logsumexp(const float* x, int64_t n) {
+    const float m = row_max(x, n);
+    if (std::isinf(m)) return m;  // all -inf gives -inf; any +inf gives +inf
+    return m + std::log(sum_exp_shifted(x, m, n));
+}
+
+}  // namespace
+
+void HostBackend::softmax(const Tensor& y, const Tensor& x, bool log) {
+    require_f32_contiguous("softmax", "y", y);
+    require_f32_contiguous("softmax", "x", x);
+    require_same_shape("softmax", "y", y, "x", x);
+    const int64_t rows = row_count(x), cols = row_size(x);
+    const float* xp = x.data<float>();
+    float* yp = y.data<float>();
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = xp + r * cols;
+        float* yr = yp + r * cols;
+        const float m = row_max(xr, cols);  // subtracting the max keeps exp() from overflowing
+        const float s = exp_shifted(xr, m, yr, cols);
+        if (log) {
+            const float shift = m + std::log(s);
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - shift;
+        } else {
+            const float inv = 1.0f / s;
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+        }
+    }
+}
+
+void HostBackend::softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, bool log) {
+    require_f32_contiguous("softmax_backward", "dx", dx);
+    require_f32_contiguous("softmax_backward", "dy", dy);
+    require_f32_contiguous("softmax_backward", "y", y);
+    require_same_shape("softmax_backward", "dx", dx, "dy", dy);
+    require_same_shape("softmax_backward", "dx", dx, "y", y);
+    const int64_t rows = row_count(y), cols = row_size(y);
+    float* dxp = dx.data<float>();
+    const float* dyp = dy.data<float>();
+    const float* yp = y.data<float>();
+#pragma omp parallel for schedule(static) if (y.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
+        float* dxr = dxp + r * cols;
+        const float* dyr = dyp + r * cols;
+        const float* yr = yp + r * cols;
+        if (log) {  // y = log p: dx = dy - p * sum(dy)
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < cols; ++j) s += dyr[j];
+            exp_shifted(yr, 0.0f, dxr, cols);
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) dxr[j] = dyr[j] - dxr[j] * s;
+        } else {  // dx = p * (dy - sum(dy * p))
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < cols; ++j) dot += dyr[j] * yr[j];
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) dxr[j] = yr[j] * (dyr[j] - dot);
+        }
+    }
+}
+
+void HostBackend::layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                             const Tensor* gamma, const Tensor* beta, float eps) {
+    require_f32_contiguous("layer_norm", "x", x);
+    require_f32_contiguous("layer_norm", "y", y);
+    require_same_shape("layer_norm", "y", y, "x", x);
+    const int64_t rows = row_count(x), cols = row_size(x);
+    require_rows("layer_norm", "mean", mean, rows);
+    require_rows("layer_norm", "rstd", rstd, rows);
+    require_row_vector("layer_norm", "gamma", gamma, cols);
+    require_row_vector("layer_norm", "beta", beta, cols);
+    const float* xp = x.data<float>();
+    float* yp = y.data<float>();
+    float* meanp = mean.data<float>();
+    float* rstdp = rstd.data<float>();
+    const float* gp = gamma ? gamma->data<float>() : nullptr;
+    const float* bp = beta ? beta->data<float>() : nullptr;
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = xp + r * cols;
+        float* yr = yp + r * cols;
+        // Two passes in double: the one-pass E[x^2] - E[x]^2 cancels badly for large means.
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < cols; ++j) sum += xr[j];
+        const double mu = sum / static_cast<double>(cols);
+        double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t j = 0; j < cols; ++j) sq += (xr[j] - mu) * (xr[j] - mu);
+        const float m = static_cast<float>(mu);
+        const float rs = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
+        meanp[r] = m;
+        rstdp[r] = rs;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) {
+            const float normed = (xr[j] - m) * rs;
+            yr[j] = normed * (gp ? gp[j] : 1.0f) + (bp ? bp[j] : 0.0f);
+        }
+    }
+}
+
+void HostBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                      const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                      const Tensor* gamma) {
+    require_f32_contiguous("layer_norm_backward", "x", x);
+    require_f32_contiguous("layer_norm_backward", "dx", dx);
+    require_f32_contiguous("layer_norm_backward", "dy", dy);
+    require_same_shape("layer_norm_backward", "dx", dx, "x", x);
+    require_same_shape("layer_norm_backward", "dy", dy, "x", x);
+    const int64_t rows = row_count(x), cols = row_size(x);
+    require_rows("layer_norm_backward", "mean", mean, rows);
+    require_rows("layer_norm_backward", "rstd", rstd, rows);
+    require_row_vector("layer_norm_backward", "gamma", gamma, cols);
+    require_row_vector("layer_norm_backward", "dgamma", dgamma, cols);
+    require_row_vector("layer_norm_backward", "dbeta", dbeta, cols);
+    const float* xp = x.data<float>();
+    const float* dyp = dy.data<float>();
+    float* dxp = dx.data<float>();
+    const float* meanp = mean.data<float>();
+    const float* rstdp = rstd.data<float>();
+    const float* gp = gamma ? gamma->data<float>() : nullptr;
+    const float inv_cols = cols > 0 ? 1.0f / static_cast<float>(cols) : 0.0f;
+    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, xhat the normalised x.
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = xp + r * cols;
+        const float* dyr = dyp + r * cols;
+        float* dxr = dxp + r * cols;
+        const float m = meanp[r], rs = rstdp[r];
+        float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+        for (int64_t j = 0; j < cols; ++j) {
+            const float g = dyr[j] * (gp ? gp[j] : 1.0f);
+            sum_g += g;
+            sum_gx += g * (xr[j] - m) * rs;
+        }
+        const float mean_g = sum_g * inv_cols, mean_gx = sum_gx * inv_cols;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) {
+            const float g = dyr[j] * (gp ? gp[j] : 1.0f);
+            dxr[j] = rs * (g - mean_g - (xr[j] - m) * rs * mean_gx);
+        }
+    }
+    if (dgamma == nullptr && dbeta == nullptr) return;
+    // Parameter gradients sum over rows: threads own column blocks, so no two write one column.
+    float* dgp = dgamma ? dgamma->data<float>() : nullptr;
+    float* dbp = dbeta ? dbeta->data<float>() : nullptr;
+    constexpr int64_t kCols = 64;
+    const int64_t blocks = (cols + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t c0 = blk * kCols, width = std::min(kCols, cols - c0);
+        double acc_gamma[kCols] = {}, acc_beta[kCols] = {};
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* xr = xp + r * cols + c0;
+            const float* dyr = dyp + r * cols + c0;
+            const float m = meanp[r], rs = rstdp[r];
+            for (int64_t j = 0; j < width; ++j) {
+                acc_gamma[j] += dyr[j] * ((xr[j] - m) * rs);
+                acc_beta[j] += dyr[j];
+            }
+        }
+        for (int64_t j = 0; j < width; ++j) {
+            if (dgp) dgp[c0 + j] += static_cast<float>(acc_gamma[j]);
+            if (dbp) dbp[c0 + j] += static_cast<float>(acc_beta[j]);
+        }
+    }
+}
+
+void HostBackend::embedding(const Tensor& y, const Tensor& ids, const Tensor& table) {
+    require_f32_contiguous("embedding", "table", table);
+    require_f32_contiguous("embedding", "y", y);
+    require_index_dtype("embedding", "ids", ids);
+    if (table.dim() != 2 || y.dim() == 0 || y.size(-1) != table.size(1) || y.numel() != ids.numel() * table.size(1)) {
+        throw ShapeError("embedding: y " + shape_str(y.shape()) + " does not match ids " + shape_str(ids.shape()) +
+                         " and table " + shape_str(table.shape()) +
+                         "; hint: y is [..., C] for ids [...] and table [V, C]");
+    }
+    const int64_t rows = ids.numel(), vocab = table.size(0), cols = table.size(1);
+    require_ids_in_range("embedding", "id", ids, vocab, table.shape(), false, 0);
+    const float* tp = table.data<float>();
+    float* yp = y.data<float>();
+#pragma omp parallel for schedule(static) if (y.numel() >= kParallelElems)
+    for (int64_t n = 0; n < rows; ++n) {
+        std::memcpy(yp + n * cols, tp + load_index(ids, n) * cols, static_cast<size_t>(cols) * sizeof(float));
+    }
+}
+
+void HostBackend::embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) {
+    require_f32_contiguous("embedding_backward", "dtable", dtable);
+    require_f32_contiguous("embedding_backward", "dy", dy);
+    require_index_dtype("embedding_backward", "ids", ids);
+    if (dtable.dim() != 2 || dy.dim() == 0 || dy.size(-1) != dtable.size(1) ||
+        dy.numel() != ids.numel() * dtable.size(1)) {
+        throw ShapeError("embedding_backward: dy " + shape_str(dy.shape()) + " does not match ids " +
+                         shape_str(ids.shape()) + " and dtable " + shape_str(dtable.shape()) +
+                         "; hint: dy is [..., C] for ids [...] and dtable [V, C]");
+    }
+    const int64_t rows = ids.numel(), vocab = dtable.size(0), cols = dtable.size(1);
+    require_ids_in_range("embedding_backward", "id", ids, vocab, dtable.shape(), false, 0);
+    float* tp = dtable.data<float>();
+    const float* dyp = dy.data<float>();
+    // Repeated ids would race if threads took rows; threads take column blocks instead, which
+    // also keeps the summation order fixed (deterministic gradients).
+    constexpr int64_t kCols = 64;
+    const int64_t blocks = (cols + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (dy.numel() >= kParallelElems)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t c0 = blk * kCols, width = std::min(kCols, cols - c0);
+        for (int64_t n = 0; n < rows; ++n) {
+            float* dst = tp + load_index(ids, n) * cols + c0;
+            const float* src = dyp + n * cols + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < width; ++j) dst[j] += src[j];
+        }
+    }
+}
+
+void HostBackend::cross_entropy(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& targets,
+                                int64_t ignore_index) {
+    require_f32_contiguous("cross_entropy", "logits", logits);
+    const int64_t rows = row_count(logits), vocab = row_size(logits);
+    require_rows("cross_entropy", "loss", loss, rows);
+    require_rows("cross_entropy", "lse", lse, rows);
+    require_index_dtype("cross_entropy", "targets", targets);
+    if (targets.numel() != rows) {
+        throw ShapeError("cross_entropy: targets " + shape_str(targets.shape()) +
+                         " must have one id per row of logits " + shape_str(logits.shape()) +
+                         "; hint: flatten logits to [N, V] and targets to [N]");
+    }
+    require_ids_in_range("cross_entropy", "target", targets, vocab, logits.shape(), true, ignore_index);
+    const float* xp = logits.data<float>();
+    float* lossp = loss.data<float>();
+    float* lsep = lse.data<float>();
+#pragma omp parallel for schedule(static) if (logits.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = xp + r * vocab;
+        const float row_lse = row_logsumexp(xr, vocab);
+        const int64_t t = load_index(targets, r);
+        lsep[r] = row_lse;
+        lossp[r] = t == ignore_index ? 0.0f : row_lse - xr[t];
+    }
+}
+
+void HostBackend::cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,
+                                         const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
+    require_f32_contiguous("cross_entropy_backward", "logits", logits);
+    require_f32_contiguous("cross_entropy_backward", "dlogits", dlogits);
+    require_same_shape("cross_entropy_backward", "dlogits", dlogits, "logits", logits);
+    const int64_t rows = row_count(logits), vocab = row_size(logits);
+    require_rows("cross_entropy_backward", "dloss", dloss, rows);
+    require_rows("cross_entropy_backward", "lse", lse, rows);
+    require_index_dtype("cross_entropy_backward", "targets", targets);
+    if (targets.numel() != rows) {
+        throw ShapeError("cross_entropy_backward: targets " + shape_str(targets.shape()) +
+                         " must have one id per row of logits " + shape_str(logits.shape()) +
+                         "; hint: flatten logits to [N, V] and targets to [N]");
+    }
+    require_ids_in_range("cross_entropy_backward", "target", targets, vocab, logits.shape(), true, ignore_index);
+    const float* xp = logits.data<float>();
+    float* dxp = dlogits.data<float>();
+    const float* dlp = dloss.data<float>();
+    const float* lsep = lse.data<float>();
+#pragma omp parallel for schedule(static) if (logits.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
+        float* dxr = dxp + r * vocab;
+        const int64_t t = load_index(targets, r);
+        if (t == ignore_index) {
+            std::fill(dxr, dxr + vocab, 0.0f);
+            continue;
+        }
+        const float* xr = xp + r * vocab;
+        const float g = dlp[r], shift = lsep[r];
+        exp_shifted(xr, shift, dxr, vocab);
+#pragma omp simd
+        for (int64_t j = 0; j < vocab; ++j) dxr[j] *= g;
+        dxr[t] -= g;
+    }
+}
+
+}  // namespace lab
