@@ -572,7 +572,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
         record(out, "cross_entropy", {logits}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Backend& b = dout.backend();
             Tensor scaled = new_f32(dout, {1});
-            b.unary(UnaryOp::scale, scaled, contig(dout).view({1}, {1}, 0), inv);
+            Tensor dc = contig(dout);
+            b.unary(UnaryOp::scale, scaled, dc.view({1}, {1}, dc.offset()), inv);
             Tensor drows = contig(expand(scaled, {N}));
             Tensor dlogits = new_f32(dout, lg.shape());
             b.cross_entropy_backward(dlogits, drows, lg, lse, tg, ignore_index);

@@ -41,25 +41,6 @@ std::vector<std::pair<std::string, std::string>> flatten(const RunSpec& spec) {
     return out;
 }
 
-// Global L2 norm of all gradients; scales them to max_norm when above it (as
-// torch.nn.utils.clip_grad_norm_, with its 1e-6 guard). Returns the norm before clipping.
-double clip_gradients(const NamedTensors& params, double max_norm, Backend& backend) {
-    Tensor total = Tensor::zeros(backend, {1});
-    for (const auto& [name, p] : params) {
-        Tensor g = p.grad();
-        if (g.defined()) backend.sum_squares(total, g, true);
-    }
-    double norm = std::sqrt(static_cast<double>(total.item()));
-    if (max_norm > 0 && norm > max_norm) {
-        float factor = static_cast<float>(max_norm / (norm + 1e-6));
-        for (const auto& [name, p] : params) {
-            Tensor g = p.grad();
-            if (g.defined()) backend.unary(UnaryOp::scale, g, g, factor);
-        }
-    }
-    return norm;
-}
-
 class Reporter {
 public:
     explicit Reporter(const RunEnvironment& env) : env_(env), out_(env.out ? *env.out : std::cerr) {}
@@ -96,6 +77,25 @@ struct Components {
 
 }  // namespace
 
+// Global L2 norm of all gradients; scales them to max_norm when above it (as
+// torch.nn.utils.clip_grad_norm_, with its 1e-6 guard). Returns the norm before clipping.
+double clip_gradients(const NamedTensors& params, double max_norm, Backend& backend) {
+    Tensor total = Tensor::zeros(backend, {1});
+    for (const auto& [name, p] : params) {
+        Tensor g = p.grad();
+        if (g.defined()) backend.sum_squares(total, g, true);
+    }
+    double norm = std::sqrt(static_cast<double>(total.item()));
+    if (max_norm > 0 && norm > max_norm) {
+        float factor = static_cast<float>(max_norm / (norm + 1e-6));
+        for (const auto& [name, p] : params) {
+            Tensor g = p.grad();
+            if (g.defined()) backend.unary(UnaryOp::scale, g, g, factor);
+        }
+    }
+    return norm;
+}
+
 std::string format_duration(double seconds) {
     auto s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
     std::ostringstream os;
@@ -108,10 +108,6 @@ std::string format_duration(double seconds) {
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
     Reporter report(env);
     const Options& ex = spec.experiment;
-    if (ex.get_string("precision") != "fp32")
-        throw ConfigError("[experiment] precision = " + ex.get_string("precision") + " (" + ex.origin("precision") +
-                          "): this labrun trains in fp32 only; mixed precision comes with the bf16 work on the "
-                          "oneDNN backend. Use precision = fp32");
     if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
 
     TrainSettings train;

@@ -239,9 +239,9 @@ TEST_CASE("wrong type, out of range and bad choice", "[config]") {
                Contains(at(dir, 9) + ": [model] dropout = 1.5: expected a real number in [0, 1]"));
     CHECK_THAT(error_of(dir, with_line(17, "steps = 10\neval_at_end = maybe")),
                Contains("[train] eval_at_end = 'maybe': expected a boolean"));
-    CHECK_THAT(error_of(dir, with_line(2, "precision = bf15")),
-               Contains(at(dir, 2) + ": [experiment] precision = 'bf15': expected one of: fp32, bf16, fp16; "
-                                     "did you mean 'bf16'?"));
+    CHECK_THAT(error_of(dir, with_line(2, "precision = fp23")),
+               Contains(at(dir, 2) + ": [experiment] precision = 'fp23': expected one of: fp32; "
+                                     "did you mean 'fp32'?"));
 }
 
 TEST_CASE("missing required key names the file and what is expected", "[config]") {

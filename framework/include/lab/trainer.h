@@ -38,6 +38,10 @@ struct RunOutcome {
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
 
+// Global L2 norm of all gradients; scales them down to max_norm when above it (max_norm > 0), as
+// torch.nn.utils.clip_grad_norm_. Returns the norm before clipping.
+double clip_gradients(const NamedTensors& params, double max_norm, Backend& backend);
+
 // "1h02m", "3m07s", "12s"
 std::string format_duration(double seconds);
 
