@@ -1,0 +1,140 @@
+// lab_bench_gpt: times labrun's GPT training step (forward, backward, gradient clipping, AdamW)
+// built from the same plugins an experiment uses, on random token batches. Prints one JSON line
+// in the format of bench/torch_gpt_step.py so that bench/run.sh can put the two side by side.
+#include <omp.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <sstream>
+
+#include "lab/autograd.h"
+#include "lab/config.h"
+#include "lab/error.h"
+#include "lab/ops.h"
+#include "lab/registry.h"
+#include "lab/trainer.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+lab::Options plugin_options(const lab::Registry& registry, const std::string& kind, const std::string& name,
+                            const std::map<std::string, std::string>& values) {
+    std::map<std::string, lab::OptionValue> raw;
+    for (const auto& [k, v] : values) raw[k] = {v, "lab_bench_gpt"};
+    return lab::Options::validate(kind, kind + "/" + name, registry.find(kind, name).schema, raw);
+}
+
+// Two-byte UTF-8 for code points U+0080..U+07FF (enough distinct characters for any test vocabulary).
+std::string utf8_two_byte(uint32_t cp) {
+    return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+}
+
+int run(int argc, char** argv) {
+    int64_t layers, heads, hidden, seq_len, batch, vocab, steps, warmup, threads;
+    std::string backend_name, plugin_dir;
+    bool bias;
+    po::options_description desc("lab_bench_gpt: time labrun's GPT training step");
+    desc.add_options()("help", "show this help")
+        ("layers", po::value(&layers)->default_value(4), "transformer blocks")
+        ("heads", po::value(&heads)->default_value(4), "attention heads")
+        ("hidden", po::value(&hidden)->default_value(128), "model width")
+        ("seq-len", po::value(&seq_len)->default_value(64), "context length")
+        ("batch", po::value(&batch)->default_value(12), "sequences per step")
+        ("vocab", po::value(&vocab)->default_value(65), "vocabulary size")
+        ("steps", po::value(&steps)->default_value(20), "timed steps")
+        ("warmup", po::value(&warmup)->default_value(3), "untimed steps first")
+        ("threads", po::value(&threads)->default_value(2), "OpenMP threads")
+        ("bias", po::value(&bias)->default_value(true), "biases in linear layers and LayerNorms")
+        ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
+        ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        std::cout << desc;
+        return 0;
+    }
+    omp_set_num_threads(static_cast<int>(threads));
+
+    lab::Registry registry;
+    registry.load_directory(plugin_dir);
+    auto backend = registry.factory<lab::BackendFactory>("backend", backend_name)(
+        plugin_options(registry, "backend", backend_name, {}));
+
+    lab::BuildContext ctx;
+    ctx.backend = backend.get();
+    ctx.registry = &registry;
+    ctx.init_rng = lab::Generator(1, lab::kStreamInit);
+    ctx.dropout_rng = lab::Generator(1, lab::kStreamDropout);
+    ctx.train.seq_len = seq_len;
+    ctx.train.batch = batch;
+    // A character vocabulary of exactly `vocab` symbols sizes the embedding as in the experiment.
+    auto tokenizer = registry.factory<lab::TokenizerFactory>("tokenizer", "char")(
+        plugin_options(registry, "tokenizer", "char", {}), ctx);
+    std::string alphabet;
+    if (vocab < 1 || vocab > 0x700) throw lab::ConfigError("--vocab must be in [1, 1792]");
+    for (int64_t i = 0; i < vocab; ++i) alphabet += utf8_two_byte(static_cast<uint32_t>(0x100 + i));
+    tokenizer->train(alphabet);
+    ctx.tokenizer = tokenizer.get();
+    lab::Options attention_opts = plugin_options(registry, "attention", "softmax", {});
+    const auto& make_attention = registry.factory<lab::AttentionFactory>("attention", "softmax");
+    ctx.make_attention = [&](const lab::AttentionShape& s) { return make_attention(attention_opts, s, ctx); };
+    auto model = registry.factory<lab::ModelFactory>("model", "gpt")(
+        plugin_options(registry, "model", "gpt",
+                       {{"layers", std::to_string(layers)}, {"heads", std::to_string(heads)},
+                        {"hidden", std::to_string(hidden)}, {"bias", bias ? "true" : "false"}}),
+        ctx);
+    lab::NamedTensors params = model->named_parameters();
+    auto optimizer = registry.factory<lab::OptimizerFactory>("optimizer", "adamw")(
+        plugin_options(registry, "optimizer", "adamw", {{"lr", "1e-3"}, {"beta2", "0.99"}, {"weight_decay", "0.1"}}),
+        params, ctx);
+
+    lab::Generator data_rng(1, lab::kStreamData);
+    auto step = [&]() {
+        std::vector<int64_t> ids(static_cast<size_t>(batch * seq_len)), targets(ids.size());
+        for (size_t i = 0; i < ids.size(); ++i) {
+            ids[i] = static_cast<int64_t>(data_rng.uniform_int(static_cast<uint64_t>(vocab)));
+            targets[i] = static_cast<int64_t>(data_rng.uniform_int(static_cast<uint64_t>(vocab)));
+        }
+        lab::ModelInputs in;
+        in.ids = lab::Tensor::from_ints(*backend, {batch, seq_len}, ids, lab::DType::i32);
+        lab::Tensor y = lab::Tensor::from_ints(*backend, {batch * seq_len}, targets, lab::DType::i32);
+        lab::Tensor h = lab::ops::reshape(model->forward(in), {-1, hidden});
+        lab::Tensor loss = lab::ops::cross_entropy(lab::ops::linear(h, model->embedding_weight()), y);
+        lab::backward(loss);
+        lab::clip_gradients(params, 1.0, *backend);
+        {
+            lab::NoGradGuard no_grad;
+            optimizer->step(1e-3);
+            optimizer->zero_grad();
+        }
+        return loss.item();
+    };
+    for (int64_t i = 0; i < warmup; ++i) step();
+    auto t0 = std::chrono::steady_clock::now();
+    float last_loss = 0;
+    for (int64_t i = 0; i < steps; ++i) last_loss = step();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double ms = 1000.0 * seconds / static_cast<double>(steps);
+    double tokens_per_s = static_cast<double>(batch * seq_len * steps) / seconds;
+    std::cout << "{\"impl\":\"labrun-" << backend_name << "\",\"config\":{\"layers\":" << layers << ",\"heads\":" << heads
+              << ",\"hidden\":" << hidden << ",\"seq_len\":" << seq_len << ",\"batch\":" << batch << ",\"vocab\":" << vocab
+              << ",\"bias\":" << (bias ? "true" : "false") << "},\"ms_per_step\":" << ms
+              << ",\"tokens_per_s\":" << tokens_per_s << ",\"threads\":" << threads << ",\"steps\":" << steps
+              << ",\"loss\":" << last_loss << ",\"device\":\"" << backend->device_info() << "\"}\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "lab_bench_gpt: " << e.what() << "\n";
+        return 1;
+    }
+}
