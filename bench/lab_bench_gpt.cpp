@@ -47,7 +47,7 @@ int run(int argc, char** argv) {
         ("steps", po::value(&steps)->default_value(20), "timed steps")
         ("warmup", po::value(&warmup)->default_value(3), "untimed steps first")
         ("threads", po::value(&threads)->default_value(2), "OpenMP threads")
-        ("bias", po::value(&bias)->default_value(true), "biases in linear layers and LayerNorms")
+        ("bias", po::value(&bias)->default_value(false), "biases in linear layers and LayerNorms (default: none, as nanoGPT)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
     po::variables_map vm;

@@ -177,9 +177,10 @@ def parse_arguments(argv):
     parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps before timing")
     parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="torch.set_num_threads; 0 keeps PyTorch's default")
-    parser.add_argument("--bias", dest="bias", action="store_true", default=True,
-                        help="biases in Linear and LayerNorm (default, as GPT-2)")
-    parser.add_argument("--no-bias", dest="bias", action="store_false", help="no biases")
+    parser.add_argument("--bias", dest="bias", action="store_true", default=False,
+                        help="biases in linear layers and LayerNorms (default: none, as nanoGPT and "
+                             "experiments/shakespeare_char.ini)")
+    parser.add_argument("--no-bias", dest="bias", action="store_false", help="no biases (the default)")
     parser.add_argument("--sdpa", action="store_true",
                         help="use F.scaled_dot_product_attention instead of explicit matmul + masked softmax")
     parser.add_argument("--compile", action="store_true",
