@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <unistd.h>
 
@@ -364,9 +365,10 @@ TEST_CASE("unknown and missing sections, unknown plugin types", "[config]") {
     TempDir dir;
     CHECK_THAT(error_of(dir, with_line(6, "[modle]")),
                Contains(at(dir, 6) + ": unknown section [modle]; did you mean [model]? (known sections: attention, "
-                                     "backend, experiment, model, optimizer, schedule, task, tokenizer, train)"));
-    CHECK_THAT(error_of(dir, valid_ini + "[sweep]\nexperiment.seed = 1, 2\n"),
-               Contains(at(dir, 18) + ": unknown section [sweep]"));
+                                     "backend, experiment, model, optimizer, schedule, sweep, sweep.zip, task, "
+                                     "tokenizer, train)"));
+    CHECK_THAT(error_of(dir, valid_ini + "[sweeps]\nexperiment.seed = 1, 2\n"),
+               Contains(at(dir, 18) + ": unknown section [sweeps]; did you mean [sweep]?"));
 
     std::string no_optimizer = valid_ini;
     no_optimizer.erase(no_optimizer.find("[optimizer]"), std::string("[optimizer]\ntype = adamw\nlr = 5e-4\n").size());
@@ -441,4 +443,291 @@ TEST_CASE("[experiment] plugins are relative to the file that set them", "[confi
         lab::experiment_plugin_paths(lab::load_config(file, {"experiment.plugins=mine.so"}, {}));
     CHECK(from_override == std::vector<std::string>{"mine.so"});
     CHECK(lab::experiment_plugin_paths(lab::load_config(dir.write("y.ini", valid_ini), {}, {})).empty());
+}
+
+// ---- sweeps ----------------------------------------------------------------------------------
+
+namespace {
+
+// valid_ini with a cosine schedule, so that schedule.warmup is an option: 19 lines, the sweep
+// sections of a test start at line 20.
+const std::string sweep_base = valid_ini + "[schedule]\ntype = cosine\n";
+
+std::vector<lab::RunSpec> resolve_all(const TempDir& dir, const std::string& text,
+                                      const std::vector<std::string>& overrides = {}) {
+    fs::path file = dir.write("x.ini", text);
+    return lab::resolve_runs(lab::load_config(file, overrides, {dir.path / "data"}), make_registry());
+}
+
+std::string sweep_error_of(const TempDir& dir, const std::string& text, const std::vector<std::string>& overrides = {}) {
+    try {
+        resolve_all(dir, text, overrides);
+    } catch (const lab::ConfigError& e) {
+        return e.what();
+    }
+    return "<no error>";
+}
+
+using SweepValues = std::vector<std::pair<std::string, std::string>>;
+
+// The brief's example: 2 x 3 grid crossed with a zip group of 2 = 12 runs.
+const std::string grid_and_zip = sweep_base +
+                                 "[sweep]\n"                              // 20
+                                 "attention.type = softmax, linear\n"     // 21
+                                 "experiment.seed = 1, 2, 3\n"            // 22
+                                 "[sweep.zip]\n"                          // 23
+                                 "optimizer.lr = 1e-3, 3e-4\n"            // 24
+                                 "schedule.warmup = 100, 200\n";          // 25
+
+}  // namespace
+
+TEST_CASE("a file without [sweep] is one run with an empty sweep_id", "[config][sweep]") {
+    TempDir dir;
+    std::vector<lab::RunSpec> runs = resolve_all(dir, valid_ini);
+    REQUIRE(runs.size() == 1);
+    CHECK(runs[0].sweep_id.empty());
+    CHECK(runs[0].sweep_index == 0);
+    CHECK(runs[0].sweep_size == 1);
+    CHECK(runs[0].sweep_values.empty());
+    CHECK(runs[0].hash() == resolve_text(dir, valid_ini).hash());
+    CHECK(lab::format_run(runs[0]).rfind("# run 'x'", 0) == 0);
+}
+
+TEST_CASE("[sweep] is the cross product in file order, last key fastest", "[config][sweep]") {
+    TempDir dir;
+    std::vector<lab::RunSpec> runs = resolve_all(dir, valid_ini +
+                                                          "[sweep]\n"                           // 18
+                                                          "attention.type = softmax, linear\n"  // 19
+                                                          "experiment.seed = 1, 2, 3\n");       // 20
+    REQUIRE(runs.size() == 6);
+    const char* attention[] = {"softmax", "softmax", "softmax", "linear", "linear", "linear"};
+    const int64_t seed[] = {1, 2, 3, 1, 2, 3};
+    for (size_t i = 0; i < runs.size(); ++i) {
+        INFO("run " << i);
+        CHECK(runs[i].sweep_index == static_cast<int64_t>(i));
+        CHECK(runs[i].sweep_size == 6);
+        CHECK(runs[i].sweep_id == runs[0].sweep_id);
+        CHECK(runs[i].name == "x");  // the experiment's name for every run
+        CHECK(runs[i].plugins.at("attention").plugin == attention[i]);
+        CHECK(runs[i].plugins.at("attention").plugin_origin == at(dir, 19) + " [sweep]");
+        CHECK(runs[i].experiment.get_int("seed") == seed[i]);
+        CHECK(runs[i].experiment.origin("seed") == at(dir, 20) + " [sweep]");
+        CHECK(runs[i].sweep_values ==
+              SweepValues{{"attention.type", attention[i]}, {"experiment.seed", std::to_string(seed[i])}});
+    }
+    CHECK(runs[0].sweep_id.size() == 12);
+    CHECK(runs[0].sweep_id.find_first_not_of("0123456789abcdef") == std::string::npos);
+    // The plugin a sweep picks gets its own defaults.
+    CHECK(runs[3].plugins.at("attention").options.get_int("feature_dim") == 16);
+    CHECK(runs[0].plugins.at("attention").options.values().empty());
+    CHECK(lab::format_run(runs[4]).rfind("# sweep " + runs[4].sweep_id +
+                                             " run 5/6: attention.type=linear, experiment.seed=2\n# run 'x'",
+                                         0) == 0);
+}
+
+TEST_CASE("[sweep.zip] keys vary together with normalised values", "[config][sweep]") {
+    TempDir dir;
+    std::vector<lab::RunSpec> runs = resolve_all(dir, sweep_base +
+                                                          "[sweep.zip]\n"
+                                                          "optimizer.lr = 1e-3, 3e-4, 2.5e-4\n"
+                                                          "schedule.warmup = 100, 2e2, 300\n");
+    REQUIRE(runs.size() == 3);
+    const double lr[] = {1e-3, 3e-4, 2.5e-4};
+    const int64_t warmup[] = {100, 200, 300};
+    const char* lr_text[] = {"0.001", "0.0003", "0.00025"};
+    for (size_t i = 0; i < runs.size(); ++i) {
+        INFO("run " << i);
+        CHECK(runs[i].plugins.at("optimizer").options.get_float("lr") == Approx(lr[i]));
+        CHECK(runs[i].plugins.at("schedule").options.get_int("warmup") == warmup[i]);
+        CHECK(runs[i].plugins.at("schedule").options.origin("warmup") == at(dir, 22) + " [sweep.zip]");
+        CHECK(runs[i].sweep_values ==
+              SweepValues{{"optimizer.lr", lr_text[i]}, {"schedule.warmup", std::to_string(warmup[i])}});
+    }
+}
+
+TEST_CASE("grid x zip: the zip group is the innermost key", "[config][sweep]") {
+    TempDir dir;
+    std::vector<lab::RunSpec> runs = resolve_all(dir, grid_and_zip);
+    REQUIRE(runs.size() == 12);
+    const char* attention[] = {"softmax", "linear"};
+    const char* lr[] = {"0.001", "0.0003"};
+    const char* warmup[] = {"100", "200"};
+    std::set<std::string> hashes;
+    for (int64_t i = 0; i < 12; ++i) {
+        INFO("run " << i);
+        const lab::RunSpec& run = runs[static_cast<size_t>(i)];
+        const int64_t a = i / 6, s = (i / 2) % 3, z = i % 2;
+        CHECK(run.sweep_index == i);
+        CHECK(run.sweep_size == 12);
+        CHECK(run.sweep_values == SweepValues{{"attention.type", attention[a]},
+                                              {"experiment.seed", std::to_string(s + 1)},
+                                              {"optimizer.lr", lr[z]},
+                                              {"schedule.warmup", warmup[z]}});
+        CHECK(run.plugins.at("attention").plugin == attention[a]);
+        CHECK(run.experiment.get_int("seed") == s + 1);
+        CHECK(run.plugins.at("optimizer").options.values().at("lr").text == lr[z]);
+        CHECK(run.plugins.at("schedule").options.values().at("warmup").text == warmup[z]);
+        // Untouched values keep their file origins.
+        CHECK(run.plugins.at("model").options.origin("layers") == at(dir, 9));
+        hashes.insert(run.hash());
+    }
+    CHECK(hashes.size() == 12);
+}
+
+TEST_CASE("sweep values reach their sections, also ones the file leaves out", "[config][sweep]") {
+    TempDir dir;
+    std::vector<lab::RunSpec> runs = resolve_all(dir, valid_ini +
+                                                          "[sweep]\n"
+                                                          "model.layers = 1, 8\n"
+                                                          "task.valid = ${data}/v1.txt, ${data}/v2.txt\n"
+                                                          "backend.verbose = on\n");
+    REQUIRE(runs.size() == 4);
+    CHECK(runs[0].plugins.at("model").options.get_int("layers") == 1);
+    CHECK(runs[2].plugins.at("model").options.get_int("layers") == 8);
+    CHECK(runs[0].plugins.at("model").options.get_int("heads") == 4);  // the rest of [model] stays
+    CHECK(runs[0].plugins.at("task").options.get_string("valid") == (dir.path / "data/v1.txt").string());
+    CHECK(runs[1].plugins.at("task").options.get_string("valid") == (dir.path / "data/v2.txt").string());
+    CHECK(runs[0].plugins.at("task").options.get_string("train") == "corpus.txt");
+    CHECK(runs[3].plugins.at("backend").options.get_bool("verbose"));  // [backend] is not in the file
+    CHECK(runs[3].sweep_values.back() == std::make_pair(std::string("backend.verbose"), std::string("true")));
+    CHECK(runs[0].train.get_int("steps") == 100);
+}
+
+TEST_CASE("a sweep run has the hash of the same run given as overrides", "[config][sweep]") {
+    TempDir dir;
+    std::vector<lab::RunSpec> runs = resolve_all(dir, grid_and_zip);
+    REQUIRE(runs.size() == 12);
+    for (const lab::RunSpec& run : runs) {
+        INFO("run " << run.sweep_index);
+        std::vector<std::string> overrides;
+        for (const auto& [key, value] : run.sweep_values) overrides.push_back(key + "=" + value);
+        lab::RunSpec plain = resolve_text(dir, sweep_base, overrides);
+        CHECK(plain.canonical_text() == run.canonical_text());
+        CHECK(plain.hash() == run.hash());
+        CHECK(run.canonical_text().find("sweep") == std::string::npos);
+    }
+}
+
+TEST_CASE("command-line overrides beat sweep values and take the key out of the sweep", "[config][sweep]") {
+    TempDir dir;
+    const std::string text = sweep_base + "[sweep]\nmodel.layers = 1, 2\nexperiment.seed = 1, 2, 3\n";
+    std::vector<lab::RunSpec> runs = resolve_all(dir, text, {"model.layers=6"});
+    REQUIRE(runs.size() == 3);
+    for (const lab::RunSpec& run : runs) {
+        CHECK(run.plugins.at("model").options.get_int("layers") == 6);
+        CHECK(run.plugins.at("model").options.origin("layers") == "override 'model.layers=6'");
+        CHECK(run.sweep_size == 3);
+        REQUIRE(run.sweep_values.size() == 1);
+        CHECK(run.sweep_values[0].first == "experiment.seed");
+    }
+    CHECK(runs[2].experiment.get_int("seed") == 3);
+    CHECK(runs[0].sweep_id != resolve_all(dir, text).front().sweep_id);  // another base experiment
+
+    // A zipped key fixed by an override: the other zipped keys still vary.
+    std::vector<lab::RunSpec> zipped =
+        resolve_all(dir, sweep_base + "[sweep.zip]\noptimizer.lr = 1e-3, 3e-4\nschedule.warmup = 100, 200\n",
+                    {"optimizer.lr=0.01"});
+    REQUIRE(zipped.size() == 2);
+    CHECK(zipped[0].plugins.at("optimizer").options.get_float("lr") == Approx(0.01));
+    CHECK(zipped[1].plugins.at("optimizer").options.get_float("lr") == Approx(0.01));
+    CHECK(zipped[1].plugins.at("schedule").options.get_int("warmup") == 200);
+    CHECK(zipped[1].sweep_values == SweepValues{{"schedule.warmup", "200"}});
+
+    // Every key overridden: one run, still marked as the sweep's.
+    std::vector<lab::RunSpec> single =
+        resolve_all(dir, valid_ini + "[sweep]\nexperiment.seed = 1, 2\n", {"experiment.seed=9"});
+    REQUIRE(single.size() == 1);
+    CHECK(single[0].experiment.get_int("seed") == 9);
+    CHECK(single[0].sweep_size == 1);
+    CHECK_FALSE(single[0].sweep_id.empty());
+    CHECK(lab::format_run(single[0]).rfind("# sweep " + single[0].sweep_id + " run 1/1\n", 0) == 0);
+}
+
+TEST_CASE("sweep_id is stable across loads and changes with the sweep or the experiment", "[config][sweep]") {
+    TempDir dir;
+    const std::string id = resolve_all(dir, grid_and_zip).front().sweep_id;
+    CHECK(resolve_all(dir, grid_and_zip).back().sweep_id == id);
+    // Comments and spacing are not part of the definition.
+    std::string spaced = grid_and_zip;
+    spaced.replace(spaced.find("softmax, linear"), 15, "softmax ,linear   ; two variants");
+    CHECK(resolve_all(dir, spaced).front().sweep_id == id);
+
+    std::string other_seeds = grid_and_zip;
+    other_seeds.replace(other_seeds.find("1, 2, 3"), 7, "1, 2, 4");
+    CHECK(resolve_all(dir, other_seeds).front().sweep_id != id);
+    std::string crossed = grid_and_zip;  // the same lists, crossed instead of zipped
+    crossed.replace(crossed.find("[sweep.zip]\n"), 12, "");
+    CHECK(resolve_all(dir, crossed).front().sweep_id != id);
+    CHECK(resolve_all(dir, grid_and_zip, {"train.steps=50"}).front().sweep_id != id);
+    fs::path renamed = dir.write("y.ini", grid_and_zip);  // another experiment name
+    CHECK(lab::resolve_runs(lab::load_config(renamed, {}, {}), make_registry()).front().sweep_id != id);
+}
+
+TEST_CASE("sweep keys expand in the order the files set them", "[config][sweep]") {
+    TempDir dir;
+    dir.write("seeds.ini", "[sweep]\nexperiment.seed = 1, 2\n");
+    std::vector<lab::RunSpec> runs =
+        resolve_all(dir, "include = seeds.ini\n" + valid_ini + "[sweep]\nmodel.layers = 1, 2, 3\n");
+    REQUIRE(runs.size() == 6);
+    CHECK(runs[1].sweep_values == SweepValues{{"experiment.seed", "1"}, {"model.layers", "2"}});
+    CHECK(runs[3].sweep_values == SweepValues{{"experiment.seed", "2"}, {"model.layers", "1"}});
+    CHECK(runs[3].experiment.origin("seed") == (dir.path / "seeds.ini").string() + ":2 [sweep]");
+}
+
+TEST_CASE("resolve_run accepts a sweep only when it is one run", "[config][sweep]") {
+    TempDir dir;
+    CHECK_THAT(error_of(dir, valid_ini + "[sweep]\nexperiment.seed = 1, 2\n"),
+               Contains(at(dir, 18) + ": the sweep expands to 2 runs but one run was asked for"));
+    lab::RunSpec run = resolve_text(dir, valid_ini + "[sweep]\nexperiment.seed = 7\n");
+    CHECK(run.experiment.get_int("seed") == 7);
+    CHECK(run.sweep_size == 1);
+    CHECK(run.sweep_id.size() == 12);
+}
+
+TEST_CASE("sweep errors name file:line", "[config][sweep]") {
+    TempDir dir;
+    const std::string sweep = valid_ini + "[sweep]\n";  // [sweep] is line 18, its first key line 19
+    CHECK_THAT(sweep_error_of(dir, sweep + "modle.layers = 1, 2\n"),
+               Contains(at(dir, 19) + ": [sweep] modle.layers: unknown section [modle]; did you mean [model]?"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "model.layrs = 1, 2\n"),
+               Contains(at(dir, 19) + " [sweep]: [model] key 'layrs' is not an option of model/gpt; did you mean "
+                                      "'layers'?") &&
+                   Contains("(in sweep run 1/2: model.layrs=1)"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed = 1, 2\ntrain.steps = 10, 0\n"),
+               Contains(at(dir, 20) + " [sweep]: [train] steps = 0: expected an integer >= 1") &&
+                   Contains("(in sweep run 2/4: experiment.seed=1, train.steps=0)"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "model.type = gpt, gtp\n"),
+               Contains(at(dir, 19) + " [sweep]: [model] type = 'gtp': unknown model 'gtp'; did you mean 'gpt'?"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "seed = 1, 2\n"),
+               Contains(at(dir, 19) + ": [sweep] seed: a sweep key names 'section.key'"));
+
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed =\n"),
+               Contains(at(dir, 19) + ": [sweep] experiment.seed has an empty list"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed = 1, , 2\n"),
+               Contains(at(dir, 19) + ": [sweep] experiment.seed = 1, , 2: item 2 is empty"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed = 1, 2,\n"), Contains("item 3 is empty"));
+    CHECK_THAT(sweep_error_of(dir, sweep), Contains(at(dir, 18) + ": [sweep] has no keys"));
+
+    CHECK_THAT(sweep_error_of(dir, valid_ini + "[sweep.zip]\noptimizer.lr = 1e-3, 3e-4\nexperiment.seed = 1, 2, 3\n"),
+               Contains(at(dir, 20) + ": [sweep.zip] experiment.seed has 3 values but optimizer.lr (" + at(dir, 19) +
+                        ") has 2"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed = 1, 2\n[sweep.zip]\nexperiment.seed = 3, 4\n"
+                                           "optimizer.lr = 1e-3, 3e-4\n"),
+               Contains(at(dir, 21) + ": [sweep.zip] experiment.seed is also in [sweep] at " + at(dir, 19)));
+
+    std::string seeds, batches;
+    for (int i = 1; i <= 101; ++i) seeds += (i > 1 ? ", " : "") + std::to_string(i);
+    for (int i = 1; i <= 100; ++i) batches += (i > 1 ? ", " : "") + std::to_string(i);
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed = " + seeds + "\ntrain.batch = " + batches + "\n"),
+               Contains(at(dir, 18) + ": the sweep expands to 101 x 100 runs, more than the limit of 10000"));
+
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.seed = 1, 2, 1e0\n"),
+               Contains(at(dir, 19) + ": [sweep] experiment.seed: items 1 ('1') and 3 ('1e0') are the same value, so "
+                                      "sweep runs 1 and 3 would be the same run"));
+    CHECK_THAT(sweep_error_of(dir, sweep + "experiment.name = a, b\n"),
+               Contains(at(dir, 19) + ": [sweep] experiment.name: every run of a sweep keeps the experiment's name"));
+    CHECK_THAT(sweep_error_of(dir, valid_ini, {"sweep.experiment.seed=1,2"}),
+               Contains("override 'sweep.experiment.seed=1,2': sweeps are defined in the experiment file"));
+    CHECK_THAT(sweep_error_of(dir, valid_ini + "[sweep.grid]\n"),
+               Contains(at(dir, 18) + ": '[sweep.grid]' is not a valid section name"));
 }

@@ -17,15 +17,30 @@
 // the including file overrides what it includes. Command-line overrides (`section.key=value`)
 // come last and override everything.
 //
+// A [sweep] section (anywhere in the file or its includes) makes one file several runs:
+//
+//   [sweep]                        ; grid: the cross product of every key's list
+//   attention.type = softmax, linear
+//   experiment.seed = 1, 2, 3
+//   [sweep.zip]                    ; zipped: equal-length lists that vary together, crossed with the grid
+//   optimizer.lr = 1e-3, 3e-4
+//   schedule.warmup = 100, 200     ; -> 2 x 3 x 2 = 12 runs
+//
+// Each sweep value is applied like a command-line override of `section.key` (same validation and
+// normalisation) with the origin "file:line [sweep]"; an actual override of the same key wins and
+// takes the key out of the sweep.
+//
 // Loading (load_config) knows nothing about plugins: it produces raw text with origins.
-// Resolving (resolve_run) checks every section against the framework schemas and the schema of
+// Resolving (resolve_runs) checks every section against the framework schemas and the schema of
 // the plugin each section selects from the Registry, and fills in defaults. Errors are
 // ConfigError messages that start with the origin ("experiments/x.ini:12", "override
 // 'train.steps=0'") and end with what was expected.
 #pragma once
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lab/options.h"
@@ -51,6 +66,9 @@ struct RawConfig {
     // section -> where it first appeared: "file:line" of its header, or the override that
     // created it. Used by errors about a whole section (unknown section, missing `type`).
     std::map<std::string, std::string> section_origins;
+    // section -> its keys in the order they were first set (files in read order, then overrides).
+    // A sweep expands its keys in this order.
+    std::map<std::string, std::vector<std::string>> key_order;
 };
 
 // Reads `file` (and its includes), applies `overrides` ("section.key=value", in order) and expands
@@ -74,9 +92,23 @@ struct RunSpec {
     // backend entry holds the options of the plugin named by [experiment] backend.
     std::map<std::string, SectionChoice> plugins;
 
+    // Sweeps. sweep_id is empty for a file without [sweep]; else 12 hex digits of the sha256 of
+    // the experiment before expansion (its raw `section.key = value` lines outside the sweep
+    // sections, overrides included, sorted) followed by the sweep definition as written: the same
+    // file and overrides give the same id, every run of the sweep shares it.
+    std::string sweep_id;
+    // Position in the expansion order: grid keys in file order, the last one varying fastest, the
+    // zip group as the innermost key.
+    int64_t sweep_index = 0;
+    int64_t sweep_size = 1;
+    // "section.key" -> normalised value set by the sweep for this run, in expansion order (keys
+    // fixed by a command-line override are not listed: they are no longer swept).
+    std::vector<std::pair<std::string, std::string>> sweep_values;
+
     // Sorted "section.key = value" lines, one per resolved value including defaults, plus
     // "section.type = name" for each plugin section (the backend's name is experiment.backend).
     // Equal text <=> the same run; it is what the results database stores as the run's config.
+    // Sweep fields are not part of it: a sweep run equals the same run given as plain overrides.
     std::string canonical_text() const;
     // sha256 of canonical_text(), in hex: the run's identity.
     std::string hash() const;
@@ -97,11 +129,21 @@ std::vector<std::string> experiment_plugin_paths(const RawConfig& raw);
 
 // Validates every section and chooses the plugins. Throws ConfigError for an unknown section,
 // a missing required section or `type`, an unknown plugin name (with the closest known one), and
-// any option problem (unknown key, bad value, missing required key).
+// any option problem (unknown key, bad value, missing required key). A file with a sweep is
+// accepted only when the sweep expands to a single run.
 RunSpec resolve_run(const RawConfig& raw, const Registry& registry);
 
+// Expands the sweep and resolves every run (one run, with an empty sweep_id, when the file has no
+// sweep), so that any error stops before the first run starts. Besides resolve_run's errors,
+// throws ConfigError naming file:line for a sweep key that is not `section.key` of a known
+// section, an empty list or list item, a key both in [sweep] and [sweep.zip], zipped lists of
+// different lengths, two runs that resolve to the same configuration (a value listed twice), and
+// a sweep of more than 10,000 runs.
+std::vector<RunSpec> resolve_runs(const RawConfig& raw, const Registry& registry);
+
 // Human-readable resolved run for `labrun --dry-run`: each section, each `key = value` with its
-// origin as a comment ('# default', '# file:line', '# override ...').
+// origin as a comment ('# default', '# file:line', '# override ...'). A sweep run starts with
+// `# sweep <id> run <i+1>/<n>: key=value, ...`.
 std::string format_run(const RunSpec& run);
 
 }  // namespace lab
