@@ -13,17 +13,21 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <ctime>
 #include <exception>
 #include <iostream>
-#include <iterator>
 #include <limits>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "lab/error.h"
+#include "results_schema.h"
 
 namespace lab {
 namespace {
@@ -167,82 +171,7 @@ class Query {
     sqlite3_stmt* raw_;
 };
 
-// Forward migrations: kMigrations[v] takes a database from user_version v to v + 1. Version 0 is
-// an empty (new) file. Each entry sets its own user_version so a migration is one unit.
-constexpr const char* kMigrations[] = {
-    // 0 -> 1: the first schema.
-    R"sql(
-CREATE TABLE runs (
-    id            INTEGER PRIMARY KEY,
-    uid           TEXT NOT NULL UNIQUE,
-    name          TEXT NOT NULL,
-    experiment    TEXT NOT NULL,
-    config_hash   TEXT NOT NULL,
-    config        TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
-    error         TEXT,
-    backend       TEXT,
-    device        TEXT,
-    precision     TEXT,
-    seed          INTEGER,
-    host          TEXT,
-    pid           INTEGER,
-    code_revision TEXT,
-    started_at    TEXT NOT NULL,
-    ended_at      TEXT,
-    wall_s        REAL
-);
-CREATE INDEX runs_by_config_hash ON runs (config_hash, status);
-CREATE INDEX runs_by_experiment ON runs (experiment);
-CREATE TABLE params (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    key    TEXT NOT NULL,
-    value  TEXT NOT NULL,
-    PRIMARY KEY (run_id, key)
-);
-CREATE TABLE metrics (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    step   INTEGER NOT NULL,
-    name   TEXT NOT NULL,
-    value  REAL,
-    time   REAL NOT NULL
-);
-CREATE INDEX metrics_by_run_name_step ON metrics (run_id, name, step);
-CREATE TABLE plugins (
-    run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    kind    TEXT NOT NULL,
-    name    TEXT NOT NULL,
-    version TEXT,
-    file    TEXT,
-    sha256  TEXT
-);
-CREATE INDEX plugins_by_run ON plugins (run_id);
-CREATE TABLE artifacts (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    kind   TEXT NOT NULL,
-    path   TEXT NOT NULL
-);
-CREATE INDEX artifacts_by_run ON artifacts (run_id);
-CREATE TABLE texts (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    step   INTEGER NOT NULL,
-    name   TEXT NOT NULL,
-    text   TEXT NOT NULL
-);
-CREATE INDEX texts_by_run_name_step ON texts (run_id, name, step);
--- One row per run with the last logged losses: "the last value" is the row with the highest step,
--- and among rows of the same step (a resumed run may log a step twice) the one written last.
-CREATE VIEW run_summary AS
-SELECT r.id, r.name, r.experiment, r.status, r.started_at, r.wall_s,
-       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'
-        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS val_loss,
-       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'train/loss'
-        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS train_loss
-FROM runs AS r;
-PRAGMA user_version = 1;
-)sql",
-};
-static_assert(std::size(kMigrations) == ResultStore::kSchemaVersion,
+static_assert(results_schema::kMigrationCount == ResultStore::kSchemaVersion,
               "one migration per schema version: add the migration when raising kSchemaVersion");
 
 std::string random_uid() {
@@ -292,12 +221,17 @@ struct ResultStore::Impl {
     // When each run this store knows started, for metrics.time and runs.wall_s. A monotonic clock,
     // so that a wall-clock adjustment mid-run does not bend the time axis.
     std::map<int64_t, SteadyClock::time_point> run_started;
+    // Runs this store is writing (begun, reopened, heartbeat or with rows flushed here, not yet
+    // finished): flush() keeps their heartbeat fresh and mark_interrupted_runs() never marks them.
+    std::set<int64_t> live_runs;
 
     Statement begin_immediate, commit, rollback;
     Statement insert_run, insert_param, insert_plugin, insert_metric, insert_text, insert_artifact;
     Statement update_run_end, select_seconds_since_start;
-    Statement select_running_on_host, mark_run_interrupted, select_finished_by_hash;
-    Statement select_metrics_all, select_metrics_named, select_status, select_uid;
+    Statement update_heartbeat_if_running, update_heartbeat, reopen, delete_metrics_after, delete_texts_after;
+    Statement insert_sweep, select_running, mark_run_interrupted, select_finished_by_hash;
+    Statement select_metrics_all, select_metrics_named, select_status, select_uid, select_config;
+    Statement select_latest_by_hash, select_run_exists, select_by_uid_prefix;
 
     explicit Impl(const std::filesystem::path& db_file) : file(db_file) {
         open();
@@ -307,6 +241,12 @@ struct ResultStore::Impl {
         {
             Statement foreign_keys(db.get(), file, "PRAGMA foreign_keys=ON", "turn on foreign keys");
             Query(foreign_keys).run();
+        }
+        {
+            // In WAL mode NORMAL syncs at checkpoints instead of every commit: a crash of the process
+            // loses nothing, a power loss may lose the last commits but never corrupts the file.
+            Statement synchronous(db.get(), file, "PRAGMA synchronous=NORMAL", "set synchronous=NORMAL");
+            Query(synchronous).run();
         }
         begin_immediate = Statement(db.get(), file, "BEGIN IMMEDIATE", "begin a write transaction");
         commit = Statement(db.get(), file, "COMMIT", "commit a write transaction");
@@ -392,7 +332,7 @@ struct ResultStore::Impl {
         for (int from = version; from < kSchemaVersion; ++from) {
             char* message = nullptr;
             // Constant DDL text with no values in it: sqlite3_exec runs its several statements.
-            const int rc = sqlite3_exec(db.get(), kMigrations[from], nullptr, nullptr, &message);
+            const int rc = sqlite3_exec(db.get(), results_schema::kMigrations[from], nullptr, nullptr, &message);
             if (rc != SQLITE_OK) {
                 const std::string detail = message != nullptr ? message : sqlite3_errstr(rc);
                 sqlite3_free(message);
@@ -408,8 +348,10 @@ struct ResultStore::Impl {
         sqlite3* handle = db.get();
         insert_run = Statement(handle, file,
                                "INSERT INTO runs (uid, name, experiment, config_hash, config, status, backend, device,"
-                               " precision, seed, host, pid, code_revision, started_at)"
-                               " VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                               " precision, seed, host, pid, code_revision, started_at, heartbeat_at, sweep,"
+                               " threads, libraries)"
+                               " VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13,"
+                               " ?14, ?15, ?16)",
                                "insert a run");
         insert_param = Statement(handle, file, "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)",
                                  "insert a run parameter");
@@ -425,14 +367,35 @@ struct ResultStore::Impl {
         insert_artifact = Statement(handle, file, "INSERT INTO artifacts (run_id, kind, path) VALUES (?1, ?2, ?3)",
                                     "insert an artifact");
         update_run_end = Statement(handle, file,
-                                   "UPDATE runs SET status = ?1, error = ?2, ended_at = ?3, wall_s = ?4 WHERE id = ?5",
+                                   "UPDATE runs SET status = ?1, error = ?2, ended_at = ?3, heartbeat_at = ?3,"
+                                   " wall_s = ?4 WHERE id = ?5",
                                    "record the end of a run");
+        update_heartbeat_if_running = Statement(
+            handle, file, "UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2 AND status = 'running'",
+            "update the heartbeat of a running run");
+        update_heartbeat = Statement(handle, file, "UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2",
+                                     "update the heartbeat of a run");
+        reopen = Statement(handle, file,
+                           "UPDATE runs SET status = 'running', ended_at = NULL, wall_s = NULL, error = NULL,"
+                           " host = ?1, pid = ?2, heartbeat_at = ?3 WHERE id = ?4",
+                           "reopen a run");
+        delete_metrics_after = Statement(handle, file, "DELETE FROM metrics WHERE run_id = ?1 AND step > ?2",
+                                         "delete the metrics of a run after a step");
+        delete_texts_after = Statement(handle, file, "DELETE FROM texts WHERE run_id = ?1 AND step > ?2",
+                                       "delete the texts of a run after a step");
+        insert_sweep = Statement(handle, file,
+                                 "INSERT OR IGNORE INTO sweeps (id, experiment, created_at, size)"
+                                 " VALUES (?1, ?2, ?3, ?4)",
+                                 "insert a sweep");
         select_seconds_since_start = Statement(
             handle, file, "SELECT (julianday('now') - julianday(started_at)) * 86400.0 FROM runs WHERE id = ?1",
             "look up when a run started");
-        select_running_on_host = Statement(
-            handle, file, "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1 AND pid IS NOT NULL",
-            "list the running runs of this host");
+        // The age of the last sign of life by the database's clock ('now' is this host's UTC).
+        select_running = Statement(
+            handle, file,
+            "SELECT id, host, pid, (julianday('now') - julianday(COALESCE(heartbeat_at, started_at))) * 86400.0"
+            " FROM runs WHERE status = 'running' ORDER BY id",
+            "list the running runs");
         mark_run_interrupted = Statement(
             handle, file, "UPDATE runs SET status = 'interrupted', error = ?1 WHERE id = ?2 AND status = 'running'",
             "mark a run interrupted");
@@ -448,6 +411,16 @@ struct ResultStore::Impl {
             "read one metric of a run");
         select_status = Statement(handle, file, "SELECT status FROM runs WHERE id = ?1", "read the status of a run");
         select_uid = Statement(handle, file, "SELECT uid FROM runs WHERE id = ?1", "read the uid of a run");
+        select_config = Statement(handle, file, "SELECT config FROM runs WHERE id = ?1",
+                                  "read the configuration of a run");
+        select_latest_by_hash = Statement(
+            handle, file, "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+            "look up the latest run by configuration hash");
+        select_run_exists = Statement(handle, file, "SELECT id FROM runs WHERE id = ?1", "look up a run by id");
+        // substr() rather than LIKE: a uid prefix must not act as a pattern ('_', '%').
+        select_by_uid_prefix = Statement(
+            handle, file, "SELECT id FROM runs WHERE substr(uid, 1, length(?1)) = ?1 ORDER BY id LIMIT 2",
+            "look up a run by uid");
     }
 
     // BEGIN IMMEDIATE takes the write lock at once (waiting up to the busy timeout), so a
@@ -500,7 +473,9 @@ struct ResultStore::Impl {
     }
 
     void flush_locked() {
-        if (pending_metrics.empty() && pending_texts.empty()) return;
+        for (const PendingMetric& metric : pending_metrics) live_runs.insert(metric.run);
+        for (const PendingText& text : pending_texts) live_runs.insert(text.run);
+        if (pending_metrics.empty() && pending_texts.empty() && live_runs.empty()) return;
         Transaction transaction(*this);
         for (const PendingMetric& metric : pending_metrics) {
             Query query(insert_metric);
@@ -510,6 +485,12 @@ struct ResultStore::Impl {
         for (const PendingText& text : pending_texts) {
             Query query(insert_text);
             query.bind(1, text.run).bind(2, text.step).bind(3, text.name).bind(4, text.text).run();
+        }
+        // The heartbeat rides in the same transaction: one commit per flush, whatever it writes.
+        const std::string now = utc_now_iso();
+        for (int64_t run : live_runs) {
+            Query query(update_heartbeat_if_running);
+            query.bind(1, now).bind(2, run).run();
         }
         transaction.commit();
         // Cleared only after COMMIT succeeded: a failed write keeps the rows for the next flush.
@@ -536,6 +517,15 @@ ResultStore::~ResultStore() {
 const std::filesystem::path& ResultStore::file() const { return impl_->file; }
 
 int64_t ResultStore::begin_run(const RunRecord& r, const std::vector<std::pair<std::string, std::string>>& params) {
+    // labdb parses runs.libraries; refuse text it could not read rather than store it.
+    if (!r.libraries.empty()) {
+        const nlohmann::json libraries = nlohmann::json::parse(r.libraries, nullptr, /*allow_exceptions=*/false);
+        if (!libraries.is_object()) {
+            throw Error("results database '" + impl_->file.string() + "': run '" + r.name +
+                        "': libraries is not a JSON object: '" + r.libraries +
+                        "'; hint: pass e.g. {\"oneDNN\":\"2.6.3\",\"sqlite\":\"3.40.1\"}, or leave it empty");
+        }
+    }
     std::lock_guard<std::mutex> lock(impl_->mutex);
     Impl::Transaction transaction(*impl_);
     const std::string host = r.host.empty() ? host_name() : r.host;
@@ -545,7 +535,13 @@ int64_t ResultStore::begin_run(const RunRecord& r, const std::vector<std::pair<s
         query.bind(5, r.config_text).bind_text_or_null(6, r.backend).bind_text_or_null(7, r.device);
         query.bind_text_or_null(8, r.precision).bind(9, r.seed).bind(10, host);
         query.bind(11, static_cast<int64_t>(::getpid())).bind_text_or_null(12, r.code_revision);
-        query.bind(13, utc_now_iso()).run();
+        query.bind(13, utc_now_iso()).bind_text_or_null(14, r.sweep);
+        if (r.threads > 0) {
+            query.bind(15, r.threads);
+        } else {
+            query.bind_null(15);
+        }
+        query.bind_text_or_null(16, r.libraries).run();
     }
     const int64_t run = sqlite3_last_insert_rowid(impl_->db.get());
     for (const auto& [key, value] : params) {
@@ -554,6 +550,7 @@ int64_t ResultStore::begin_run(const RunRecord& r, const std::vector<std::pair<s
     }
     transaction.commit();
     impl_->run_started[run] = SteadyClock::now();
+    impl_->live_runs.insert(run);
     return run;
 }
 
@@ -604,27 +601,102 @@ void ResultStore::finish_run(int64_t run, RunStatus status, const std::string& e
     query.bind(1, run_status_name(status)).bind_text_or_null(2, error).bind(3, utc_now_iso()).bind(4, wall_s);
     query.bind(5, run).run();
     if (sqlite3_changes(impl_->db.get()) != 1) impl_->throw_no_run(run, "finishing a run");
+    impl_->live_runs.erase(run);
     if (flush_error) std::rethrow_exception(flush_error);
 }
 
-std::vector<int64_t> ResultStore::mark_interrupted_runs() {
+void ResultStore::heartbeat(int64_t run) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    const std::string host = host_name();
+    Query query(impl_->update_heartbeat);
+    query.bind(1, utc_now_iso()).bind(2, run).run();
+    if (sqlite3_changes(impl_->db.get()) != 1) impl_->throw_no_run(run, "recording a heartbeat");
+    impl_->live_runs.insert(run);
+}
+
+void ResultStore::reopen_run(int64_t run) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Query query(impl_->reopen);
+    query.bind(1, host_name()).bind(2, static_cast<int64_t>(::getpid())).bind(3, utc_now_iso()).bind(4, run).run();
+    if (sqlite3_changes(impl_->db.get()) != 1) impl_->throw_no_run(run, "reopening a run");
+    impl_->live_runs.insert(run);
+}
+
+void ResultStore::delete_metrics_after(int64_t run, int64_t step) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto after = [run, step](const auto& row) { return row.run == run && row.step > step; };
+    Impl::Transaction transaction(*impl_);
+    {
+        Query query(impl_->delete_metrics_after);
+        query.bind(1, run).bind(2, step).run();
+    }
+    {
+        Query query(impl_->delete_texts_after);
+        query.bind(1, run).bind(2, step).run();
+    }
+    transaction.commit();
+    // After COMMIT, so that a failed delete leaves the buffer as it was.
+    std::erase_if(impl_->pending_metrics, after);
+    std::erase_if(impl_->pending_texts, after);
+}
+
+void ResultStore::add_sweep(const std::string& id, const std::string& experiment, int64_t size) {
+    if (id.empty()) {
+        throw Error("results database '" + impl_->file.string() + "': a sweep of experiment '" + experiment +
+                    "' has an empty id; hint: pass the id that the runs' RunRecord::sweep holds");
+    }
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Query query(impl_->insert_sweep);
+    query.bind(1, id).bind_text_or_null(2, experiment).bind(3, utc_now_iso()).bind(4, size).run();
+}
+
+std::vector<int64_t> ResultStore::mark_interrupted_runs(int64_t lease_seconds) {
+    if (lease_seconds < 1) {
+        throw Error("results database '" + impl_->file.string() + "': a lease of " + std::to_string(lease_seconds) +
+                    " s for running runs; hint: pass at least 1 s, well above the gap between heartbeats (the "
+                    "default is 600 s)");
+    }
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    const std::string this_host = host_name();
+    const int64_t this_pid = ::getpid();
+    struct RunningRun {
+        int64_t id;
+        std::string host;
+        std::optional<int64_t> pid;
+        std::optional<double> silent_s;  // seconds since the last heartbeat (or the start)
+    };
     std::vector<int64_t> interrupted;
     Impl::Transaction transaction(*impl_);
-    std::vector<std::pair<int64_t, int64_t>> candidates;  // (run id, pid)
+    std::vector<RunningRun> running;
     {
-        Query query(impl_->select_running_on_host);
-        query.bind(1, host);
-        while (query.step()) candidates.emplace_back(query.column_int(0), query.column_int(1));
+        Query query(impl_->select_running);
+        while (query.step()) {
+            RunningRun run{query.column_int(0), query.column_text(1), std::nullopt, std::nullopt};
+            if (!query.column_is_null(2)) run.pid = query.column_int(2);
+            if (!query.column_is_null(3)) run.silent_s = query.column_double(3);
+            running.push_back(run);
+        }
     }
-    for (const auto& [run, pid] : candidates) {
-        if (pid == ::getpid() || !process_is_gone(pid)) continue;
+    for (const RunningRun& run : running) {
+        // This store's own runs are alive, however quiet; the pid guards against a row that another
+        // process has taken over since (reopen_run).
+        if (impl_->live_runs.count(run.id) != 0 && run.pid == this_pid) continue;
+        const std::string writer = "the labrun process (pid " + (run.pid ? std::to_string(*run.pid) : "unknown") +
+                                   " on " + (run.host.empty() ? "an unknown host" : run.host) + ")";
+        std::string reason;
+        // A pid is only meaningful on its own host, and our own pid is alive by definition.
+        if (run.host == this_host && run.pid && *run.pid != this_pid && process_is_gone(*run.pid)) {
+            reason = writer + " ended without finishing the run";
+        } else if (run.silent_s && *run.silent_s > double(lease_seconds)) {
+            reason = writer + " sent no heartbeat for " + std::to_string(std::llround(*run.silent_s)) +
+                     " s, longer than the lease of " + std::to_string(lease_seconds) + " s";
+        } else {
+            continue;
+        }
         Query query(impl_->mark_run_interrupted);
-        query.bind(1, "the labrun process (pid " + std::to_string(pid) + " on " + host +
-                          ") ended without finishing the run; found at " + utc_now_iso());
-        query.bind(2, run).run();
-        if (sqlite3_changes(impl_->db.get()) == 1) interrupted.push_back(run);
+        query.bind(1, reason + "; found at " + utc_now_iso() + " by pid " + std::to_string(this_pid) + " on " +
+                          this_host);
+        query.bind(2, run.id).run();
+        if (sqlite3_changes(impl_->db.get()) == 1) interrupted.push_back(run.id);
     }
     transaction.commit();
     return interrupted;
@@ -636,6 +708,47 @@ std::optional<int64_t> ResultStore::find_finished_run(const std::string& config_
     query.bind(1, config_hash);
     if (!query.step()) return std::nullopt;
     return query.column_int(0);
+}
+
+std::optional<ResultStore::RunRef> ResultStore::latest_run(const std::string& config_hash) const {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Query query(impl_->select_latest_by_hash);
+    query.bind(1, config_hash);
+    if (!query.step()) return std::nullopt;
+    return RunRef{query.column_int(0), query.column_text(1)};
+}
+
+int64_t ResultStore::find_run(const std::string& id_or_uid) const {
+    const std::string where = "results database '" + impl_->file.string() + "': ";
+    const std::string hint = "; hint: `labdb list` shows the ids and uids of the runs in this database";
+    const bool all_digits = !id_or_uid.empty() && id_or_uid.find_first_not_of("0123456789") == std::string::npos;
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (all_digits) {
+        int64_t id = 0;
+        try {
+            id = std::stoll(id_or_uid);
+        } catch (const std::out_of_range&) {
+            throw Error(where + "there is no run with id " + id_or_uid + hint);
+        }
+        Query query(impl_->select_run_exists);
+        query.bind(1, id);
+        if (!query.step()) throw Error(where + "there is no run with id " + id_or_uid + hint);
+        return id;
+    }
+    if (id_or_uid.size() < 4) {
+        throw Error(where + "'" + id_or_uid + "' is neither a run id nor a uid (prefix of at least 4 characters)" +
+                    hint);
+    }
+    Query query(impl_->select_by_uid_prefix);
+    query.bind(1, id_or_uid);
+    std::vector<int64_t> matches;
+    while (query.step()) matches.push_back(query.column_int(0));
+    if (matches.empty()) throw Error(where + "there is no run with uid '" + id_or_uid + "'" + hint);
+    if (matches.size() > 1) {
+        throw Error(where + "uid prefix '" + id_or_uid + "' matches several runs (ids " + std::to_string(matches[0]) +
+                    ", " + std::to_string(matches[1]) + ", ...); give more characters of the uid, or the run id");
+    }
+    return matches[0];
 }
 
 std::vector<ResultStore::MetricRow> ResultStore::metrics(int64_t run, const std::string& name) const {
@@ -656,83 +769,20 @@ std::string ResultStore::status(int64_t run) const {
     return query.column_text(0);
 }
 
+std::string ResultStore::config_text(int64_t run) const {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Query query(impl_->select_config);
+    query.bind(1, run);
+    if (!query.step()) impl_->throw_no_run(run, "reading the configuration of a run");
+    return query.column_text(0);
+}
+
 std::string ResultStore::uid(int64_t run) const {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     Query query(impl_->select_uid);
     query.bind(1, run);
     if (!query.step()) impl_->throw_no_run(run, "reading the uid of a run");
     return query.column_text(0);
-}
-
-// ---- process facts -------------------------------------------------------------------------
-
-namespace {
-
-// Runs a shell command, returns its stdout, or nullopt when it cannot start or exits non-zero.
-std::optional<std::string> command_output(const std::string& command) {
-    FILE* pipe = ::popen(command.c_str(), "r");
-    if (pipe == nullptr) return std::nullopt;
-    std::string output;
-    char buffer[4096];
-    size_t got = 0;
-    while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, got);
-    const int status = ::pclose(pipe);
-    if (status != 0) return std::nullopt;
-    return output;
-}
-
-// Single-quotes a path for /bin/sh: ' becomes '\''.
-std::string shell_quote(const std::string& text) {
-    std::string quoted = "'";
-    for (char c : text) {
-        if (c == '\'') {
-            quoted += "'\\''";
-        } else {
-            quoted += c;
-        }
-    }
-    return quoted + "'";
-}
-
-}  // namespace
-
-std::string code_revision(const std::filesystem::path& source_dir) {
-    try {
-        std::error_code ec;
-        if (!std::filesystem::exists(source_dir / ".git", ec)) return "unknown";
-        const std::string git = "git -C " + shell_quote(source_dir.string());
-        const std::optional<std::string> head = command_output(git + " rev-parse HEAD 2>/dev/null");
-        if (!head) return "unknown";
-        std::string revision = *head;
-        while (!revision.empty() && (revision.back() == '\n' || revision.back() == '\r')) revision.pop_back();
-        // 40 hex digits (SHA-1 repositories) or 64 (SHA-256 repositories); anything else is not a commit.
-        const bool is_hex = revision.find_first_not_of("0123456789abcdef") == std::string::npos;
-        if (!is_hex || (revision.size() != 40 && revision.size() != 64)) return "unknown";
-        const std::optional<std::string> changes = command_output(git + " status --porcelain 2>/dev/null");
-        if (changes && !changes->empty()) revision += "-dirty";
-        return revision;
-    } catch (const std::exception&) {
-        return "unknown";
-    }
-}
-
-std::string host_name() {
-    char name[256] = {};
-    if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "unknown";
-    return name;
-}
-
-std::string utc_now_iso() {
-    const auto now = std::chrono::system_clock::now();
-    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-    const auto millis =
-        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm utc{};
-    ::gmtime_r(&seconds, &utc);
-    char text[32];
-    const size_t length = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
-    std::snprintf(text + length, sizeof text - length, ".%03dZ", static_cast<int>(millis));
-    return text;
 }
 
 }  // namespace lab

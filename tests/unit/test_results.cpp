@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 #include <regex>
 #include <string>
@@ -139,7 +140,7 @@ std::string error_of(const std::function<void()>& action) {
 
 }  // namespace
 
-TEST_CASE("a new results database gets schema version 1 in WAL mode", "[results]") {
+TEST_CASE("a new results database gets schema version 2 in WAL mode", "[results]") {
     ResultsScratchDir scratch;
     const fs::path file = scratch.path / "nested" / "dirs" / "lab.db";
     {
@@ -148,14 +149,15 @@ TEST_CASE("a new results database gets schema version 1 in WAL mode", "[results]
     }
     REQUIRE(fs::exists(file));
     PlainSqlite plain(file);
-    CHECK(plain.one("PRAGMA user_version").integer == 1);
+    CHECK(plain.one("PRAGMA user_version").integer == 2);
     CHECK(plain.one("PRAGMA journal_mode").text == "wal");
     const std::vector<Row> objects = plain.rows("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
                                                 "ORDER BY type, name");
     std::vector<std::string> names;
     for (const Row& row : objects) names.push_back(row[0].text + " " + row[1].text);
     for (const char* expected : {"table runs", "table params", "table metrics", "table plugins", "table artifacts",
-                                 "table texts", "view run_summary", "index metrics_by_run_name_step"}) {
+                                 "table texts", "table sweeps", "view run_summary", "index metrics_by_run_name_step",
+                                 "index runs_by_sweep"}) {
         INFO("schema object " << expected);
         CHECK(std::find(names.begin(), names.end(), expected) != names.end());
     }
@@ -346,7 +348,7 @@ TEST_CASE("a database from a newer labrun is refused, naming both versions", "[r
     const std::string message = error_of([&] { lab::ResultStore store(file); });
     CHECK(message.find(file.string()) != std::string::npos);
     CHECK(message.find("schema version 7") != std::string::npos);
-    CHECK(message.find("schema version 1") != std::string::npos);
+    CHECK(message.find("schema version 2") != std::string::npos);
     CHECK(message.find("hint:") != std::string::npos);
     // Refused before touching the file.
     PlainSqlite plain(file);
@@ -547,4 +549,276 @@ TEST_CASE("code revision, host name and timestamps", "[results]") {
     CHECK(std::regex_match(clean, std::regex("[0-9a-f]{40}([0-9a-f]{24})?")));
     { std::ofstream(repo / "a.txt") << "two\n"; }
     CHECK(lab::code_revision(repo) == clean + "-dirty");
+}
+
+// ---- schema version 2: provenance, sweeps, heartbeat and lease, resume ----------------------
+
+namespace {
+
+// An ISO-8601 UTC time `offset` from now ("-20 minutes"), in the format the store writes.
+std::string iso_from_now(PlainSqlite& plain, const std::string& offset) {
+    return plain.one("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)", {offset}).text;
+}
+
+}  // namespace
+
+TEST_CASE("runs record their sweep, threads and library versions", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    store.add_sweep("sweep-1f2e", "bert_mlm", 9);
+    store.add_sweep("sweep-1f2e", "other", 3);  // every process of a sweep may record it: ignored
+    lab::RunRecord record = sample_record("in_sweep");
+    record.sweep = "sweep-1f2e";
+    record.threads = 2;
+    record.libraries = R"({"oneDNN":"2.6.3","sqlite":"3.40.1","boost":"1.74"})";
+    const int64_t in_sweep = store.begin_run(record, {});
+    const int64_t single = store.begin_run(sample_record("single"), {});
+
+    PlainSqlite plain(file);
+    const std::vector<Row> sweeps = plain.rows("SELECT id, experiment, created_at, size FROM sweeps");
+    REQUIRE(sweeps.size() == 1);
+    CHECK(sweeps[0][0].text == "sweep-1f2e");
+    CHECK(sweeps[0][1].text == "bert_mlm");
+    CHECK(std::regex_match(sweeps[0][2].text, std::regex("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z")));
+    CHECK(sweeps[0][3].integer == 9);
+
+    const std::vector<Row> runs =
+        plain.rows("SELECT sweep, threads, libraries, heartbeat_at, started_at FROM runs ORDER BY id");
+    REQUIRE(runs.size() == 2);
+    CHECK(runs[0][0].text == "sweep-1f2e");
+    CHECK(runs[0][1].integer == 2);
+    CHECK(runs[0][2].text == record.libraries);
+    CHECK(runs[0][3].text == runs[0][4].text);  // the first heartbeat is the start
+    CHECK(runs[1][0].is_null);
+    CHECK(runs[1][1].is_null);
+    CHECK(runs[1][2].is_null);
+    // The JSON is usable from SQL as it stands.
+    CHECK(plain.one("SELECT json_extract(libraries, '$.oneDNN') FROM runs WHERE id = ?1", {in_sweep}).text == "2.6.3");
+    // The view and a join answer "which runs belong together".
+    CHECK(plain.one("SELECT sweep FROM run_summary WHERE id = ?1", {in_sweep}).text == "sweep-1f2e");
+    CHECK(plain.one("SELECT sweep IS NULL FROM run_summary WHERE id = ?1", {single}).integer == 1);
+    CHECK(plain.one("SELECT COUNT(*) FROM runs r JOIN sweeps s ON s.id = r.sweep WHERE s.experiment = 'bert_mlm'")
+              .integer == 1);
+
+    const std::string empty_id = error_of([&] { store.add_sweep("", "bert_mlm", 2); });
+    CHECK(empty_id.find("empty id") != std::string::npos);
+    CHECK(empty_id.find("hint:") != std::string::npos);
+}
+
+TEST_CASE("libraries that are not a JSON object are refused before anything is written", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    for (const std::string bad : {"oneDNN 2.6.3", "[\"oneDNN\", \"2.6.3\"]", "{\"oneDNN\": ", "42"}) {
+        INFO("libraries = " << bad);
+        lab::RunRecord record = sample_record("bad_libraries");
+        record.libraries = bad;
+        const std::string message = error_of([&] { store.begin_run(record, {}); });
+        CHECK(message.find("libraries is not a JSON object") != std::string::npos);
+        CHECK(message.find(file.string()) != std::string::npos);
+        CHECK(message.find(bad) != std::string::npos);
+    }
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM runs").integer == 0);
+}
+
+TEST_CASE("flush, heartbeat and finish_run keep a run's heartbeat fresh", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const int64_t run = store.begin_run(sample_record("beating"), {});
+    PlainSqlite plain(file);
+    const std::string long_ago = "2001-02-03T04:05:06.007Z";
+    auto heartbeat_of = [&](int64_t id) { return plain.one("SELECT heartbeat_at FROM runs WHERE id = ?1", {id}).text; };
+
+    // Every flush beats, even one with no rows to write.
+    plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {long_ago, run});
+    store.flush();
+    const std::string after_empty_flush = heartbeat_of(run);
+    CHECK(after_empty_flush > "2020");
+    CHECK(std::regex_match(after_empty_flush, std::regex("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z")));
+
+    plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {long_ago, run});
+    store.add_metric(run, 1, "train/loss", 2.0);
+    store.flush();
+    CHECK(heartbeat_of(run) > "2020");
+
+    plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {long_ago, run});
+    store.heartbeat(run);
+    CHECK(heartbeat_of(run) > "2020");
+    CHECK(error_of([&] { store.heartbeat(999); }).find("no run with id 999") != std::string::npos);
+
+    store.finish_run(run, lab::RunStatus::finished, "");
+    CHECK(heartbeat_of(run) == plain.one("SELECT ended_at FROM runs WHERE id = ?1", {run}).text);
+    // A finished run no longer beats.
+    plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {long_ago, run});
+    store.flush();
+    CHECK(heartbeat_of(run) == long_ago);
+
+    // A run this store only logs to (begun by another process) beats while it is running.
+    int64_t foreign = 0;
+    {
+        lab::ResultStore other(file);
+        foreign = other.begin_run(sample_record("foreign"), {});
+    }
+    plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {long_ago, foreign});
+    store.add_metric(foreign, 1, "train/loss", 1.0);
+    store.flush();
+    CHECK(heartbeat_of(foreign) > "2020");
+}
+
+TEST_CASE("a run whose heartbeat is older than the lease is interrupted, on any host", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    PlainSqlite plain(file);
+    // Runs begun by another writer (a store that is gone now), so the checking store does not
+    // count them as its own.
+    std::map<std::string, int64_t> ids;
+    {
+        lab::ResultStore other(file);
+        for (const char* name : {"far_stale", "far_fresh", "far_quiet", "here_live_stale", "v1_row"}) {
+            lab::RunRecord record = sample_record(name);
+            record.host = std::string(name).rfind("here", 0) == 0 ? lab::host_name() : "far-away-host";
+            ids[name] = other.begin_run(record, {});
+        }
+    }
+    auto set_heartbeat = [&](const std::string& name, const std::string& offset) {
+        plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {iso_from_now(plain, offset), ids[name]});
+    };
+    set_heartbeat("far_stale", "-20 minutes");
+    set_heartbeat("far_quiet", "-5 minutes");
+    set_heartbeat("here_live_stale", "-20 minutes");  // pid: this process, alive
+    // A row from schema version 1 has no heartbeat: its start counts.
+    plain.rows("UPDATE runs SET heartbeat_at = NULL, started_at = ?1 WHERE id = ?2",
+               {iso_from_now(plain, "-3 hours"), ids["v1_row"]});
+
+    lab::ResultStore store(file);
+    const int64_t own = store.begin_run(sample_record("own"), {});
+    plain.rows("UPDATE runs SET heartbeat_at = ?1 WHERE id = ?2", {iso_from_now(plain, "-1 hours"), own});
+
+    std::vector<int64_t> marked = store.mark_interrupted_runs();
+    std::sort(marked.begin(), marked.end());
+    std::vector<int64_t> expected = {ids["far_stale"], ids["here_live_stale"], ids["v1_row"]};
+    std::sort(expected.begin(), expected.end());
+    CHECK(marked == expected);
+    CHECK(store.status(ids["far_fresh"]) == "running");
+    CHECK(store.status(ids["far_quiet"]) == "running");
+    CHECK(store.status(own) == "running");  // this store's own run, however quiet
+    const std::string error = plain.one("SELECT error FROM runs WHERE id = ?1", {ids["far_stale"]}).text;
+    CHECK(error.find("far-away-host") != std::string::npos);
+    CHECK(error.find("no heartbeat for 1200 s") != std::string::npos);
+    CHECK(error.find("lease of 600 s") != std::string::npos);
+
+    // A shorter lease catches the quieter run too.
+    CHECK(store.mark_interrupted_runs(60) == std::vector<int64_t>{ids["far_quiet"]});
+    CHECK(store.status(ids["far_fresh"]) == "running");
+    CHECK(store.mark_interrupted_runs(60).empty());
+
+    const std::string bad_lease = error_of([&] { store.mark_interrupted_runs(0); });
+    CHECK(bad_lease.find("lease of 0 s") != std::string::npos);
+    CHECK(bad_lease.find("hint:") != std::string::npos);
+}
+
+TEST_CASE("resume: reopen a run and drop what it logged after the checkpoint", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    int64_t run = 0, neighbour = 0;
+    {
+        lab::ResultStore first(file);
+        lab::RunRecord record = sample_record("resumable");
+        record.host = "old-host";
+        run = first.begin_run(record, {});
+        neighbour = first.begin_run(sample_record("neighbour"), {});
+        for (int64_t step = 1; step <= 10; ++step) {
+            first.add_metric(run, step, "train/loss", double(step));
+            first.add_metric(neighbour, step, "train/loss", double(step));
+        }
+        first.add_text(run, 5, "sample", "at five");
+        first.add_text(run, 10, "sample", "at ten");
+        first.finish_run(run, lab::RunStatus::interrupted, "killed at step 10");
+    }
+    PlainSqlite plain(file);
+    plain.rows("UPDATE runs SET pid = 1 WHERE id = ?1", {run});
+
+    lab::ResultStore second(file);
+    second.reopen_run(run);
+    const std::vector<Row> reopened =
+        plain.rows("SELECT status, ended_at, wall_s, error, host, pid, heartbeat_at >= started_at FROM runs"
+                   " WHERE id = ?1",
+                   {run});
+    REQUIRE(reopened.size() == 1);
+    CHECK(reopened[0][0].text == "running");
+    CHECK(reopened[0][1].is_null);
+    CHECK(reopened[0][2].is_null);
+    CHECK(reopened[0][3].is_null);
+    CHECK(reopened[0][4].text == lab::host_name());
+    CHECK(reopened[0][5].integer == int64_t(::getpid()));
+    CHECK(reopened[0][6].integer == 1);
+    CHECK(second.mark_interrupted_runs().empty());  // the reopened run is this store's own
+
+    // The checkpoint was at step 6; a buffered row after it goes too.
+    second.add_metric(run, 12, "train/loss", 12.0);
+    second.add_metric(run, 6, "val/loss", 0.5);
+    second.delete_metrics_after(run, 6);
+    second.flush();
+    std::vector<int64_t> steps;
+    for (const auto& row : second.metrics(run, "train/loss")) steps.push_back(row.step);
+    CHECK(steps == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+    CHECK(second.metrics(run, "val/loss").size() == 1);  // at the checkpoint's step: kept
+    CHECK(plain.one("SELECT group_concat(step) FROM texts WHERE run_id = ?1", {run}).text == "5");
+    CHECK(second.metrics(neighbour, "train/loss").size() == 10);
+
+    for (int64_t step = 7; step <= 10; ++step) second.add_metric(run, step, "train/loss", double(step) - 0.5);
+    second.finish_run(run, lab::RunStatus::finished, "");
+    CHECK(second.status(run) == "finished");
+    const auto train = second.metrics(run, "train/loss");
+    REQUIRE(train.size() == 10);
+    CHECK(train[9].value == 9.5);
+    CHECK(plain.one("SELECT train_loss FROM run_summary WHERE id = ?1", {run}).real == 9.5);
+
+    CHECK(error_of([&] { second.reopen_run(999); }).find("no run with id 999") != std::string::npos);
+}
+
+TEST_CASE("runs are found by id, uid or uid prefix, and by configuration hash", "[results]") {
+    ResultsScratchDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    CHECK_FALSE(store.latest_run("c0ffee").has_value());
+    const int64_t first = store.begin_run(sample_record("first"), {});
+    store.finish_run(first, lab::RunStatus::finished, "");
+    const int64_t second = store.begin_run(sample_record("second"), {});
+    store.finish_run(second, lab::RunStatus::interrupted, "killed");
+    lab::RunRecord other = sample_record("other");
+    other.config_hash = "another-hash";
+    const int64_t third = store.begin_run(other, {});
+
+    // The latest run of a configuration, whatever its status (a rerun resumes or skips it).
+    const auto latest = store.latest_run("c0ffee");
+    REQUIRE(latest.has_value());
+    CHECK(latest->id == second);
+    CHECK(latest->status == "interrupted");
+    CHECK(store.latest_run("another-hash")->status == "running");
+    CHECK_FALSE(store.latest_run("c0ffe").has_value());
+
+    CHECK(store.config_text(first) == "[experiment]\nname = first\nseed = 3\n");
+    CHECK(error_of([&] { (void)store.config_text(999); }).find("no run with id 999") != std::string::npos);
+
+    CHECK(store.find_run(std::to_string(third)) == third);
+    CHECK(store.find_run(store.uid(second)) == second);
+    // uids are random: make them known to test prefixes.
+    PlainSqlite plain(file);
+    plain.rows("UPDATE runs SET uid = ?1 WHERE id = ?2", {std::string("abcd1111aaaaaaaa"), first});
+    plain.rows("UPDATE runs SET uid = ?1 WHERE id = ?2", {std::string("abcd2222bbbbbbbb"), second});
+    plain.rows("UPDATE runs SET uid = ?1 WHERE id = ?2", {std::string("a_cd%333cccccccc"), third});
+    CHECK(store.find_run("abcd1") == first);
+    CHECK(store.find_run("abcd2222bbbbbbbb") == second);
+    CHECK(store.find_run("a_cd%") == third);
+    const std::string ambiguous = error_of([&] { store.find_run("abcd"); });
+    CHECK(ambiguous.find("matches several runs") != std::string::npos);
+    CHECK(error_of([&] { store.find_run("a%"); }).find("prefix of at least 4") != std::string::npos);
+    CHECK(error_of([&] { store.find_run("abc_"); }).find("no run with uid 'abc_'") != std::string::npos);
+    CHECK(error_of([&] { store.find_run("42"); }).find("no run with id 42") != std::string::npos);
+    CHECK(error_of([&] { store.find_run("99999999999999999999999"); }).find("no run with id") != std::string::npos);
+    CHECK(error_of([&] { store.find_run(""); }).find("hint:") != std::string::npos);
 }

@@ -1,28 +1,41 @@
 // The results store: one SQLite file per study (default results/lab.db) that every run writes
 // and that labdb and the plain sqlite3 shell read.
 //
-// The file is opened in WAL mode with foreign keys on and a 10 s busy timeout, so several labrun
-// processes (or several ResultStore objects in one process) may write the same file at once; each
-// write is one short transaction. The schema version lives in `PRAGMA user_version`; opening a
-// file with version 0 creates the schema, an older version is migrated forward, and a file made by
-// a newer labrun is refused. The tables and the view:
+// The file is opened in WAL mode with synchronous=NORMAL (a commit survives a crash of the
+// process; only a power loss may drop the last commits, never corrupt the file), foreign keys on
+// and a 10 s busy timeout, so several labrun processes (or several ResultStore objects in one
+// process) may write the same file at once; each write is one short transaction. The schema
+// version lives in `PRAGMA user_version`; opening a file with version 0 creates the schema, an
+// older version is migrated forward, and a file made by a newer labrun is refused. The tables and
+// the view (schema version 2):
 //
 //   runs       one row per run: uid, name, experiment, config_hash, config (resolved text), status
 //              (running|finished|failed|interrupted), error, backend, device, precision, seed,
-//              host, pid, code_revision, started_at/ended_at (ISO-8601 UTC), wall_s
+//              host, pid, code_revision, started_at/ended_at (ISO-8601 UTC), wall_s; since
+//              version 2 also heartbeat_at (ISO-8601 UTC, the last sign of life of the writing
+//              process), sweep (sweeps.id, NULL for a single run), threads, libraries (JSON
+//              object: library -> version)
 //   params     (run_id, key, value): the flattened resolved configuration
 //   metrics    (run_id, step, name, value, time): time in seconds since the run started; a NaN value
 //              is stored as NULL (SQLite has no NaN) and read back as NaN by metrics()
 //   plugins    (run_id, kind, name, version, file, sha256): which code produced the run
 //   artifacts  (run_id, kind, path): checkpoints, sample files, plots
 //   texts      (run_id, step, name, text): generated samples
-//   run_summary (view) id, name, experiment, status, started_at, wall_s, val_loss, train_loss
-//              (the last logged values of the metrics "val/loss" and "train/loss", NULL if absent)
+//   sweeps     (id, experiment, created_at, size): the runs one experiment file expanded into
+//   run_summary (view) id, name, experiment, sweep, status, started_at, wall_s, val_loss,
+//              train_loss (the last logged values of "val/loss" and "train/loss", NULL if absent)
 //
 // Metrics and texts are buffered in memory and written by flush() in one transaction (a training
 // loop logs many small rows; one transaction per row would dominate). Everything else is written
 // at once. Every statement uses bound parameters. Failures throw lab::Error naming the database
 // file, what was being done and SQLite's message. A ResultStore may be used from several threads.
+//
+// Live or dead: a run is "running" until finish_run. A process that dies leaves it so; the next
+// labrun that opens the file calls mark_interrupted_runs(), which marks it "interrupted" when its
+// process is gone (pid check, same host only) or its heartbeat is older than the lease (any host).
+// The store keeps the heartbeat of the runs it writes fresh: begin_run, reopen_run, every flush()
+// and heartbeat(). A labrun busy for longer than the lease without flushing (a long evaluation)
+// must call heartbeat() in between.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -43,6 +56,10 @@ std::string run_status_name(RunStatus status);
 struct RunRecord {
     std::string name, experiment, config_hash, config_text, backend, device, precision, host, code_revision;
     int64_t seed = 0;
+    std::string sweep;      // sweeps.id of the sweep the run belongs to; empty (NULL) for a single run
+    int64_t threads = 0;    // CPU threads the run used; 0 (NULL) when unknown
+    std::string libraries;  // JSON object of library versions, e.g. {"oneDNN":"2.6.3","sqlite":"3.40.1"};
+                            // empty (NULL) when unknown
 };
 
 class ResultStore {
@@ -56,12 +73,13 @@ class ResultStore {
     ResultStore(const ResultStore&) = delete;
     ResultStore& operator=(const ResultStore&) = delete;
 
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     const std::filesystem::path& file() const;
 
-    // Inserts a run with status "running", a fresh random uid, started_at = now, host/pid of this
-    // process (host from r.host when given), and its params, in one transaction. Returns runs.id.
+    // Inserts a run with status "running", a fresh random uid, started_at = heartbeat_at = now,
+    // host/pid of this process (host from r.host when given), and its params, in one transaction.
+    // Returns runs.id. Throws lab::Error when r.libraries is neither empty nor a JSON object.
     int64_t begin_run(const RunRecord& r, const std::vector<std::pair<std::string, std::string>>& params);
     void add_plugin(int64_t run, const std::string& kind, const std::string& name, const std::string& version,
                     const std::string& file, const std::string& sha256);
@@ -70,19 +88,48 @@ class ResultStore {
     // Buffered like add_metric (generated samples).
     void add_text(int64_t run, int64_t step, const std::string& name, const std::string& text);
     void add_artifact(int64_t run, const std::string& kind, const std::string& path);
-    // Writes the buffered metrics and texts in ONE transaction (BEGIN IMMEDIATE ... COMMIT). If the
-    // write fails the rows stay buffered (a later flush retries them) and the error is rethrown.
+    // Writes the buffered metrics and texts, and the heartbeat of every run this store is writing
+    // (begun or reopened here, or with buffered rows, and not finished), in ONE transaction
+    // (BEGIN IMMEDIATE ... COMMIT). If the write fails the rows stay buffered (a later flush
+    // retries them) and the error is rethrown.
     void flush();
-    // Flushes, then sets status, error (NULL when empty), ended_at and wall_s. If the flush fails the
-    // status is still recorded, the rows stay buffered, and the flush error is rethrown.
+    // Flushes, then sets status, error (NULL when empty), ended_at, wall_s and a last heartbeat. If
+    // the flush fails the status is still recorded, the rows stay buffered, and the flush error is
+    // rethrown.
     void finish_run(int64_t run, RunStatus status, const std::string& error);
+    // Sets runs.heartbeat_at = now (one short transaction), and keeps the run's heartbeat fresh on
+    // later flushes. For long phases without flushes. Throws lab::Error when there is no such run.
+    void heartbeat(int64_t run);
+    // For resume: the run becomes "running" again, with ended_at, wall_s and error NULL, host and
+    // pid of this process, heartbeat_at = now. Throws lab::Error when there is no such run.
+    void reopen_run(int64_t run);
+    // For resume from a checkpoint at `step`: deletes the run's metrics and texts with a step
+    // greater than `step` (written after the checkpoint, and about to be written again), buffered
+    // ones included, in one transaction.
+    void delete_metrics_after(int64_t run, int64_t step);
+    // Records a sweep; a second call with the same id changes nothing (INSERT OR IGNORE), so every
+    // process of a sweep may call it.
+    void add_sweep(const std::string& id, const std::string& experiment, int64_t size);
 
-    // Runs left "running" by a labrun process on this host that no longer exists (killed, crashed)
-    // are marked "interrupted"; returns their ids. Runs of live processes and of other hosts are
-    // left alone. labrun calls this after opening the store.
-    std::vector<int64_t> mark_interrupted_runs();
+    // Marks "interrupted" (with an error saying why) every "running" run whose writer is dead, and
+    // returns their ids. A run is dead when its process on this host no longer exists (pid check;
+    // pids mean nothing on other hosts) or when its heartbeat_at (started_at when NULL) is older
+    // than `lease_seconds`, on any host. Runs this store is writing (with this process's pid) are
+    // never marked. Keep the lease well above the longest gap between heartbeats and the clock
+    // skew between hosts. labrun calls this after opening the store. Throws lab::Error when
+    // lease_seconds < 1.
+    std::vector<int64_t> mark_interrupted_runs(int64_t lease_seconds = 600);
     // The most recent finished run whose config_hash matches, if any (a sweep rerun skips it).
     std::optional<int64_t> find_finished_run(const std::string& config_hash) const;
+    struct RunRef {
+        int64_t id;
+        std::string status;
+    };
+    // The most recent run (highest id) whose config_hash matches, whatever its status, if any.
+    std::optional<RunRef> latest_run(const std::string& config_hash) const;
+    // The run a user names: all digits is runs.id, anything else a uid or a unique prefix of one
+    // (at least 4 characters). Throws lab::Error when no run or several runs match.
+    int64_t find_run(const std::string& id_or_uid) const;
 
     // Reading (tests and tools use these). Pending buffered rows are not visible until flush().
     struct MetricRow {
@@ -95,6 +142,8 @@ class ResultStore {
     // runs.status of the run; throws lab::Error when there is no such run.
     std::string status(int64_t run) const;
     std::string uid(int64_t run) const;
+    // runs.config: the resolved configuration text the run was started with (for resume).
+    std::string config_text(int64_t run) const;
 
  private:
     struct Impl;

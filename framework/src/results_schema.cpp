@@ -1,0 +1,107 @@
+// The results-database schema, one forward migration per version (see results_schema.h).
+#include "results_schema.h"
+
+namespace lab::results_schema {
+
+const char* const kMigrations[kMigrationCount] = {
+    // 0 -> 1: the first schema.
+    R"sql(
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY,
+    uid           TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    experiment    TEXT NOT NULL,
+    config_hash   TEXT NOT NULL,
+    config        TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
+    error         TEXT,
+    backend       TEXT,
+    device        TEXT,
+    precision     TEXT,
+    seed          INTEGER,
+    host          TEXT,
+    pid           INTEGER,
+    code_revision TEXT,
+    started_at    TEXT NOT NULL,
+    ended_at      TEXT,
+    wall_s        REAL
+);
+CREATE INDEX runs_by_config_hash ON runs (config_hash, status);
+CREATE INDEX runs_by_experiment ON runs (experiment);
+CREATE TABLE params (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE metrics (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    name   TEXT NOT NULL,
+    value  REAL,
+    time   REAL NOT NULL
+);
+CREATE INDEX metrics_by_run_name_step ON metrics (run_id, name, step);
+CREATE TABLE plugins (
+    run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    kind    TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    version TEXT,
+    file    TEXT,
+    sha256  TEXT
+);
+CREATE INDEX plugins_by_run ON plugins (run_id);
+CREATE TABLE artifacts (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    kind   TEXT NOT NULL,
+    path   TEXT NOT NULL
+);
+CREATE INDEX artifacts_by_run ON artifacts (run_id);
+CREATE TABLE texts (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    name   TEXT NOT NULL,
+    text   TEXT NOT NULL
+);
+CREATE INDEX texts_by_run_name_step ON texts (run_id, name, step);
+-- One row per run with the last logged losses: "the last value" is the row with the highest step,
+-- and among rows of the same step (a resumed run may log a step twice) the one written last.
+CREATE VIEW run_summary AS
+SELECT r.id, r.name, r.experiment, r.status, r.started_at, r.wall_s,
+       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'
+        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS val_loss,
+       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'train/loss'
+        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS train_loss
+FROM runs AS r;
+PRAGMA user_version = 1;
+)sql",
+    // 1 -> 2: provenance (threads, library versions), sweeps, and a heartbeat that tells a live run
+    // from a dead one on any host (a run's pid says nothing on another machine). Rows of version 1
+    // keep NULL in the new columns: no heartbeat was recorded for them, and readers fall back to
+    // started_at.
+    R"sql(
+ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
+ALTER TABLE runs ADD COLUMN sweep TEXT;
+ALTER TABLE runs ADD COLUMN threads INTEGER;
+ALTER TABLE runs ADD COLUMN libraries TEXT;
+CREATE INDEX runs_by_sweep ON runs (sweep);
+-- One row per sweep (the runs one experiment file expands into); runs.sweep holds its id.
+CREATE TABLE sweeps (
+    id         TEXT PRIMARY KEY,
+    experiment TEXT,
+    created_at TEXT,
+    size       INTEGER
+);
+DROP VIEW run_summary;
+CREATE VIEW run_summary AS
+SELECT r.id, r.name, r.experiment, r.sweep, r.status, r.started_at, r.wall_s,
+       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'
+        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS val_loss,
+       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'train/loss'
+        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS train_loss
+FROM runs AS r;
+PRAGMA user_version = 2;
+)sql",
+};
+
+}  // namespace lab::results_schema
