@@ -9,6 +9,18 @@ void Tokenizer::train(std::string_view) {
     throw DataError("this tokenizer cannot be trained from a corpus; give it a vocabulary file instead");
 }
 
+void Optimizer::load_state(const std::map<std::string, Tensor>& saved) {
+    for (const auto& [name, t] : state()) {
+        auto it = saved.find(name);
+        if (it == saved.end()) throw DataError("optimizer state '" + name + "' is missing from the checkpoint");
+        if (it->second.shape() != t.shape() || it->second.dtype() != t.dtype())
+            throw DataError("optimizer state '" + name + "' in the checkpoint has shape " +
+                            shape_str(it->second.shape()) + " " + dtype_name(it->second.dtype()) + ", expected " +
+                            shape_str(t.shape()) + " " + dtype_name(t.dtype()));
+        t.copy_(it->second);
+    }
+}
+
 void Optimizer::zero_grad() {
     for (auto& [name, p] : params_) {
         Tensor g = p.grad();

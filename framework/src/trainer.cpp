@@ -2,13 +2,22 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
+#include <sqlite3.h>
+
+#include <boost/version.hpp>
+#include <nlohmann/json.hpp>
+
 #include "lab/autograd.h"
+#include "lab/version.h"
+#include "lab/checkpoint.h"
 #include "lab/error.h"
 #include "lab/hash.h"
 #include "lab/results.h"
@@ -105,11 +114,48 @@ std::string format_duration(double seconds) {
     return os.str();
 }
 
-RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
-    Reporter report(env);
-    const Options& ex = spec.experiment;
-    if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
+namespace {
 
+// SIGINT/SIGTERM while training: finish the current step, checkpoint, mark the run interrupted.
+// A second signal gets the default action (the handler is reset), so a stuck run can still be
+// stopped.
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void request_stop(int sig) {
+    g_stop_signal.store(sig);
+    std::signal(sig, SIG_DFL);
+}
+
+class StopSignals {
+public:
+    StopSignals() {
+        g_stop_signal.store(0);
+        old_int_ = std::signal(SIGINT, request_stop);
+        old_term_ = std::signal(SIGTERM, request_stop);
+    }
+    ~StopSignals() {
+        std::signal(SIGINT, old_int_);
+        std::signal(SIGTERM, old_term_);
+    }
+    int pending() const { return g_stop_signal.load(); }
+
+private:
+    void (*old_int_)(int);
+    void (*old_term_)(int);
+};
+
+// {"liblab": ..., "oneDNN": ..., "sqlite": ..., "boost": ..., "compiler": ...} as JSON text.
+std::string library_versions(const Backend& backend) {
+    nlohmann::json j = backend.library_versions();
+    j["liblab"] = LAB_VERSION;
+    j["sqlite"] = sqlite3_libversion();
+    j["boost"] = std::to_string(BOOST_VERSION / 100000) + "." + std::to_string(BOOST_VERSION / 100 % 1000) + "." +
+                 std::to_string(BOOST_VERSION % 100);
+    j["compiler"] = std::string("gcc ") + __VERSION__;
+    return j.dump();
+}
+
+TrainSettings train_settings(const RunSpec& spec) {
     TrainSettings train;
     train.steps = spec.train.get_int("steps");
     train.batch = spec.train.get_int("batch");
@@ -117,7 +163,22 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     train.eval_every = spec.train.get_int("eval_every");
     train.log_every = spec.train.get_int("log_every");
     train.grad_clip = spec.train.get_float("grad_clip");
+    return train;
+}
+
+}  // namespace
+
+RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
+    Reporter report(env);
+    const Options& ex = spec.experiment;
+    if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
+    TrainSettings train = train_settings(spec);
     bool eval_at_end = spec.train.get_bool("eval_at_end");
+    int64_t ckpt_every = spec.train.get_int("ckpt_every");
+    if (ckpt_every % train.log_every != 0)
+        throw ConfigError("[train] ckpt_every = " + std::to_string(ckpt_every) + " (" + spec.train.origin("ckpt_every") +
+                          ") must be a multiple of log_every = " + std::to_string(train.log_every) +
+                          ", so that a resumed run logs the same intervals");
 
     const SectionChoice& backend_choice = spec.plugins.at("backend");
     // The backend is made first and destroyed last: every tensor lives in its memory.
@@ -131,18 +192,27 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         report.line("note: run " + std::to_string(id) + " in " + outcome.db.string() +
                     " was left running by a process that no longer exists; marked interrupted");
 
-    RunRecord record;
-    record.name = spec.name;
-    record.experiment = spec.name;
-    record.config_hash = spec.hash();
-    record.config_text = spec.canonical_text();
-    record.backend = backend_choice.plugin;
-    record.device = c.backend->device_info();
-    record.precision = ex.get_string("precision");
-    record.host = host_name();
-    record.code_revision = env.source_dir.empty() ? "unknown" : code_revision(env.source_dir);
-    record.seed = ex.get_int("seed");
-    int64_t run = store.begin_run(record, flatten(spec));
+    int64_t run = 0;
+    if (env.resume_run > 0) {
+        run = env.resume_run;
+        store.reopen_run(run);
+    } else {
+        RunRecord record;
+        record.name = spec.name;
+        record.experiment = spec.name;
+        record.config_hash = spec.hash();
+        record.config_text = spec.canonical_text();
+        record.backend = backend_choice.plugin;
+        record.device = c.backend->device_info();
+        record.precision = ex.get_string("precision");
+        record.host = host_name();
+        record.code_revision = env.source_dir.empty() ? "unknown" : code_revision(env.source_dir);
+        record.seed = ex.get_int("seed");
+        record.sweep = spec.sweep_id;
+        record.threads = omp_get_max_threads();
+        record.libraries = library_versions(*c.backend);
+        run = store.begin_run(record, flatten(spec));
+    }
     outcome.run_id = run;
     outcome.uid = store.uid(run);
     auto start = Clock::now();
@@ -150,18 +220,20 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     BuildContext ctx;
 
     try {
-        for (const auto& [section, choice] : spec.plugins) {
-            const PluginInfo& info = registry.find(choice.kind, choice.plugin);
-            std::string sha = info.file == "<builtin>" ? "" : sha256_file(info.file);
-            store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, sha);
-        }
+        if (env.resume_run == 0)
+            for (const auto& [section, choice] : spec.plugins) {
+                const PluginInfo& info = registry.find(choice.kind, choice.plugin);
+                std::string sha = info.file == "<builtin>" ? "" : sha256_file(info.file);
+                store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, sha);
+            }
 
+        uint64_t seed = static_cast<uint64_t>(ex.get_int("seed"));
         ctx.backend = c.backend.get();
         ctx.registry = &registry;
-        ctx.seed = static_cast<uint64_t>(record.seed);
-        ctx.init_rng = Generator(ctx.seed, kStreamInit);
-        ctx.dropout_rng = Generator(ctx.seed, kStreamDropout);
-        ctx.data_rng = Generator(ctx.seed, kStreamData);
+        ctx.seed = seed;
+        ctx.init_rng = Generator(seed, kStreamInit);
+        ctx.dropout_rng = Generator(seed, kStreamDropout);
+        ctx.data_rng = Generator(seed, kStreamData);
         ctx.train = train;
         ctx.data_dir = env.data_dir;
         ctx.run_dir = outcome.db.parent_path() / "runs" / (spec.name + "-" + outcome.uid);
@@ -171,8 +243,8 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         ctx.make_attention = [&](const AttentionShape& shape) { return make_attention(attention.options, shape, ctx); };
 
         auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
-        report.line("run " + std::to_string(run) + " (" + outcome.uid + ") of '" + spec.name + "' on " +
-                    record.device);
+        report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
+                    outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info());
         c.tokenizer = registry.factory<TokenizerFactory>("tokenizer", build("tokenizer").plugin)(
             build("tokenizer").options, ctx);
         ctx.tokenizer = c.tokenizer.get();
@@ -189,13 +261,39 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         c.schedule = registry.factory<ScheduleFactory>("schedule", build("schedule").plugin)(
             build("schedule").options, ScheduleContext{c.optimizer->base_lr(), train.steps});
         std::error_code ec;
-        if (std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
+        if (env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
             store.add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
         int64_t n_params = 0;
         for (auto& [name, p] : c.params) n_params += p.numel();
         report.line("model: " + std::to_string(n_params) + " parameters; " + std::to_string(train.steps) +
                     " steps of batch " + std::to_string(train.batch) + " x " + std::to_string(train.seq_len) +
                     " tokens");
+
+        // Where training starts: after the latest checkpoint when resuming (step 0 when the run
+        // was killed before its first checkpoint: the same seed rebuilds the same start).
+        TrainerState state;
+        state.config_hash = spec.hash();
+        if (env.resume_run > 0) {
+            if (auto dir = latest_checkpoint(ctx.run_dir)) {
+                state = load_checkpoint(*dir, *c.model, *c.task, *c.optimizer, spec.hash());
+                c.task->set_data_position(state.data_position);
+                ctx.dropout_rng.set_offset(state.dropout_offset);
+                report.line("resumed from " + dir->string() + " at step " + std::to_string(state.step));
+            } else {
+                report.line("no checkpoint in " + ctx.run_dir.string() + "; starting the run again from step 0");
+            }
+            store.delete_metrics_after(run, state.step);
+        }
+        bool has_checkpoint = state.step > 0;
+        auto checkpoint = [&](int64_t step) {
+            state.step = step;
+            state.data_position = c.task->data_position();
+            state.dropout_offset = ctx.dropout_rng.offset();
+            std::filesystem::path dir = save_checkpoint(ctx.run_dir, *c.model, *c.task, *c.optimizer, state);
+            if (!has_checkpoint) store.add_artifact(run, "checkpoints", ctx.run_dir.string());
+            has_checkpoint = true;
+            return dir;
+        };
 
         auto evaluate = [&](int64_t step) {
             auto t0 = Clock::now();
@@ -212,13 +310,14 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             return r;
         };
 
+        StopSignals signals;
         c.model->train(true);
         c.task->train(true);
-        double loss_sum = 0, grad_norm = 0, train_seconds = 0;
-        int64_t loss_count = 0, interval_tokens = 0;
+        double grad_norm = 0, train_seconds = 0;
+        int64_t interval_tokens = 0, interval_steps = 0, first_step = state.step + 1;
         auto interval_start = Clock::now();
         EvalResult last_eval;
-        for (int64_t step = 1; step <= train.steps; ++step) {
+        for (int64_t step = first_step; step <= train.steps; ++step) {
             Batch batch = c.task->next_batch();
             Tensor loss = c.task->loss(*c.model, batch);
             backward(loss);
@@ -234,30 +333,34 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 c.optimizer->step(lr);
                 c.optimizer->zero_grad();
             }
-            loss_sum += loss_value;
-            ++loss_count;
+            state.loss_sum += loss_value;
+            ++state.loss_count;
             interval_tokens += batch.tokens;
+            ++interval_steps;
 
             if (step % train.log_every == 0 || step == train.steps) {
                 double dt = seconds_since(interval_start);
                 train_seconds += dt;
                 double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
-                double mean_loss = loss_sum / static_cast<double>(loss_count);
+                double mean_loss = state.loss_sum / static_cast<double>(state.loss_count);
                 store.add_metric(run, step, "train/loss", mean_loss);
                 store.add_metric(run, step, "train/lr", lr);
                 store.add_metric(run, step, "train/grad_norm", grad_norm);
                 store.add_metric(run, step, "perf/tokens_per_s", tokens_per_s);
-                store.add_metric(run, step, "perf/ms_per_step", 1000.0 * dt / static_cast<double>(loss_count));
-                double eta = train_seconds / static_cast<double>(step) * static_cast<double>(train.steps - step);
+                store.add_metric(run, step, "perf/ms_per_step", 1000.0 * dt / static_cast<double>(interval_steps));
+                store.flush();
+                double eta = train_seconds / static_cast<double>(step - first_step + 1) *
+                             static_cast<double>(train.steps - step);
                 std::string status = "step " + std::to_string(step) + "/" + std::to_string(train.steps) +
                                      " | loss " + fixed(mean_loss, 4) + " | lr " + fixed(lr * 1e3, 3) +
                                      "e-3 | " + std::to_string(static_cast<int64_t>(tokens_per_s)) +
                                      " tok/s | ETA " + format_duration(eta);
                 if (env.progress) report.progress(status);
                 else report.line(status);
-                loss_sum = 0;
-                loss_count = 0;
+                state.loss_sum = 0;
+                state.loss_count = 0;
                 interval_tokens = 0;
+                interval_steps = 0;
                 interval_start = Clock::now();
             }
             bool eval_now = (train.eval_every > 0 && step % train.eval_every == 0) ||
@@ -266,7 +369,22 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 last_eval = evaluate(step);
                 interval_start = Clock::now();  // evaluation time is not training throughput
             }
+            bool ckpt_now = step == train.steps || (ckpt_every > 0 ? step % ckpt_every == 0 : eval_now);
+            if (ckpt_now) checkpoint(step);
             outcome.steps = step;
+            if (int sig = signals.pending(); sig != 0 && step < train.steps) {
+                if (!ckpt_now) checkpoint(step);
+                report.clear_progress();
+                std::string why = std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
+                                  std::to_string(step) + "; continue with: labrun --resume " + outcome.uid +
+                                  " --db " + outcome.db.string();
+                store.finish_run(run, RunStatus::interrupted, why);
+                report.line("interrupted: " + why);
+                outcome.interrupted = true;
+                outcome.stop_signal = sig;
+                outcome.wall_s = seconds_since(start);
+                return outcome;
+            }
         }
         store.flush();
         report.clear_progress();

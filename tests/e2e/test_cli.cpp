@@ -436,7 +436,7 @@ TEST_CASE("labrun --dry-run prints the resolved experiment", "[cli]") {
     Outcome dry = exp.dry_run(file);
     INFO(dry);
     REQUIRE(dry.exit_code == kExitOk);
-    CHECK_THAT(dry.out, StartsWith("# 1 run; config hash "));
+    CHECK_THAT(dry.out, StartsWith("# 1 run\n# run 'cli_test' (config hash "));
     CHECK_THAT(dry.out, Contains("layers = 2"));
     CHECK_THAT(dry.out, Contains("hidden = 32"));
     CHECK_THAT(dry.out, Contains("# " + file.string() + ":" + std::to_string(line_number(lines, "layers = 2"))));

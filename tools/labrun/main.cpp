@@ -19,6 +19,7 @@
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/registry.h"
+#include "lab/results.h"
 #include "lab/trainer.h"
 #include "lab/version.h"
 
@@ -31,12 +32,15 @@ enum ExitCode { kOk = 0, kRunFailed = 1, kUsage = 2, kConfig = 3, kPlugin = 4, k
 
 const char* kUsageText =
     "usage: labrun [options] EXPERIMENT.ini [section.key=value ...]\n"
+    "       labrun --resume RUN [--db FILE]\n"
     "       labrun --list | --describe KIND/NAME\n"
     "       labrun tokenize NAME [key=value ...] [--decode]\n"
     "\n"
     "Runs the experiment declared in EXPERIMENT.ini and records it in the results database named by\n"
     "[experiment] db (default results/lab.db). Arguments of the form section.key=value override the\n"
     "file, e.g. `labrun experiments/shakespeare_char.ini train.steps=300 experiment.seed=2`.\n"
+    "A file with [sweep] runs every combination; rerunning it skips finished runs and resumes\n"
+    "interrupted ones. SIGINT/SIGTERM checkpoint a run and mark it interrupted; --resume continues it.\n"
     "\n"
     "tokenize: reads UTF-8 lines from stdin and prints one line of space-separated ids per line\n"
     "(with --decode: reads lines of ids and prints the text). key=value pairs are the tokenizer's\n"
@@ -182,6 +186,37 @@ int tokenize(const lab::Registry& registry, const std::vector<std::string>& args
     return kOk;
 }
 
+// A run's recorded configuration (RunSpec::canonical_text: "section.key = value" lines) as a
+// RawConfig, so that --resume rebuilds exactly the run that was recorded.
+lab::RawConfig raw_config_from_text(const std::string& text, const std::string& origin) {
+    lab::RawConfig raw;
+    std::istringstream lines(text);
+    std::string line;
+    int64_t line_no = 0;
+    while (std::getline(lines, line)) {
+        ++line_no;
+        auto eq = line.find(" = ");
+        auto dot = line.find('.');
+        if (line.empty()) continue;
+        if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+            throw lab::DataError(origin + ": recorded configuration line " + std::to_string(line_no) + " '" + line +
+                                 "' is not 'section.key = value'; the database may be damaged");
+        std::string section = line.substr(0, dot), key = line.substr(dot + 1, eq - dot - 1);
+        raw.sections[section][key] = {line.substr(eq + 3), origin};
+        raw.section_origins.emplace(section, origin);
+        raw.key_order[section].push_back(key);
+    }
+    return raw;
+}
+
+int report_outcome(const lab::RunOutcome& outcome) {
+    if (outcome.interrupted) return 128 + outcome.stop_signal;  // as a shell reports a signal
+    std::cout << "run " << outcome.run_id << " (" << outcome.uid << ") finished";
+    for (const auto& [name, value] : outcome.final_metrics) std::cout << "  " << name << " " << value;
+    std::cout << "  wall " << lab::format_duration(outcome.wall_s) << "\n";
+    return kOk;
+}
+
 int run_main(int argc, char** argv) {
     po::options_description visible("options");
     visible.add_options()
@@ -189,7 +224,11 @@ int run_main(int argc, char** argv) {
         ("version", "print the version and ABI tag")
         ("list", "list every loaded plugin (kind, name, version, file)")
         ("describe", po::value<std::string>()->value_name("KIND/NAME"), "print a plugin's options")
-        ("dry-run", "print the resolved run and stop")
+        ("dry-run", "print the resolved runs and stop")
+        ("resume", po::value<std::string>()->value_name("RUN"),
+         "continue an interrupted run (id, uid prefix or name) from its latest checkpoint")
+        ("db", po::value<std::string>()->value_name("FILE"), "results database of --resume (default results/lab.db)")
+        ("force", "rerun runs of a sweep that already finished")
         ("data-dir", po::value<std::string>()->value_name("DIR"), "where ${data} points (default: $LAB_DATA, else data/)")
         ("plugin-path", po::value<std::vector<std::string>>()->value_name("PATH")->composing(),
          "extra plugin folder or .so file (repeatable)")
@@ -229,36 +268,93 @@ int run_main(int argc, char** argv) {
     if (vm.count("describe")) return describe(registry, vm["describe"].as<std::string>());
     if (!args.empty() && args[0] == "tokenize")
         return tokenize(registry, {args.begin() + 1, args.end()}, vm.count("decode") > 0);
-    if (args.empty()) {
-        std::cerr << "labrun: no experiment file given\n\n" << kUsageText << "\n" << visible;
-        return kUsage;
-    }
 
     lab::ConfigEnv env;
     if (vm.count("data-dir")) env.data_dir = vm["data-dir"].as<std::string>();
     else if (const char* d = std::getenv("LAB_DATA")) env.data_dir = d;
     else env.data_dir = "data";
+
+    lab::RunEnvironment run_env;
+    run_env.data_dir = env.data_dir;
+    run_env.source_dir = LAB_SOURCE_DIR;
+    run_env.quiet = vm.count("quiet") > 0;
+    run_env.progress = !vm.count("no-progress") && isatty(STDERR_FILENO);
+
+    if (vm.count("resume")) {
+        if (!args.empty())
+            throw lab::ConfigError("--resume takes its configuration from the database; give no experiment file or "
+                                   "overrides (got '" + args[0] + "')");
+        fs::path db = vm.count("db") ? vm["db"].as<std::string>() : "results/lab.db";
+        if (!fs::exists(db)) throw lab::ConfigError("--resume: results database '" + db.string() + "' does not exist");
+        int64_t run = 0;
+        lab::RawConfig raw;
+        {
+            lab::ResultStore store(db);
+            store.mark_interrupted_runs();
+            run = store.find_run(vm["resume"].as<std::string>());
+            std::string status = store.status(run);
+            if (status == "finished")
+                throw lab::ConfigError("--resume: run " + std::to_string(run) + " already finished; nothing to resume");
+            if (status == "running")
+                throw lab::ConfigError("--resume: run " + std::to_string(run) +
+                                       " is still running in a live process; stop it first (SIGINT checkpoints it)");
+            raw = raw_config_from_text(store.config_text(run), "run " + std::to_string(run) + " of " + db.string());
+        }
+        for (const auto& p : lab::experiment_plugin_paths(raw)) load_path(registry, p);
+        lab::RunSpec spec = lab::resolve_run(raw, registry);
+        run_env.resume_run = run;
+        return report_outcome(lab::run_experiment(spec, registry, run_env));
+    }
+
+    if (args.empty()) {
+        std::cerr << "labrun: no experiment file given\n\n" << kUsageText << "\n" << visible;
+        return kUsage;
+    }
     std::vector<std::string> overrides(args.begin() + 1, args.end());
     lab::RawConfig raw = lab::load_config(args[0], overrides, env);
     for (const auto& p : lab::experiment_plugin_paths(raw)) load_path(registry, p);
-    lab::RunSpec spec = lab::resolve_run(raw, registry);
+    std::vector<lab::RunSpec> specs = lab::resolve_runs(raw, registry);
     if (vm.count("dry-run")) {
-        std::cout << "# 1 run; config hash " << spec.hash() << "\n" << lab::format_run(spec);
+        std::cout << "# " << specs.size() << (specs.size() == 1 ? " run" : " runs");
+        if (!specs.front().sweep_id.empty()) std::cout << " of sweep " << specs.front().sweep_id;
+        std::cout << "\n";
+        for (const auto& spec : specs) std::cout << lab::format_run(spec) << "\n";
         return kOk;
     }
-    lab::RunEnvironment run_env;
-    run_env.data_dir = env.data_dir;
-    run_env.source_dir = executable_dir() / ".." / "..";
-#ifdef LAB_SOURCE_DIR
-    run_env.source_dir = LAB_SOURCE_DIR;
-#endif
-    run_env.quiet = vm.count("quiet") > 0;
-    run_env.progress = !vm.count("no-progress") && isatty(STDERR_FILENO);
-    lab::RunOutcome outcome = lab::run_experiment(spec, registry, run_env);
-    std::cout << "run " << outcome.run_id << " (" << outcome.uid << ") finished";
-    for (const auto& [name, value] : outcome.final_metrics) std::cout << "  " << name << " " << value;
-    std::cout << "  wall " << lab::format_duration(outcome.wall_s) << "\n";
-    return kOk;
+    // A sweep (or a single run) continues where it stopped: finished runs are skipped (unless
+    // --force), interrupted ones resume from their checkpoint, failed ones run again.
+    int code = kOk;
+    for (size_t i = 0; i < specs.size(); ++i) {
+        const lab::RunSpec& spec = specs[i];
+        std::string label = specs.size() > 1 ? "[" + std::to_string(i + 1) + "/" + std::to_string(specs.size()) + "] " : "";
+        lab::RunEnvironment this_run = run_env;
+        {
+            lab::ResultStore store(spec.experiment.get_string("db"));
+            store.mark_interrupted_runs();
+            if (!spec.sweep_id.empty()) store.add_sweep(spec.sweep_id, spec.name, spec.sweep_size);
+            if (auto previous = store.latest_run(spec.hash())) {
+                auto [id, status] = *previous;
+                if (status == "finished" && !vm.count("force")) {
+                    if (!run_env.quiet)
+                        std::cerr << label << "run " << id << " with this configuration already finished; skipped "
+                                  << "(--force runs it again)\n";
+                    continue;
+                }
+                if (status == "interrupted") this_run.resume_run = id;
+            }
+        }
+        if (!label.empty() && !run_env.quiet) std::cerr << label << "sweep " << spec.sweep_id << "\n";
+        try {
+            lab::RunOutcome outcome = lab::run_experiment(spec, registry, this_run);
+            code = report_outcome(outcome);
+            if (outcome.interrupted) return code;
+        } catch (const lab::TrainingError& e) {
+            if (specs.size() == 1) throw;
+            std::cerr << label << "run failed: " << e.what() << "\n";  // the sweep goes on
+            code = kRunFailed;
+        }
+    }
+    return code;
 }
 
 }  // namespace

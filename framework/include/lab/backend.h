@@ -9,6 +9,7 @@
 // optimised backends derive from it or implement the interface afresh.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -44,6 +45,8 @@ public:
     virtual DeviceKind device_kind() const = 0;
     virtual void synchronize() {}
     virtual BackendStats stats() const = 0;
+    // Versions of the libraries the backend computes with ({"oneDNN": "2.6.3"}), for provenance.
+    virtual std::map<std::string, std::string> library_versions() const { return {}; }
 
     // ---- memory ----
     virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;

@@ -22,6 +22,9 @@ public:
     virtual void zero_grad();
     // Moments and step count, for checkpoints.
     virtual std::map<std::string, Tensor> state() const { return {}; }
+    // Restores what state() returned (resuming from a checkpoint): copies every tensor of state()
+    // from `saved`. Throws DataError naming a missing or misshaped entry.
+    virtual void load_state(const std::map<std::string, Tensor>& saved);
 
 protected:
     NamedTensors params_;

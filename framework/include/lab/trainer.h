@@ -25,6 +25,7 @@ struct RunEnvironment {
     bool progress = false;             // a live progress line (on a terminal)
     bool quiet = false;                // no log lines at all
     std::ostream* out = nullptr;       // where log lines go (default std::cerr)
+    int64_t resume_run = 0;            // > 0: continue this run of the database from its latest checkpoint
 };
 
 struct RunOutcome {
@@ -34,6 +35,8 @@ struct RunOutcome {
     std::map<std::string, double> final_metrics;  // last evaluation's metrics
     double wall_s = 0;
     int64_t steps = 0;
+    bool interrupted = false;  // stopped by SIGINT/SIGTERM after a checkpoint
+    int stop_signal = 0;       // which one
 };
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);

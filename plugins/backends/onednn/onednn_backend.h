@@ -114,6 +114,7 @@ public:
 
     // "2.6.3" as reported by the loaded library.
     static std::string library_version();
+    std::map<std::string, std::string> library_versions() const override { return {{"oneDNN", library_version()}}; }
 
 private:
     // The cached plan for `key`; on first use `build(plan, engine)` fills a new one. A build that

@@ -43,7 +43,14 @@ public:
             s[params_[i].first + ".exp_avg"] = m_[i];
             s[params_[i].first + ".exp_avg_sq"] = v_[i];
         }
+        if (!params_.empty()) s["step"] = Tensor::from_ints(params_[0].second.backend(), {1}, {t_});
         return s;
+    }
+
+    void load_state(const std::map<std::string, Tensor>& saved) override {
+        Optimizer::load_state(saved);  // moments (and a throwaway copy of the step count)
+        auto it = saved.find("step");
+        if (it != saved.end()) t_ = it->second.to_ints().at(0);
     }
 
 private:

@@ -34,7 +34,7 @@ public:
         : backend_(*ctx.backend),
           tokenizer_(*ctx.tokenizer),
           rng_(ctx.data_rng),
-          sample_rng_(ctx.seed, kStreamSample),
+          seed_(ctx.seed),
           batch_(ctx.train.batch),
           seq_len_(ctx.train.seq_len),
           val_tokens_(opts.get_int("val_tokens")),
@@ -147,6 +147,10 @@ private:
     // Ancestral sampling at the configured temperature from the first validation token, with the
     // context cropped to the model's window (full recomputation; the KV cache is a later issue).
     std::string sample(Model& model) {
+        // The sample's random numbers are keyed by the data position, so that a resumed run draws
+        // the same samples as an uninterrupted one (each evaluation gets its own 2^20 numbers).
+        Generator sample_rng(seed_, kStreamSample);
+        sample_rng.set_offset(rng_.offset() << 20);
         std::vector<int32_t> ids = {valid_.front()};
         int64_t V = tokenizer_.vocab_size();
         for (int64_t n = 0; n < sample_tokens_; ++n) {
@@ -166,7 +170,7 @@ private:
                 double sum = 0;
                 std::vector<double> p(static_cast<size_t>(V));
                 for (int64_t v = 0; v < V; ++v) sum += p[static_cast<size_t>(v)] = std::exp((z[static_cast<size_t>(v)] - zmax) / temperature_);
-                double u = sample_rng_.uniform() * sum, acc = 0;
+                double u = sample_rng.uniform() * sum, acc = 0;
                 for (next = 0; next < V - 1; ++next) {
                     acc += p[static_cast<size_t>(next)];
                     if (acc > u) break;
@@ -179,7 +183,8 @@ private:
 
     Backend& backend_;
     Tokenizer& tokenizer_;
-    Generator rng_, sample_rng_;
+    Generator rng_;
+    uint64_t seed_;
     int64_t batch_, seq_len_, val_tokens_, eval_batch_, sample_tokens_;
     float temperature_;
     std::vector<int32_t> train_, valid_;
