@@ -1,0 +1,640 @@
+// labdb run as a user runs it: the built binary in a child process against a database made here
+// through lab::ResultStore, with its exit code, stdout (tables and --json parsed with nlohmann)
+// and the files it writes checked. Exit codes (tools/labdb/main.cpp): 0 ok, 1 failure, 2 usage,
+// 3 not found or ambiguous.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "lab/results.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+
+namespace {
+
+const fs::path labdb_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labdb";
+
+constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2, kExitNotFound = 3;
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        static int counter = 0;
+        path = fs::temp_directory_path() /
+               ("lab_test_labdb_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        fs::remove_all(path, ignored);
+    }
+};
+
+std::string read_text(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+struct Outcome {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+std::ostream& operator<<(std::ostream& os, const Outcome& o) {
+    return os << "exit " << o.exit_code << "\n--- stdout ---\n" << o.out << "--- stderr ---\n" << o.err;
+}
+
+// Runs labdb with `args`; stdout and stderr go to files so that a long output cannot block the child.
+Outcome run_labdb(const std::vector<std::string>& args) {
+    REQUIRE(fs::is_regular_file(labdb_binary));
+    TempDir io;
+    const fs::path out_file = io.path / "stdout", err_file = io.path / "stderr";
+    std::vector<std::string> argv_text = {labdb_binary.string()};
+    argv_text.insert(argv_text.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& arg : argv_text) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = 0;
+    const int spawn_error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    INFO("posix_spawn " << labdb_binary << ": " << std::strerror(spawn_error));
+    REQUIRE(spawn_error == 0);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) REQUIRE(errno == EINTR);
+    Outcome outcome;
+    outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    outcome.out = read_text(out_file);
+    outcome.err = read_text(err_file);
+    return outcome;
+}
+
+// Runs labdb and parses its stdout as JSON, requiring exit code 0.
+json run_json(const std::vector<std::string>& args) {
+    const Outcome outcome = run_labdb(args);
+    INFO(outcome);
+    REQUIRE(outcome.exit_code == kExitOk);
+    return json::parse(outcome.out);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+}
+
+// Rows per table, read with the plain SQLite API: what "changes nothing" is checked against.
+std::map<std::string, int64_t> table_counts(const fs::path& db_file) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(db_file.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    std::map<std::string, int64_t> counts;
+    for (const char* table : {"runs", "params", "metrics", "plugins", "artifacts", "texts"}) {
+        sqlite3_stmt* statement = nullptr;
+        const std::string sql = std::string("SELECT COUNT(*) FROM ") + table;
+        REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
+        counts[table] = sqlite3_column_int64(statement, 0);
+        sqlite3_finalize(statement);
+    }
+    sqlite3_close(db);
+    return counts;
+}
+
+// Runs SQL with no values in it on `db_file`, creating the file if needed (test set-up only).
+void execute_sql(const fs::path& db_file, const std::string& sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(db_file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) == SQLITE_OK);
+    char* message = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+    INFO(sql << ": " << (message != nullptr ? message : ""));
+    sqlite3_free(message);
+    sqlite3_close(db);
+    REQUIRE(rc == SQLITE_OK);
+}
+
+const std::string kSha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+struct RunSpec {
+    std::string name, experiment;
+    std::vector<std::pair<std::string, std::string>> params;
+    std::vector<std::pair<int64_t, double>> val_loss, train_loss;
+    lab::RunStatus status = lab::RunStatus::finished;
+    std::string error;
+};
+
+RunSpec finished_run(std::string name, std::string experiment, std::vector<std::pair<std::string, std::string>> params,
+                     std::vector<std::pair<int64_t, double>> val_loss, std::vector<std::pair<int64_t, double>> train_loss) {
+    return {std::move(name), std::move(experiment), std::move(params), std::move(val_loss), std::move(train_loss),
+            lab::RunStatus::finished, ""};
+}
+
+// Writes the runs through lab::ResultStore with plugins, an artifact and two text samples each;
+// returns the run ids in order.
+std::vector<int64_t> write_runs(const fs::path& db_file, const std::vector<RunSpec>& specs) {
+    lab::ResultStore store(db_file);
+    std::vector<int64_t> ids;
+    for (const RunSpec& spec : specs) {
+        lab::RunRecord record;
+        record.name = spec.name;
+        record.experiment = spec.experiment;
+        record.config_hash = "hash-" + spec.name;
+        record.config_text = "[experiment]\nname = " + spec.name + "\n";
+        record.backend = "reference";
+        record.device = "cpu";
+        record.precision = "fp32";
+        record.host = "testhost";
+        record.code_revision = "abc123";
+        record.seed = 1;
+        const int64_t id = store.begin_run(record, spec.params);
+        store.add_plugin(id, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", kSha);
+        store.add_plugin(id, "model", "gpt", "1.1", "/plugins/libgpt.so", kSha);
+        store.add_artifact(id, "vocab", "/results/" + spec.name + "/vocab.txt");
+        for (const auto& [step, value] : spec.val_loss) store.add_metric(id, step, "val/loss", value);
+        for (const auto& [step, value] : spec.train_loss) store.add_metric(id, step, "train/loss", value);
+        store.add_text(id, 100, "sample", "early text of " + spec.name);
+        store.add_text(id, 200, "sample", "last text of " + spec.name);
+        store.finish_run(id, spec.status, spec.error);
+        ids.push_back(id);
+    }
+    return ids;
+}
+
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Five runs: two finished runs of exp1 that differ in two params, a failed run of exp1 (with a
+// CSV-hostile name and a NaN), and two runs of exp2 that share the name "rerun".
+struct StudyDatabase {
+    TempDir dir;
+    fs::path db = dir.path / "lab.db";
+    std::vector<int64_t> ids;
+    StudyDatabase() {
+        ids = write_runs(
+            db, {finished_run("base_a", "exp1",
+                              {{"model.layers", "4"}, {"optimizer.lr", "0.001"}, {"attention.type", "softmax"}},
+                              {{0, 3.0}, {100, 2.5}, {200, 2.75}},
+                              {{0, 3.5}, {50, 3.0}, {100, 2.8}, {150, 2.6}, {200, 2.4}}),
+                 finished_run("wide_b", "exp1",
+                              {{"model.layers", "8"}, {"optimizer.lr", "0.001"}, {"attention.type", "linear"}},
+                              {{0, 3.1}, {100, 2.25}, {200, 2.375}}, {{0, 3.6}, {100, 2.7}, {200, 2.2}}),
+                 {"broken, \"really\"",
+                  "exp1",
+                  {{"model.layers", "4"}, {"optimizer.lr", "0.01"}, {"attention.type", "softmax"}},
+                  {{0, 5.0}, {50, kNaN}},
+                  {{0, 5.5}},
+                  lab::RunStatus::failed,
+                  "non-finite loss at step 50"},
+                 finished_run("rerun", "exp2", {{"model.layers", "2"}}, {{0, 4.0}}, {{0, 4.5}}),
+                 finished_run("rerun", "exp2", {{"model.layers", "2"}}, {{0, 3.9}}, {{0, 4.4}})});
+    }
+    std::string uid(size_t index) const { return lab::ResultStore(db).uid(ids[index]); }
+};
+
+json find_by_id(const json& rows, int64_t id) {
+    for (const json& row : rows) {
+        if (row["id"].get<int64_t>() == id) return row;
+    }
+    FAIL("no row with id " << id << " in " << rows.dump());
+    return {};
+}
+
+std::vector<int64_t> ids_of(const json& rows) {
+    std::vector<int64_t> ids;
+    for (const json& row : rows) ids.push_back(row["id"].get<int64_t>());
+    return ids;
+}
+
+}  // namespace
+
+TEST_CASE("labdb runs lists runs with last and best val/loss and filters them", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+
+    const json all = run_json({"--db", db, "runs", "--json"});
+    REQUIRE(all.size() == 5);
+    CHECK(ids_of(all) == study.ids);
+    const json base = find_by_id(all, study.ids[0]);
+    CHECK(base["name"] == "base_a");
+    CHECK(base["best_val_loss"].get<double>() == 2.5);
+    CHECK(base["last_val_loss"].get<double>() == 2.75);
+    CHECK(base["steps"].get<int64_t>() == 200);
+    CHECK(base["uid"].get<std::string>() == study.uid(0));
+    CHECK(find_by_id(all, study.ids[1])["best_val_loss"].get<double>() == 2.25);
+    const json broken = find_by_id(all, study.ids[2]);
+    CHECK(broken["status"] == "failed");
+    CHECK(broken["last_val_loss"].is_null());  // the NaN logged last
+    CHECK(broken["best_val_loss"].get<double>() == 5.0);
+
+    CHECK(ids_of(run_json({"--db", db, "runs", "--experiment", "exp1", "--json"})) ==
+          std::vector<int64_t>{study.ids[0], study.ids[1], study.ids[2]});
+    CHECK(ids_of(run_json({"runs", "--db", db, "--status", "failed", "--json"})) == std::vector<int64_t>{study.ids[2]});
+    CHECK(ids_of(run_json({"--db", db, "runs", "--where", "model.layers=4", "--json"})) ==
+          std::vector<int64_t>{study.ids[0], study.ids[2]});
+    CHECK(ids_of(run_json({"--db", db, "runs", "--where", "model.layers=4", "--where", "optimizer.lr=0.001",
+                           "--json"})) == std::vector<int64_t>{study.ids[0]});
+    CHECK(ids_of(run_json({"--db", db, "runs", "--limit", "2", "--json"})) ==
+          std::vector<int64_t>{study.ids[3], study.ids[4]});
+
+    SECTION("the table names the columns and shows the values") {
+        const Outcome table = run_labdb({"--db", db, "runs", "--experiment", "exp1"});
+        INFO(table);
+        REQUIRE(table.exit_code == kExitOk);
+        const std::vector<std::string> lines = lines_of(table.out);
+        REQUIRE(lines.size() == 5);  // header, rule, three runs
+        CHECK_THAT(lines[0], Contains("best val/loss") && Contains("sweep"));
+        CHECK_THAT(lines[2], Contains("base_a") && Contains(study.uid(0).substr(0, 8)) && Contains("2.5") &&
+                                 Contains("2.75") && Contains("finished"));
+        CHECK_THAT(lines[4], Contains("failed"));
+    }
+    SECTION("a bad status is a usage error, an unknown key a warning") {
+        const Outcome bad_status = run_labdb({"--db", db, "runs", "--status", "done"});
+        CHECK(bad_status.exit_code == kExitUsage);
+        CHECK_THAT(bad_status.err, Contains("finished"));
+        const Outcome typo = run_labdb({"--db", db, "runs", "--where", "model.layer=4", "--json"});
+        CHECK(typo.exit_code == kExitOk);
+        CHECK(json::parse(typo.out).empty());
+        CHECK_THAT(typo.err, Contains("model.layers"));
+    }
+}
+
+TEST_CASE("labdb show prints everything about one run, named by id, uid prefix or name", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+
+    const json shown = run_json({"--db", db, "show", "base_a", "--json"});
+    CHECK(shown["run"]["id"].get<int64_t>() == study.ids[0]);
+    CHECK(shown["run"]["status"] == "finished");
+    CHECK(shown["run"]["code_revision"] == "abc123");
+    CHECK(shown["params"] == json({{"attention.type", "softmax"}, {"model.layers", "4"}, {"optimizer.lr", "0.001"}}));
+    REQUIRE(shown["plugins"].size() == 2);
+    CHECK(shown["plugins"][0]["sha256"] == kSha);
+    json val_loss;
+    for (const json& metric : shown["metrics"]) {
+        if (metric["name"] == "val/loss") val_loss = metric;
+    }
+    CHECK(val_loss["best"].get<double>() == 2.5);
+    CHECK(val_loss["best_step"].get<int64_t>() == 100);
+    CHECK(val_loss["last"].get<double>() == 2.75);
+    CHECK(val_loss["last_step"].get<int64_t>() == 200);
+    CHECK(val_loss["count"].get<int64_t>() == 3);
+    REQUIRE(shown["texts"].size() == 1);
+    CHECK(shown["texts"][0]["text"] == "last text of base_a");
+    CHECK(shown["texts"][0]["step"].get<int64_t>() == 200);
+    REQUIRE(shown["artifacts"].size() == 1);
+    CHECK(shown["artifacts"][0]["path"] == "/results/base_a/vocab.txt");
+
+    CHECK(run_json({"--db", db, "show", study.uid(1).substr(0, 6), "--json"})["run"]["name"] == "wide_b");
+    CHECK(run_json({"--db", db, "show", std::to_string(study.ids[2]), "--json"})["run"]["error"] ==
+          "non-finite loss at step 50");
+
+    const Outcome text = run_labdb({"--db", db, "show", "wide_b"});
+    INFO(text);
+    REQUIRE(text.exit_code == kExitOk);
+    CHECK_THAT(text.out, Contains("model.layers   = 8") && Contains("last text of wide_b") &&
+                             Contains("0123456789ab") && Contains("2.25"));
+
+    SECTION("an ambiguous name lists the candidates with ids") {
+        const Outcome ambiguous = run_labdb({"--db", db, "show", "rerun"});
+        CHECK(ambiguous.exit_code == kExitNotFound);
+        CHECK_THAT(ambiguous.err, Contains("ambiguous") && Contains(std::to_string(study.ids[3]) + " (rerun") &&
+                                      Contains(std::to_string(study.ids[4]) + " (rerun"));
+    }
+    SECTION("an unknown name lists the closest runs") {
+        const Outcome unknown = run_labdb({"--db", db, "show", "base_b"});
+        CHECK(unknown.exit_code == kExitNotFound);
+        CHECK_THAT(unknown.err, Contains("no run matches 'base_b'") && Contains("(base_a"));
+    }
+    SECTION("a missing database is not found") {
+        const Outcome missing = run_labdb({"--db", (study.dir.path / "nope.db").string(), "show", "1"});
+        CHECK(missing.exit_code == kExitNotFound);
+        CHECK_THAT(missing.err, Contains("nope.db"));
+    }
+}
+
+TEST_CASE("labdb compare shows exactly the params that differ and the metrics", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+
+    const json compared = run_json({"--db", db, "compare", "base_a", "wide_b", "--json"});
+    REQUIRE(compared.size() == 2);
+    CHECK(compared[0]["params"] == json({{"attention.type", "softmax"}, {"model.layers", "4"}}));
+    CHECK(compared[1]["params"] == json({{"attention.type", "linear"}, {"model.layers", "8"}}));
+    CHECK(compared[0]["metrics"]["val/loss"]["best"].get<double>() == 2.5);
+    CHECK(compared[1]["metrics"]["val/loss"]["best"].get<double>() == 2.25);
+    CHECK(compared[1]["metrics"]["val/loss"]["last"].get<double>() == 2.375);
+    CHECK(compared[1]["metrics"]["train/loss"]["last"].get<double>() == 2.2);
+
+    const json all = run_json({"--db", db, "compare", "base_a", "wide_b", "--all", "--json"});
+    CHECK(all[0]["params"].size() == 3);
+    CHECK(all[1]["params"]["optimizer.lr"] == "0.001");
+
+    const Outcome table = run_labdb({"--db", db, "compare", "base_a", "wide_b", std::to_string(study.ids[2])});
+    INFO(table);
+    REQUIRE(table.exit_code == kExitOk);
+    CHECK_THAT(table.out, Contains("optimizer.lr") && Contains("model.layers") && Contains("val/loss best") &&
+                              Contains("2.25 @100"));
+    const Outcome two = run_labdb({"--db", db, "compare", "base_a", "wide_b"});
+    CHECK_THAT(two.out, !Contains("optimizer.lr") && Contains("attention.type"));
+}
+
+TEST_CASE("labdb export writes long-format CSV and JSON", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+    const int64_t metric_rows = table_counts(study.db)["metrics"];
+    REQUIRE(metric_rows == 3 + 5 + 3 + 3 + 2 + 1 + 2 + 2);
+
+    const Outcome csv = run_labdb({"--db", db, "export", "--format", "csv"});
+    INFO(csv);
+    REQUIRE(csv.exit_code == kExitOk);
+    const std::vector<std::string> lines = lines_of(csv.out);
+    REQUIRE(static_cast<int64_t>(lines.size()) == metric_rows + 1);
+    CHECK(lines[0] == "run_id,run_name,step,name,value,time");
+    const std::string id = std::to_string(study.ids[0]);
+    const std::string broken = std::to_string(study.ids[2]) + ",\"broken, \"\"really\"\"\",";
+    int found = 0;
+    for (const std::string& line : lines) {
+        if (line.rfind(id + ",base_a,100,val/loss,2.5,", 0) == 0) ++found;
+        if (line.rfind(broken + "50,val/loss,,", 0) == 0) ++found;  // RFC 4180 quoting; NaN is empty
+    }
+    CHECK(found == 2);
+
+    const fs::path json_file = study.dir.path / "wide_b.json";
+    const Outcome to_file = run_labdb({"--db", db, "export", "wide_b", "--format", "json", "-o", json_file.string()});
+    INFO(to_file);
+    REQUIRE(to_file.exit_code == kExitOk);
+    const json rows = json::parse(read_text(json_file));
+    REQUIRE(rows.size() == 6);
+    CHECK(rows[0]["run_name"] == "wide_b");
+    CHECK(rows[0]["name"] == "train/loss");
+    CHECK(rows[5]["name"] == "val/loss");
+    CHECK(rows[5]["step"].get<int64_t>() == 200);
+    CHECK(rows[5]["value"].get<double>() == 2.375);
+    CHECK(rows[5]["time"].is_number());
+
+    CHECK(run_labdb({"--db", db, "export", "--format", "xml"}).exit_code == kExitUsage);
+}
+
+TEST_CASE("labdb curves writes SVG and PNG charts", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+    const fs::path svg = study.dir.path / "curves.svg", png = study.dir.path / "curves.png";
+
+    const Outcome svg_run = run_labdb({"--db", db, "curves", "--metric", "val/loss", "--metric", "train/loss",
+                                       "base_a", "wide_b", "-o", svg.string()});
+    INFO(svg_run);
+    REQUIRE(svg_run.exit_code == kExitOk);
+    const std::string svg_text = read_text(svg);
+    CHECK_THAT(svg_text, Contains("<svg") && Contains("<polyline") && Contains("run " + std::to_string(study.ids[0]) +
+                                                                                  " base_a val/loss") &&
+                             Contains("wide_b train/loss"));
+
+    const Outcome png_run =
+        run_labdb({"--db", db, "curves", "--metric", "val/loss", "wide_b", "-o", png.string(), "--log-y", "--x", "time"});
+    INFO(png_run);
+    REQUIRE(png_run.exit_code == kExitOk);
+    const std::string png_bytes = read_text(png);
+    REQUIRE(png_bytes.size() > 8);
+    CHECK(png_bytes.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
+
+    const Outcome unknown_metric = run_labdb({"--db", db, "curves", "--metric", "val/los", "base_a", "-o", svg.string()});
+    CHECK(unknown_metric.exit_code == kExitNotFound);
+    CHECK_THAT(unknown_metric.err, Contains("val/loss"));
+    CHECK(run_labdb({"--db", db, "curves", "--metric", "val/loss", "base_a", "-o", "x.jpg"}).exit_code == kExitUsage);
+}
+
+TEST_CASE("labdb report writes one self-contained HTML file for an experiment or a sweep", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+    const fs::path html_file = study.dir.path / "report.html";
+
+    const Outcome report = run_labdb({"--db", db, "report", "exp1", "-o", html_file.string()});
+    INFO(report);
+    REQUIRE(report.exit_code == kExitOk);
+    const std::string html = read_text(html_file);
+    CHECK_THAT(html, Contains("<!DOCTYPE html>") && Contains("base_a") && Contains("wide_b") && Contains("<svg") &&
+                         Contains("last text of wide_b") && Contains("abc123") && Contains("libsoftmax.so") &&
+                         Contains("broken, &quot;really&quot;") && Contains("non-finite loss at step 50"));
+    CHECK_THAT(html, !Contains("<script") && !Contains("<link") && !Contains("src=") && !Contains("rerun"));
+
+    // A sweep column as schema version 2 has it (added here when the store is still version 1).
+    {
+        sqlite3* raw = nullptr;
+        REQUIRE(sqlite3_open_v2(study.db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+        sqlite3_stmt* statement = nullptr;
+        REQUIRE(sqlite3_prepare_v2(raw, "SELECT 1 FROM pragma_table_info('runs') WHERE name = 'sweep'", -1, &statement,
+                                   nullptr) == SQLITE_OK);
+        const bool has_sweep = sqlite3_step(statement) == SQLITE_ROW;
+        sqlite3_finalize(statement);
+        sqlite3_close(raw);
+        if (!has_sweep) execute_sql(study.db, "ALTER TABLE runs ADD COLUMN sweep TEXT");
+    }
+    execute_sql(study.db, "UPDATE runs SET sweep = 'sw42' WHERE id IN (" + std::to_string(study.ids[0]) + ", " +
+                              std::to_string(study.ids[1]) + ")");
+    const json swept = run_json({"--db", db, "runs", "--json"});
+    CHECK(find_by_id(swept, study.ids[0])["sweep"] == "sw42");
+    CHECK(find_by_id(swept, study.ids[2])["sweep"].is_null());
+    const Outcome sweep_report = run_labdb({"--db", db, "report", "sw42", "-o", html_file.string()});
+    INFO(sweep_report);
+    REQUIRE(sweep_report.exit_code == kExitOk);
+    const std::string sweep_html = read_text(html_file);
+    CHECK_THAT(sweep_html, Contains("sweep sw42") && Contains("base_a") && Contains("wide_b") && !Contains("broken"));
+
+    const Outcome unknown = run_labdb({"--db", db, "report", "exp3", "-o", html_file.string()});
+    CHECK(unknown.exit_code == kExitNotFound);
+    CHECK_THAT(unknown.err, Contains("exp1") && Contains("exp2"));
+}
+
+TEST_CASE("labdb merge joins databases with new ids and remapped rows", "[labdb]") {
+    StudyDatabase study;
+    const fs::path second = study.dir.path / "second.db";
+    const std::vector<int64_t> second_ids =
+        write_runs(second, {finished_run("other_x", "exp9", {{"model.layers", "6"}}, {{0, 2.0}, {10, 1.5}}, {{0, 2.5}}),
+                            finished_run("other_y", "exp9", {{"model.layers", "7"}}, {{0, 2.1}}, {{0, 2.6}, {10, 2.0}})});
+    // A copy of the first database: every uid in it is a duplicate.
+    const fs::path copy = study.dir.path / "copy.db";
+    fs::copy_file(study.db, copy);
+    const fs::path merged = study.dir.path / "merged.db";
+
+    const Outcome merge =
+        run_labdb({"merge", study.db.string(), second.string(), copy.string(), "-o", merged.string()});
+    INFO(merge);
+    REQUIRE(merge.exit_code == kExitOk);
+    CHECK_THAT(merge.err, Contains("already copied"));
+    const std::map<std::string, int64_t> first_counts = table_counts(study.db), second_counts = table_counts(second),
+                                         merged_counts = table_counts(merged);
+    for (const auto& [table, count] : merged_counts) {
+        INFO(table);
+        CHECK(count == first_counts.at(table) + second_counts.at(table));
+    }
+
+    // Each run keeps its uid and gets its own rows under its new id.
+    const json runs = run_json({"--db", merged.string(), "runs", "--json"});
+    REQUIRE(runs.size() == 7);
+    std::set<std::string> uids;
+    for (const json& run : runs) uids.insert(run["uid"].get<std::string>());
+    CHECK(uids.size() == 7);
+    const json other_y = run_json({"--db", merged.string(), "show", "other_y", "--json"});
+    CHECK(other_y["run"]["uid"] == lab::ResultStore(second).uid(second_ids[1]));
+    CHECK(other_y["run"]["id"].get<int64_t>() == 7);
+    CHECK(other_y["params"] == json({{"model.layers", "7"}}));
+    int64_t metric_rows = 0;
+    for (const json& metric : other_y["metrics"]) metric_rows += metric["count"].get<int64_t>();
+    CHECK(metric_rows == 3);
+    CHECK(other_y["plugins"].size() == 2);
+    CHECK(other_y["texts"][0]["text"] == "last text of other_y");
+    CHECK(run_json({"--db", merged.string(), "show", "base_a", "--json"})["metrics"][1]["best"].get<double>() == 2.5);
+
+    SECTION("an existing output is refused unless --force") {
+        const auto before = table_counts(merged);
+        const Outcome refused = run_labdb({"merge", second.string(), "-o", merged.string()});
+        CHECK(refused.exit_code == kExitFailure);
+        CHECK_THAT(refused.err, Contains("--force"));
+        CHECK(table_counts(merged) == before);
+        const Outcome forced = run_labdb({"merge", second.string(), "-o", merged.string(), "--force"});
+        INFO(forced);
+        REQUIRE(forced.exit_code == kExitOk);
+        CHECK(table_counts(merged)["runs"] == 2);
+    }
+    SECTION("a missing input leaves no output") {
+        const fs::path target = study.dir.path / "never.db";
+        const Outcome missing = run_labdb({"merge", study.db.string(), "nope.db", "-o", target.string()});
+        CHECK(missing.exit_code == kExitNotFound);
+        CHECK(!fs::exists(target));
+    }
+}
+
+TEST_CASE("labdb treats hostile names and filters as plain values", "[labdb]") {
+    StudyDatabase study;
+    const std::string db = study.db.string();
+    const auto before = table_counts(study.db);
+
+    CHECK(run_json({"--db", db, "runs", "--where", "model.layers=4' OR 1=1 --", "--json"}).empty());
+    CHECK(run_json({"--db", db, "runs", "--where", "model.layers' OR '1'='1=4", "--json"}).empty());
+    CHECK(run_json({"--db", db, "runs", "--experiment", "x' OR '1'='1", "--json"}).empty());
+    CHECK(run_json({"--db", db, "runs", "--experiment", "exp1'; DROP TABLE runs; --", "--json"}).empty());
+    const Outcome show = run_labdb({"--db", db, "show", "x' OR '1'='1"});
+    CHECK(show.exit_code == kExitNotFound);
+    const Outcome compare = run_labdb({"--db", db, "compare", "base_a", "1; DELETE FROM metrics"});
+    CHECK(compare.exit_code == kExitNotFound);
+    const Outcome report = run_labdb({"--db", db, "report", "exp1' OR '1'='1", "-o", (study.dir.path / "r.html").string()});
+    CHECK(report.exit_code == kExitNotFound);
+
+    CHECK(table_counts(study.db) == before);
+}
+
+TEST_CASE("labdb usage errors and help", "[labdb]") {
+    CHECK(run_labdb({}).exit_code == kExitUsage);
+    const Outcome unknown = run_labdb({"frobnicate"});
+    CHECK(unknown.exit_code == kExitUsage);
+    CHECK_THAT(unknown.err, Contains("runs") && Contains("merge"));
+    CHECK(run_labdb({"runs", "--no-such-option"}).exit_code == kExitUsage);
+    for (const char* command : {"runs", "show", "compare", "curves", "export", "report", "merge"}) {
+        const Outcome help = run_labdb({command, "--help"});
+        INFO(command << "\n" << help);
+        CHECK(help.exit_code == kExitOk);
+        CHECK_THAT(help.out, Contains(std::string("usage: labdb ") + command));
+    }
+    const Outcome top = run_labdb({"--help"});
+    CHECK(top.exit_code == kExitOk);
+    CHECK_THAT(top.out, Contains("compare") && Contains("report"));
+}
+
+// The DDL of schema version 1 as a literal, so the test keeps building a version-1 file when the
+// store has moved on (labdb reads files of every version without migrating them).
+const char* const kSchemaVersion1 = R"sql(
+CREATE TABLE runs (id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, name TEXT NOT NULL, experiment TEXT NOT NULL,
+    config_hash TEXT NOT NULL, config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'interrupted')), error TEXT, backend TEXT,
+    device TEXT, precision TEXT, seed INTEGER, host TEXT, pid INTEGER, code_revision TEXT, started_at TEXT NOT NULL,
+    ended_at TEXT, wall_s REAL);
+CREATE TABLE params (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, key TEXT NOT NULL,
+    value TEXT NOT NULL, PRIMARY KEY (run_id, key));
+CREATE TABLE metrics (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    name TEXT NOT NULL, value REAL, time REAL NOT NULL);
+CREATE TABLE plugins (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, kind TEXT NOT NULL,
+    name TEXT NOT NULL, version TEXT, file TEXT, sha256 TEXT);
+CREATE TABLE artifacts (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, kind TEXT NOT NULL,
+    path TEXT NOT NULL);
+CREATE TABLE texts (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    name TEXT NOT NULL, text TEXT NOT NULL);
+INSERT INTO runs (id, uid, name, experiment, config_hash, config, status, started_at, wall_s)
+    VALUES (1, 'aaaa000011112222', 'old_run', 'old_exp', 'h1', '[experiment]', 'finished', '2024-01-02T03:04:05.000Z', 12.5),
+           (2, 'bbbb000011112222', 'old_two', 'old_exp', 'h2', '[experiment]', 'finished', '2024-01-02T04:04:05.000Z', 7.0);
+INSERT INTO params VALUES (1, 'model.layers', '2'), (2, 'model.layers', '3');
+INSERT INTO metrics VALUES (1, 0, 'val/loss', 4.0, 0.5), (1, 10, 'val/loss', 3.5, 1.5), (1, 10, 'train/loss', 3.75, 1.5),
+    (2, 0, 'val/loss', 4.25, 0.5);
+INSERT INTO plugins VALUES (1, 'model', 'gpt', '1.0', '/p/libgpt.so', 'ff00');
+INSERT INTO artifacts VALUES (1, 'vocab', '/v.txt');
+INSERT INTO texts VALUES (1, 10, 'sample', 'old sample');
+PRAGMA user_version = 1;
+)sql";
+
+TEST_CASE("labdb reads and merges a schema version 1 file without changing it", "[labdb]") {
+    TempDir dir;
+    const fs::path old_db = dir.path / "old.db";
+    execute_sql(old_db, kSchemaVersion1);
+    const std::string db = old_db.string();
+    const auto before = table_counts(old_db);
+
+    const json runs = run_json({"--db", db, "runs", "--json"});
+    REQUIRE(runs.size() == 2);
+    CHECK(runs[0]["best_val_loss"].get<double>() == 3.5);
+    CHECK(runs[0]["steps"].get<int64_t>() == 10);
+    CHECK(runs[0]["sweep"].is_null());
+    CHECK(ids_of(run_json({"--db", db, "runs", "--where", "model.layers=3", "--json"})) == std::vector<int64_t>{2});
+    const json shown = run_json({"--db", db, "show", "aaaa", "--json"});
+    CHECK(shown["run"]["name"] == "old_run");
+    CHECK(!shown["run"].contains("sweep"));
+    CHECK(shown["texts"][0]["text"] == "old sample");
+
+    const fs::path html = dir.path / "old.html";
+    const Outcome report = run_labdb({"--db", db, "report", "old_exp", "-o", html.string()});
+    INFO(report);
+    REQUIRE(report.exit_code == kExitOk);
+    CHECK_THAT(read_text(html), Contains("old_run") && Contains("old_two") && Contains("<svg"));
+
+    // Merged into a file of the store's current schema: the rows come along, newer columns are NULL.
+    const fs::path merged = dir.path / "merged.db";
+    const Outcome merge = run_labdb({"merge", db, "-o", merged.string()});
+    INFO(merge);
+    REQUIRE(merge.exit_code == kExitOk);
+    CHECK(table_counts(merged) == before);
+    CHECK(run_json({"--db", merged.string(), "show", "old_run", "--json"})["run"]["uid"] == "aaaa000011112222");
+
+    CHECK(table_counts(old_db) == before);
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open_v2(old_db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* statement = nullptr;
+    REQUIRE(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &statement, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(statement, 0) == 1);
+    sqlite3_finalize(statement);
+    sqlite3_close(raw);
+}

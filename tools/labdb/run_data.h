@@ -1,0 +1,66 @@
+// What the commands read about one run: its parameters, a summary of each metric (last and best
+// value with their steps), plugins, artifacts, text samples and metric series for charts.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "database.h"
+
+namespace labdb {
+
+// Whether a larger value of the metric is better (accuracy, F1, throughput). Every other metric
+// (losses, perplexity, error rates, times) is best at its minimum. Decided by the last component
+// of the name, so "val/accuracy" and "test/acc" both count as higher-is-better.
+bool higher_is_better(const std::string& metric_name);
+
+struct MetricSummary {
+    std::string name;
+    int64_t count = 0;  // rows logged, NULL (NaN) values included
+    // The last row: the highest step, and among equal steps the one written last (as run_summary).
+    int64_t last_step = 0;
+    double last = 0;  // NaN when the last value was NaN
+    // The best non-NaN value (min, or max where higher_is_better) and the first step it was reached.
+    std::optional<double> best;
+    int64_t best_step = 0;
+    bool best_is_max = false;
+};
+
+struct PluginRow {
+    std::string kind, name, version, file, sha256;
+};
+
+struct TextSample {
+    std::string name;
+    int64_t step = 0;
+    std::string text;
+};
+
+struct SeriesPoint {
+    int64_t step = 0;
+    double time_s = 0;
+    double value = 0;
+};
+
+// (key, value) sorted by key.
+std::vector<std::pair<std::string, std::string>> run_params(const Database& database, int64_t run);
+// One summary per metric name, sorted by name.
+std::vector<MetricSummary> metric_summaries(const Database& database, int64_t run);
+std::vector<PluginRow> run_plugins(const Database& database, int64_t run);
+// (kind, path) in the order they were recorded.
+std::vector<std::pair<std::string, std::string>> run_artifacts(const Database& database, int64_t run);
+// The last sample of each text name (highest step, latest written), sorted by name.
+std::vector<TextSample> last_texts(const Database& database, int64_t run);
+// The rows of one metric in step order; NaN (NULL) values are left out.
+std::vector<SeriesPoint> metric_series(const Database& database, int64_t run, const std::string& name);
+// Every metric name logged by any run in the database (sorted).
+std::vector<std::string> metric_names(const Database& database);
+
+// The differences between runs' parameters: the keys whose value differs between the runs (a key
+// missing from some run counts as differing), or every key when `all` is set, in key order.
+std::vector<std::string> param_keys(const std::vector<std::map<std::string, std::string>>& params_per_run, bool all);
+
+}  // namespace labdb
