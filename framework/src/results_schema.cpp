@@ -93,13 +93,35 @@ CREATE TABLE sweeps (
     size       INTEGER
 );
 DROP VIEW run_summary;
+-- One row per run: status, the parameters ablations usually vary, last and best val/loss.
 CREATE VIEW run_summary AS
-SELECT r.id, r.name, r.experiment, r.sweep, r.status, r.started_at, r.wall_s,
+SELECT r.id, r.name, r.experiment, r.sweep, r.status, r.started_at, r.wall_s, r.seed,
+       (SELECT p.value FROM params AS p WHERE p.run_id = r.id AND p.key = 'model.type') AS model,
+       (SELECT p.value FROM params AS p WHERE p.run_id = r.id AND p.key = 'attention.type') AS attention,
+       (SELECT p.value FROM params AS p WHERE p.run_id = r.id AND p.key = 'optimizer.lr') AS lr,
+       (SELECT max(m.step) FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'train/loss') AS steps,
        (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'
         ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS val_loss,
+       (SELECT min(m.value) FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss') AS best_val_loss,
        (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'train/loss'
         ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS train_loss
 FROM runs AS r;
+-- One row per (run, metric): how many values, the last (and its step), the lowest and highest
+-- (and their steps). "Best" depends on the metric (loss: lowest, accuracy: highest).
+CREATE VIEW metric_summary AS
+SELECT g.run_id, g.name, g.n,
+       (SELECT m.step FROM metrics AS m WHERE m.run_id = g.run_id AND m.name = g.name
+        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS last_step,
+       (SELECT m.value FROM metrics AS m WHERE m.run_id = g.run_id AND m.name = g.name
+        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS last_value,
+       g.min_value,
+       (SELECT m.step FROM metrics AS m WHERE m.run_id = g.run_id AND m.name = g.name AND m.value = g.min_value
+        ORDER BY m.step LIMIT 1) AS min_step,
+       g.max_value,
+       (SELECT m.step FROM metrics AS m WHERE m.run_id = g.run_id AND m.name = g.name AND m.value = g.max_value
+        ORDER BY m.step LIMIT 1) AS max_step
+FROM (SELECT run_id, name, count(*) AS n, min(value) AS min_value, max(value) AS max_value
+      FROM metrics GROUP BY run_id, name) AS g;
 PRAGMA user_version = 2;
 )sql",
 };

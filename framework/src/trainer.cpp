@@ -105,6 +105,13 @@ double clip_gradients(const NamedTensors& params, double max_norm, Backend& back
     return norm;
 }
 
+std::string progress_bar(int64_t done, int64_t total, int width) {
+    int64_t filled = total > 0 ? done * width / total : 0;
+    std::string bar = "[" + std::string(static_cast<size_t>(filled), '#') +
+                      std::string(static_cast<size_t>(width - filled), '.') + "]";
+    return bar + " " + std::to_string(total > 0 ? done * 100 / total : 0) + "%";
+}
+
 std::string format_duration(double seconds) {
     auto s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
     std::ostringstream os;
@@ -355,7 +362,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                                      " | loss " + fixed(mean_loss, 4) + " | lr " + fixed(lr * 1e3, 3) +
                                      "e-3 | " + std::to_string(static_cast<int64_t>(tokens_per_s)) +
                                      " tok/s | ETA " + format_duration(eta);
-                if (env.progress) report.progress(status);
+                if (env.progress) report.progress(progress_bar(step, train.steps) + " " + status);
                 else report.line(status);
                 state.loss_sum = 0;
                 state.loss_count = 0;

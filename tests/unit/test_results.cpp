@@ -156,7 +156,7 @@ TEST_CASE("a new results database gets schema version 2 in WAL mode", "[results]
     std::vector<std::string> names;
     for (const Row& row : objects) names.push_back(row[0].text + " " + row[1].text);
     for (const char* expected : {"table runs", "table params", "table metrics", "table plugins", "table artifacts",
-                                 "table texts", "table sweeps", "view run_summary", "index metrics_by_run_name_step",
+                                 "table texts", "table sweeps", "view run_summary", "view metric_summary", "index metrics_by_run_name_step",
                                  "index runs_by_sweep"}) {
         INFO("schema object " << expected);
         CHECK(std::find(names.begin(), names.end(), expected) != names.end());
@@ -257,6 +257,23 @@ TEST_CASE("a run goes from running to finished with everything it logged", "[res
     CHECK(summary[0][1].text == "finished");
     CHECK(summary[0][2].real == 2.5);
     CHECK(summary[0][3].real == 1.0);
+    // Key parameters and the best value are columns too; metric_summary has last/min/max per metric.
+    const std::vector<Row> key_params =
+        plain.rows("SELECT lr, steps, best_val_loss FROM run_summary WHERE id = ?1", {run});
+    CHECK(key_params[0][0].text == "5e-4");
+    CHECK(key_params[0][1].integer == 3);
+    CHECK(key_params[0][2].real == 2.5);
+    const std::vector<Row> train_summary = plain.rows(
+        "SELECT n, last_step, last_value, min_value, min_step, max_value, max_step FROM metric_summary "
+        "WHERE run_id = ?1 AND name = 'train/loss'", {run});
+    REQUIRE(train_summary.size() == 1);
+    CHECK(train_summary[0][0].integer == 3);
+    CHECK(train_summary[0][1].integer == 3);
+    CHECK(train_summary[0][2].real == 1.0);
+    CHECK(train_summary[0][3].real == 1.0);
+    CHECK(train_summary[0][4].integer == 3);
+    CHECK(train_summary[0][5].real == 3.0);
+    CHECK(train_summary[0][6].integer == 1);
 
     // The reading API agrees.
     const std::vector<lab::ResultStore::MetricRow> train = store.metrics(run, "train/loss");

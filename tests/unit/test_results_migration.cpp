@@ -240,8 +240,11 @@ TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", 
     CHECK(column_names(plain, "sweeps") == std::vector<std::string>{"id", "experiment", "created_at", "size"});
     CHECK(plain.one("SELECT COUNT(*) FROM sweeps") == "0");
     CHECK(column_names(plain, "run_summary") ==
-          std::vector<std::string>{"id", "name", "experiment", "sweep", "status", "started_at", "wall_s", "val_loss",
-                                   "train_loss"});
+          std::vector<std::string>{"id", "name", "experiment", "sweep", "status", "started_at", "wall_s", "seed",
+                                   "model", "attention", "lr", "steps", "val_loss", "best_val_loss", "train_loss"});
+    CHECK(column_names(plain, "metric_summary") ==
+          std::vector<std::string>{"run_id", "name", "n", "last_step", "last_value", "min_value", "min_step",
+                                   "max_value", "max_step"});
 
     // ... and work: a new run in a sweep, with provenance, on the migrated file.
     store.add_sweep("sweep-a", "shakespeare_char", 2);

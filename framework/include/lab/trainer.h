@@ -45,6 +45,9 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
 // torch.nn.utils.clip_grad_norm_. Returns the norm before clipping.
 double clip_gradients(const NamedTensors& params, double max_norm, Backend& backend);
 
+// "[#####...............] 25%"
+std::string progress_bar(int64_t done, int64_t total, int width = 20);
+
 // "1h02m", "3m07s", "12s"
 std::string format_duration(double seconds);
 
