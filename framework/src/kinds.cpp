@@ -1,6 +1,7 @@
 // Default behaviour of the plugin kinds' base classes.
 #include "lab/error.h"
 #include "lab/optimizer.h"
+#include "lab/options.h"
 #include "lab/tokenizer.h"
 
 namespace lab {
@@ -28,17 +29,27 @@ void Optimizer::zero_grad() {
     }
 }
 
-}  // namespace lab
-
-#include "lab/options.h"
-
-namespace lab {
 
 void add_schedule_options(OptionSchema& schema, bool with_decay) {
     schema.integer("warmup", 0, "steps of linear warmup from ~0 to the optimizer's lr").at_least(0);
     if (!with_decay) return;
     schema.real("min_lr", 0.0, "learning rate at the end of the decay").range(0, 10);
     schema.integer("decay_steps", 0, "step at which the decay reaches min_lr (0: [train] steps)").at_least(0);
+}
+
+DecaySettings DecaySettings::from(const Options& opts, const ScheduleContext& ctx) {
+    DecaySettings d;
+    d.base = ctx.base_lr;
+    d.min = opts.get_float("min_lr");
+    d.warmup = opts.get_int("warmup");
+    d.decay = opts.get_int("decay_steps") > 0 ? opts.get_int("decay_steps") : ctx.total_steps;
+    return d;
+}
+
+double DecaySettings::progress(int64_t step) const {
+    if (decay <= warmup) return 1.0;
+    double p = static_cast<double>(step - warmup) / static_cast<double>(decay - warmup);
+    return p < 0 ? 0.0 : p > 1 ? 1.0 : p;
 }
 
 }  // namespace lab

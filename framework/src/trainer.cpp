@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -106,10 +107,14 @@ double clip_gradients(const NamedTensors& params, double max_norm, Backend& back
 }
 
 std::string progress_bar(int64_t done, int64_t total, int width) {
-    int64_t filled = total > 0 ? done * width / total : 0;
-    std::string bar = "[" + std::string(static_cast<size_t>(filled), '#') +
-                      std::string(static_cast<size_t>(width - filled), '.') + "]";
-    return bar + " " + std::to_string(total > 0 ? done * 100 / total : 0) + "%";
+    int64_t filled = total > 0 ? std::clamp<int64_t>(done * width / total, 0, width) : 0;
+    std::string bar(1, '[');
+    bar.append(static_cast<size_t>(filled), '#');
+    bar.append(static_cast<size_t>(width - filled), '.');
+    bar += "] ";
+    bar += std::to_string(total > 0 ? done * 100 / total : 0);
+    bar += '%';
+    return bar;
 }
 
 std::string format_duration(double seconds) {

@@ -49,6 +49,16 @@ inline double warmup_lr(double base, int64_t step, int64_t warmup) {
 
 // The options every schedule shares: warmup, min_lr, decay_steps (0: the run's steps).
 class OptionSchema;
+class Options;
 void add_schedule_options(OptionSchema& schema, bool with_decay);
+
+// Those options resolved for a run: from `base` (after warmup) down to `min` at step `decay`.
+struct DecaySettings {
+    double base = 0, min = 0;
+    int64_t warmup = 0, decay = 0;
+    static DecaySettings from(const Options& opts, const ScheduleContext& ctx);
+    // Progress through the decay in [0, 1] at a step past the warmup.
+    double progress(int64_t step) const;
+};
 
 }  // namespace lab

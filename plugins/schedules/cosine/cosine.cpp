@@ -9,22 +9,15 @@ namespace {
 
 class Cosine : public lab::Schedule {
 public:
-    Cosine(const lab::Options& opts, const lab::ScheduleContext& ctx)
-        : base_(ctx.base_lr),
-          min_(opts.get_float("min_lr")),
-          warmup_(opts.get_int("warmup")),
-          decay_(opts.get_int("decay_steps") > 0 ? opts.get_int("decay_steps") : ctx.total_steps) {}
+    Cosine(const lab::Options& opts, const lab::ScheduleContext& ctx) : d_(lab::DecaySettings::from(opts, ctx)) {}
     double lr(int64_t step) const override {
-        if (lab::in_warmup(step, warmup_)) return lab::warmup_lr(base_, step, warmup_);
-        if (step > decay_ || decay_ <= warmup_) return min_;
-        double ratio = static_cast<double>(step - warmup_) / static_cast<double>(decay_ - warmup_);
-        double coeff = 0.5 * (1.0 + std::cos(M_PI * ratio));
-        return min_ + coeff * (base_ - min_);
+        if (lab::in_warmup(step, d_.warmup)) return lab::warmup_lr(d_.base, step, d_.warmup);
+        double coeff = 0.5 * (1.0 + std::cos(M_PI * d_.progress(step)));
+        return d_.min + coeff * (d_.base - d_.min);
     }
 
 private:
-    double base_, min_;
-    int64_t warmup_, decay_;
+    lab::DecaySettings d_;
 };
 
 }  // namespace
