@@ -3,24 +3,17 @@
 // 3 configuration, 4 plugin, 5 data.
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
+#include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "lab/registry.h"
-
-extern char** environ;
+#include "test_support.h"
 
 namespace fs = std::filesystem;
+using namespace lab_test;
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
 
@@ -32,100 +25,9 @@ const fs::path test_plugin_dir = LAB_TEST_PLUGIN_DIR;
 
 constexpr int kExitOk = 0, kExitUsage = 2, kExitConfig = 3, kExitPlugin = 4, kExitData = 5;
 
-// A fresh directory per test, removed afterwards.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("lab_test_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-    fs::path write(const std::string& name, const std::string& text) const {
-        fs::path file = path / name;
-        fs::create_directories(file.parent_path());
-        std::ofstream(file, std::ios::binary) << text;
-        return file;
-    }
-};
-
-std::string read_text(const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-struct Outcome {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-std::ostream& operator<<(std::ostream& os, const Outcome& o) {
-    return os << "exit " << o.exit_code << "\n--- stdout ---\n" << o.out << "--- stderr ---\n" << o.err;
-}
-
-// Runs labrun with `args`, `stdin_text` on its standard input and `env` added to (or, with an
-// empty value, removed from) this process's environment. LAB_PLUGIN_PATH and LAB_DATA are always
-// cleared first so that the caller's shell cannot change what the tests see. stdout and stderr go
-// to files rather than pipes so that a chatty child can never block on a full pipe.
 Outcome run_labrun(const std::vector<std::string>& args, const std::string& stdin_text = "",
-                   std::map<std::string, std::string> env = {}) {
-    REQUIRE(fs::is_regular_file(labrun_binary));
-    TempDir io;
-    const fs::path in_file = io.write("stdin", stdin_text);
-    const fs::path out_file = io.path / "stdout", err_file = io.path / "stderr";
-
-    std::vector<std::string> argv_text = {labrun_binary.string()};
-    argv_text.insert(argv_text.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& arg : argv_text) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-
-    env.emplace("LAB_PLUGIN_PATH", "");
-    env.emplace("LAB_DATA", "");
-    std::vector<std::string> env_text;
-    for (char** entry = environ; *entry; ++entry) {
-        std::string text = *entry;
-        if (!env.count(text.substr(0, text.find('=')))) env_text.push_back(text);
-    }
-    for (const auto& [name, value] : env)
-        if (!value.empty()) env_text.push_back(name + "=" + value);
-    std::vector<char*> envp;
-    for (std::string& entry : env_text) envp.push_back(entry.data());
-    envp.push_back(nullptr);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, in_file.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = 0;
-    int spawn_error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    INFO("posix_spawn " << labrun_binary << ": " << std::strerror(spawn_error));
-    REQUIRE(spawn_error == 0);
-
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) REQUIRE(errno == EINTR);
-    Outcome outcome;
-    // A signal shows as 128 + its number, as in the shell; it fails every exit-code check.
-    outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    outcome.out = read_text(out_file);
-    outcome.err = read_text(err_file);
-    return outcome;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-    std::vector<std::string> lines;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
+                   const std::map<std::string, std::string>& env_changes = {}) {
+    return run_program(labrun_binary, args, stdin_text, env_changes);
 }
 
 std::vector<std::string> words_of(const std::string& line) {

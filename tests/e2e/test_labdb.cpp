@@ -4,28 +4,18 @@
 // 3 not found or ambiguous.
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "lab/results.h"
-
-extern char** environ;
+#include "test_support.h"
 
 namespace fs = std::filesystem;
+using namespace lab_test;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 
@@ -35,66 +25,7 @@ const fs::path labdb_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labdb";
 
 constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2, kExitNotFound = 3;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("lab_test_labdb_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-};
-
-std::string read_text(const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-struct Outcome {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-std::ostream& operator<<(std::ostream& os, const Outcome& o) {
-    return os << "exit " << o.exit_code << "\n--- stdout ---\n" << o.out << "--- stderr ---\n" << o.err;
-}
-
-// Runs labdb with `args`; stdout and stderr go to files so that a long output cannot block the child.
-Outcome run_labdb(const std::vector<std::string>& args) {
-    REQUIRE(fs::is_regular_file(labdb_binary));
-    TempDir io;
-    const fs::path out_file = io.path / "stdout", err_file = io.path / "stderr";
-    std::vector<std::string> argv_text = {labdb_binary.string()};
-    argv_text.insert(argv_text.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& arg : argv_text) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = 0;
-    const int spawn_error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    INFO("posix_spawn " << labdb_binary << ": " << std::strerror(spawn_error));
-    REQUIRE(spawn_error == 0);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) REQUIRE(errno == EINTR);
-    Outcome outcome;
-    outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    outcome.out = read_text(out_file);
-    outcome.err = read_text(err_file);
-    return outcome;
-}
+Outcome run_labdb(const std::vector<std::string>& args) { return run_program(labdb_binary, args); }
 
 // Runs labdb and parses its stdout as JSON, requiring exit code 0.
 json run_json(const std::vector<std::string>& args) {
@@ -104,40 +35,13 @@ json run_json(const std::vector<std::string>& args) {
     return json::parse(outcome.out);
 }
 
-std::vector<std::string> lines_of(const std::string& text) {
-    std::vector<std::string> lines;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-}
-
 // Rows per table, read with the plain SQLite API: what "changes nothing" is checked against.
 std::map<std::string, int64_t> table_counts(const fs::path& db_file) {
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open_v2(db_file.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    const PlainSqlite db(db_file, PlainSqlite::Access::read_only);
     std::map<std::string, int64_t> counts;
-    for (const char* table : {"runs", "params", "metrics", "plugins", "artifacts", "texts"}) {
-        sqlite3_stmt* statement = nullptr;
-        const std::string sql = std::string("SELECT COUNT(*) FROM ") + table;
-        REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
-        REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
-        counts[table] = sqlite3_column_int64(statement, 0);
-        sqlite3_finalize(statement);
-    }
-    sqlite3_close(db);
+    for (const char* table : {"runs", "params", "metrics", "plugins", "artifacts", "texts"})
+        counts[table] = db.one(std::string("SELECT COUNT(*) FROM ") + table).integer;
     return counts;
-}
-
-// Runs SQL with no values in it on `db_file`, creating the file if needed (test set-up only).
-void execute_sql(const fs::path& db_file, const std::string& sql) {
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open_v2(db_file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) == SQLITE_OK);
-    char* message = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
-    INFO(sql << ": " << (message != nullptr ? message : ""));
-    sqlite3_free(message);
-    sqlite3_close(db);
-    REQUIRE(rc == SQLITE_OK);
 }
 
 const std::string kSha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -445,18 +349,12 @@ TEST_CASE("labdb report writes one self-contained HTML file for an experiment or
 
     // A sweep column as schema version 2 has it (added here when the store is still version 1).
     {
-        sqlite3* raw = nullptr;
-        REQUIRE(sqlite3_open_v2(study.db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-        sqlite3_stmt* statement = nullptr;
-        REQUIRE(sqlite3_prepare_v2(raw, "SELECT 1 FROM pragma_table_info('runs') WHERE name = 'sweep'", -1, &statement,
-                                   nullptr) == SQLITE_OK);
-        const bool has_sweep = sqlite3_step(statement) == SQLITE_ROW;
-        sqlite3_finalize(statement);
-        sqlite3_close(raw);
-        if (!has_sweep) execute_sql(study.db, "ALTER TABLE runs ADD COLUMN sweep TEXT");
+        PlainSqlite plain(study.db);
+        if (plain.rows("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'sweep'").empty())
+            plain.exec("ALTER TABLE runs ADD COLUMN sweep TEXT");
+        plain.exec("UPDATE runs SET sweep = 'sw42' WHERE id IN (" + std::to_string(study.ids[0]) + ", " +
+                   std::to_string(study.ids[1]) + ")");
     }
-    execute_sql(study.db, "UPDATE runs SET sweep = 'sw42' WHERE id IN (" + std::to_string(study.ids[0]) + ", " +
-                              std::to_string(study.ids[1]) + ")");
     const json swept = run_json({"--db", db, "runs", "--json"});
     CHECK(find_by_id(swept, study.ids[0])["sweep"] == "sw42");
     CHECK(find_by_id(swept, study.ids[2])["sweep"].is_null());
@@ -599,7 +497,7 @@ PRAGMA user_version = 1;
 TEST_CASE("labdb reads and merges a schema version 1 file without changing it", "[labdb]") {
     TempDir dir;
     const fs::path old_db = dir.path / "old.db";
-    execute_sql(old_db, kSchemaVersion1);
+    PlainSqlite(old_db).exec(kSchemaVersion1);
     const std::string db = old_db.string();
     const auto before = table_counts(old_db);
 
@@ -629,12 +527,5 @@ TEST_CASE("labdb reads and merges a schema version 1 file without changing it", 
     CHECK(run_json({"--db", merged.string(), "show", "old_run", "--json"})["run"]["uid"] == "aaaa000011112222");
 
     CHECK(table_counts(old_db) == before);
-    sqlite3* raw = nullptr;
-    REQUIRE(sqlite3_open_v2(old_db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-    sqlite3_stmt* statement = nullptr;
-    REQUIRE(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &statement, nullptr) == SQLITE_OK);
-    REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
-    CHECK(sqlite3_column_int(statement, 0) == 1);
-    sqlite3_finalize(statement);
-    sqlite3_close(raw);
+    CHECK(PlainSqlite(old_db, PlainSqlite::Access::read_only).one("PRAGMA user_version").integer == 1);
 }

@@ -4,43 +4,21 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
-#include <unistd.h>
 
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/hash.h"
 #include "lab/options.h"
 #include "lab/registry.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
+using namespace lab_test;
 using Catch::Matchers::Contains;
 
 namespace {
-
-// A fresh directory per test, removed afterwards.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("lab_test_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-    fs::path write(const std::string& name, const std::string& text) const {
-        fs::path file = path / name;
-        fs::create_directories(file.parent_path());
-        std::ofstream(file) << text;
-        return file;
-    }
-};
 
 // Config code only reads declarations; a factory that is called means a bug in the test.
 template <class Product>

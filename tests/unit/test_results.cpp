@@ -2,7 +2,6 @@
 // concurrent writers. What the store wrote is read back through a separate plain sqlite3
 // connection, as labdb and the sqlite3 shell would see it.
 #include <catch2/catch.hpp>
-#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,106 +12,19 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <random>
 #include <regex>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "lab/error.h"
 #include "lab/results.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
+using namespace lab_test;
 
 namespace {
-
-struct ResultsScratchDir {
-    fs::path path;
-    ResultsScratchDir() {
-        std::random_device entropy;
-        path = fs::temp_directory_path() / ("lab_test_results_" + std::to_string(entropy()) + std::to_string(entropy()));
-        fs::create_directories(path);
-    }
-    ~ResultsScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-// One column value as read back by the plain connection.
-struct Cell {
-    bool is_null = true;
-    int64_t integer = 0;
-    double real = 0;
-    std::string text;
-};
-using Row = std::vector<Cell>;
-using Bound = std::variant<int64_t, std::string>;
-
-// A second, independent connection to the same file.
-class PlainSqlite {
- public:
-    explicit PlainSqlite(const fs::path& file) {
-        const int rc = sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-        REQUIRE(rc == SQLITE_OK);
-        sqlite3_busy_timeout(db_, 10000);
-    }
-    ~PlainSqlite() { sqlite3_close_v2(db_); }
-    PlainSqlite(const PlainSqlite&) = delete;
-    PlainSqlite& operator=(const PlainSqlite&) = delete;
-
-    void exec(const std::string& sql) {
-        char* message = nullptr;
-        const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message);
-        INFO("sql: " << sql << " -> " << (message != nullptr ? message : "ok"));
-        sqlite3_free(message);
-        REQUIRE(rc == SQLITE_OK);
-    }
-
-    std::vector<Row> rows(const std::string& sql, const std::vector<Bound>& values = {}) {
-        sqlite3_stmt* statement = nullptr;
-        INFO("sql: " << sql);
-        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
-        for (size_t i = 0; i < values.size(); ++i) {
-            const int index = static_cast<int>(i) + 1;
-            if (const auto* number = std::get_if<int64_t>(&values[i])) {
-                sqlite3_bind_int64(statement, index, *number);
-            } else {
-                const std::string& text = std::get<std::string>(values[i]);
-                sqlite3_bind_text(statement, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-            }
-        }
-        std::vector<Row> result;
-        int rc = SQLITE_OK;
-        while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
-            Row row;
-            for (int column = 0; column < sqlite3_column_count(statement); ++column) {
-                Cell cell;
-                cell.is_null = sqlite3_column_type(statement, column) == SQLITE_NULL;
-                cell.integer = sqlite3_column_int64(statement, column);
-                cell.real = sqlite3_column_double(statement, column);
-                const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(statement, column));
-                if (text != nullptr) cell.text.assign(text, static_cast<size_t>(sqlite3_column_bytes(statement, column)));
-                row.push_back(cell);
-            }
-            result.push_back(row);
-        }
-        sqlite3_finalize(statement);
-        REQUIRE(rc == SQLITE_DONE);
-        return result;
-    }
-
-    Cell one(const std::string& sql, const std::vector<Bound>& values = {}) {
-        const std::vector<Row> result = rows(sql, values);
-        REQUIRE(result.size() == 1);
-        REQUIRE(result[0].size() == 1);
-        return result[0][0];
-    }
-
- private:
-    sqlite3* db_ = nullptr;
-};
 
 lab::RunRecord sample_record(const std::string& name) {
     lab::RunRecord record;
@@ -141,7 +53,7 @@ std::string error_of(const std::function<void()>& action) {
 }  // namespace
 
 TEST_CASE("a new results database gets schema version 2 in WAL mode", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "nested" / "dirs" / "lab.db";
     {
         lab::ResultStore store(file);
@@ -167,7 +79,7 @@ TEST_CASE("a new results database gets schema version 2 in WAL mode", "[results]
 }
 
 TEST_CASE("a run goes from running to finished with everything it logged", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     const int64_t run = store.begin_run(sample_record("small"), {{"model.layers", "4"}, {"optimizer.lr", "5e-4"}});
@@ -288,7 +200,7 @@ TEST_CASE("a run goes from running to finished with everything it logged", "[res
 }
 
 TEST_CASE("a failed run keeps its error text", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     const int64_t run = store.begin_run(sample_record("diverges"), {});
@@ -308,7 +220,7 @@ TEST_CASE("a failed run keeps its error text", "[results]") {
 }
 
 TEST_CASE("buffered metrics are written on flush and on destruction", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     int64_t run = 0;
     {
@@ -333,7 +245,7 @@ TEST_CASE("buffered metrics are written on flush and on destruction", "[results]
 }
 
 TEST_CASE("a failed flush keeps its rows for the next flush", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     const int64_t run = store.begin_run(sample_record("retry"), {});
@@ -356,7 +268,7 @@ TEST_CASE("a failed flush keeps its rows for the next flush", "[results]") {
 }
 
 TEST_CASE("a database from a newer labrun is refused, naming both versions", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "future.db";
     {
         PlainSqlite plain(file);
@@ -374,7 +286,7 @@ TEST_CASE("a database from a newer labrun is refused, naming both versions", "[r
 }
 
 TEST_CASE("a file that is not a database is refused with its name", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "notes.db";
     {
         std::ofstream out(file);
@@ -386,7 +298,7 @@ TEST_CASE("a file that is not a database is refused with its name", "[results]")
 }
 
 TEST_CASE("hostile strings are stored verbatim", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     const std::string injection = "'); DROP TABLE runs; --";
@@ -419,7 +331,7 @@ TEST_CASE("hostile strings are stored verbatim", "[results]") {
 }
 
 TEST_CASE("begin_run is all or nothing", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     const std::string message =
@@ -432,7 +344,7 @@ TEST_CASE("begin_run is all or nothing", "[results]") {
 }
 
 TEST_CASE("unknown run ids are refused at once", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     lab::ResultStore store(scratch.path / "lab.db");
     CHECK(error_of([&] { store.add_metric(999, 1, "train/loss", 1.0); }).find("no run with id 999") !=
           std::string::npos);
@@ -445,7 +357,7 @@ TEST_CASE("unknown run ids are refused at once", "[results]") {
 }
 
 TEST_CASE("a second store logs to a run begun by the first (resume)", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     int64_t run = 0;
     {
@@ -463,7 +375,7 @@ TEST_CASE("a second store logs to a run begun by the first (resume)", "[results]
 }
 
 TEST_CASE("runs of dead processes on this host are marked interrupted", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     lab::RunRecord record = sample_record("killed");
@@ -496,7 +408,7 @@ TEST_CASE("runs of dead processes on this host are marked interrupted", "[result
 }
 
 TEST_CASE("two stores on one file write concurrently without losing rows", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "shared.db";
     constexpr int64_t kMetricsPerWriter = 2000;
     int64_t runs[2] = {0, 0};
@@ -541,7 +453,7 @@ TEST_CASE("two stores on one file write concurrently without losing rows", "[res
 }
 
 TEST_CASE("code revision, host name and timestamps", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     CHECK(lab::code_revision(scratch.path) == "unknown");
     CHECK(lab::code_revision(scratch.path / "does_not_exist") == "unknown");
     CHECK_FALSE(lab::host_name().empty());
@@ -580,7 +492,7 @@ std::string iso_from_now(PlainSqlite& plain, const std::string& offset) {
 }  // namespace
 
 TEST_CASE("runs record their sweep, threads and library versions", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     store.add_sweep("sweep-1f2e", "bert_mlm", 9);
@@ -624,7 +536,7 @@ TEST_CASE("runs record their sweep, threads and library versions", "[results]") 
 }
 
 TEST_CASE("libraries that are not a JSON object are refused before anything is written", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     for (const std::string bad : {"oneDNN 2.6.3", "[\"oneDNN\", \"2.6.3\"]", "{\"oneDNN\": ", "42"}) {
@@ -641,7 +553,7 @@ TEST_CASE("libraries that are not a JSON object are refused before anything is w
 }
 
 TEST_CASE("flush, heartbeat and finish_run keep a run's heartbeat fresh", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     const int64_t run = store.begin_run(sample_record("beating"), {});
@@ -686,7 +598,7 @@ TEST_CASE("flush, heartbeat and finish_run keep a run's heartbeat fresh", "[resu
 }
 
 TEST_CASE("a run whose heartbeat is older than the lease is interrupted, on any host", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     PlainSqlite plain(file);
     // Runs begun by another writer (a store that is gone now), so the checking store does not
@@ -738,7 +650,7 @@ TEST_CASE("a run whose heartbeat is older than the lease is interrupted, on any 
 }
 
 TEST_CASE("resume: reopen a run and drop what it logged after the checkpoint", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     int64_t run = 0, neighbour = 0;
     {
@@ -798,7 +710,7 @@ TEST_CASE("resume: reopen a run and drop what it logged after the checkpoint", "
 }
 
 TEST_CASE("runs are found by id, uid or uid prefix, and by configuration hash", "[results]") {
-    ResultsScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
     lab::ResultStore store(file);
     CHECK_FALSE(store.latest_run("c0ffee").has_value());

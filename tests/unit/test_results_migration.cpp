@@ -3,17 +3,17 @@
 // cannot hide a break) is opened by ResultStore, which must migrate it in place, keep every old
 // row, and make the new columns, table and view work.
 #include <catch2/catch.hpp>
-#include <sqlite3.h>
 
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "lab/error.h"
 #include "lab/results.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
+using namespace lab_test;
 
 namespace {
 
@@ -110,73 +110,9 @@ INSERT INTO texts (run_id, step, name, text) VALUES (1, 3, 'sample', 'to be');
 PRAGMA user_version = 1;
 )sql";
 
-struct MigrationScratchDir {
-    fs::path path;
-    MigrationScratchDir() {
-        std::random_device entropy;
-        path = fs::temp_directory_path() /
-               ("lab_test_migration_" + std::to_string(entropy()) + std::to_string(entropy()));
-        fs::create_directories(path);
-    }
-    ~MigrationScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-// A plain connection, as the sqlite3 shell or labdb would open the file.
-class PlainDatabase {
- public:
-    explicit PlainDatabase(const fs::path& file) {
-        REQUIRE(sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) == SQLITE_OK);
-        sqlite3_busy_timeout(db_, 10000);
-    }
-    ~PlainDatabase() { sqlite3_close_v2(db_); }
-    PlainDatabase(const PlainDatabase&) = delete;
-    PlainDatabase& operator=(const PlainDatabase&) = delete;
-
-    void exec(const std::string& sql) {
-        char* message = nullptr;
-        const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message);
-        INFO("sql: " << sql << " -> " << (message != nullptr ? message : "ok"));
-        sqlite3_free(message);
-        REQUIRE(rc == SQLITE_OK);
-    }
-
-    // Every row of a query, each column as text ("NULL" for NULL), joined by '|'.
-    std::vector<std::string> rows(const std::string& sql) {
-        sqlite3_stmt* statement = nullptr;
-        INFO("sql: " << sql);
-        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
-        std::vector<std::string> result;
-        int rc = SQLITE_OK;
-        while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
-            std::string row;
-            for (int column = 0; column < sqlite3_column_count(statement); ++column) {
-                if (column > 0) row += "|";
-                const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(statement, column));
-                row += text != nullptr ? text : "NULL";
-            }
-            result.push_back(row);
-        }
-        sqlite3_finalize(statement);
-        REQUIRE(rc == SQLITE_DONE);
-        return result;
-    }
-
-    std::string one(const std::string& sql) {
-        const std::vector<std::string> result = rows(sql);
-        REQUIRE(result.size() == 1);
-        return result[0];
-    }
-
- private:
-    sqlite3* db_ = nullptr;
-};
-
-std::vector<std::string> column_names(PlainDatabase& plain, const std::string& table) {
+std::vector<std::string> column_names(PlainSqlite& plain, const std::string& table) {
     std::vector<std::string> names;
-    for (const std::string& row : plain.rows("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid"))
+    for (const std::string& row : plain.text_rows("SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid"))
         names.push_back(row);
     return names;
 }
@@ -184,45 +120,46 @@ std::vector<std::string> column_names(PlainDatabase& plain, const std::string& t
 }  // namespace
 
 TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", "[results][migration]") {
-    MigrationScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "v1.db";
     {
-        PlainDatabase plain(file);
+        PlainSqlite plain(file);
         plain.exec(kVersion1Schema);
         plain.exec(kVersion1Rows);
-        REQUIRE(plain.one("PRAGMA user_version") == "1");
+        REQUIRE(plain.text_row("PRAGMA user_version") == "1");
     }
     // What a version-1 file answered before the migration, to compare after it.
     std::vector<std::string> metrics_before, summary_before;
     {
-        PlainDatabase plain(file);
-        metrics_before = plain.rows("SELECT run_id, step, name, value, time FROM metrics ORDER BY rowid");
-        summary_before = plain.rows("SELECT id, name, experiment, status, started_at, wall_s, val_loss, train_loss"
+        PlainSqlite plain(file);
+        metrics_before = plain.text_rows("SELECT run_id, step, name, value, time FROM metrics ORDER BY rowid");
+        summary_before = plain.text_rows("SELECT id, name, experiment, status, started_at, wall_s, val_loss, train_loss"
                                     " FROM run_summary ORDER BY id");
     }
     REQUIRE(metrics_before.size() == 5);
 
     lab::ResultStore store(file);
-    PlainDatabase plain(file);
-    CHECK(plain.one("PRAGMA user_version") == "2");
-    CHECK(plain.one("PRAGMA journal_mode") == "wal");
-    CHECK(plain.one("PRAGMA integrity_check") == "ok");
-    CHECK(plain.rows("PRAGMA foreign_key_check").empty());
+    PlainSqlite plain(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "2");
+    CHECK(plain.text_row("PRAGMA journal_mode") == "wal");
+    CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
+    CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
 
     // The old rows, unchanged.
-    CHECK(plain.rows("SELECT run_id, step, name, value, time FROM metrics ORDER BY rowid") == metrics_before);
-    CHECK(plain.rows("SELECT id, name, experiment, status, started_at, wall_s, val_loss, train_loss"
+    CHECK(plain.text_rows("SELECT run_id, step, name, value, time FROM metrics ORDER BY rowid") == metrics_before);
+    CHECK(plain.text_rows("SELECT id, name, experiment, status, started_at, wall_s, val_loss, train_loss"
                      " FROM run_summary ORDER BY id") == summary_before);
-    CHECK(plain.rows("SELECT id, uid, name, config_hash, config, status, host, pid, ended_at FROM runs ORDER BY id") ==
+    CHECK(plain.text_rows(
+              "SELECT id, uid, name, config_hash, config, status, host, pid, ended_at FROM runs ORDER BY id") ==
           std::vector<std::string>{
               "1|0123456789abcdef|baby|hash-one|train.steps = 3|finished|old-host|4242|2024-05-01T12:05:00.000Z",
               "2|fedcba9876543210|killed|hash-two|train.steps = 9|running|old-host|4243|NULL"});
-    CHECK(plain.rows("SELECT run_id, key, value FROM params ORDER BY run_id") ==
+    CHECK(plain.text_rows("SELECT run_id, key, value FROM params ORDER BY run_id") ==
           std::vector<std::string>{"1|train.steps|3", "2|train.steps|9"});
-    CHECK(plain.one("SELECT kind, name, version, file, sha256 FROM plugins") ==
+    CHECK(plain.text_row("SELECT kind, name, version, file, sha256 FROM plugins") ==
           "attention|softmax|1.0|/plugins/libsoftmax.so|ee");
-    CHECK(plain.one("SELECT run_id, kind, path FROM artifacts") == "1|checkpoint|results/ckpt/baby.safetensors");
-    CHECK(plain.one("SELECT run_id, step, name, text FROM texts") == "1|3|sample|to be");
+    CHECK(plain.text_row("SELECT run_id, kind, path FROM artifacts") == "1|checkpoint|results/ckpt/baby.safetensors");
+    CHECK(plain.text_row("SELECT run_id, step, name, text FROM texts") == "1|3|sample|to be");
     CHECK(store.status(1) == "finished");
     CHECK(store.uid(2) == "fedcba9876543210");
     REQUIRE(store.metrics(1, "train/loss").size() == 3);
@@ -235,10 +172,10 @@ TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", 
     CHECK(columns[17] == "wall_s");
     CHECK(std::vector<std::string>(columns.begin() + 18, columns.end()) ==
           std::vector<std::string>{"heartbeat_at", "sweep", "threads", "libraries"});
-    CHECK(plain.rows("SELECT heartbeat_at, sweep, threads, libraries FROM runs ORDER BY id") ==
+    CHECK(plain.text_rows("SELECT heartbeat_at, sweep, threads, libraries FROM runs ORDER BY id") ==
           std::vector<std::string>{"NULL|NULL|NULL|NULL", "NULL|NULL|NULL|NULL"});
     CHECK(column_names(plain, "sweeps") == std::vector<std::string>{"id", "experiment", "created_at", "size"});
-    CHECK(plain.one("SELECT COUNT(*) FROM sweeps") == "0");
+    CHECK(plain.text_row("SELECT COUNT(*) FROM sweeps") == "0");
     CHECK(column_names(plain, "run_summary") ==
           std::vector<std::string>{"id", "name", "experiment", "sweep", "status", "started_at", "wall_s", "seed",
                                    "model", "attention", "lr", "steps", "val_loss", "best_val_loss", "train_loss"});
@@ -260,29 +197,30 @@ TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", 
     CHECK(run == 3);
     store.add_metric(run, 4, "train/loss", 1.5);
     store.finish_run(run, lab::RunStatus::finished, "");
-    CHECK(plain.one("SELECT sweep, threads, libraries, heartbeat_at = ended_at FROM runs WHERE id = 3") ==
+    CHECK(plain.text_row("SELECT sweep, threads, libraries, heartbeat_at = ended_at FROM runs WHERE id = 3") ==
           R"(sweep-a|4|{"oneDNN":"2.6.3","sqlite":"3.40.1","boost":"1.74"}|1)");
-    CHECK(plain.one("SELECT name, sweep, status, train_loss FROM run_summary WHERE id = 3") ==
+    CHECK(plain.text_row("SELECT name, sweep, status, train_loss FROM run_summary WHERE id = 3") ==
           "after_migration|sweep-a|finished|1.5");
-    CHECK(plain.one("SELECT s.experiment, s.size, COUNT(r.id) FROM sweeps s JOIN runs r ON r.sweep = s.id") ==
+    CHECK(plain.text_row("SELECT s.experiment, s.size, COUNT(r.id) FROM sweeps s JOIN runs r ON r.sweep = s.id") ==
           "shakespeare_char|2|1");
 
     // The version-1 run left running has no heartbeat: its start (long ago) counts, on any host.
     CHECK(store.mark_interrupted_runs() == std::vector<int64_t>{2});
     CHECK(store.status(2) == "interrupted");
-    CHECK(plain.one("SELECT error LIKE '%old-host%' AND error LIKE '%lease of 600 s%' FROM runs WHERE id = 2") == "1");
+    CHECK(plain.text_row("SELECT error LIKE '%old-host%' AND error LIKE '%lease of 600 s%' FROM runs WHERE id = 2") ==
+          "1");
 
     // Reopening the migrated file is a no-op for the schema.
     lab::ResultStore again(file);
-    CHECK(plain.one("PRAGMA user_version") == "2");
-    CHECK(plain.one("SELECT COUNT(*) FROM runs") == "3");
+    CHECK(plain.text_row("PRAGMA user_version") == "2");
+    CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "3");
 }
 
 TEST_CASE("a failed migration leaves the version-1 file as it was", "[results][migration]") {
-    MigrationScratchDir scratch;
+    TempDir scratch;
     const fs::path file = scratch.path / "v1_clash.db";
     {
-        PlainDatabase plain(file);
+        PlainSqlite plain(file);
         plain.exec(kVersion1Schema);
         plain.exec(kVersion1Rows);
         // A user's own table with the name that version 2 needs makes the migration fail.
@@ -298,9 +236,9 @@ TEST_CASE("a failed migration leaves the version-1 file as it was", "[results][m
     CHECK(message.find("from version 1 to 2") != std::string::npos);
     CHECK(message.find("sweeps") != std::string::npos);
     CHECK(message.find("hint:") != std::string::npos);
-    PlainDatabase plain(file);
-    CHECK(plain.one("PRAGMA user_version") == "1");
+    PlainSqlite plain(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "1");
     CHECK(column_names(plain, "runs").size() == 18);  // the ALTER TABLEs were rolled back
-    CHECK(plain.one("SELECT note FROM sweeps") == "mine");
-    CHECK(plain.one("SELECT COUNT(*) FROM metrics") == "5");
+    CHECK(plain.text_row("SELECT note FROM sweeps") == "mine");
+    CHECK(plain.text_row("SELECT COUNT(*) FROM metrics") == "5");
 }
