@@ -7,6 +7,7 @@
 //   labdb [--db FILE] export [RUN...] --format csv|json [-o FILE]
 //   labdb [--db FILE] report SWEEP_OR_EXPERIMENT -o report.html
 //   labdb merge A.db B.db ... -o C.db [--force]
+//   labdb [--db FILE] ablate --by KEY... --metric NAME [--baseline VALUE,...] (cmd_ablate.cpp)
 //
 // This file is the one place that maps errors to exit codes: 0 ok, 1 other failure, 2 usage,
 // 3 run/sweep/metric/file not found or a run name that matches several runs.
@@ -36,6 +37,7 @@ const std::map<std::string, CommandEntry>& commands() {
         {"export", {labdb::command_export, "metrics as CSV or JSON rows (run_id, run_name, step, name, value, time)"}},
         {"report", {labdb::command_report, "one self-contained HTML report of a sweep or an experiment"}},
         {"merge", {labdb::command_merge, "join several result databases into a new one"}},
+        {"ablate", {labdb::command_ablate, "group runs by parameters: metric mean, std, deltas with 95% CIs"}},
     };
     return table;
 }
