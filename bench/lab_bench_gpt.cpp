@@ -20,13 +20,6 @@ namespace po = boost::program_options;
 
 namespace {
 
-lab::Options plugin_options(const lab::Registry& registry, const std::string& kind, const std::string& name,
-                            const std::map<std::string, std::string>& values) {
-    std::map<std::string, lab::OptionValue> raw;
-    for (const auto& [k, v] : values) raw[k] = {v, "lab_bench_gpt"};
-    return lab::Options::validate(kind, kind + "/" + name, registry.find(kind, name).schema, raw);
-}
-
 // Two-byte UTF-8 for code points U+0080..U+07FF (enough distinct characters for any test vocabulary).
 std::string utf8_two_byte(uint32_t cp) {
     return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
@@ -62,7 +55,7 @@ int run(int argc, char** argv) {
     lab::Registry registry;
     registry.load_directory(plugin_dir);
     auto backend = registry.factory<lab::BackendFactory>("backend", backend_name)(
-        plugin_options(registry, "backend", backend_name, {}));
+        lab::plugin_options(registry, "backend", backend_name, {}));
 
     lab::BuildContext ctx;
     ctx.backend = backend.get();
@@ -73,23 +66,23 @@ int run(int argc, char** argv) {
     ctx.train.batch = batch;
     // A character vocabulary of exactly `vocab` symbols sizes the embedding as in the experiment.
     auto tokenizer = registry.factory<lab::TokenizerFactory>("tokenizer", "char")(
-        plugin_options(registry, "tokenizer", "char", {}), ctx);
+        lab::plugin_options(registry, "tokenizer", "char", {}), ctx);
     std::string alphabet;
     if (vocab < 1 || vocab > 0x700) throw lab::ConfigError("--vocab must be in [1, 1792]");
     for (int64_t i = 0; i < vocab; ++i) alphabet += utf8_two_byte(static_cast<uint32_t>(0x100 + i));
     tokenizer->train(alphabet);
     ctx.tokenizer = tokenizer.get();
-    lab::Options attention_opts = plugin_options(registry, "attention", "softmax", {});
+    lab::Options attention_opts = lab::plugin_options(registry, "attention", "softmax", {});
     const auto& make_attention = registry.factory<lab::AttentionFactory>("attention", "softmax");
     ctx.make_attention = [&](const lab::AttentionShape& s) { return make_attention(attention_opts, s, ctx); };
     auto model = registry.factory<lab::ModelFactory>("model", "gpt")(
-        plugin_options(registry, "model", "gpt",
+        lab::plugin_options(registry, "model", "gpt",
                        {{"layers", std::to_string(layers)}, {"heads", std::to_string(heads)},
                         {"hidden", std::to_string(hidden)}, {"bias", bias ? "true" : "false"}}),
         ctx);
     lab::NamedTensors params = model->named_parameters();
     auto optimizer = registry.factory<lab::OptimizerFactory>("optimizer", "adamw")(
-        plugin_options(registry, "optimizer", "adamw", {{"lr", "1e-3"}, {"beta2", "0.99"}, {"weight_decay", "0.1"}}),
+        lab::plugin_options(registry, "optimizer", "adamw", {{"lr", "1e-3"}, {"beta2", "0.99"}, {"weight_decay", "0.1"}}),
         params, ctx);
 
     lab::Generator data_rng(1, lab::kStreamData);

@@ -131,4 +131,11 @@ std::vector<std::string> Registry::names(const std::string& kind) const {
     return out;
 }
 
+Options plugin_options(const Registry& registry, const std::string& kind, const std::string& name,
+                       const std::map<std::string, std::string>& values, const std::string& origin) {
+    std::map<std::string, OptionValue> raw;
+    for (const auto& [key, value] : values) raw[key] = {value, origin};
+    return Options::validate(kind, kind + "/" + name, registry.find(kind, name).schema, raw);
+}
+
 }  // namespace lab

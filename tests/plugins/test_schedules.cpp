@@ -9,9 +9,7 @@ namespace {
 std::shared_ptr<lab::Schedule> make_schedule(lab::Registry& registry, const std::string& name,
                                              const std::map<std::string, std::string>& values, double base,
                                              int64_t steps) {
-    std::map<std::string, lab::OptionValue> raw;
-    for (const auto& [k, v] : values) raw[k] = {v, "test"};
-    lab::Options opts = lab::Options::validate("schedule", "schedule/" + name, registry.find("schedule", name).schema, raw);
+    lab::Options opts = lab::plugin_options(registry, "schedule", name, values, "test");
     return registry.factory<lab::ScheduleFactory>("schedule", name)(opts, lab::ScheduleContext{base, steps});
 }
 

@@ -27,9 +27,7 @@ struct TaskFixture {
 
     lab::Options options(const std::string& kind, const std::string& name,
                          const std::map<std::string, std::string>& values) {
-        std::map<std::string, lab::OptionValue> raw;
-        for (const auto& [k, v] : values) raw[k] = {v, "test"};
-        return lab::Options::validate(kind, kind + "/" + name, registry.find(kind, name).schema, raw);
+        return lab::plugin_options(registry, kind, name, values, "test");
     }
 
     TaskFixture(const std::string& task_name, const std::map<std::string, std::string>& task_options,

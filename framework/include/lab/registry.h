@@ -114,4 +114,10 @@ private:
     std::string loading_file_ = "<builtin>";
 };
 
+// The options of plugin kind/name from plain key -> value text (tests, benchmarks, tools that make
+// a plugin outside an experiment file), validated against its schema; `origin` names the source
+// in errors. Throws PluginError for an unknown plugin, ConfigError for a bad option.
+Options plugin_options(const Registry& registry, const std::string& kind, const std::string& name,
+                       const std::map<std::string, std::string>& values, const std::string& origin = "arguments");
+
 }  // namespace lab
