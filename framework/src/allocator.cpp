@@ -80,6 +80,11 @@ void CachingAllocator::empty_cache() {
     stats_.bytes_cached = 0;
 }
 
+void CachingAllocator::reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.peak_bytes_in_use = stats_.bytes_in_use;
+}
+
 AllocatorStats CachingAllocator::stats() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return stats_;

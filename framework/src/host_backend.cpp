@@ -227,6 +227,8 @@ std::string HostBackend::device_info() const {
            " OpenMP threads";
 }
 
+void HostBackend::reset_peak_memory() { allocator_->reset_peak(); }
+
 BackendStats HostBackend::stats() const {
     BackendStats s;
     s.memory = allocator_->stats();

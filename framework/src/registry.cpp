@@ -92,6 +92,8 @@ void Registry::add(const std::string& kind, PluginDecl decl, std::any factory) {
     info.description = std::move(decl.description);
     info.file = loading_file_;
     info.schema = std::move(decl.schema);
+    info.attention = std::move(decl.attention);
+    info.needs_attention = decl.needs_attention;
     info.factory = std::move(factory);
     plugins_.emplace(key, std::move(info));
 }

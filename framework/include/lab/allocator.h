@@ -31,6 +31,7 @@ public:
     void* alloc(size_t bytes, size_t* block_bytes);
     void release(void* ptr, size_t block_bytes);
     void empty_cache();  // give every cached block back
+    void reset_peak();   // peak_bytes_in_use = bytes_in_use (to measure the peak of one phase)
     AllocatorStats stats() const;
 
     static size_t round_size(size_t bytes);

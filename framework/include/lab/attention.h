@@ -1,13 +1,25 @@
 // Attention (plugin kind "attention"): one attention block, input [B, T, C] -> output [B, T, C].
 // The model decides the shape (AttentionShape); the experiment's [attention] section picks the
 // variant and its options, so an ablation swaps one line.
+//
+// Writing a variant: derive from MultiHeadAttention, which owns the projections, the split into
+// heads, the masks and the output projection, and write only the core
+//   (q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S, D], args) -> context [B, H, T, D].
+// Declare what the variant supports (AttentionTraits) when registering it; models and tasks
+// declare what they need, and an experiment that pairs them wrongly is refused before it starts.
 #pragma once
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "lab/module.h"
+#include "lab/rng.h"
 #include "lab/tensor.h"
 
 namespace lab {
+
+struct BuildContext;
 
 struct AttentionShape {
     int64_t hidden = 0;    // C
@@ -21,9 +33,106 @@ struct AttentionContext {
     Tensor padding_mask;  // optional [B, T] u8, nonzero = padding (never attended to)
 };
 
+// What an attention implementation supports, or what a model or task needs of one.
+struct AttentionCapabilities {
+    bool causal = false;           // AttentionContext::causal (a query sees no later key)
+    bool padding_mask = false;     // AttentionContext::padding_mask (padded keys are never attended to)
+    bool kv_cache = false;         // incremental decoding with cached keys and values
+    bool cross_attention = false;  // queries from one sequence, keys and values from another
+
+    // Names of the capabilities `needed` has and this one lacks ("causal", "padding mask", ...).
+    std::vector<std::string> missing(const AttentionCapabilities& needed) const;
+    std::string str() const;  // "causal, padding mask" or "none"
+};
+
+// What an attention plugin declares when it registers (PluginDecl::attention).
+struct AttentionTraits {
+    AttentionCapabilities supports;
+    // Options under which the variant computes exactly what attention/softmax (default options)
+    // computes with the same parameters, e.g. gqa {kv_heads: "0"} or local {window: "1000000"}.
+    // Empty: the variant is not exact anywhere (linear). The conformance check compares the two.
+    std::map<std::string, std::string> equals_softmax_with;
+};
+
+// ---- the base class ----
+
+// What a core sees besides q, k and v.
+struct AttentionCoreArgs {
+    bool causal = false;
+    Tensor key_padding_mask;  // [B, S] u8, nonzero = padded key; undefined when there is none
+    float scale = 1.0f;       // 1 / sqrt(D)
+    float dropout = 0.0f;     // on attention probabilities, when training
+    bool training = false;
+    Generator* dropout_rng = nullptr;
+};
+
 class Attention : public Module {
 public:
     virtual Tensor forward(const Tensor& x, const AttentionContext& ctx) = 0;
 };
+
+// Multi-head attention with a pluggable core. Parameters (GPT-2 / nanoGPT names):
+//   c_attn.weight [(H + 2 Hkv) D, C] (+ c_attn.bias): Q, K and V projections, packed;
+//   c_proj.weight [C, C] (+ c_proj.bias): the output projection.
+// Hkv = kv_heads (grouped-query attention when below H; must divide H), H by default. With
+// Hkv = H the layout equals Hugging Face GPT2Attention's (c_attn holds q, k, v in that order).
+// Initialisation: N(0, 0.02), biases zero (the model may rescale c_proj).
+class MultiHeadAttention : public Attention {
+public:
+    // `name` ("attention/gqa") prefixes errors. Throws ConfigError when heads do not divide hidden
+    // or kv_heads does not divide heads.
+    MultiHeadAttention(std::string name, const AttentionShape& shape, BuildContext& ctx, int64_t kv_heads = 0);
+
+    // Checks x [B, T, C] and the mask, projects, calls core(), merges heads, projects out, applies
+    // output dropout.
+    Tensor forward(const Tensor& x, const AttentionContext& ctx) final;
+
+    int64_t heads() const { return shape_.heads; }
+    int64_t kv_heads() const { return kv_heads_; }
+    int64_t head_dim() const { return shape_.hidden / shape_.heads; }
+    const AttentionShape& shape() const { return shape_; }
+    const std::string& name() const { return name_; }
+
+protected:
+    // q [B, H, T, D]; k, v [B, Hkv, S, D] (strided views of the projection; S == T for
+    // self-attention). Returns the context [B, H, T, D] in any layout.
+    virtual Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) = 0;
+
+private:
+    std::string name_;
+    AttentionShape shape_;
+    int64_t kv_heads_;
+    Generator* dropout_rng_;
+    Tensor qkv_weight_, qkv_bias_, proj_weight_, proj_bias_;
+};
+
+// ---- building blocks for cores (differentiable) ----
+namespace attention {
+
+// k or v [B, Hkv, S, D] -> [B, H, S, D], each kv head repeated H / Hkv times (head h uses kv
+// head h / (H / Hkv)). Returns the input when Hkv == H.
+Tensor repeat_kv(const Tensor& kv, int64_t heads);
+
+// softmax(q k^T * scale + bias, masked) v, composed of ops (memory grows with T * S): the
+// reference every other core is checked against. Handles Hkv < H, args.causal (query i sees keys
+// j <= i + S - T), args.key_padding_mask and dropout on the probabilities. `mask` (u8,
+// broadcastable to [B, H, T, S], nonzero = hidden) and `bias` (f32, broadcastable to
+// [B, H, T, S], added to the scaled scores) are optional extras (local windows, ALiBi).
+Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
+                         const Tensor& mask = Tensor(), const Tensor& bias = Tensor());
+
+// The same function as softmax_attention computed by the backend's fused kernel
+// (Backend::attention): tiled, with an online softmax, so memory grows with T, not T * S; the
+// backward recomputes probabilities tile by tile. `window` > 0 restricts each query to keys
+// within that distance (causal: i - window < j <= i; otherwise |i - j| < window); `slopes` [H]
+// adds the ALiBi bias -slope_h * |i - j| (Press et al. 2022).
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
+                       int64_t window = 0, const Tensor& slopes = Tensor());
+
+// ALiBi slopes for `heads` heads: the geometric sequence 2^(-8 h / n) of Press et al. (2022),
+// with their interleaving rule when heads is not a power of two.
+std::vector<float> alibi_slopes(int64_t heads);
+
+}  // namespace attention
 
 }  // namespace lab

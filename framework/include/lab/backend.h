@@ -30,6 +30,26 @@ enum class BinaryOp { add, sub, mul, div };
 const char* unary_op_name(UnaryOp op);
 const char* binary_op_name(BinaryOp op);
 
+// Options of the fused attention kernel (Backend::attention). Positions: query i of T, key j of
+// S; a query's visible keys are those not hidden by any of:
+//   causal:  j > i + (S - T)                (queries aligned with the last keys)
+//   window:  causal: j <= i + (S - T) - window; otherwise |i + (S - T) - j| >= window  (0: none)
+//   key_padding_mask[b, j] != 0
+// Scores: s_ij = scale * q_i . k_j - slopes[h] * |i + (S - T) - j| (slopes optional, ALiBi).
+// A query with no visible key gets a zero output and lse = -inf.
+struct AttentionKernelArgs {
+    float scale = 1.0f;
+    bool causal = false;
+    int64_t window = 0;
+    const Tensor* key_padding_mask = nullptr;  // [B, S] u8, contiguous
+    const Tensor* slopes = nullptr;            // [H] f32, contiguous
+    // Dropout on the probabilities: p_ij is kept iff philox_uniform(dropout_key, ((b * H + h) * T
+    // + i) * S + j) >= dropout, and kept ones are scaled by 1 / (1 - dropout). The backward
+    // regenerates the same mask from the key.
+    float dropout = 0.0f;
+    RngKey dropout_key;
+};
+
 struct BackendStats {
     AllocatorStats memory;
     uint64_t primitives_created = 0;  // kernels/plans built (cached by shape after the first)
@@ -45,6 +65,8 @@ public:
     virtual DeviceKind device_kind() const = 0;
     virtual void synchronize() {}
     virtual BackendStats stats() const = 0;
+    // Starts a new peak: stats().memory.peak_bytes_in_use becomes the bytes in use now.
+    virtual void reset_peak_memory() = 0;
     // Versions of the libraries the backend computes with ({"oneDNN": "2.6.3"}), for provenance.
     virtual std::map<std::string, std::string> library_versions() const { return {}; }
 
@@ -86,6 +108,20 @@ public:
     virtual void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
                                      const Tensor& dy, const Tensor& x, const Tensor& mean,
                                      const Tensor& rstd, const Tensor* gamma) = 0;
+
+    // ---- fused attention (FlashAttention-style: tiled, online softmax, no [T, S] matrix) ----
+    // o [B, H, T, D] = softmax(scores, masked) v (see AttentionKernelArgs); lse [B, H, T] f32 =
+    // logsumexp over visible keys of each query's scores (kept for the backward). q [B, H, T, D],
+    // k and v [B, Hkv, S, D] f32 with any strides; Hkv divides H and head h reads kv head
+    // h / (H / Hkv). o and lse contiguous.
+    virtual void attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionKernelArgs& args) = 0;
+    // Gradients of the above (dq [B, H, T, D], dk and dv [B, Hkv, S, D], contiguous, overwritten)
+    // given dout [B, H, T, D] contiguous and the forward's inputs, o and lse. Probabilities are
+    // recomputed tile by tile (Dao et al. 2022, algorithm 2).
+    virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                                    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                    const Tensor& lse, const AttentionKernelArgs& args) = 0;
 
     // ---- lookups and losses ----
     // y[n, :] = table[ids[n], :]; ids i32 or i64 [N]; an id outside [0, V) throws ShapeError.

@@ -19,6 +19,7 @@ public:
     std::string device_info() const override;
     DeviceKind device_kind() const override { return DeviceKind::cpu; }
     BackendStats stats() const override;
+    void reset_peak_memory() override;
 
     std::shared_ptr<Storage> alloc(size_t bytes) override;
     void copy_from_host(const Tensor& dst, const void* src) override;
@@ -42,6 +43,12 @@ public:
     void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta, const Tensor& dy,
                              const Tensor& x, const Tensor& mean, const Tensor& rstd,
                              const Tensor* gamma) override;
+
+    void attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const AttentionKernelArgs& args) override;
+    void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                            const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                            const AttentionKernelArgs& args) override;
 
     void embedding(const Tensor& y, const Tensor& ids, const Tensor& table) override;
     void embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) override;

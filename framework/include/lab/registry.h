@@ -40,16 +40,27 @@ using TaskFactory = std::function<std::shared_ptr<Task>(const Options&, BuildCon
 
 // What a plugin says about one of its factories.
 struct PluginDecl {
+    PluginDecl(std::string name_, std::string version_, std::string description_, OptionSchema schema_ = {})
+        : name(std::move(name_)), version(std::move(version_)), description(std::move(description_)),
+          schema(std::move(schema_)) {}
+
     std::string name;
     std::string version;
     std::string description;
     OptionSchema schema;
+    // Attention plugins: what the variant supports, and where it equals attention/softmax.
+    AttentionTraits attention;
+    // Model and task plugins: what they need of the experiment's attention. An experiment whose
+    // attention lacks one is refused when it is resolved (before any data is read).
+    AttentionCapabilities needs_attention;
 };
 
 struct PluginInfo {
     std::string kind, name, version, description;
     std::string file;  // the shared library, or "<builtin>" for factories added in-process
     OptionSchema schema;
+    AttentionTraits attention;
+    AttentionCapabilities needs_attention;
     std::any factory;
 };
 

@@ -1,0 +1,152 @@
+#include "lab/attention.h"
+
+#include <cmath>
+
+#include "lab/error.h"
+#include "lab/ops.h"
+#include "lab/registry.h"
+
+namespace lab {
+
+std::vector<std::string> AttentionCapabilities::missing(const AttentionCapabilities& needed) const {
+    std::vector<std::string> out;
+    if (needed.causal && !causal) out.push_back("causal masking");
+    if (needed.padding_mask && !padding_mask) out.push_back("padding masks");
+    if (needed.kv_cache && !kv_cache) out.push_back("a KV cache");
+    if (needed.cross_attention && !cross_attention) out.push_back("cross-attention");
+    return out;
+}
+
+std::string AttentionCapabilities::str() const {
+    std::string out;
+    auto add = [&](bool on, const char* name) {
+        if (on) out += (out.empty() ? "" : ", ") + std::string(name);
+    };
+    add(causal, "causal");
+    add(padding_mask, "padding mask");
+    add(kv_cache, "kv cache");
+    add(cross_attention, "cross-attention");
+    return out.empty() ? "none" : out;
+}
+
+MultiHeadAttention::MultiHeadAttention(std::string name, const AttentionShape& shape, BuildContext& ctx,
+                                       int64_t kv_heads)
+    : name_(std::move(name)), shape_(shape), kv_heads_(kv_heads > 0 ? kv_heads : shape.heads),
+      dropout_rng_(&ctx.dropout_rng) {
+    if (shape.heads < 1 || shape.hidden % shape.heads != 0)
+        throw ConfigError(name_ + ": hidden size " + std::to_string(shape.hidden) + " is not divisible by heads = " +
+                          std::to_string(shape.heads) + "; choose [model] heads that divides [model] hidden");
+    if (kv_heads_ > shape.heads || shape.heads % kv_heads_ != 0)
+        throw ConfigError(name_ + ": kv_heads = " + std::to_string(kv_heads_) + " must divide heads = " +
+                          std::to_string(shape.heads) + " (e.g. 1 for multi-query attention)");
+    Backend& be = *ctx.backend;
+    int64_t C = shape.hidden, D = head_dim(), rows = (shape.heads + 2 * kv_heads_) * D;
+    qkv_weight_ = add_parameter("c_attn.weight", Tensor::empty(be, {rows, C}));
+    proj_weight_ = add_parameter("c_proj.weight", Tensor::empty(be, {C, C}));
+    ops::fill_normal(qkv_weight_, 0.0f, 0.02f, ctx.init_rng.next(rows * C));
+    ops::fill_normal(proj_weight_, 0.0f, 0.02f, ctx.init_rng.next(C * C));
+    if (shape.bias) {
+        qkv_bias_ = add_parameter("c_attn.bias", Tensor::zeros(be, {rows}));
+        proj_bias_ = add_parameter("c_proj.bias", Tensor::zeros(be, {C}));
+    }
+}
+
+Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx) {
+    int64_t C = shape_.hidden, H = shape_.heads, Hkv = kv_heads_, D = head_dim();
+    if (x.dim() != 3 || x.size(2) != C)
+        throw ShapeError(name_ + ": expected input [B, T, " + std::to_string(C) + "], got " + shape_str(x.shape()));
+    int64_t B = x.size(0), T = x.size(1);
+    AttentionCoreArgs args;
+    args.causal = ctx.causal;
+    if (ctx.padding_mask.defined()) {
+        if (ctx.padding_mask.shape() != Shape{B, T} || ctx.padding_mask.dtype() != DType::u8)
+            throw ShapeError(name_ + ": padding mask " + shape_str(ctx.padding_mask.shape()) + " " +
+                             dtype_name(ctx.padding_mask.dtype()) + " does not match input [B, T] = " +
+                             shape_str({B, T}) + " u8");
+        args.key_padding_mask = ctx.padding_mask;
+    }
+    args.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    args.dropout = shape_.dropout;
+    args.training = training();
+    args.dropout_rng = dropout_rng_;
+
+    // [B, T, (H + 2 Hkv) D] -> q [B, H, T, D], k and v [B, Hkv, T, D]: views, no copies.
+    Tensor qkv = ops::reshape(ops::linear(x, qkv_weight_, qkv_bias_), {B, T, H + 2 * Hkv, D});
+    std::vector<Tensor> parts = ops::split(qkv, 2, {H, Hkv, Hkv});
+    Tensor q = ops::transpose(parts[0], 1, 2), k = ops::transpose(parts[1], 1, 2), v = ops::transpose(parts[2], 1, 2);
+
+    Tensor y = core(q, k, v, args);
+    if (y.shape() != Shape{B, H, T, D})
+        throw ShapeError(name_ + ": core returned " + shape_str(y.shape()) + ", expected [B, H, T, D] = " +
+                         shape_str({B, H, T, D}));
+    y = ops::reshape(ops::transpose(y, 1, 2), {B, T, C});
+    y = ops::linear(y, proj_weight_, proj_bias_);
+    return ops::dropout(y, shape_.dropout, training(), *dropout_rng_);
+}
+
+namespace attention {
+
+Tensor repeat_kv(const Tensor& kv, int64_t heads) {
+    int64_t B = kv.size(0), Hkv = kv.size(1), S = kv.size(2), D = kv.size(3);
+    if (Hkv == heads) return kv;
+    if (heads % Hkv != 0)
+        throw ShapeError("repeat_kv: " + std::to_string(Hkv) + " kv heads do not divide " + std::to_string(heads) +
+                         " heads");
+    Tensor e = ops::expand(ops::reshape(kv, {B, Hkv, 1, S * D}), {B, Hkv, heads / Hkv, S * D});
+    return ops::reshape(e, {B, heads, S, D});
+}
+
+namespace {
+
+// [T, S] u8, 1 where query i must not see key j (j > i + S - T). Cached per (T, S).
+Tensor causal_mask(Backend& be, int64_t T, int64_t S) {
+    std::vector<int64_t> m(static_cast<size_t>(T * S));
+    for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < S; ++j) m[static_cast<size_t>(i * S + j)] = j > i + (S - T);
+    return Tensor::from_ints(be, {T, S}, m, DType::u8);
+}
+
+}  // namespace
+
+Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
+                         const Tensor& mask, const Tensor& bias) {
+    int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
+    Tensor kr = repeat_kv(k, H), vr = repeat_kv(v, H);
+    Tensor scores = ops::scale(ops::matmul(q, ops::transpose(kr, -1, -2)), args.scale);  // [B, H, T, S]
+    if (bias.defined()) scores = ops::add(scores, bias);
+    if (args.causal) scores = ops::masked_fill(scores, causal_mask(q.backend(), T, S), -INFINITY);
+    if (mask.defined()) scores = ops::masked_fill(scores, mask, -INFINITY);
+    if (args.key_padding_mask.defined()) {
+        const Tensor& pad = args.key_padding_mask;
+        // A large finite value rather than -inf: a row whose keys are all padding stays finite.
+        Tensor key_mask = pad.view({B, 1, 1, S}, {pad.strides()[0], 0, 0, pad.strides()[1]}, pad.offset());
+        scores = ops::masked_fill(scores, key_mask, -1e30f);
+    }
+    Tensor probs = ops::softmax(scores);
+    if (args.dropout_rng) probs = ops::dropout(probs, args.dropout, args.training, *args.dropout_rng);
+    return ops::matmul(probs, vr);  // [B, H, T, D]
+}
+
+std::vector<float> alibi_slopes(int64_t heads) {
+    // Press et al. (2022), as in their reference code: for n a power of two, slope_h =
+    // 2^(-8 (h + 1) / n); otherwise the slopes of the closest smaller power of two followed by
+    // every other slope of twice that power.
+    auto power_of_two = [](int64_t n) {
+        std::vector<float> s;
+        double start = std::pow(2.0, -8.0 / static_cast<double>(n));
+        for (int64_t i = 0; i < n; ++i) s.push_back(static_cast<float>(std::pow(start, static_cast<double>(i + 1))));
+        return s;
+    };
+    int64_t p = 1;
+    while (p * 2 <= heads) p *= 2;
+    std::vector<float> out = power_of_two(p);
+    if (p != heads) {
+        std::vector<float> extra = power_of_two(2 * p);
+        for (int64_t i = 0; static_cast<int64_t>(out.size()) < heads; i += 2) out.push_back(extra[static_cast<size_t>(i)]);
+    }
+    return out;
+}
+
+}  // namespace attention
+
+}  // namespace lab
