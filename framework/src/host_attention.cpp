@@ -1,0 +1,668 @@
+// HostBackend::attention and attention_backward: FlashAttention (Dao et al. 2022) on the CPU.
+//
+// The forward is algorithm 1 with the loops swapped as in FlashAttention-2: one task per
+// (b, h, query tile) walks the key tiles that its queries can see, keeping a running row maximum
+// m, a running sum l and an unnormalised output; o = acc / l and lse = m + log l at the end. The
+// backward is algorithm 2 with D_i = rowsum(dO_i * O_i), arranged so that no two threads ever
+// add into the same gradient element: when there are enough (b, kv head) pairs to keep the threads
+// busy, one task per pair walks its key tiles and owns the pair's dk, dv and dq; otherwise pass 1
+// runs one task per (b, kv head, key tile) for dk and dv (summed over the query heads of the
+// group) and pass 2 one task per (b, h, query tile) for dq, recomputing the probabilities once
+// more. Both forms add the same terms in the same order, so the gradients are bit-identical
+// whichever runs and however the tasks are scheduled. Probabilities are recomputed from lse tile
+// by tile: nothing of size [T, S] is ever allocated.
+//
+// Why hand-written rather than oneDNN: a fused kernel must keep the [64, 64] score tile between
+// the two matmuls and apply the online softmax in between, which a library matmul cannot do.
+// The tile products use one small register-blocked kernel (gemm_tile) on contiguous buffers:
+// q, k and v (strided views of the [B, T, H, D] projection) and dout are first packed tile by tile
+// (PackedTiles), so the loops over tile pairs copy nothing.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
+
+#include "host_kernels.h"
+#include "lab/host_backend.h"
+
+namespace lab {
+
+namespace {
+
+using host::ExpVec;
+
+// Tiles of 64 queries (Br) and 64 keys (Bc): a [64, 64] score tile and the [64, D] tiles around
+// it fit in L2 with room to spare for D up to 128, and 64 rows amortise the per-row softmax work.
+constexpr int64_t kTile = 64;
+constexpr int64_t kQueryTile = kTile;  // Br
+constexpr int64_t kKeyTile = kTile;    // Bc
+constexpr int64_t kRowBlock = 4;    // row counts handed to gemm_tile are padded to a multiple of this
+constexpr int64_t kColBlock = 16;   // gemm_tile's columns per register block (two 8-float vectors)
+constexpr float kMinusInf = -INFINITY;
+
+inline ExpVec load8(const float* p) {
+    ExpVec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+inline void store8(float* p, ExpVec v) { std::memcpy(p, &v, sizeof v); }
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// R rows of c [., n] (+)= A[R, k] @ b[k, n]; see gemm_tile. An R x 16 block of c stays in 2R
+// vector registers while x runs: each step loads two vectors of b, broadcasts R values of A and
+// issues 2R FMAs. R = 6 gives twelve independent accumulators, enough to cover the FMA latency
+// (4-5 cycles at two FMAs per cycle) with registers to spare on AVX2's sixteen.
+template <int R>
+inline void gemm_rows(float* __restrict c, int64_t ldc, const float* __restrict a, int64_t a_row, int64_t a_k,
+                      const float* __restrict b, int64_t ldb, int64_t k, int64_t n, bool accumulate) {
+    for (int64_t col = 0; col < n; col += kColBlock) {
+        ExpVec acc[R][2];
+        for (int rr = 0; rr < R; ++rr) {
+            float* crow = c + rr * ldc + col;
+            acc[rr][0] = accumulate ? load8(crow) : ExpVec{};
+            acc[rr][1] = accumulate ? load8(crow + 8) : ExpVec{};
+        }
+        for (int64_t x = 0; x < k; ++x) {
+            ExpVec b0 = load8(b + x * ldb + col), b1 = load8(b + x * ldb + col + 8);
+#if defined(__x86_64__)
+            // Keep b0 and b1 in registers: otherwise GCC folds a fresh load of them into every
+            // FMA, and the loop becomes bound by loads rather than by FMAs.
+            asm("" : "+x"(b0), "+x"(b1));
+#endif
+            const float* ax = a + x * a_k;
+            for (int rr = 0; rr < R; ++rr) {
+                const float s = ax[rr * a_row];
+                acc[rr][0] += s * b0;
+                acc[rr][1] += s * b1;
+            }
+        }
+        for (int rr = 0; rr < R; ++rr) {
+            float* crow = c + rr * ldc + col;
+            store8(crow, acc[rr][0]);
+            store8(crow + 8, acc[rr][1]);
+        }
+    }
+}
+
+// c[rows, n] (+)= A[rows, k] @ b[k, n], A(r, x) = a[r * a_row + x * a_k] (so A may be a transposed
+// buffer), b and c row-major with row strides ldb and ldc. rows % 4 == 0 and n % 16 == 0: the
+// callers pad their buffers.
+void gemm_tile(float* __restrict c, int64_t ldc, const float* __restrict a, int64_t a_row, int64_t a_k,
+               const float* __restrict b, int64_t ldb, int64_t rows, int64_t k, int64_t n, bool accumulate) {
+    int64_t r = 0;
+    for (; r + 6 <= rows; r += 6) gemm_rows<6>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+    if (rows - r == 4) gemm_rows<4>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+    if (rows - r == 2) gemm_rows<2>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+}
+
+// Element (b, h, t, d) of a [B, H, T, D] f32 tensor with any strides.
+struct HeadView {
+    const float* base;
+    int64_t sb, sh, st, sd;
+    explicit HeadView(const Tensor& x)
+        : base(x.data<float>()), sb(x.strides()[0]), sh(x.strides()[1]), st(x.strides()[2]), sd(x.strides()[3]) {}
+    const float* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
+};
+
+// The heads of a [B, N, L, D] tensor (any strides) copied into backend memory in the layout
+// gemm_tile reads: tile t of head (b, n) holds rows t * 64 .. t * 64 + 63, zero-padded to a whole
+// tile and to Dp columns, row-major [64, Dp] or transposed [Dp, 64]. One pass per call instead of a
+// copy per tile pair (copying a transposed k tile for every query tile cost some 6% of the
+// forward). The memory is B * N * L * Dp floats, like the input's. q is packed multiplied by the
+// softmax scale, which saves a pass over every score tile (scores are (scale q) . k).
+class PackedTiles {
+public:
+    PackedTiles(Backend& backend, const Tensor& x, int64_t Dp, bool transposed, float multiplier = 1.0f)
+        : heads_(x.size(1)), tiles_((x.size(2) + kTile - 1) / kTile), tile_floats_(kTile * Dp) {
+        const int64_t B = x.size(0), L = x.size(2), D = x.size(3);
+        const int64_t count = B * heads_ * tiles_;
+        storage_ = Tensor::empty(backend, {std::max<int64_t>(count * tile_floats_, 1)});
+        float* data = storage_.data<float>();
+        data_ = data;
+        const HeadView view(x);
+#pragma omp parallel for schedule(static) if (count * tile_floats_ >= host::kParallelElems)
+        for (int64_t task = 0; task < count; ++task) {
+            const int64_t b = task / (heads_ * tiles_), n = task / tiles_ % heads_, t0 = task % tiles_ * kTile;
+            const int64_t rows = std::min(kTile, L - t0);
+            float* dst = data + task * tile_floats_;
+            std::fill(dst, dst + tile_floats_, 0.0f);
+            for (int64_t r = 0; r < rows; ++r) {
+                const float* in = view.row(b, n, t0 + r);
+                if (transposed) {
+                    for (int64_t d = 0; d < D; ++d) dst[d * kTile + r] = in[d * view.sd] * multiplier;
+                } else {
+                    for (int64_t d = 0; d < D; ++d) dst[r * Dp + d] = in[d * view.sd] * multiplier;
+                }
+            }
+        }
+    }
+    // Tile `t` (rows t * 64 ..) of head (b, n).
+    const float* tile(int64_t b, int64_t n, int64_t t) const {
+        return data_ + ((b * heads_ + n) * tiles_ + t) * tile_floats_;
+    }
+
+private:
+    Tensor storage_;
+    const float* data_ = nullptr;
+    int64_t heads_, tiles_, tile_floats_;
+};
+
+// Everything the tile loops need to know about one call, with the masking rules of
+// AttentionKernelArgs in one place.
+struct Problem {
+    int64_t B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0;
+    int64_t Dp = 0;  // D rounded up to gemm_tile's column block; the padding is zeros
+    float scale = 1.0f;
+    bool causal = false;
+    int64_t window = 0;
+    const uint8_t* key_padding = nullptr;  // [B, S] or null
+    const float* slopes = nullptr;         // [H] or null
+    float dropout = 0.0f;
+    float keep_scale = 1.0f;  // 1 / (1 - dropout)
+    RngKey dropout_key;
+
+    int64_t query_tiles() const { return (T + kQueryTile - 1) / kQueryTile; }
+    int64_t key_tiles() const { return (S + kKeyTile - 1) / kKeyTile; }
+    int64_t kv_head(int64_t h) const { return h / (H / Hkv); }
+
+    // Keys query i may see form one interval [lo, hi] (empty when lo > hi): causality and the
+    // window bound it; padding is handled per key.
+    void key_range(int64_t i, int64_t& lo, int64_t& hi) const {
+        const int64_t pos = i + (S - T);
+        hi = causal ? pos : (window > 0 ? pos + window - 1 : S - 1);
+        lo = window > 0 ? pos - window + 1 : 0;
+        lo = std::max<int64_t>(lo, 0);
+        hi = std::min<int64_t>(hi, S - 1);
+    }
+    // The union over queries i0 .. i0 + rows (lo and hi grow with i).
+    void tile_key_range(int64_t i0, int64_t rows, int64_t& lo, int64_t& hi) const {
+        int64_t unused = 0;
+        key_range(i0, lo, unused);
+        key_range(i0 + rows - 1, unused, hi);
+    }
+
+    // col_mask[c] = 0 for key j0 + c if it exists and is not padding, else -inf. Returns how many
+    // keys of the tile are visible (0: the tile can be skipped).
+    int64_t key_tile_mask(float* col_mask, int64_t b, int64_t j0, bool& any_masked) const {
+        int64_t visible = 0;
+        for (int64_t c = 0; c < kKeyTile; ++c) {
+            const int64_t j = j0 + c;
+            const bool hidden = j >= S || (key_padding && key_padding[b * S + j] != 0);
+            col_mask[c] = hidden ? kMinusInf : 0.0f;
+            visible += hidden ? 0 : 1;
+        }
+        any_masked = visible < kKeyTile;
+        return visible;
+    }
+
+    // s [kQueryTile, kKeyTile] holds the scaled q . k for queries i0 + r and keys j0 + c: add the
+    // ALiBi bias and set hidden entries to -inf (rows < rows only). Nothing to do, and no pass over
+    // the tile, when there is no bias and every query of the tile sees every key of it.
+    void finish_scores(float* s, int64_t h, int64_t i0, int64_t rows, int64_t j0, const float* col_mask,
+                       bool any_col_masked) const {
+        int64_t first_lo = 0, first_hi = 0, last_lo = 0, last_hi = 0;
+        key_range(i0, first_lo, first_hi);
+        key_range(i0 + rows - 1, last_lo, last_hi);
+        if (!slopes && !any_col_masked && last_lo <= j0 && first_hi >= j0 + kKeyTile - 1) return;
+        static const std::array<float, kKeyTile> column = [] {
+            std::array<float, kKeyTile> c{};
+            for (int64_t i = 0; i < kKeyTile; ++i) c[static_cast<size_t>(i)] = static_cast<float>(i);
+            return c;
+        }();
+        const float slope = slopes ? slopes[h] : 0.0f;
+        for (int64_t r = 0; r < rows; ++r) {
+            float* row = s + r * kKeyTile;
+            const int64_t pos = i0 + r + (S - T);
+            if (slopes) {
+                // -slope * |pos - j|, exact as in the composite's bias tensor: the distance is an
+                // integer held exactly in a float.
+                const float first = static_cast<float>(pos - j0);
+                for (int64_t c = 0; c < kKeyTile; ++c)
+                    row[c] -= slope * std::fabs(first - column[static_cast<size_t>(c)]);
+            }
+            if (any_col_masked)
+                for (int64_t c = 0; c < kKeyTile; ++c) row[c] += col_mask[c];
+            int64_t lo = 0, hi = 0;
+            key_range(i0 + r, lo, hi);
+            const int64_t first_visible = std::clamp<int64_t>(lo - j0, 0, kKeyTile);
+            const int64_t last_visible = std::clamp<int64_t>(hi - j0, -1, kKeyTile - 1);
+            if (first_visible > last_visible) {
+                std::fill(row, row + kKeyTile, kMinusInf);
+                continue;
+            }
+            std::fill(row, row + first_visible, kMinusInf);
+            std::fill(row + last_visible + 1, row + kKeyTile, kMinusInf);
+        }
+    }
+
+    // z[c] = the dropout factor of probability (b, h, i, j0 + c): 0 or 1 / (1 - p), from the
+    // Philox number at ((b * H + h) * T + i) * S + j (one block of four numbers per four keys).
+    void dropout_factors(float* z, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t cols) const {
+        const uint64_t first =
+            dropout_key.offset + static_cast<uint64_t>(((b * H + h) * T + i) * S + j0);
+        std::array<uint32_t, 4> words{};
+        for (int64_t c = 0; c < cols; ++c) {
+            const uint64_t counter = first + static_cast<uint64_t>(c);
+            if (c == 0 || (counter & 3) == 0) words = philox_block(dropout_key.seed, dropout_key.stream, counter >> 2);
+            const float u = static_cast<float>(words[counter & 3] >> 8) * (1.0f / 16777216.0f);
+            z[c] = u >= dropout ? keep_scale : 0.0f;
+        }
+        std::fill(z + cols, z + kKeyTile, 0.0f);
+    }
+};
+
+float row_max(const float* row) {
+    ExpVec m = load8(row);
+    for (int64_t c = 8; c < kKeyTile; c += 8) {
+        const ExpVec v = load8(row + c);
+        m = v > m ? v : m;
+    }
+    float out = m[0];
+    for (int i = 1; i < host::kExpLanes; ++i) out = std::max(out, m[i]);
+    return out;
+}
+
+Problem make_problem(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                     const AttentionKernelArgs& args) {
+    for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
+        host::require_dtype(kernel, name, *t, DType::f32);
+        if (t->dim() != 4)
+            throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t->shape()) +
+                             " must have 4 dims ([B, H, T, D] or [B, Hkv, S, D]); hint: split heads first");
+    }
+    host::require_same_shape(kernel, "k", k, "v", v);
+    Problem p;
+    p.B = q.size(0), p.H = q.size(1), p.T = q.size(2), p.D = q.size(3);
+    p.Hkv = k.size(1), p.S = k.size(2);
+    if (k.size(0) != p.B || k.size(3) != p.D || p.Hkv < 1 || p.H % p.Hkv != 0)
+        throw ShapeError(std::string(kernel) + ": q " + shape_str(q.shape()) + " and k " + shape_str(k.shape()) +
+                         " do not fit [B, H, T, D] and [B, Hkv, S, D] with Hkv dividing H; hint: check the head split");
+    p.Dp = round_up(std::max<int64_t>(p.D, 1), kColBlock);
+    p.scale = args.scale;
+    p.causal = args.causal;
+    p.window = std::max<int64_t>(args.window, 0);
+    if (args.key_padding_mask) {
+        const Tensor& mask = *args.key_padding_mask;
+        host::require_dtype(kernel, "key_padding_mask", mask, DType::u8);
+        host::require_contiguous(kernel, "key_padding_mask", mask);
+        if (mask.shape() != Shape{p.B, p.S})
+            throw ShapeError(std::string(kernel) + ": key_padding_mask " + shape_str(mask.shape()) +
+                             " must be [B, S] = " + shape_str({p.B, p.S}) + "; hint: one flag per key");
+        p.key_padding = mask.data<uint8_t>();
+    }
+    if (args.slopes) {
+        host::require_f32_contiguous(kernel, "slopes", *args.slopes);
+        if (args.slopes->shape() != Shape{p.H})
+            throw ShapeError(std::string(kernel) + ": slopes " + shape_str(args.slopes->shape()) +
+                             " must be [H] = " + shape_str({p.H}) + "; hint: one ALiBi slope per query head");
+        p.slopes = args.slopes->data<float>();
+    }
+    if (args.dropout > 0.0f) {
+        if (!(args.dropout < 1.0f))
+            throw ShapeError(std::string(kernel) + ": dropout " + std::to_string(args.dropout) +
+                             " must be below 1; hint: use a probability in [0, 1)");
+        p.dropout = args.dropout;
+        p.keep_scale = 1.0f / (1.0f - args.dropout);
+        p.dropout_key = args.dropout_key;
+    }
+    return p;
+}
+
+void require_output(const char* kernel, const char* name, const Tensor& t, const Shape& shape) {
+    host::require_f32_contiguous(kernel, name, t);
+    if (t.shape() != shape)
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " must be " +
+                         shape_str(shape) + "; hint: allocate it with the documented shape");
+}
+
+// Per-thread tile buffers, carved from one allocation.
+struct Scratch {
+    std::vector<float> storage;
+    float* next;
+    explicit Scratch(size_t floats) : storage(floats), next(storage.data()) {}
+    float* take(int64_t n) {
+        float* p = next;
+        next += n;
+        return p;
+    }
+};
+
+// ---- backward tiles ----
+
+// What every backward task reads: the inputs packed into tiles once per call.
+struct BackwardInputs {
+    const Problem& pb;
+    PackedTiles q, dout;     // [Br, Dp] tiles
+    PackedTiles k;           // [Bc, Dp] tiles (for dq)
+    PackedTiles k_t, v_t;    // [Dp, Bc] tiles
+    const float* lse;        // [B, H, T]
+    const float* delta;      // [B, H, T]: D_i = dO_i . O_i
+};
+
+// One thread's tile buffers for the backward.
+struct BackwardTiles {
+    const float* q_tile = nullptr;    // [Br, Dp], in BackwardInputs
+    const float* do_tile = nullptr;   // [Br, Dp]
+    const float* k_tile = nullptr;    // [Bc, Dp]
+    const float* k_tile_t = nullptr;  // [Dp, Bc]
+    const float* v_tile_t = nullptr;  // [Dp, Bc]
+    float* dk_acc;      // [Bc, Dp]
+    float* dv_acc;      // [Bc, Dp]
+    float* s;           // [Br, Bc] S, then P
+    float* dp;          // [Br, Bc] dP, then dS
+    float* pd;          // [Br, Bc] P * Z, only with dropout
+    float* col_mask;    // [Bc]
+    float* z;           // [Bc]
+    float* tile_lse;    // [Br]
+    float* tile_delta;  // [Br]
+    bool any_masked = false;
+
+    static size_t floats(int64_t Dp) {
+        return static_cast<size_t>(2 * kKeyTile * Dp + 3 * kQueryTile * kKeyTile + 2 * kKeyTile + 2 * kQueryTile);
+    }
+    BackwardTiles(Scratch& scratch, int64_t Dp, bool dropout)
+        : dk_acc(scratch.take(kKeyTile * Dp)),
+          dv_acc(scratch.take(kKeyTile * Dp)), s(scratch.take(kQueryTile * kKeyTile)),
+          dp(scratch.take(kQueryTile * kKeyTile)), pd(dropout ? scratch.take(kQueryTile * kKeyTile) : nullptr),
+          col_mask(scratch.take(kKeyTile)), z(scratch.take(kKeyTile)), tile_lse(scratch.take(kQueryTile)),
+          tile_delta(scratch.take(kQueryTile)) {}
+
+    void load_queries(const BackwardInputs& in, int64_t b, int64_t h, int64_t i0, int64_t rows) {
+        const Problem& pb = in.pb;
+        q_tile = in.q.tile(b, h, i0 / kQueryTile);
+        do_tile = in.dout.tile(b, h, i0 / kQueryTile);
+        const int64_t row_index = (b * pb.H + h) * pb.T + i0;
+        std::copy(in.lse + row_index, in.lse + row_index + rows, tile_lse);
+        std::copy(in.delta + row_index, in.delta + row_index + rows, tile_delta);
+    }
+    // Returns false when every key of the tile is hidden (padding or past S).
+    bool load_keys(const BackwardInputs& in, int64_t b, int64_t g, int64_t j0) {
+        if (in.pb.key_tile_mask(col_mask, b, j0, any_masked) == 0) return false;
+        k_tile = in.k.tile(b, g, j0 / kKeyTile);
+        k_tile_t = in.k_t.tile(b, g, j0 / kKeyTile);
+        v_tile_t = in.v_t.tile(b, g, j0 / kKeyTile);
+        return true;
+    }
+
+    // P = exp(S - lse) and dS = P * (dP * Z - D_i) of the loaded query and key tiles (Z the
+    // dropout factors, dP = dO V^T); pd gets P * Z with dropout. Rows past `rows` are zeroed.
+    void probs_and_dscores(const Problem& pb, int64_t b, int64_t h, int64_t i0, int64_t rows, int64_t rows4,
+                           int64_t j0, int64_t cols) {
+        const int64_t Dp = pb.Dp;
+        gemm_tile(s, kKeyTile, q_tile, Dp, 1, k_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
+        pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
+        gemm_tile(dp, kKeyTile, do_tile, Dp, 1, v_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
+        for (int64_t r = 0; r < rows4; ++r) {
+            float* prow = s + r * kKeyTile;
+            float* dprow = dp + r * kKeyTile;
+            float* pdrow = pd ? pd + r * kKeyTile : nullptr;
+            if (r >= rows || tile_lse[r] == kMinusInf) {  // padding, or a query that sees no key
+                std::fill(prow, prow + kKeyTile, 0.0f);
+                std::fill(dprow, dprow + kKeyTile, 0.0f);
+                if (pdrow) std::fill(pdrow, pdrow + kKeyTile, 0.0f);
+                continue;
+            }
+            host::exp_shifted(prow, tile_lse[r], prow, kKeyTile);
+            const float delta = tile_delta[r];
+            if (pdrow) {
+                pb.dropout_factors(z, b, h, i0 + r, j0, cols);
+                for (int64_t c = 0; c < kKeyTile; ++c) {
+                    pdrow[c] = prow[c] * z[c];
+                    dprow[c] = prow[c] * (dprow[c] * z[c] - delta);
+                }
+            } else {
+                for (int64_t c = 0; c < kKeyTile; ++c) dprow[c] = prow[c] * (dprow[c] - delta);
+            }
+        }
+    }
+};
+
+// dk and dv of key tile j0 of kv head g (summed over the query heads of its group and every
+// query tile that sees the tile). With dq_acc (one [Tp, Dp] block per head of the group) it also
+// adds the tile's dS K into dq_acc: the one-pass backward.
+void key_tile_backward(const BackwardInputs& in, BackwardTiles& t, int64_t b, int64_t g, int64_t j0,
+                       float* dq_acc, int64_t Tp, float* dk_out, float* dv_out) {
+    const Problem& pb = in.pb;
+    const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv, cols = std::min(kKeyTile, pb.S - j0);
+    std::fill(t.dk_acc, t.dk_acc + kKeyTile * Dp, 0.0f);
+    std::fill(t.dv_acc, t.dv_acc + kKeyTile * Dp, 0.0f);
+    if (t.load_keys(in, b, g, j0)) {
+        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+            for (int64_t i0 = 0; i0 < pb.T; i0 += kQueryTile) {
+                const int64_t rows = std::min(kQueryTile, pb.T - i0), rows4 = round_up(rows, kRowBlock);
+                int64_t lo = 0, hi = 0;
+                pb.tile_key_range(i0, rows, lo, hi);
+                if (lo > hi || hi < j0 || lo >= j0 + cols) continue;
+                t.load_queries(in, b, h, i0, rows);
+                t.probs_and_dscores(pb, b, h, i0, rows, rows4, j0, cols);
+                // dV += (P * Z)^T dO and dK += dS^T (scale Q): the probability tiles read transposed.
+                gemm_tile(t.dv_acc, Dp, t.pd ? t.pd : t.s, 1, kKeyTile, t.do_tile, Dp, kKeyTile, rows4, Dp, true);
+                gemm_tile(t.dk_acc, Dp, t.dp, 1, kKeyTile, t.q_tile, Dp, kKeyTile, rows4, Dp, true);
+                if (dq_acc) {
+                    float* dq_rows = dq_acc + ((h - g * group) * Tp + i0) * Dp;
+                    gemm_tile(dq_rows, Dp, t.dp, kKeyTile, 1, t.k_tile, Dp, rows4, kKeyTile, Dp, true);
+                }
+            }
+        }
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+        const int64_t row_index = (b * pb.Hkv + g) * pb.S + j0 + c;
+        for (int64_t d = 0; d < D; ++d) {
+            dk_out[row_index * D + d] = t.dk_acc[c * Dp + d];  // q was packed scaled
+            dv_out[row_index * D + d] = t.dv_acc[c * Dp + d];
+        }
+    }
+}
+
+// dq of query tile i0 of head h: scale * sum over the key tiles it sees of dS K, tile by tile in
+// key order, the same sums in the same order as the one-pass backward.
+void query_tile_dq(const BackwardInputs& in, BackwardTiles& t, float* dq_acc, int64_t b, int64_t h, int64_t i0,
+                   float* dq_out) {
+    const Problem& pb = in.pb;
+    const int64_t Dp = pb.Dp, rows = std::min(kQueryTile, pb.T - i0), rows4 = round_up(rows, kRowBlock);
+    std::fill(dq_acc, dq_acc + rows4 * Dp, 0.0f);
+    int64_t lo = 0, hi = -1;
+    if (pb.S > 0) pb.tile_key_range(i0, rows, lo, hi);
+    if (lo <= hi) t.load_queries(in, b, h, i0, rows);
+    for (int64_t j0 = lo / kKeyTile * kKeyTile; lo <= hi && j0 <= hi; j0 += kKeyTile) {
+        const int64_t cols = std::min(kKeyTile, pb.S - j0);
+        if (!t.load_keys(in, b, pb.kv_head(h), j0)) continue;
+        t.probs_and_dscores(pb, b, h, i0, rows, rows4, j0, cols);
+        gemm_tile(dq_acc, Dp, t.dp, kKeyTile, 1, t.k_tile, Dp, rows4, kKeyTile, Dp, true);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        float* dq_row = dq_out + ((b * pb.H + h) * pb.T + i0 + r) * pb.D;
+        for (int64_t d = 0; d < pb.D; ++d) dq_row[d] = dq_acc[r * Dp + d] * pb.scale;
+    }
+}
+
+}  // namespace
+
+void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                            const AttentionKernelArgs& args) {
+    const Problem pb = make_problem("attention", q, k, v, args);
+    require_output("attention", "o", o, q.shape());
+    require_output("attention", "lse", lse, {pb.B, pb.H, pb.T});
+    float* o_data = o.data<float>();
+    float* lse_data = lse.data<float>();
+    const int64_t Dp = pb.Dp, D = pb.D, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
+    const PackedTiles q_tiles(*this, q, Dp, false, pb.scale);  // [Br, Dp] tiles of scale * q
+    const PackedTiles k_tiles_t(*this, k, Dp, true);           // [Dp, Bc]
+    const PackedTiles v_tiles(*this, v, Dp, false);            // [Bc, Dp]
+    const size_t scratch_floats =
+        static_cast<size_t>(kQueryTile * Dp + kQueryTile * kKeyTile + 2 * kKeyTile + 2 * kQueryTile);
+
+#pragma omp parallel if (tasks > 1)
+    {
+        Scratch scratch(scratch_floats);
+        float* acc = scratch.take(kQueryTile * Dp);      // [Br, Dp] unnormalised output
+        float* s = scratch.take(kQueryTile * kKeyTile);  // [Br, Bc] scores, then probabilities
+        float* col_mask = scratch.take(kKeyTile);
+        float* z = scratch.take(kKeyTile);
+        float* row_m = scratch.take(kQueryTile);
+        float* row_l = scratch.take(kQueryTile);
+
+        // Causal tiles differ in cost (later queries see more keys): hand them out one by one.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < tasks; ++task) {
+            const int64_t b = task / (pb.H * tiles), h = task / tiles % pb.H, i0 = task % tiles * kQueryTile;
+            const int64_t rows = std::min(kQueryTile, pb.T - i0), rows4 = round_up(rows, kRowBlock);
+            const int64_t g = pb.kv_head(h);
+            const float* q_tile = q_tiles.tile(b, h, i0 / kQueryTile);  // [Br, Dp]
+            std::fill(acc, acc + rows4 * Dp, 0.0f);
+            std::fill(row_m, row_m + kQueryTile, kMinusInf);
+            std::fill(row_l, row_l + kQueryTile, 0.0f);
+
+            int64_t lo = 0, hi = -1;
+            if (pb.S > 0) pb.tile_key_range(i0, rows, lo, hi);
+            for (int64_t j0 = lo / kKeyTile * kKeyTile; lo <= hi && j0 <= hi; j0 += kKeyTile) {
+                const int64_t cols = std::min(kKeyTile, pb.S - j0);
+                bool any_masked = false;
+                if (pb.key_tile_mask(col_mask, b, j0, any_masked) == 0) continue;
+                const float* k_tile_t = k_tiles_t.tile(b, g, j0 / kKeyTile);  // [Dp, Bc]
+                const float* v_tile = v_tiles.tile(b, g, j0 / kKeyTile);      // [Bc, Dp]
+                gemm_tile(s, kKeyTile, q_tile, Dp, 1, k_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
+                pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
+                for (int64_t r = 0; r < rows; ++r) {
+                    float* row = s + r * kKeyTile;
+                    const float m_new = std::max(row_m[r], row_max(row));
+                    if (m_new == kMinusInf) {  // nothing visible yet
+                        std::fill(row, row + kKeyTile, 0.0f);
+                        continue;
+                    }
+                    // Online softmax: rescale what was summed under the old maximum.
+                    const float correction = std::exp(row_m[r] - m_new);
+                    row_l[r] = row_l[r] * correction + host::exp_shifted(row, m_new, row, kKeyTile);
+                    row_m[r] = m_new;
+                    if (correction != 1.0f) {
+                        float* arow = acc + r * Dp;
+                        for (int64_t d = 0; d < Dp; ++d) arow[d] *= correction;
+                    }
+                    if (pb.dropout > 0.0f) {  // l sums the undropped probabilities, as softmax does
+                        pb.dropout_factors(z, b, h, i0 + r, j0, cols);
+                        for (int64_t c = 0; c < kKeyTile; ++c) row[c] *= z[c];
+                    }
+                }
+                for (int64_t r = rows; r < rows4; ++r) std::fill(s + r * kKeyTile, s + (r + 1) * kKeyTile, 0.0f);
+                gemm_tile(acc, Dp, s, kKeyTile, 1, v_tile, Dp, rows4, kKeyTile, Dp, true);
+            }
+
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t row_index = (b * pb.H + h) * pb.T + i0 + r;
+                float* out = o_data + row_index * D;
+                if (row_l[r] > 0.0f) {
+                    const float inv = 1.0f / row_l[r];
+                    for (int64_t d = 0; d < D; ++d) out[d] = acc[r * Dp + d] * inv;
+                    lse_data[row_index] = row_m[r] + std::log(row_l[r]);
+                } else {  // no visible key
+                    std::fill(out, out + D, 0.0f);
+                    lse_data[row_index] = kMinusInf;
+                }
+            }
+        }
+    }
+}
+
+void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                                     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                     const Tensor& lse, const AttentionKernelArgs& args) {
+    const Problem pb = make_problem("attention_backward", q, k, v, args);
+    require_output("attention_backward", "dq", dq, q.shape());
+    require_output("attention_backward", "dk", dk, k.shape());
+    require_output("attention_backward", "dv", dv, v.shape());
+    require_output("attention_backward", "dout", dout, q.shape());
+    require_output("attention_backward", "o", o, q.shape());
+    require_output("attention_backward", "lse", lse, {pb.B, pb.H, pb.T});
+    const float* o_data = o.data<float>();
+    const float* dout_data = dout.data<float>();
+    float* dq_data = dq.data<float>();
+    float* dk_data = dk.data<float>();
+    float* dv_data = dv.data<float>();
+    const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv;
+    const bool dropout = pb.dropout > 0.0f;
+
+    // delta [B, H, T]: D_i = dO_i . O_i (= rowsum(dP * P), Dao et al. 2022, eq. 4), O(T) memory.
+    const int64_t query_rows = pb.B * pb.H * pb.T;
+    std::vector<float> delta(static_cast<size_t>(query_rows));
+#pragma omp parallel for schedule(static) if (query_rows * D >= host::kParallelElems)
+    for (int64_t row = 0; row < query_rows; ++row) {
+        const float* a = dout_data + row * D;
+        const float* c = o_data + row * D;
+        float sum = 0.0f;
+        for (int64_t d = 0; d < D; ++d) sum += a[d] * c[d];
+        delta[static_cast<size_t>(row)] = sum;
+    }
+    const BackwardInputs in{pb,
+                            PackedTiles(*this, q, Dp, false, pb.scale),
+                            PackedTiles(*this, dout, Dp, false),
+                            PackedTiles(*this, k, Dp, false),
+                            PackedTiles(*this, k, Dp, true),
+                            PackedTiles(*this, v, Dp, true),
+                            lse.data<float>(),
+                            delta.data()};
+
+    // One pass per (b, kv head) computes dq along with dk and dv (5 tile products per tile pair);
+    // the two-pass form needs 7 but parallelises over tiles. Both add the same terms in the same
+    // order, so they give bit-identical gradients and the choice may follow the thread count: one
+    // pass when the (b, kv head) tasks keep more than 5/7 of the threads busy.
+    const int64_t threads = omp_get_max_threads(), head_tasks = pb.B * pb.Hkv;
+    const int64_t rounds = (head_tasks + threads - 1) / threads;
+    const bool one_pass = 7 * head_tasks > 5 * rounds * threads;
+    const int64_t key_tiles = pb.key_tiles(), query_tiles = pb.query_tiles();
+
+    if (one_pass) {
+        const int64_t Tp = round_up(pb.T, kRowBlock);  // dq rows of a head, padded for gemm_tile
+#pragma omp parallel if (head_tasks > 1)
+        {
+            Scratch scratch(BackwardTiles::floats(Dp) + static_cast<size_t>(group * Tp * Dp));
+            BackwardTiles tiles(scratch, Dp, dropout);
+            float* dq_acc = scratch.take(group * Tp * Dp);  // [group, Tp, Dp]
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t task = 0; task < head_tasks; ++task) {
+                const int64_t b = task / pb.Hkv, g = task % pb.Hkv;
+                std::fill(dq_acc, dq_acc + group * Tp * Dp, 0.0f);
+                for (int64_t j0 = 0; j0 < pb.S; j0 += kKeyTile)
+                    key_tile_backward(in, tiles, b, g, j0, dq_acc, Tp, dk_data, dv_data);
+                for (int64_t h = g * group; h < (g + 1) * group; ++h)
+                    for (int64_t i = 0; i < pb.T; ++i) {
+                        const float* acc = dq_acc + ((h - g * group) * Tp + i) * Dp;
+                        float* dq_row = dq_data + ((b * pb.H + h) * pb.T + i) * D;
+                        for (int64_t d = 0; d < D; ++d) dq_row[d] = acc[d] * pb.scale;
+                    }
+            }
+        }
+        return;
+    }
+
+    // Pass 1: dk and dv, one task per (b, kv head, key tile).
+    const int64_t kv_tasks = pb.B * pb.Hkv * key_tiles;
+#pragma omp parallel if (kv_tasks > 1)
+    {
+        Scratch scratch(BackwardTiles::floats(Dp));
+        BackwardTiles tiles(scratch, Dp, dropout);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < kv_tasks; ++task) {
+            const int64_t b = task / (pb.Hkv * key_tiles), g = task / key_tiles % pb.Hkv;
+            key_tile_backward(in, tiles, b, g, task % key_tiles * kKeyTile, nullptr, 0, dk_data, dv_data);
+        }
+    }
+    // Pass 2: dq, one task per (b, h, query tile).
+    const int64_t q_tasks = pb.B * pb.H * query_tiles;
+#pragma omp parallel if (q_tasks > 1)
+    {
+        Scratch scratch(BackwardTiles::floats(Dp) + static_cast<size_t>(kQueryTile * Dp));
+        BackwardTiles tiles(scratch, Dp, dropout);
+        float* dq_acc = scratch.take(kQueryTile * Dp);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < q_tasks; ++task) {
+            const int64_t b = task / (pb.H * query_tiles), h = task / query_tiles % pb.H;
+            query_tile_dq(in, tiles, dq_acc, b, h, task % query_tiles * kQueryTile, dq_data);
+        }
+    }
+}
+
+}  // namespace lab
