@@ -155,7 +155,9 @@ LAB_PLUGIN(registry) {
     schema.integer("max_seq_len", 0, "number of learned positions (0: [train] seq_len)").at_least(0);
     schema.integer("mlp_ratio", 4, "feed-forward width as a multiple of hidden").at_least(1);
     schema.real("ln_eps", 1e-5, "LayerNorm epsilon").range(1e-12, 1e-1);
-    registry.add_model({"gpt", "1.0", "GPT-2 style pre-LayerNorm decoder with learned positions", schema},
+    lab::PluginDecl decl{"gpt", "1.0", "GPT-2 style pre-LayerNorm decoder with learned positions", schema};
+    decl.needs_attention.causal = true;  // every block attends causally
+    registry.add_model(std::move(decl),
                        [](const lab::Options& opts, lab::BuildContext& ctx) {
                            return std::make_shared<Gpt>(opts, ctx);
                        });
