@@ -1,0 +1,64 @@
+// The attention conformance check: what `labrun --check attention/NAME` runs and what every
+// attention plugin's tests call (tests/attention_conformance.h). It builds the plugin through the
+// Registry at small sizes and checks, on the given backend:
+//   shapes       output [B, T, C] for several B and T, finite values
+//   gradients    input and parameter gradients against central finite differences (causal and not)
+//   causality    (if supported) perturbing tokens t.. changes no output before t
+//   padding      (if supported) outputs at real positions do not depend on padded positions, and
+//                equal those of the unpadded shorter sequence
+//   exact        (if the plugin declares AttentionTraits::equals_softmax_with) with those options
+//                and the same parameters, outputs and gradients equal attention/softmax's
+//   determinism  two identical forward+backward passes agree bit for bit
+// and, unless disabled, a cost profile: forward and forward+backward time and peak memory at
+// sequence lengths 128 ... 4096.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lab/backend.h"
+#include "lab/registry.h"
+
+namespace lab {
+
+struct AttentionCheckSettings {
+    std::map<std::string, std::string> options;  // the plugin's options (validated against its schema)
+    uint64_t seed = 1;
+    // Cost profile: empty lengths = no profile.
+    std::vector<int64_t> profile_lengths = {128, 256, 512, 1024, 2048, 4096};
+    int64_t profile_batch = 1, profile_hidden = 256, profile_heads = 4;
+    int profile_repeats = 3;  // timed repetitions per length (the fastest counts), after one warm-up
+};
+
+struct AttentionCheckResult {
+    enum class Status { passed, failed, skipped };
+    std::string name;    // "shapes", "gradients", "causality", "padding", "exact", "determinism"
+    Status status = Status::skipped;
+    std::string detail;  // what was measured (worst errors), or why it failed / was skipped
+};
+
+struct AttentionCostRow {
+    int64_t seq_len = 0;
+    double forward_ms = 0, train_ms = 0;  // forward alone; forward + backward
+    double peak_mb = 0;                   // peak memory of forward + backward above what was in use before
+    std::string error;                    // non-empty: this length failed (e.g. out of memory); the profile stopped
+};
+
+struct AttentionCheckReport {
+    std::string plugin;   // "attention/gqa"
+    std::string options;  // "kv_heads=1" as checked
+    std::string backend;
+    std::vector<AttentionCheckResult> checks;
+    std::vector<AttentionCostRow> profile;
+
+    bool passed() const;         // no check failed
+    std::string format() const;  // the checks, one per line, then the profile as a table
+};
+
+// Runs the checks (and the profile) for attention/`name`. Throws PluginError for an unknown
+// plugin and ConfigError for a bad option; a failing check is reported, not thrown.
+AttentionCheckReport check_attention(const Registry& registry, Backend& backend, const std::string& name,
+                                     const AttentionCheckSettings& settings = {});
+
+}  // namespace lab
