@@ -138,6 +138,9 @@ public:
     void apply_override(const std::string& text);
 
 private:
+    // Loads every file of a sweep's `include = a.ini, b.ini` (relative to `file`) into
+    // raw_.sweep_includes.
+    void read_sweep_includes(const fs::path& file, const std::string& list, const std::string& here);
     std::string expand(const std::string& text, const std::string& origin, const std::string& what) const;
     void set(const std::string& section, const std::string& key, const std::string& text, const std::string& origin);
 
@@ -211,9 +214,13 @@ void Loader::read_file(const fs::path& file, const std::string& included_from) {
             }
             continue;
         }
-        if (assignment.key == "include")
+        if (assignment.key == "include" && is_sweep_section(section)) {
+            read_sweep_includes(file, expand(assignment.value, here, "[" + section + "] include"), here);
+        } else if (assignment.key == "include") {
             throw ConfigError(here + ": include inside [" + section +
-                              "]; includes must come before the first [section] of the file");
+                              "]; includes must come before the first [section] of the file (or go in [" +
+                              grid_section + "] to sweep over files)");
+        }
         auto [previous, inserted] = set_here.emplace(std::make_pair(section, assignment.key), here);
         if (!inserted)
             throw ConfigError(here + ": [" + section + "] " + assignment.key + " is already set at " +
@@ -223,6 +230,26 @@ void Loader::read_file(const fs::path& file, const std::string& included_from) {
     if (in.bad()) throw ConfigError(prefix_of(included_from) + "error while reading '" + file.string() + "'");
     reading_.pop_back();
     chain_.pop_back();
+}
+
+void Loader::read_sweep_includes(const fs::path& file, const std::string& list, const std::string& here) {
+    for (const std::string& entry : split_list(list)) {
+        if (entry.empty())
+            throw ConfigError(here + ": include has an empty entry; write 'include = a.ini, b.ini'");
+        RawConfig fragment_raw;
+        Loader fragment_loader(env_, fragment_raw);
+        fragment_loader.read_file((file.parent_path() / entry).lexically_normal(), here);
+        SweepFragment fragment;
+        for (const auto& [section, keys] : fragment_raw.sections) {
+            if (is_sweep_section(section))
+                throw ConfigError(fragment_raw.section_origins[section] + ": a file included by a sweep (" + here +
+                                  ") may not have a [" + section + "] of its own; move that sweep into the experiment");
+            fragment.sections[section] = keys;
+        }
+        for (const fs::path& read : fragment_raw.files)
+            if (listed_.insert(fs::weakly_canonical(read)).second) raw_.files.push_back(read);
+        raw_.sweep_includes[entry] = std::move(fragment);
+    }
 }
 
 void Loader::apply_override(const std::string& text) {
@@ -335,6 +362,34 @@ std::string known_names(const Registry& registry, const std::string& kind) {
     return "known " + kind + "s: " + join(names, ", ");
 }
 
+// Options scoped to one plugin of the section's kind, `local.window = 16` in [attention], apply
+// only when that plugin is chosen (and then win over an unscoped `window`), so one file can set
+// the options of every variant a sweep over `type` visits. The scope must name a plugin of the kind.
+void apply_scoped_options(const Registry& registry, const std::string& section, const std::string& chosen,
+                          std::map<std::string, OptionValue>& keys) {
+    std::map<std::string, OptionValue> scoped;
+    for (auto it = keys.begin(); it != keys.end();) {
+        size_t dot = it->first.find('.');
+        if (dot == std::string::npos) {
+            ++it;
+            continue;
+        }
+        const std::string scope = it->first.substr(0, dot), key = it->first.substr(dot + 1);
+        if (!registry.has(section, scope)) {
+            std::vector<std::string> names = registry.names(section);
+            std::string suggestion = closest_match(scope, names);
+            throw ConfigError(prefix_of(it->second.origin) + "[" + section + "] " + it->first + ": '" + scope +
+                              "' is not a known " + section + " plugin" +
+                              (suggestion.empty() ? "" : "; did you mean '" + suggestion + "." + key + "'?") +
+                              " (a dotted key 'NAME.option' sets an option of " + section + "/NAME only; " +
+                              known_names(registry, section) + ")");
+        }
+        if (scope == chosen) scoped[key] = it->second;
+        it = keys.erase(it);
+    }
+    for (auto& [key, value] : scoped) keys[key] = value;
+}
+
 SectionChoice choose_plugin(const RawConfig& raw, const Registry& registry, const std::string& section,
                             const char* default_type) {
     const std::string& kind = section;
@@ -366,6 +421,7 @@ SectionChoice choose_plugin(const RawConfig& raw, const Registry& registry, cons
         std::string note = choice.plugin_origin == "default" ? " (the default)" : "";
         throw ConfigError(where + "[" + section + "] type = '" + choice.plugin + "'" + note + ": " + e.what());
     }
+    apply_scoped_options(registry, section, choice.plugin, keys);
     choice.options = validate_section(raw, section, kind + "/" + choice.plugin, info->schema, keys);
     return choice;
 }
@@ -486,6 +542,25 @@ std::string default_run_name(const RawConfig& raw) {
     return raw.files.empty() ? "run" : raw.files.front().stem().string();
 }
 
+// The model and the task say what they need of the attention (PluginDecl::needs_attention); the
+// attention says what it supports. A mismatch is an error now, before any data is read.
+void check_attention_capabilities(const RunSpec& run, const Registry& registry) {
+    auto found = run.plugins.find("attention");
+    if (found == run.plugins.end()) return;
+    const SectionChoice& attention = found->second;
+    const PluginInfo& info = registry.find("attention", attention.plugin);
+    for (const char* section : {"model", "task"}) {
+        auto user = run.plugins.find(section);
+        if (user == run.plugins.end()) continue;
+        const PluginInfo& needer = registry.find(user->second.kind, user->second.plugin);
+        std::vector<std::string> missing = info.attention.supports.missing(needer.needs_attention);
+        if (missing.empty()) continue;
+        throw ConfigError(prefix_of(attention.plugin_origin) + needer.kind + "/" + needer.name + " needs attention with " +
+                          join(missing, " and ") + ", which attention/" + info.name + " does not support (it supports: " +
+                          info.attention.supports.str() + "); choose another [attention] type");
+    }
+}
+
 // Resolves a RawConfig whose sections are all known; sweep sections are ignored.
 RunSpec resolve_one(const RawConfig& raw, const Registry& registry) {
     RunSpec run;
@@ -498,6 +573,7 @@ RunSpec resolve_one(const RawConfig& raw, const Registry& registry) {
     run.plugins["backend"] = choose_backend(raw, registry, run.experiment);
     for (const PluginSectionRule& rule : plugin_section_rules)
         run.plugins[rule.section] = choose_plugin(raw, registry, rule.section, rule.default_type);
+    check_attention_capabilities(run, registry);
     return run;
 }
 
@@ -545,8 +621,14 @@ SweepKey read_sweep_key(const std::string& sweep_section, const std::string& tar
     sweep_key.origin = value.origin + " [" + sweep_section + "]";
     const std::string where = prefix_of(value.origin) + "[" + sweep_section + "] " + target;
     size_t dot = target.find('.');
+    if (target == "include") {  // whole files: Loader::read_sweep_includes loaded them
+        sweep_key.key = target;
+        sweep_key.values = split_list(value.text);
+        return sweep_key;
+    }
     if (dot == std::string::npos)
-        throw ConfigError(where + ": a sweep key names 'section.key'; write e.g. 'experiment.seed = 1, 2, 3'");
+        throw ConfigError(where + ": a sweep key names 'section.key' (or is 'include = a.ini, b.ini'); write e.g. "
+                                  "'experiment.seed = 1, 2, 3'");
     sweep_key.section = target.substr(0, dot);
     sweep_key.key = target.substr(dot + 1);
     std::vector<std::string> known = known_sections();
@@ -626,6 +708,7 @@ std::string sweep_id(const RawConfig& raw, const Sweep& sweep) {
 // A key fixed by a command-line override leaves the sweep: the override wins for every run, so
 // sweeping it would only repeat runs.
 bool is_overridden(const RawConfig& raw, const SweepKey& key) {
+    if (key.section.empty()) return false;  // include
     const auto& keys = section_keys(raw, key.section);
     auto value = keys.find(key.key);
     return value != keys.end() && is_override(value->second.origin);
@@ -714,8 +797,29 @@ std::vector<RunSpec> resolve_runs(const RawConfig& raw, const Registry& registry
         RawConfig expanded = base;
         std::vector<std::string> written;  // "section.key=value" as written, for error messages
         const std::vector<size_t> positions = sweep_positions(dimensions, index);
+        // Swept files first (command-line overrides still win over them), then the other keys.
         for (size_t d = 0; d < dimensions.size(); ++d) {
             for (const SweepKey* key : dimensions[d].keys) {
+                if (!key->section.empty()) continue;
+                const std::string& item = key->values[positions[d]];
+                for (const auto& [section, keys] : raw.sweep_includes.at(item).sections) {
+                    auto& target = expanded.sections[section];
+                    for (const auto& [name, value] : keys) {
+                        auto present = target.find(name);
+                        if (present != target.end() && is_override(present->second.origin)) continue;
+                        target[name] = value;
+                        if (std::find(expanded.key_order[section].begin(), expanded.key_order[section].end(), name) ==
+                            expanded.key_order[section].end())
+                            expanded.key_order[section].push_back(name);
+                    }
+                    expanded.section_origins.emplace(section, key->origin);
+                }
+                written.push_back("include=" + item);
+            }
+        }
+        for (size_t d = 0; d < dimensions.size(); ++d) {
+            for (const SweepKey* key : dimensions[d].keys) {
+                if (key->section.empty()) continue;
                 const std::string& value = key->values[positions[d]];
                 expanded.sections[key->section][key->key] = OptionValue{value, key->origin};
                 expanded.section_origins.emplace(key->section, key->origin);
@@ -725,6 +829,7 @@ std::vector<RunSpec> resolve_runs(const RawConfig& raw, const Registry& registry
         const std::string which = "sweep run " + std::to_string(index + 1) + "/" + std::to_string(size);
         RunSpec run;
         try {
+            if (!raw.sweep_includes.empty()) check_sections(expanded);  // sections a swept file brought
             run = resolve_one(expanded, registry);
         } catch (const ConfigError& e) {
             throw ConfigError(std::string(e.what()) + " (in " + which + ": " + join(written, ", ") + ")");

@@ -26,6 +26,11 @@
 //   optimizer.lr = 1e-3, 3e-4
 //   schedule.warmup = 100, 200     ; -> 2 x 3 x 2 = 12 runs
 //
+// A sweep may also list whole files: `include = tasks/recall.ini, tasks/shakespeare.ini` in [sweep]
+// or [sweep.zip] gives each run the settings of one file (paths relative to the sweeping file), so
+// one experiment can ablate across tasks whose options differ. A file's settings apply first; the
+// other sweep keys and command-line overrides win over them. A swept file may not sweep itself.
+//
 // Each sweep value is applied like a command-line override of `section.key` (same validation and
 // normalisation) with the origin "file:line [sweep]"; an actual override of the same key wins and
 // takes the key out of the sweep.
@@ -54,6 +59,12 @@ struct ConfigEnv {
     std::filesystem::path data_dir;  // what ${data} expands to
 };
 
+// One file listed by a sweep's `include`: its settings (and its own includes), loaded with the
+// experiment so that errors in it surface before any run.
+struct SweepFragment {
+    std::map<std::string, std::map<std::string, OptionValue>> sections;
+};
+
 // An experiment file as written: text values with their origins, after includes, overrides and
 // ${...} expansion, before any validation.
 struct RawConfig {
@@ -69,6 +80,8 @@ struct RawConfig {
     // section -> its keys in the order they were first set (files in read order, then overrides).
     // A sweep expands its keys in this order.
     std::map<std::string, std::vector<std::string>> key_order;
+    // A sweep's `include` items (as written) -> the settings of each file.
+    std::map<std::string, SweepFragment> sweep_includes;
 };
 
 // Reads `file` (and its includes), applies `overrides` ("section.key=value", in order) and expands
