@@ -360,6 +360,10 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 store.add_metric(run, step, "train/grad_norm", grad_norm);
                 store.add_metric(run, step, "perf/tokens_per_s", tokens_per_s);
                 store.add_metric(run, step, "perf/ms_per_step", 1000.0 * dt / static_cast<double>(interval_steps));
+                // The backend allocator's high-water mark since the run started (parameters,
+                // optimizer state, activations): the memory side of an ablation's cost.
+                store.add_metric(run, step, "perf/peak_mem_mb",
+                                 static_cast<double>(c.backend->stats().memory.peak_bytes_in_use) / (1024.0 * 1024.0));
                 store.flush();
                 double eta = train_seconds / static_cast<double>(step - first_step + 1) *
                              static_cast<double>(train.steps - step);

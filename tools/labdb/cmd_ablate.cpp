@@ -21,7 +21,7 @@ namespace {
 
 const char* kUsage =
     "usage: labdb ablate [--experiment NAME | --sweep ID] --by KEY [--by KEY2 ...] --metric NAME\n"
-    "                    [--last | --best] [--baseline VALUE[,VALUE2...]] [--json]\n"
+    "                    [--last | --best] [--baseline VALUE[,VALUE2...]] [--cost METRIC ...] [--json]\n"
     "\n"
     "Groups the finished runs (of one experiment or sweep, or of the whole database) by the values of\n"
     "the parameters KEY... (as `labdb show` names them, e.g. attention.type, model.layers) and prints\n"
@@ -31,6 +31,8 @@ const char* kUsage =
     "comma separated; every other group then gets delta = mean - baseline mean and a 95% confidence\n"
     "interval of delta: paired over seeds (experiment.seed) when both groups ran the same seeds,\n"
     "Welch's unpaired interval otherwise. Runs without a finite value of the metric are left out.\n"
+    "Cost columns (--cost, repeatable; default perf/tokens_per_s and perf/peak_mem_mb, which every run\n"
+    "records) give the group mean of each run's mean value, or of its maximum for metrics named *peak*.\n"
     "--json prints an array with one object per group.";
 
 // A run as the ablation sees it.
@@ -43,6 +45,7 @@ struct AblationRun {
 struct Group {
     std::vector<std::optional<std::string>> values;  // one per --by key; nullopt where the run lacks it
     std::vector<AblationRun> runs;
+    std::vector<std::optional<double>> costs;  // one per cost metric: mean over the runs that logged it
     double mean = 0, min = 0, max = 0;
     std::optional<double> std_dev;  // sample standard deviation, for n >= 2
 };
@@ -208,6 +211,20 @@ std::optional<double> run_value(const Database& database, int64_t run, const std
     return std::nullopt;
 }
 
+// A run's cost figure: the mean of its logged values, or the maximum for a high-water mark
+// ("peak" in the name). nullopt when the run did not log the metric.
+std::optional<double> run_cost(const Database& database, int64_t run, const std::string& metric) {
+    const bool peak = metric.find("peak") != std::string::npos;
+    Statement query(database,
+                    std::string("SELECT ") + (peak ? "MAX" : "AVG") +
+                        "(value), COUNT(value) FROM metrics WHERE run_id = ?1 AND name = ?2",
+                    "read a cost metric");
+    query.bind(1, run);
+    query.bind(2, metric);
+    if (!query.step() || query.column_int(1) == 0) return std::nullopt;
+    return query.column_double(0);
+}
+
 nlohmann::json optional_number(const std::optional<double>& value) {
     return value ? nlohmann::json(*value) : nlohmann::json();
 }
@@ -224,6 +241,8 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
         ("last", po::bool_switch(), "use each run's last value of the metric (the default)")
         ("best", po::bool_switch(), "use each run's best value of the metric")
         ("baseline", po::value<std::string>(), "VALUE[,VALUE2...]: the group the others are compared with")
+        ("cost", po::value<std::vector<std::string>>()->composing(),
+         "cost metric column (repeatable; default perf/tokens_per_s and perf/peak_mem_mb)")
         ("json", po::bool_switch(), "print a JSON array of group objects instead of a table");
     const CommandLine command_line = parse_command_line(kUsage, options, {}, {}, args, global);
     if (command_line.help) return kExitOk;
@@ -318,8 +337,17 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
         std::cerr << "labdb: note: " << left_out << " finished run(s) left out: no finite value of " << metric << "\n";
     }
 
+    const std::vector<std::string> cost_metrics =
+        values.count("cost") ? values["cost"].as<std::vector<std::string>>()
+                             : std::vector<std::string>{"perf/tokens_per_s", "perf/peak_mem_mb"};
     std::vector<Group> groups;
     for (auto& [group_values, group] : groups_by_values) {
+        for (const std::string& cost : cost_metrics) {
+            std::vector<double> per_run;
+            for (const AblationRun& run : group.runs)
+                if (std::optional<double> value = run_cost(database, run.id, cost)) per_run.push_back(*value);
+            group.costs.push_back(per_run.empty() ? std::nullopt : std::optional<double>(mean_of(per_run)));
+        }
         const std::vector<double> run_values = values_of(group);
         group.mean = mean_of(run_values);
         group.min = *std::min_element(run_values.begin(), run_values.end());
@@ -379,6 +407,7 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
             row["min"] = group.min;
             row["max"] = group.max;
             row["best"] = g == best;
+            for (size_t c = 0; c < cost_metrics.size(); ++c) row["cost"][cost_metrics[c]] = optional_number(group.costs[c]);
             row["runs"] = nlohmann::json::array();
             for (const AblationRun& run : group.runs) row["runs"].push_back(run.id);
             if (baseline) {
@@ -401,9 +430,11 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
     if (baseline) {
         for (const char* header : {"delta", "95% CI", "method"}) headers.emplace_back(header);
     }
+    for (const std::string& cost : cost_metrics) headers.push_back(cost);
     headers.emplace_back("best");
     TextTable table(headers);
-    for (size_t column = keys.size(); column < keys.size() + 7; ++column) table.align_right(column);
+    for (size_t column = keys.size(); column + 1 < headers.size(); ++column)
+        if (headers[column] != "method") table.align_right(column);
     for (size_t g = 0; g < groups.size(); ++g) {
         const Group& group = groups[g];
         std::vector<std::string> row;
@@ -424,6 +455,7 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
                 row.push_back(delta.method);
             }
         }
+        for (const std::optional<double>& cost : group.costs) row.push_back(format_number(cost));
         row.push_back(g == best ? "*" : "");
         table.add_row(std::move(row));
     }

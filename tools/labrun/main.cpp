@@ -4,17 +4,27 @@
 //   labrun EXPERIMENT.ini --dry-run                 print the resolved run, do nothing
 //   labrun --list                                   every loaded plugin
 //   labrun --describe KIND/NAME                     a plugin's options
+//   labrun --check attention/NAME [key=value ...]   the attention conformance check and cost profile
 //   labrun tokenize NAME [key=value ...] [--decode] a tokenizer on stdin lines
 //
 // This file is the one place that maps errors to exit codes.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <fstream>
+#include <map>
 #include <sstream>
+#include <thread>
 
 #include "lab/config.h"
 #include "lab/error.h"
@@ -22,6 +32,9 @@
 #include "lab/results.h"
 #include "lab/trainer.h"
 #include "lab/version.h"
+#include "check.h"
+
+extern char** environ;
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
@@ -34,13 +47,20 @@ const char* kUsageText =
     "usage: labrun [options] EXPERIMENT.ini [section.key=value ...]\n"
     "       labrun --resume RUN [--db FILE]\n"
     "       labrun --list | --describe KIND/NAME\n"
+    "       labrun --check attention/NAME [key=value ...] [--backend NAME] [--no-profile] [--db FILE]\n"
     "       labrun tokenize NAME [key=value ...] [--decode]\n"
     "\n"
     "Runs the experiment declared in EXPERIMENT.ini and records it in the results database named by\n"
     "[experiment] db (default results/lab.db). Arguments of the form section.key=value override the\n"
     "file, e.g. `labrun experiments/shakespeare_char.ini train.steps=300 experiment.seed=2`.\n"
     "A file with [sweep] runs every combination; rerunning it skips finished runs and resumes\n"
-    "interrupted ones. SIGINT/SIGTERM checkpoint a run and mark it interrupted; --resume continues it.\n"
+    "interrupted ones; --jobs N runs N of them at once (each with cores / N threads, its output in\n"
+    "<db folder>/logs/). SIGINT/SIGTERM checkpoint a run and mark it interrupted; --resume continues it.\n"
+    "\n"
+    "--check: builds the attention plugin with the options given as key=value and checks output shapes,\n"
+    "gradients (finite differences), causality, padding invariance, agreement with attention/softmax where\n"
+    "the plugin declares it exact, and determinism; then times it at sequence lengths 128 ... 4096. Exit\n"
+    "code 0 when every check passed, 1 otherwise; --db FILE records the report and the profile as a run.\n"
     "\n"
     "tokenize: reads UTF-8 lines from stdin and prints one line of space-separated ids per line\n"
     "(with --decode: reads lines of ids and prints the text). key=value pairs are the tokenizer's\n"
@@ -217,6 +237,126 @@ int report_outcome(const lab::RunOutcome& outcome) {
     return kOk;
 }
 
+// ---- parallel sweeps (--jobs) ----
+
+volatile sig_atomic_t g_stop_signal = 0;
+void remember_stop_signal(int sig) { g_stop_signal = sig; }
+
+int available_cores() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string sweep_values_text(const lab::RunSpec& spec) {
+    std::string out;
+    for (const auto& [key, value] : spec.sweep_values) out += (out.empty() ? "" : ", ") + key + "=" + value;
+    return out;
+}
+
+std::string last_lines(const fs::path& file, size_t n) {
+    std::ifstream in(file);
+    std::vector<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) {
+        // Progress redraws end in '\r'; keep what the line finally showed.
+        if (auto cr = line.find_last_of('\r'); cr != std::string::npos) line = line.substr(cr + 1);
+        if (!line.empty()) lines.push_back(line);
+    }
+    std::string out;
+    for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) out += "    " + lines[i] + "\n";
+    return out;
+}
+
+// Runs the sweep runs `todo` (indices into specs) as child processes of this labrun, `jobs` at a
+// time: each child is this program with the same arguments plus --sweep-index I, with
+// OMP_NUM_THREADS = cores / jobs, its output in <db folder>/logs/sweep-<id>-<I+1>.log. SIGINT and
+// SIGTERM reach the children (same process group), which checkpoint; no new run starts after one.
+int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vector<size_t>& todo, int jobs,
+                          int argc, char** argv, bool quiet) {
+    const int threads = std::max(1, available_cores() / jobs);
+    fs::path log_dir = fs::path(specs.front().experiment.get_string("db")).parent_path() / "logs";
+    fs::create_directories(log_dir);
+    if (!quiet)
+        std::cerr << "sweep " << specs.front().sweep_id << ": " << todo.size() << " of " << specs.size()
+                  << " runs to do, " << jobs << " at a time with " << threads << " thread" << (threads > 1 ? "s" : "")
+                  << " each; logs in " << log_dir.string() << "/\n";
+
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e)
+        if (std::string(*e).rfind("OMP_NUM_THREADS=", 0) != 0) env_strings.emplace_back(*e);
+    env_strings.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    struct sigaction action {}, old_int {}, old_term {};
+    action.sa_handler = remember_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int);
+    sigaction(SIGTERM, &action, &old_term);
+
+    std::map<pid_t, size_t> running;  // pid -> index
+    std::map<size_t, fs::path> logs;
+    size_t next = 0, failed = 0, interrupted = 0;
+    auto label = [&](size_t i) {
+        std::ostringstream text;  // (not string concatenation: g++ 12 warns falsely on it, -Wrestrict)
+        text << "[" << i + 1 << "/" << specs.size() << "] ";
+        return text.str();
+    };
+    while (next < todo.size() || !running.empty()) {
+        while (!g_stop_signal && next < todo.size() && static_cast<int>(running.size()) < jobs) {
+            size_t index = todo[next++];
+            fs::path log = log_dir / ("sweep-" + specs[index].sweep_id + "-" + std::to_string(index + 1) + ".log");
+            std::vector<std::string> args(argv, argv + argc);
+            args.insert(args.end(), {"--sweep-index", std::to_string(index), "--no-progress"});
+            std::vector<char*> child_argv;
+            for (auto& a : args) child_argv.push_back(a.data());
+            child_argv.push_back(nullptr);
+            posix_spawn_file_actions_t actions;
+            posix_spawn_file_actions_init(&actions);
+            posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+            pid_t pid = 0;
+            std::string self = fs::read_symlink("/proc/self/exe").string();
+            int err = posix_spawn(&pid, self.c_str(), &actions, nullptr, child_argv.data(), envp.data());
+            posix_spawn_file_actions_destroy(&actions);
+            if (err != 0) throw lab::Error("--jobs: cannot start " + self + ": " + std::strerror(err));
+            running[pid] = index;
+            logs[index] = log;
+            if (!quiet) std::cerr << label(index) << "started: " << sweep_values_text(specs[index]) << "\n";
+        }
+        int status = 0;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        auto it = running.find(pid);
+        if (it == running.end()) continue;
+        size_t index = it->second;
+        running.erase(it);
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (code == kOk) {
+            if (!quiet) std::cerr << label(index) << "done\n" << last_lines(logs[index], 1);
+        } else if (code == 128 + SIGINT || code == 128 + SIGTERM) {
+            ++interrupted;
+            if (!quiet) std::cerr << label(index) << "interrupted (checkpointed; rerun the sweep to resume)\n";
+        } else {
+            ++failed;
+            std::cerr << label(index) << "failed with exit code " << code << "; the end of " << logs[index].string()
+                      << ":\n" << last_lines(logs[index], 5);
+        }
+    }
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    if (g_stop_signal) return 128 + g_stop_signal;
+    if (!quiet)
+        std::cerr << "sweep " << specs.front().sweep_id << ": " << (todo.size() - failed - interrupted) << " finished, "
+                  << failed << " failed, " << interrupted << " interrupted\n";
+    return failed ? kRunFailed : interrupted ? 128 + SIGINT : kOk;
+}
+
 int run_main(int argc, char** argv) {
     po::options_description visible("options");
     visible.add_options()
@@ -227,8 +367,17 @@ int run_main(int argc, char** argv) {
         ("dry-run", "print the resolved runs and stop")
         ("resume", po::value<std::string>()->value_name("RUN"),
          "continue an interrupted run (id, uid prefix or name) from its latest checkpoint")
-        ("db", po::value<std::string>()->value_name("FILE"), "results database of --resume (default results/lab.db)")
+        ("check", po::value<std::string>()->value_name("attention/NAME"),
+         "run the conformance check of an attention plugin (options follow as key=value)")
+        ("backend", po::value<std::string>()->value_name("NAME"), "--check: backend (default onednn, else reference)")
+        ("profile-lengths", po::value<std::string>()->value_name("N,N,..."),
+         "--check: sequence lengths of the cost profile (default 128,256,512,1024,2048,4096)")
+        ("no-profile", "--check: skip the cost profile")
+        ("db", po::value<std::string>()->value_name("FILE"),
+         "results database of --resume (default results/lab.db), or where --check records its report")
         ("force", "rerun runs of a sweep that already finished")
+        ("jobs,j", po::value<int>()->default_value(1)->value_name("N"),
+         "run N runs of a sweep at once, each with cores / N OpenMP threads")
         ("data-dir", po::value<std::string>()->value_name("DIR"), "where ${data} points (default: $LAB_DATA, else data/)")
         ("plugin-path", po::value<std::vector<std::string>>()->value_name("PATH")->composing(),
          "extra plugin folder or .so file (repeatable)")
@@ -236,7 +385,8 @@ int run_main(int argc, char** argv) {
         ("quiet,q", "no log output")
         ("no-progress", "plain log lines even on a terminal");
     po::options_description hidden;
-    hidden.add_options()("args", po::value<std::vector<std::string>>(), "");
+    hidden.add_options()("args", po::value<std::vector<std::string>>(), "")(
+        "sweep-index", po::value<int64_t>(), "run only this run of the sweep (0-based; --jobs uses it)");
     po::options_description all;
     all.add(visible).add(hidden);
     po::positional_options_description positional;
@@ -266,6 +416,16 @@ int run_main(int argc, char** argv) {
     load_default_plugins(registry, plugin_paths);
     if (vm.count("list")) return list_plugins(registry);
     if (vm.count("describe")) return describe(registry, vm["describe"].as<std::string>());
+    if (vm.count("check")) {
+        CheckCliOptions check;
+        if (vm.count("backend")) check.backend = vm["backend"].as<std::string>();
+        if (vm.count("profile-lengths")) check.profile_lengths = vm["profile-lengths"].as<std::string>();
+        check.no_profile = vm.count("no-profile") > 0;
+        if (vm.count("db")) check.db = vm["db"].as<std::string>();
+        std::vector<std::string> check_args{vm["check"].as<std::string>()};
+        check_args.insert(check_args.end(), args.begin(), args.end());
+        return run_attention_check(registry, check_args, check);
+    }
     if (!args.empty() && args[0] == "tokenize")
         return tokenize(registry, {args.begin() + 1, args.end()}, vm.count("decode") > 0);
 
@@ -323,8 +483,31 @@ int run_main(int argc, char** argv) {
     }
     // A sweep (or a single run) continues where it stopped: finished runs are skipped (unless
     // --force), interrupted ones resume from their checkpoint, failed ones run again.
+    const int jobs = vm["jobs"].as<int>();
+    if (jobs < 1) throw lab::ConfigError("--jobs " + std::to_string(jobs) + ": expected a number of runs >= 1");
+    size_t first = 0, last = specs.size();
+    if (vm.count("sweep-index")) {
+        int64_t index = vm["sweep-index"].as<int64_t>();
+        if (index < 0 || index >= static_cast<int64_t>(specs.size()))
+            throw lab::ConfigError("--sweep-index " + std::to_string(index) + ": the experiment has " +
+                                   std::to_string(specs.size()) + " runs (0 .. " + std::to_string(specs.size() - 1) + ")");
+        first = static_cast<size_t>(index);
+        last = first + 1;
+    } else if (jobs > 1 && specs.size() > 1) {
+        std::vector<size_t> todo;
+        lab::ResultStore store(specs.front().experiment.get_string("db"));
+        store.mark_interrupted_runs();
+        for (size_t i = 0; i < specs.size(); ++i) {
+            auto previous = store.latest_run(specs[i].hash());
+            if (previous && previous->status == "finished" && !vm.count("force")) continue;
+            todo.push_back(i);
+        }
+        if (!run_env.quiet && todo.size() < specs.size())
+            std::cerr << (specs.size() - todo.size()) << " runs already finished; skipped (--force runs them again)\n";
+        return run_sweep_in_parallel(specs, todo, jobs, argc, argv, run_env.quiet);
+    }
     int code = kOk;
-    for (size_t i = 0; i < specs.size(); ++i) {
+    for (size_t i = first; i < last; ++i) {
         const lab::RunSpec& spec = specs[i];
         std::string label = specs.size() > 1 ? "[" + std::to_string(i + 1) + "/" + std::to_string(specs.size()) + "] " : "";
         lab::RunEnvironment this_run = run_env;
