@@ -1,9 +1,20 @@
-# lab_add_plugin(<kind> <name> SOURCES src... [LIBRARIES lib...])
+# lab_add_plugin(<kind> <name> SOURCES src... [LIBRARIES lib...] [OUTPUT_DIR dir])
 #
-# Builds one plugin library, <kind>_<name>.so, into the build's plugin folder (build/plugins),
-# linked against liblab. Used in-tree and, through find_package(Lab), out of tree.
+# Builds one plugin library, <kind>_<name>.so, linked against liblab (lab::lab). In-tree it goes
+# to the build's plugin folder (build/plugins) and is installed into <prefix>/lib/lab/plugins;
+# out of tree (after find_package(Lab)) it goes to <your build>/plugins unless OUTPUT_DIR says
+# otherwise, and is installed only where the project sets LAB_PLUGIN_INSTALL_DIR.
+#
+# Every plugin is compiled the same way wherever it is built: C++20 without GNU extensions, like
+# liblab, and hidden symbol visibility, so that the only symbols a plugin exports are the two
+# entry points LAB_PLUGIN writes (lab/plugin.h) and two plugins can never bind to each other's
+# internals.
 function(lab_add_plugin kind name)
   cmake_parse_arguments(ARG "" "OUTPUT_DIR" "SOURCES;LIBRARIES" ${ARGN})
+  if(NOT ARG_SOURCES)
+    message(FATAL_ERROR "lab_add_plugin(${kind} ${name}): no SOURCES given; "
+                        "write e.g. lab_add_plugin(${kind} ${name} SOURCES ${name}.cpp)")
+  endif()
   set(target lab_plugin_${kind}_${name})
   add_library(${target} MODULE ${ARG_SOURCES})
   target_link_libraries(${target} PRIVATE lab::lab ${ARG_LIBRARIES})
@@ -18,7 +29,13 @@ function(lab_add_plugin kind name)
     PREFIX ""
     OUTPUT_NAME ${kind}_${name}
     LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIR}
-    CXX_VISIBILITY_PRESET hidden)
+    CXX_STANDARD 20
+    CXX_STANDARD_REQUIRED ON
+    CXX_EXTENSIONS OFF
+    CXX_VISIBILITY_PRESET hidden
+    # An installed plugin sits in <prefix>/lib/lab/plugins; liblab is two folders up. (labrun has
+    # liblab loaded already, so this matters only to other programs that open a plugin.)
+    INSTALL_RPATH "$ORIGIN/../..")
   # In-tree, `lab_plugins` builds every plugin (tests depend on it).
   if(TARGET lab_plugins)
     add_dependencies(lab_plugins ${target})
