@@ -420,22 +420,31 @@ void HostBackend::reduce_sum(const Tensor& y, const Tensor& x) {
     const float* xp = x.data<float>();
     const int64_t outputs = y.numel();
     const int64_t reduced = shape_numel(reduced_shape);
-    // Summing leading dims of a contiguous x (bias gradients: [B, T, C] -> [1, 1, C]): walk x row
-    // by row so each thread streams its own block of columns.
-    bool leading_only = x.is_contiguous();
-    for (int64_t d = 0; leading_only && d <= last_reduced; ++d) leading_only = y.size(d) == 1;
-    if (leading_only) {
+    // A contiguous x whose summed dims are one block, x = [outer, R, inner] -> y = [outer, 1, inner]:
+    // bias gradients ([B, T, C] -> [1, 1, C], outer = 1) and broadcast-view gradients such as
+    // grouped-query attention's repeated heads ([B, Hkv, G, S * D] -> [B, Hkv, 1, S * D]). Rows are
+    // streamed, each thread summing its own block of columns.
+    int64_t first_reduced = -1;
+    for (int64_t d = 0; d < x.dim() && first_reduced < 0; ++d)
+        if (y.size(d) == 1 && x.size(d) != 1) first_reduced = d;
+    bool one_block = x.is_contiguous() && first_reduced >= 0;
+    for (int64_t d = first_reduced; one_block && d <= last_reduced; ++d) one_block = y.size(d) == 1;
+    if (one_block) {
+        int64_t outer = 1, inner_size = 1;
+        for (int64_t d = 0; d < first_reduced; ++d) outer *= x.size(d);
+        for (int64_t d = last_reduced + 1; d < x.dim(); ++d) inner_size *= x.size(d);
         constexpr int64_t kCols = 256;
-        const int64_t blocks = (outputs + kCols - 1) / kCols;
+        const int64_t col_blocks = (inner_size + kCols - 1) / kCols, tasks = outer * col_blocks;
 #pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t c0 = blk * kCols, width = std::min(kCols, outputs - c0);
+        for (int64_t task = 0; task < tasks; ++task) {
+            const int64_t o = task / col_blocks, c0 = (task % col_blocks) * kCols;
+            const int64_t width = std::min(kCols, inner_size - c0);
             double acc[kCols] = {};
             for (int64_t r = 0; r < reduced; ++r) {
-                const float* row = xp + r * outputs + c0;
+                const float* row = xp + (o * reduced + r) * inner_size + c0;
                 for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
             }
-            for (int64_t j = 0; j < width; ++j) yp[c0 + j] = static_cast<float>(acc[j]);
+            for (int64_t j = 0; j < width; ++j) yp[o * inner_size + c0 + j] = static_cast<float>(acc[j]);
         }
         return;
     }

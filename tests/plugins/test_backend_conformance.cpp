@@ -90,17 +90,23 @@ void expect_close(const std::string& what, const Tensor& got, const Tensor& want
     CHECK(difference <= tolerance);
 }
 
+// Where a kernel call is expected to run. `either`: oneDNN where its build for this CPU has an
+// optimised kernel, the host where it has only its reference one (the backend refuses those:
+// OneDnnBackend::reject_reference), e.g. softmax backward, which oneDNN 2.6 optimises for AVX-512
+// but not for AVX2.
+enum class Where { onednn, host, either };
+
 // Runs `call` twice on a fresh oneDNN backend. The first call builds primitives for a oneDNN
 // layout (none for a host fallback); the second builds nothing and, for oneDNN layouts, is a
 // cache hit. Returns the number of primitives the first call built.
-uint64_t run_twice_and_check_cache(Backend& backend, const std::function<void()>& call, bool on_onednn) {
+uint64_t run_twice_and_check_cache(Backend& backend, const std::function<void()>& call, Where where) {
     const lab::BackendStats before = backend.stats();
     call();
     const lab::BackendStats first = backend.stats();
     call();
     const lab::BackendStats second = backend.stats();
     const uint64_t built = first.primitives_created - before.primitives_created;
-    if (on_onednn) {
+    if (where == Where::onednn || (where == Where::either && built > 0)) {
         CHECK(built >= 1);
         CHECK(second.primitive_cache_hits > first.primitive_cache_hits);
     } else {
@@ -181,7 +187,7 @@ void check_matmul(const MatmulCase& c) {
         // accumulate adds into c, so each call starts from the same initial c.
         got.out.copy_(Tensor::from_floats(*onednn, c_shape, c_initial));
         onednn->matmul(got.out, got.a, got.b, c.bias ? &got.bias : nullptr, c.alpha, c.accumulate);
-    }, true);
+    }, Where::onednn);
     expect_close("matmul " + c.name + " (" + std::to_string(built) + " primitives)", got.out, want.out, c.dtype == DType::bf16 ? kBf16Tolerance : kF32Tolerance);
 }
 
@@ -295,7 +301,7 @@ TEST_CASE("onednn unary ops match the host backend", "[onednn]") {
             Twin x = twin(*onednn, host, shape, values);
             Twin y = twin_empty(*onednn, host, shape);
             host.unary(op, y.host, x.host, alpha);
-            run_twice_and_check_cache(*onednn, [&] { onednn->unary(op, y.onednn, x.onednn, alpha); }, true);
+            run_twice_and_check_cache(*onednn, [&] { onednn->unary(op, y.onednn, x.onednn, alpha); }, Where::onednn);
             expect_close(std::string("unary ") + lab::unary_op_name(op) + " " + lab::shape_str(shape), y.onednn,
                          y.host, kF32Tolerance);
         }
@@ -338,7 +344,7 @@ TEST_CASE("onednn unary backward matches the host backend", "[onednn]") {
             host.unary_backward(op, dx.host, dy.host, x.host, keep_y ? y.host : no_y);
             run_twice_and_check_cache(
                 *onednn, [&] { onednn->unary_backward(op, dx.onednn, dy.onednn, x.onednn, keep_y ? y.onednn : no_y); },
-                true);
+                Where::onednn);
             expect_close(std::string("unary_backward ") + lab::unary_op_name(op) + (keep_y ? " (y given)" : " (no y)"),
                          dx.onednn, dx.host, kF32Tolerance);
         }
@@ -380,8 +386,12 @@ TEST_CASE("onednn binary ops match the host backend, broadcasting either operand
             host.binary(op, out.host, a_host, b_host);
             // Documented host fallbacks: a broadcast first operand of sub/div, or both broadcast.
             const bool commutes = op == BinaryOp::add || op == BinaryOp::mul;
-            const bool on_onednn = !c.a.broadcast || (!c.b.broadcast && commutes);
-            run_twice_and_check_cache(*onednn, [&] { onednn->binary(op, out.onednn, a_onednn, b_onednn); }, on_onednn);
+            // Operands with permuted strides run on the host too: oneDNN 2.6 has only its reference
+            // kernel for them.
+            const bool transposed_operand = c.a.name == transposed.name || c.b.name == transposed.name;
+            const bool on_onednn = (!c.a.broadcast || (!c.b.broadcast && commutes)) && !transposed_operand;
+            run_twice_and_check_cache(*onednn, [&] { onednn->binary(op, out.onednn, a_onednn, b_onednn); },
+                                      on_onednn ? Where::onednn : Where::host);
             expect_close(std::string("binary ") + lab::binary_op_name(op) + " " + c.a.name + ", " + c.b.name +
                              (on_onednn ? "" : " (host fallback)"),
                          out.onednn, out.host, kF32Tolerance);
@@ -401,7 +411,7 @@ TEST_CASE("onednn softmax and log-softmax forward and backward match the host ba
             Twin x = twin(*onednn, host, shape, random_values(count, 91, -4.0f, 4.0f));
             Twin y = twin_empty(*onednn, host, shape);
             host.softmax(y.host, x.host, log);
-            run_twice_and_check_cache(*onednn, [&] { onednn->softmax(y.onednn, x.onednn, log); }, true);
+            run_twice_and_check_cache(*onednn, [&] { onednn->softmax(y.onednn, x.onednn, log); }, Where::onednn);
             expect_close(name, y.onednn, y.host, kF32Tolerance);
 
             // The backward gets the same y on both backends, so only the backward kernel differs.
@@ -410,7 +420,7 @@ TEST_CASE("onednn softmax and log-softmax forward and backward match the host ba
             Twin dx = twin_empty(*onednn, host, shape);
             host.softmax_backward(dx.host, dy.host, y_saved.host, log);
             run_twice_and_check_cache(*onednn, [&] { onednn->softmax_backward(dx.onednn, dy.onednn, y_saved.onednn, log); },
-                                      true);
+                                      Where::either);
             expect_close(name + " backward", dx.onednn, dx.host, kF32Tolerance);
         }
     }
@@ -446,7 +456,7 @@ TEST_CASE("onednn layer norm forward matches the host backend (rstd, not varianc
         run_twice_and_check_cache(*onednn, [&] {
             onednn->layer_norm(y.onednn, mean.onednn, rstd.onednn, x.onednn, c.gamma ? &gamma.onednn : nullptr,
                                c.beta ? &beta.onednn : nullptr, eps);
-        }, true);
+        }, Where::onednn);
         const std::string name = "layer_norm " + lab::shape_str(c.shape) + (c.gamma ? " gamma" : "") +
                                  (c.beta ? " beta" : "") + " offset " + std::to_string(int(c.offset));
         expect_close(name + " y", y.onednn, y.host, kF32Tolerance);
@@ -498,7 +508,7 @@ TEST_CASE("onednn layer norm backward matches the host backend and accumulates d
             onednn->layer_norm_backward(dx.onednn, c.dgamma ? &dgamma.onednn : nullptr,
                                         c.dbeta ? &dbeta.onednn : nullptr, dy.onednn, x.onednn, mean.onednn,
                                         rstd.onednn, c.gamma ? &gamma.onednn : nullptr);
-        }, true);
+        }, Where::onednn);
         const std::string name = "layer_norm_backward " + lab::shape_str(c.shape) + (c.gamma ? " gamma" : "") +
                                  (c.dgamma ? " dgamma" : "") + (c.dbeta ? " dbeta" : "");
         expect_close(name + " dx", dx.onednn, dx.host, kF32Tolerance);
@@ -558,9 +568,11 @@ TEST_CASE("onednn steady state: a repeated training step builds no new primitive
     std::printf("[onednn] steady state: %llu primitives after step 1, %llu after step 3, %llu cache hits per step\n",
                 static_cast<unsigned long long>(built[0]), static_cast<unsigned long long>(built[2]),
                 static_cast<unsigned long long>(hits_per_step));
-    CHECK(built[0] == 13);  // one primitive per distinct kernel configuration above
+    // One primitive per distinct kernel configuration above: 13, or 12 where oneDNN has only its
+    // reference softmax backward for this CPU and the host kernel serves it.
+    CHECK((built[0] == 13 || built[0] == 12));
     CHECK(built[1] == built[0]);
     CHECK(built[2] == built[0]);
-    CHECK(hits_per_step == 13);
+    CHECK(hits_per_step == 13);  // every call finds its cached plan, host fallbacks included
     for (float v : dx.to_floats()) CHECK(std::isfinite(v));
 }

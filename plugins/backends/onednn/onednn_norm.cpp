@@ -51,6 +51,7 @@ void build_softmax(Plan& plan, const dnnl::engine& engine, bool log, int64_t row
     const dnnl::memory::desc md = contiguous_md({rows, columns}, dt::f32);
     dnnl::softmax_v2_forward::primitive_desc pd(
         dnnl::softmax_v2_forward::desc(prop_kind::forward_training, softmax_algorithm(log), md, md, 1), engine);
+    OneDnnBackend::reject_reference(pd);
     plan.primitive = dnnl::softmax_v2_forward(pd);
     plan.args[DNNL_ARG_SRC] = unbound_memory(md, engine);
     plan.args[DNNL_ARG_DST] = unbound_memory(md, engine);
@@ -62,6 +63,7 @@ void build_softmax_backward(Plan& plan, const dnnl::engine& engine, bool log, in
         dnnl::softmax_v2_forward::desc(prop_kind::forward_training, softmax_algorithm(log), md, md, 1), engine);
     dnnl::softmax_v2_backward::primitive_desc pd(
         dnnl::softmax_v2_backward::desc(softmax_algorithm(log), md, md, md, 1), engine, hint_pd);
+    OneDnnBackend::reject_reference(pd);
     plan.primitive = dnnl::softmax_v2_backward(pd);
     plan.args[DNNL_ARG_DST] = unbound_memory(md, engine);
     plan.args[DNNL_ARG_DIFF_DST] = unbound_memory(md, engine);
@@ -86,6 +88,7 @@ void build_layer_norm(Plan& plan, const dnnl::engine& engine, int64_t rows, int6
         dnnl::layer_normalization_forward::desc(prop_kind::forward_training, x_md, stat_md, eps,
                                                 norm_flags(has_gamma, has_beta)),
         engine);
+    OneDnnBackend::reject_reference(pd);
     plan.primitive = dnnl::layer_normalization_forward(pd);
     plan.args[DNNL_ARG_SRC] = unbound_memory(x_md, engine);
     plan.args[DNNL_ARG_DST] = unbound_memory(x_md, engine);
@@ -119,6 +122,7 @@ void build_layer_norm_backward(Plan& plan, const dnnl::engine& engine, const Nor
         engine);
     dnnl::layer_normalization_backward::primitive_desc pd(
         dnnl::layer_normalization_backward::desc(kind, x_md, x_md, stat_md, kEpsilon, flags), engine, hint_pd);
+    OneDnnBackend::reject_reference(pd);
     plan.primitive = dnnl::layer_normalization_backward(pd);
 
     const auto columns = static_cast<size_t>(layout.columns);
