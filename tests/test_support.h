@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
@@ -17,6 +19,15 @@
 struct sqlite3;
 
 namespace lab_test {
+
+// A plugin factory for registries that only declare plugins (config tests read declarations):
+// calling it means a bug in the test. E.g. registry.add_model(decl, unused_factory<lab::Model>()).
+template <class Product>
+auto unused_factory() {
+    return [](auto&&...) -> std::shared_ptr<Product> {
+        throw std::logic_error("factory called in a declarations-only test");
+    };
+}
 
 // A fresh directory under the system temp folder, unique per process and per call (so parallel
 // ctest processes never share one), removed with everything in it by the destructor.

@@ -239,6 +239,16 @@ TEST_CASE("labrun --describe prints a plugin's options with their defaults", "[c
     CHECK_THAT(gpt.out, Contains("integer >= 1"));
     CHECK_THAT(gpt.out, Contains("real number in [0, 0.99]"));
     CHECK_THAT(gpt.out, Contains("`type = gpt` selects it in [model]"));
+    CHECK_THAT(gpt.out, Contains("needs of the attention: causal\n"));
+
+    // An attention plugin shows what it supports and where it equals softmax.
+    Outcome gqa = run_labrun({"--describe", "attention/gqa"});
+    INFO(gqa);
+    REQUIRE(gqa.exit_code == kExitOk);
+    CHECK_THAT(gqa.out, Contains("supports: causal, padding mask\n"));
+    CHECK_THAT(gqa.out, Contains("equals attention/softmax: with kv_heads = 0\n"));
+    Outcome linear = run_labrun({"--describe", "attention/linear"});
+    CHECK_THAT(linear.out, Contains("equals attention/softmax: never (not an exact variant)"));
 
     Outcome train = run_labrun({"--describe", "train"});
     INFO(train);

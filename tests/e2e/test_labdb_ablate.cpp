@@ -64,6 +64,12 @@ struct AblationDatabase {
             store.add_metric(id, 100, "val/loss", spec.final_loss - 0.1);
             store.add_metric(id, 200, "val/loss", spec.final_loss);
             store.add_metric(id, 200, "val/accuracy", spec.final_loss / 10);
+            // Cost: throughput 1000 then 1200 + 10 * seed (run mean 1100 + 5 * seed); the memory
+            // high-water mark 50 then 60 + seed (run maximum 60 + seed).
+            store.add_metric(id, 100, "perf/tokens_per_s", 1000.0);
+            store.add_metric(id, 200, "perf/tokens_per_s", 1200.0 + 10.0 * static_cast<double>(spec.seed));
+            store.add_metric(id, 100, "perf/peak_mem_mb", 50.0);
+            store.add_metric(id, 200, "perf/peak_mem_mb", 60.0 + static_cast<double>(spec.seed));
             store.finish_run(id, spec.status, "");
         }
     }
@@ -238,4 +244,28 @@ TEST_CASE("labdb ablate refuses unknown metrics, keys, groups and empty selectio
     CHECK(run_labdb({"--db", db, "ablate", "--experiment", "abl", "--sweep", "s1", "--by", "attention.type",
                      "--metric", "val/loss"})
               .exit_code == kExitUsage);
+}
+
+TEST_CASE("labdb ablate: cost columns average each run's mean throughput and peak memory", "[e2e][labdb][ablate]") {
+    AblationDatabase fixture;
+    const json rows = run_json({"--db", fixture.db.string(), "ablate", "--experiment", "abl", "--by", "attention.type",
+                                "--metric", "val/loss", "--json"});
+    REQUIRE(rows.size() == 3);
+    // Groups sort by value: linear (seeds 1-3), softmax (seeds 1-3), window (seeds 4, 5).
+    CHECK(rows[0]["group"]["attention.type"] == "linear");
+    CHECK(rows[0]["cost"]["perf/tokens_per_s"].get<double>() == Approx(1110.0));  // 1100 + 5 * mean(1, 2, 3)
+    CHECK(rows[0]["cost"]["perf/peak_mem_mb"].get<double>() == Approx(62.0));     // 60 + mean(1, 2, 3)
+    CHECK(rows[2]["cost"]["perf/tokens_per_s"].get<double>() == Approx(1122.5));  // 1100 + 5 * 4.5
+    CHECK(rows[2]["cost"]["perf/peak_mem_mb"].get<double>() == Approx(64.5));
+
+    // The table shows the columns; --cost chooses them, and a metric no run logged shows "-".
+    const Outcome table = run_labdb({"--db", fixture.db.string(), "ablate", "--experiment", "abl", "--by",
+                                     "attention.type", "--metric", "val/loss", "--cost", "perf/peak_mem_mb", "--cost",
+                                     "perf/nothing"});
+    INFO(table);
+    REQUIRE(table.exit_code == kExitOk);
+    CHECK_THAT(table.out, Contains("perf/peak_mem_mb"));
+    CHECK_THAT(table.out, Contains("perf/nothing"));
+    CHECK_THAT(table.out, !Contains("perf/tokens_per_s"));
+    CHECK_THAT(table.out, Contains("64.5"));
 }

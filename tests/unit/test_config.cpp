@@ -20,12 +20,6 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// Config code only reads declarations; a factory that is called means a bug in the test.
-template <class Product>
-auto unused_factory() {
-    return [](auto&&...) -> std::shared_ptr<Product> { throw lab::Error("not used in this test"); };
-}
-
 lab::Registry make_registry() {
     lab::Registry registry;
     lab::OptionSchema gpt;

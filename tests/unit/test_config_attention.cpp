@@ -16,11 +16,6 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-template <class Product>
-auto unused_factory() {
-    return [](auto&&...) -> std::shared_ptr<Product> { throw lab::Error("not used in this test"); };
-}
-
 // A registry of declarations only: gpt needs causal attention; "bidirectional" lacks it.
 lab::Registry make_registry() {
     lab::Registry registry;

@@ -149,6 +149,16 @@ int describe(const lab::Registry& registry, const std::string& what) {
     const lab::PluginInfo& info = registry.find(what.substr(0, slash), what.substr(slash + 1));
     describe_schema(info.kind + "/" + info.name + " " + info.version + "  (" + info.file + ")", info.description,
                     info.schema);
+    if (info.kind == "attention") {
+        std::cout << "\n  supports: " << info.attention.supports.str() << "\n";
+        std::string exact;
+        for (const auto& [key, value] : info.attention.equals_softmax_with)
+            exact += (exact.empty() ? "" : ", ") + key + " = " + value;
+        std::cout << "  equals attention/softmax: " << (exact.empty() ? "never (not an exact variant)" : "with " + exact)
+                  << "\n  (labrun --check attention/" << info.name << " tests both)\n";
+    } else if (info.kind == "model" || info.kind == "task") {
+        std::cout << "\n  needs of the attention: " << info.needs_attention.str() << "\n";
+    }
     if (info.kind != "backend") std::cout << "\n  (and `type = " << info.name << "` selects it in [" << info.kind << "])\n";
     else std::cout << "\n  (selected by [experiment] backend = " << info.name << "; options go in [backend])\n";
     return kOk;
