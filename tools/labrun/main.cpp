@@ -90,10 +90,12 @@ void load_path(lab::Registry& registry, const fs::path& p) {
 }
 
 // The build tree keeps plugins in <build>/plugins next to <build>/bin; an installed labrun keeps
-// them in <prefix>/lib/lab/plugins.
+// them in <prefix>/<LAB_INSTALL_PLUGINDIR> (lib/lab/plugins on most systems).
 void load_default_plugins(lab::Registry& registry, const std::vector<std::string>& extra) {
     fs::path exe_dir = executable_dir();
-    for (const fs::path& dir : {exe_dir / ".." / "plugins", exe_dir / ".." / "lib" / "lab" / "plugins"}) {
+    const fs::path install_dir = fs::path(LAB_INSTALL_PLUGINDIR).is_absolute() ? fs::path(LAB_INSTALL_PLUGINDIR)
+                                                                                : exe_dir / ".." / LAB_INSTALL_PLUGINDIR;
+    for (const fs::path& dir : {exe_dir / ".." / "plugins", install_dir}) {
         std::error_code ec;
         if (fs::is_directory(dir, ec)) {
             registry.load_directory(fs::canonical(dir));
