@@ -1,5 +1,6 @@
 #include "lab/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lab/error.h"
@@ -77,12 +78,15 @@ Tensor repeat_kv(const Tensor& kv, int64_t heads) {
 
 namespace {
 
-// [T, S] u8, 1 where query i must not see key j (j > i + S - T). Cached per (T, S).
+// [T, S] u8, 1 where query i must not see key j (j > i + S - T). Built per call, as bytes: T * S
+// bytes against the H * T * S floats the masked_fill that uses it writes.
 Tensor causal_mask(Backend& be, int64_t T, int64_t S) {
-    std::vector<int64_t> m(static_cast<size_t>(T * S));
-    for (int64_t i = 0; i < T; ++i)
-        for (int64_t j = 0; j < S; ++j) m[static_cast<size_t>(i * S + j)] = j > i + (S - T);
-    return Tensor::from_ints(be, {T, S}, m, DType::u8);
+    std::vector<uint8_t> m(static_cast<size_t>(T * S), 0);
+    for (int64_t i = 0; i < T; ++i) {
+        const int64_t first_hidden = std::max<int64_t>(0, i + (S - T) + 1);
+        if (first_hidden < S) std::fill(m.begin() + i * S + first_hidden, m.begin() + (i + 1) * S, uint8_t{1});
+    }
+    return Tensor::from_host(be, {T, S}, DType::u8, m.data());
 }
 
 }  // namespace
