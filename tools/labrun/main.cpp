@@ -23,6 +23,7 @@
 #include <iostream>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -247,6 +248,16 @@ int report_outcome(const lab::RunOutcome& outcome) {
     for (const auto& [name, value] : outcome.final_metrics) std::cout << "  " << name << " " << value;
     std::cout << "  wall " << lab::format_duration(outcome.wall_s) << "\n";
     return kOk;
+}
+
+// The most recent run with `spec`'s configuration in its results database, after runs of dead
+// processes are marked interrupted. It decides what happens to the run: finished -> skipped
+// (unless --force), interrupted -> resumed from its checkpoint, failed or none -> run.
+std::optional<lab::ResultStore::RunRef> previous_run(const lab::RunSpec& spec) {
+    lab::ResultStore store(spec.experiment.get_string("db"));
+    store.mark_interrupted_runs();
+    if (!spec.sweep_id.empty()) store.add_sweep(spec.sweep_id, spec.name, spec.sweep_size);
+    return store.latest_run(spec.hash());
 }
 
 // ---- parallel sweeps (--jobs) ----
@@ -507,10 +518,8 @@ int run_main(int argc, char** argv) {
         last = first + 1;
     } else if (jobs > 1 && specs.size() > 1) {
         std::vector<size_t> todo;
-        lab::ResultStore store(specs.front().experiment.get_string("db"));
-        store.mark_interrupted_runs();
         for (size_t i = 0; i < specs.size(); ++i) {
-            auto previous = store.latest_run(specs[i].hash());
+            auto previous = previous_run(specs[i]);
             if (previous && previous->status == "finished" && !vm.count("force")) continue;
             todo.push_back(i);
         }
@@ -523,20 +532,15 @@ int run_main(int argc, char** argv) {
         const lab::RunSpec& spec = specs[i];
         std::string label = specs.size() > 1 ? "[" + std::to_string(i + 1) + "/" + std::to_string(specs.size()) + "] " : "";
         lab::RunEnvironment this_run = run_env;
-        {
-            lab::ResultStore store(spec.experiment.get_string("db"));
-            store.mark_interrupted_runs();
-            if (!spec.sweep_id.empty()) store.add_sweep(spec.sweep_id, spec.name, spec.sweep_size);
-            if (auto previous = store.latest_run(spec.hash())) {
-                auto [id, status] = *previous;
-                if (status == "finished" && !vm.count("force")) {
-                    if (!run_env.quiet)
-                        std::cerr << label << "run " << id << " with this configuration already finished; skipped "
-                                  << "(--force runs it again)\n";
-                    continue;
-                }
-                if (status == "interrupted") this_run.resume_run = id;
+        if (auto previous = previous_run(spec)) {
+            auto [id, status] = *previous;
+            if (status == "finished" && !vm.count("force")) {
+                if (!run_env.quiet)
+                    std::cerr << label << "run " << id << " with this configuration already finished; skipped "
+                              << "(--force runs it again)\n";
+                continue;
             }
+            if (status == "interrupted") this_run.resume_run = id;
         }
         if (!label.empty() && !run_env.quiet) std::cerr << label << "sweep " << spec.sweep_id << "\n";
         try {
