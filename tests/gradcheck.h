@@ -25,6 +25,7 @@
 
 #include "lab/autograd.h"
 #include "lab/backend.h"
+#include "lab/finite_difference.h"
 #include "lab/tensor.h"
 
 namespace lab::testing {
@@ -48,11 +49,8 @@ struct GradCheckOptions {
     uint32_t seed = 20240611;  // for R
 };
 
-struct InputReport {
-    double max_abs_diff = 0.0;  // max over elements of |analytic - numeric|
-    double worst_ratio = 0.0;   // max of |analytic - numeric| / max(1, |numeric|)
-    int64_t worst_index = -1;   // flat index of the worst element
-    double worst_analytic = 0.0, worst_numeric = 0.0;
+// lab::FiniteDifferenceReport (max |analytic - numeric|, worst scaled error and where) of one input.
+struct InputReport : FiniteDifferenceReport {
     std::string problem;  // non-empty when the gradient is missing a shape or has the wrong one
 };
 
@@ -95,12 +93,6 @@ inline Tensor random_input(Backend& backend, const Shape& shape, uint32_t seed,
     if (map)
         for (auto& x : v) x = map(x);
     return Tensor::from_floats(backend, shape, v);
-}
-
-inline double weighted_sum(const std::vector<float>& y, const std::vector<float>& weights) {
-    double total = 0.0;
-    for (size_t i = 0; i < y.size(); ++i) total += static_cast<double>(y[i]) * static_cast<double>(weights[i]);
-    return total;
 }
 
 // Runs the check and returns the per-input report; gradcheck() below wraps it in Catch assertions.
@@ -146,24 +138,8 @@ inline GradCheckResult compute_gradcheck(const GradFn& f, const std::vector<Tens
             else
                 analytic = grad.to_floats();
         }
-        for (size_t j = 0; j < values[i].size() && report.problem.empty(); ++j) {
-            const float saved = values[i][j];
-            values[i][j] = saved + options.eps;
-            const double up = loss_at();
-            values[i][j] = saved - options.eps;
-            const double down = loss_at();
-            values[i][j] = saved;
-            const double numeric = (up - down) / (2.0 * static_cast<double>(options.eps));
-            const double diff = std::abs(static_cast<double>(analytic[j]) - numeric);
-            const double ratio = diff / std::max(1.0, std::abs(numeric));
-            report.max_abs_diff = std::max(report.max_abs_diff, diff);
-            if (!(ratio <= report.worst_ratio)) {  // also catches NaN
-                report.worst_ratio = ratio;
-                report.worst_index = static_cast<int64_t>(j);
-                report.worst_analytic = analytic[j];
-                report.worst_numeric = numeric;
-            }
-        }
+        if (report.problem.empty())
+            static_cast<FiniteDifferenceReport&>(report) = central_differences(analytic, values[i], options.eps, loss_at);
         result.inputs.push_back(report);
     }
     return result;

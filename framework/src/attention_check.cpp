@@ -25,6 +25,7 @@
 
 #include "lab/autograd.h"
 #include "lab/error.h"
+#include "lab/finite_difference.h"
 #include "lab/rng.h"
 
 namespace lab {
@@ -94,12 +95,6 @@ std::vector<float> normal_values(Generator& gen, int64_t n, float std_dev = 1.0f
     std::vector<float> v(static_cast<size_t>(n));
     for (size_t i = 0; i < v.size(); ++i) v[i] = std_dev * philox_normal(key, i);
     return v;
-}
-
-double weighted_sum(const std::vector<float>& y, const std::vector<float>& weights) {
-    double total = 0.0;
-    for (size_t i = 0; i < y.size(); ++i) total += static_cast<double>(y[i]) * static_cast<double>(weights[i]);
-    return total;
 }
 
 double max_abs(const std::vector<float>& v) {
@@ -359,32 +354,16 @@ AttentionCheckResult Checker::gradients() {
             // No gradient at all means zero: right only where L does not depend on the input.
             const std::vector<float> zeros(values.size(), 0.0f);
             const std::vector<float>& a = grad.present ? grad.values : zeros;
-            double input_worst = 0.0, worst_a = 0.0, worst_n = 0.0;
-            size_t worst_j = 0;
-            for (size_t j = 0; j < values.size(); ++j) {
-                const float saved = values[j];
-                values[j] = saved + kGradEps;
-                const double up = loss();
-                values[j] = saved - kGradEps;
-                const double down = loss();
-                values[j] = saved;
-                const double numeric = (up - down) / (2.0 * static_cast<double>(kGradEps));
-                const double ratio = std::fabs(static_cast<double>(a[j]) - numeric) / std::max(1.0, std::fabs(numeric));
-                if (!(ratio <= input_worst)) {  // also catches NaN
-                    input_worst = std::isnan(ratio) ? std::numeric_limits<double>::infinity() : ratio;
-                    worst_j = j;
-                    worst_a = a[j];
-                    worst_n = numeric;
-                }
-            }
-            if (input_worst > worst) {
-                worst = input_worst;
+            const FiniteDifferenceReport r = central_differences(a, values, kGradEps, loss);
+            if (r.worst_ratio > worst) {
+                worst = r.worst_ratio;
                 worst_where = where;
             }
-            if (input_worst > kGradTolerance)
-                failures.push_back(where + ": element " + index_text(input_shape, worst_j) + " analytic " +
-                                   num(worst_a) + " vs numeric " + num(worst_n) + " (scaled error " +
-                                   num(input_worst) + ")" + (grad.present ? "" : ", no gradient reached it"));
+            if (r.worst_ratio > kGradTolerance)
+                failures.push_back(where + ": element " + index_text(input_shape, static_cast<size_t>(r.worst_index)) +
+                                   " analytic " + num(r.worst_analytic) + " vs numeric " + num(r.worst_numeric) +
+                                   " (scaled error " + num(r.worst_ratio) + ")" +
+                                   (grad.present ? "" : ", no gradient reached it"));
         };
 
         compare("x", shape, analytic.dx, x, [&] { return weighted_sum(forward_values(m, shape, x, call), weights); });
