@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building labrun and running its tests need on Debian 12 (or a close Ubuntu).
 # apt-get runs only when a package is missing, so CI on a prepared machine pays a few dpkg-query
-# calls and no root rights. --bench also installs PyTorch and NumPy for bench/torch_gpt_step.py.
+# calls and no root rights. --test also installs the Python modules the interop tests use
+# (safetensors, numpy); --bench installs PyTorch and NumPy for bench/.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -11,23 +12,27 @@ readonly BUILD_PACKAGES=(
   cmake g++ make libdnnl-dev libboost-dev libboost-program-options-dev catch2
   libsqlite3-dev sqlite3 nlohmann-json3-dev python3
 )
-# Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), so the benchmark
-# gets its own environment in .venv; bench/run.sh uses .venv/bin/python3 when it exists.
-readonly BENCH_VENV="$repo_root/.venv"
+# Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), so the tests and
+# the benchmarks get their own environment in .venv; bench/run.sh, the tests and
+# tools/get_pretrained.sh use .venv/bin/python3 when it exists.
+readonly PYTHON_VENV="$repo_root/.venv"
+readonly TEST_PYTHON_MODULES=(safetensors numpy)
 readonly BENCH_PYTHON_MODULES=(torch numpy)
 
 usage() {
   cat <<EOF
-Usage: tools/setup.sh [--bench] [--help]
+Usage: tools/setup.sh [--test] [--bench] [--help]
 
 Installs the build and test dependencies with apt-get (as root, or through sudo):
   ${BUILD_PACKAGES[*]}
 Nothing is installed when every package is already present (checked with dpkg-query).
 
 Options:
+  --test      also install the Python modules of the interop tests (${TEST_PYTHON_MODULES[*]}) with
+              pip (small; tools/test.sh passes this).
   --bench     also install the Python packages of bench/ (${BENCH_PYTHON_MODULES[*]}) with pip.
               When python3 is Debian's externally managed interpreter, they go into a virtual
-              environment at $BENCH_VENV (bench/run.sh picks it up).
+              environment at $PYTHON_VENV (bench/run.sh picks it up).
               For a CPU-only PyTorch wheel (much smaller) set
               PIP_INDEX_URL=https://download.pytorch.org/whl/cpu before running.
   -h, --help  show this help.
@@ -87,37 +92,44 @@ sys.exit(0 if (not in_venv and os.path.exists(marker)) else 1)
 PY
 }
 
-install_bench_python() {
+# Installs Python modules with pip into python3, or into $PYTHON_VENV when python3 is Debian's
+# externally managed interpreter; a no-op when they import already.
+install_python_modules() {
   local python=python3
-  [[ -x "$BENCH_VENV/bin/python3" ]] && python="$BENCH_VENV/bin/python3"
-  if python_has_modules "$python" "${BENCH_PYTHON_MODULES[@]}"; then
-    echo "setup.sh: $python already has ${BENCH_PYTHON_MODULES[*]} ($("$python" -c 'import torch; print("torch", torch.__version__)'))"
+  [[ -x "$PYTHON_VENV/bin/python3" ]] && python="$PYTHON_VENV/bin/python3"
+  if python_has_modules "$python" "$@"; then
+    echo "setup.sh: $python already has $*"
     return 0
   fi
   if [[ "$python" == python3 ]] && python_externally_managed python3; then
     apt_install_missing python3-venv python3-pip
-    echo "setup.sh: python3 is externally managed; creating a virtual environment in $BENCH_VENV"
-    python3 -m venv "$BENCH_VENV"
-    python="$BENCH_VENV/bin/python3"
+    echo "setup.sh: python3 is externally managed; creating a virtual environment in $PYTHON_VENV"
+    python3 -m venv "$PYTHON_VENV"
+    python="$PYTHON_VENV/bin/python3"
   elif ! "$python" -m pip --version >/dev/null 2>&1; then
     apt_install_missing python3-pip
   fi
-  echo "setup.sh: $python -m pip install ${BENCH_PYTHON_MODULES[*]}"
-  "$python" -m pip install "${BENCH_PYTHON_MODULES[@]}"
-  python_has_modules "$python" "${BENCH_PYTHON_MODULES[@]}" ||
-    die "pip finished but $python still cannot import ${BENCH_PYTHON_MODULES[*]}; hint: read the pip output above"
+  echo "setup.sh: $python -m pip install $*"
+  "$python" -m pip install "$@"
+  python_has_modules "$python" "$@" ||
+    die "pip finished but $python still cannot import $*; hint: read the pip output above"
 }
 
 with_bench=0
+with_test=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bench) with_bench=1; shift ;;
+    --test) with_test=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1'; hint: see tools/setup.sh --help" ;;
   esac
 done
 
 apt_install_missing "${BUILD_PACKAGES[@]}"
+if [[ $with_test -eq 1 ]]; then
+  install_python_modules "${TEST_PYTHON_MODULES[@]}"
+fi
 if [[ $with_bench -eq 1 ]]; then
-  install_bench_python
+  install_python_modules "${BENCH_PYTHON_MODULES[@]}"
 fi

@@ -63,7 +63,7 @@ fs::path save_checkpoint(const fs::path& run_dir, const Module& model, const Mod
                      {"config_hash", state.config_hash},
                      {"loss_sum", exact(state.loss_sum)},
                      {"loss_count", std::to_string(state.loss_count)}};
-    save_safetensors(tmp / "model.safetensors", model.state_dict(), {{"format", "pt"}});
+    save_safetensors(tmp / "model.safetensors", model.export_state(), {{"format", "pt"}});
     save_safetensors(tmp / "trainer.safetensors", trainer, meta);
     fsync_path(tmp);
 
@@ -105,7 +105,7 @@ TrainerState load_checkpoint(const fs::path& dir, Module& model, Module& task, O
     if (meta["config_hash"] != expected_config_hash)
         throw DataError("checkpoint '" + dir.string() + "' belongs to configuration " + meta["config_hash"] +
                         ", not to this run's " + expected_config_hash + "; it cannot be resumed with other settings");
-    model.load_state_dict(load_safetensors(dir / "model.safetensors", *backend));
+    model.load_state_dict(model.import_state(load_safetensors(dir / "model.safetensors", *backend)));
     TensorMap task_state, optimizer_state;
     for (auto& [k, t] : trainer) {
         if (k.rfind("task.", 0) == 0) task_state[k.substr(5)] = t;
@@ -121,6 +121,30 @@ TrainerState load_checkpoint(const fs::path& dir, Module& model, Module& task, O
     state.loss_count = parse_number<int64_t>(meta, "loss_count", trainer_file);
     state.config_hash = meta["config_hash"];
     return state;
+}
+
+TensorMap load_model_weights(const fs::path& path, Backend& backend, fs::path* resolved) {
+    std::error_code ec;
+    if (!fs::exists(path, ec))
+        throw DataError("init_from: '" + path.string() +
+                        "' does not exist; give a model.safetensors file, a checkpoint or run folder, a results "
+                        "database, or a Hugging Face model folder");
+    fs::path file = path;
+    if (fs::is_directory(path, ec)) {
+        if (auto latest = latest_checkpoint(path)) file = *latest / "model.safetensors";
+        else file = path / "model.safetensors";
+        if (!fs::exists(file, ec)) {
+            if (fs::exists(path / "pytorch_model.bin", ec))
+                throw DataError("init_from: '" + path.string() +
+                                "' holds pytorch_model.bin but no model.safetensors; convert it with "
+                                "`python3 tools/hf_to_safetensors.py " + path.string() + "`");
+            throw DataError("init_from: folder '" + path.string() +
+                            "' holds neither model.safetensors nor a checkpoint (a `latest` file); give a checkpoint "
+                            "folder, a run folder or a Hugging Face model folder");
+        }
+    }
+    if (resolved) *resolved = file;
+    return load_safetensors(file, backend);
 }
 
 }  // namespace lab

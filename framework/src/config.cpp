@@ -488,6 +488,10 @@ const OptionSchema& train_schema() {
         s.integer("ckpt_every", 0,
                   "checkpoint every N steps, a multiple of log_every (0 = at each evaluation and at the end)")
             .at_least(0);
+        s.path("init_from", std::string(),
+               "start from these model weights: a model.safetensors file, a checkpoint or run folder, a results "
+               "database (its latest finished run; `file.db:NAME` for the latest run named NAME), or a Hugging "
+               "Face model folder");
         return s;
     }();
     return schema;

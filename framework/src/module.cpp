@@ -1,6 +1,10 @@
 #include "lab/module.h"
 
+#include <sstream>
+
 #include "lab/error.h"
+#include "lab/model.h"
+#include "lab/ops.h"
 
 namespace lab {
 
@@ -58,6 +62,43 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
         t.copy_(it->second);
     }
 }
+
+LoadReport Module::load_matching(const TensorMap& state, const std::string& origin) {
+    TensorMap own = state_dict();
+    LoadReport report;
+    for (const auto& [name, t] : own) {
+        auto it = state.find(name);
+        if (it == state.end()) {
+            report.missing.push_back(name);
+            continue;
+        }
+        if (it->second.shape() != t.shape() || it->second.dtype() != t.dtype())
+            throw DataError(origin + ": tensor '" + name + "' is " + dtype_name(it->second.dtype()) + " " +
+                            shape_str(it->second.shape()) + ", the model expects " + dtype_name(t.dtype()) + " " +
+                            shape_str(t.shape()) + "; the weights belong to a model of another size or vocabulary");
+        report.loaded.push_back(name);
+    }
+    for (const auto& [name, t] : state)
+        if (!own.count(name)) report.unexpected.push_back(name);
+    for (const auto& name : report.loaded) own.at(name).copy_(state.at(name));
+    return report;
+}
+
+std::string LoadReport::summary(size_t max_names) const {
+    std::ostringstream os;
+    auto list = [&](const char* what, const std::vector<std::string>& names) {
+        os << what << " " << names.size();
+        for (size_t i = 0; i < names.size() && i < max_names; ++i) os << (i == 0 ? ": " : ", ") << names[i];
+        if (names.size() > max_names) os << ", ... (" << names.size() - max_names << " more)";
+    };
+    os << "loaded " << loaded.size() << " tensors; ";
+    list("missing", missing);
+    os << "; ";
+    list("unexpected", unexpected);
+    return os.str();
+}
+
+Tensor Model::pool(const Tensor& hidden) { return ops::select(hidden, 1, 0); }
 
 int64_t Module::num_parameters() const {
     int64_t n = 0;

@@ -231,7 +231,7 @@ struct ResultStore::Impl {
     Statement update_heartbeat_if_running, update_heartbeat, reopen, delete_metrics_after, delete_texts_after;
     Statement insert_sweep, select_running, mark_run_interrupted, select_finished_by_hash;
     Statement select_metrics_all, select_metrics_named, select_status, select_uid, select_config;
-    Statement select_latest_by_hash, select_run_exists, select_by_uid_prefix;
+    Statement select_latest_by_hash, select_run_exists, select_by_uid_prefix, select_latest_artifact;
 
     explicit Impl(const std::filesystem::path& db_file) : file(db_file) {
         open();
@@ -417,6 +417,11 @@ struct ResultStore::Impl {
             handle, file, "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
             "look up the latest run by configuration hash");
         select_run_exists = Statement(handle, file, "SELECT id FROM runs WHERE id = ?1", "look up a run by id");
+        select_latest_artifact = Statement(
+            handle, file,
+            "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE r.status = 'finished' AND a.kind = ?1"
+            " AND (?2 = '' OR r.name = ?2) ORDER BY r.id DESC, a.rowid DESC LIMIT 1",
+            "look up the latest artifact of a finished run");
         // substr() rather than LIKE: a uid prefix must not act as a pattern ('_', '%').
         select_by_uid_prefix = Statement(
             handle, file, "SELECT id FROM runs WHERE substr(uid, 1, length(?1)) = ?1 ORDER BY id LIMIT 2",
@@ -716,6 +721,15 @@ std::optional<ResultStore::RunRef> ResultStore::latest_run(const std::string& co
     query.bind(1, config_hash);
     if (!query.step()) return std::nullopt;
     return RunRef{query.column_int(0), query.column_text(1)};
+}
+
+std::optional<std::string> ResultStore::latest_artifact(const std::string& kind, const std::string& run_name) const {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Query query(impl_->select_latest_artifact);
+    query.bind(1, kind);
+    query.bind(2, run_name);
+    if (!query.step()) return std::nullopt;
+    return query.column_text(0);
 }
 
 int64_t ResultStore::find_run(const std::string& id_or_uid) const {

@@ -178,6 +178,39 @@ TrainSettings train_settings(const RunSpec& spec) {
     return train;
 }
 
+// [train] init_from: a results database ("x.db" or "x.db:NAME") stands for the checkpoints of its
+// latest finished run (named NAME); anything else goes to load_model_weights.
+std::filesystem::path init_model(Model& model, const std::string& init_from, Backend& backend, Reporter& report) {
+    std::filesystem::path path = init_from;
+    std::string run_name;
+    if (auto at = init_from.rfind(".db:"); at != std::string::npos) {
+        path = init_from.substr(0, at + 3);
+        run_name = init_from.substr(at + 4);
+    }
+    if (path.extension() == ".db") {
+        std::error_code ec;
+        if (!std::filesystem::exists(path, ec))
+            throw DataError("[train] init_from: results database '" + path.string() +
+                            "' does not exist; run the experiment that writes it first");
+        ResultStore source(path);
+        auto dir = source.latest_artifact("checkpoints", run_name);
+        if (!dir)
+            throw DataError("[train] init_from: results database '" + path.string() + "' has no finished run" +
+                            (run_name.empty() ? "" : " named '" + run_name + "'") +
+                            " with checkpoints; `labdb --db " + path.string() + " runs` lists its runs");
+        path = *dir;
+    }
+    std::filesystem::path file;
+    TensorMap weights = model.import_state(load_model_weights(path, backend, &file));
+    LoadReport loaded = model.load_matching(weights, file.string());
+    if (loaded.loaded.empty())
+        throw DataError("[train] init_from: no tensor of '" + file.string() +
+                        "' matches the model's parameters (" + loaded.summary(4) +
+                        "); were these weights written by another kind of model?");
+    report.line("init_from " + file.string() + ": " + loaded.summary());
+    return file;
+}
+
 }  // namespace
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
@@ -266,6 +299,10 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             throw ConfigError("task/" + build("task").plugin + " needs a causal model, but model/" +
                               build("model").plugin + " is bidirectional");
         c.task->attach(*c.model, ctx);
+        if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
+            std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
+            store.add_artifact(run, "init_from", file.string());
+        }
         for (auto& [name, p] : c.model->named_parameters()) c.params.emplace_back("model." + name, p);
         for (auto& [name, p] : c.task->named_parameters()) c.params.emplace_back("task." + name, p);
         c.optimizer = registry.factory<OptimizerFactory>("optimizer", build("optimizer").plugin)(

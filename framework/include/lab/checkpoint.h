@@ -1,6 +1,7 @@
 // Training checkpoints: everything a run needs to continue exactly where it stopped.
 //
-//   <run_dir>/checkpoint-<step>/model.safetensors    the model's state_dict (Hugging Face names)
+//   <run_dir>/checkpoint-<step>/model.safetensors    the model's export_state() (Hugging Face names
+//                                                    and layout, loadable by transformers)
 //   <run_dir>/checkpoint-<step>/trainer.safetensors  task heads ("task.*"), optimizer state
 //                                                    ("optimizer.*") and, as metadata, TrainerState
 //   <run_dir>/latest                                 the name of the newest complete checkpoint
@@ -39,5 +40,13 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 // or mismatched tensor, and when the checkpoint belongs to another configuration.
 TrainerState load_checkpoint(const std::filesystem::path& dir, Module& model, Module& task, Optimizer& optimizer,
                              const std::string& expected_config_hash);
+
+// Model weights for [train] init_from, in the published layout (pass them through the model's
+// import_state()). `path` is a .safetensors file, a checkpoint folder, a run folder (its latest
+// checkpoint) or a Hugging Face model folder (model.safetensors). Sets `resolved` to the file
+// read. Throws DataError naming the path and what was expected; a folder with only
+// pytorch_model.bin is told how to convert it.
+TensorMap load_model_weights(const std::filesystem::path& path, Backend& backend,
+                             std::filesystem::path* resolved = nullptr);
 
 }  // namespace lab

@@ -20,6 +20,9 @@ public:
     virtual int64_t hidden_size() const = 0;
     virtual int64_t max_seq_len() const = 0;
     virtual bool causal() const = 0;
+    // hidden [B, T, C] -> [B, C]: the summary of each sequence that classification heads read.
+    // Default: the first position (BERT's [CLS]); BERT applies its pooler (dense + tanh) to it.
+    virtual Tensor pool(const Tensor& hidden);
 };
 
 }  // namespace lab

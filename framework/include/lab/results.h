@@ -127,6 +127,9 @@ class ResultStore {
     };
     // The most recent run (highest id) whose config_hash matches, whatever its status, if any.
     std::optional<RunRef> latest_run(const std::string& config_hash) const;
+    // The path of artifact `kind` ("checkpoints") of the most recent finished run (named
+    // `run_name` when it is not empty) that has one.
+    std::optional<std::string> latest_artifact(const std::string& kind, const std::string& run_name = "") const;
     // The run a user names: all digits is runs.id, anything else a uid or a unique prefix of one
     // (at least 4 characters). Throws lab::Error when no run or several runs match.
     int64_t find_run(const std::string& id_or_uid) const;

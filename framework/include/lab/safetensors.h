@@ -7,11 +7,10 @@
 #include <map>
 #include <string>
 
-#include "lab/tensor.h"
+#include "lab/module.h"
 
 namespace lab {
 
-using TensorMap = std::map<std::string, Tensor>;
 using Metadata = std::map<std::string, std::string>;
 
 // Writes atomically: a temporary file in the same folder, fsync, rename, fsync of the folder.
