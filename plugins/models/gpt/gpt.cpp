@@ -8,25 +8,13 @@
 #include <map>
 
 #include "lab/error.h"
+#include "lab/layers.h"
 #include "lab/ops.h"
 #include "lab/plugin.h"
 
 namespace {
 
 using namespace lab;
-
-class LayerNorm : public Module {
-public:
-    LayerNorm(Backend& be, int64_t C, bool bias, float eps) : eps_(eps) {
-        weight_ = add_parameter("weight", Tensor::full(be, {C}, 1.0));
-        if (bias) bias_ = add_parameter("bias", Tensor::zeros(be, {C}));
-    }
-    Tensor forward(const Tensor& x) const { return ops::layer_norm(x, weight_, bias_, eps_); }
-
-private:
-    float eps_;
-    Tensor weight_, bias_;
-};
 
 class Mlp : public Module {
 public:
@@ -125,13 +113,7 @@ public:
     bool causal() const override { return true; }
 
 private:
-    const Tensor& positions(int64_t T) {
-        auto it = positions_.find(T);
-        if (it != positions_.end()) return it->second;
-        std::vector<int64_t> pos(static_cast<size_t>(T));
-        for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = t;
-        return positions_.emplace(T, Tensor::from_ints(backend_, {T}, pos, DType::i32)).first->second;
-    }
+    const Tensor& positions(int64_t T) { return position_ids_.get(backend_, T); }
 
     Backend& backend_;
     Generator* rng_;
@@ -140,7 +122,7 @@ private:
     Tensor wte_, wpe_;
     std::vector<std::shared_ptr<Block>> blocks_;
     std::shared_ptr<LayerNorm> ln_f_;
-    std::map<int64_t, Tensor> positions_;
+    PositionIds position_ids_;
 };
 
 }  // namespace
