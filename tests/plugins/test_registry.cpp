@@ -150,7 +150,7 @@ TEST_CASE("an unknown plugin name lists the known names and the closest one", "[
     std::string message = plugin_error_of([&] { registry.find("model", "gtp"); });
     CHECK_THAT(message, Contains("unknown model 'gtp'"));
     CHECK_THAT(message, Contains("did you mean 'gpt'?"));
-    CHECK_THAT(message, Contains("known models: gpt"));
+    CHECK_THAT(message, Contains("known models: bert, gpt, transformer"));
 
     message = plugin_error_of([&] { registry.find("optimizer", "adam"); });
     CHECK_THAT(message, Contains("did you mean 'adamw'?"));
@@ -247,7 +247,7 @@ TEST_CASE("loading the same library twice is a no-op", "[registry]") {
     // A whole directory after one of its files: the file is not loaded again (no duplicate error).
     registry.load_directory(plugin_dir);
     registry.load_directory(plugin_dir);
-    CHECK(registry.names("model") == std::vector<std::string>{"gpt"});
+    CHECK(registry.names("model") == std::vector<std::string>{"bert", "gpt", "transformer"});
 }
 
 TEST_CASE("factories of a loaded plugin make working objects", "[registry]") {
