@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -332,7 +333,9 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
             size_t index = todo[next++];
             fs::path log = log_dir / ("sweep-" + specs[index].sweep_id + "-" + std::to_string(index + 1) + ".log");
             std::vector<std::string> args(argv, argv + argc);
-            args.insert(args.end(), {"--sweep-index", std::to_string(index), "--no-progress"});
+            args.insert(args.end(), {"--sweep-index", std::to_string(index)});
+            // A child writes to its log file: plain lines (once: Program_options refuses a repeat).
+            if (std::find(args.begin(), args.end(), "--no-progress") == args.end()) args.emplace_back("--no-progress");
             std::vector<char*> child_argv;
             for (auto& a : args) child_argv.push_back(a.data());
             child_argv.push_back(nullptr);
