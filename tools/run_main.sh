@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the main experiment end to end on a fresh checkout: install dependencies, fetch the data,
-# build, then train the character-level GPT of experiments/shakespeare_char.ini.
-# Extra arguments go to labrun, e.g. `tools/run_main.sh train.steps=200` or `--dry-run`.
+# build, then pretrain the small BERT of experiments/bert_mlm.ini with masked language modelling on
+# WikiText-2. Extra arguments go to labrun, e.g. `tools/run_main.sh train.steps=100` or `--dry-run`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,4 +9,4 @@ tools/setup.sh
 tools/get_data.sh --from ../shared/data
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j2
-build/bin/labrun experiments/shakespeare_char.ini "$@"
+build/bin/labrun experiments/bert_mlm.ini "$@"

@@ -14,30 +14,14 @@
 #include "lab/ops.h"
 #include "lab/registry.h"
 #include "lab/safetensors.h"
+#include "plugin_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-// Only a vocabulary size: the tests hand the model ids directly.
-class FixedVocabTokenizer : public lab::Tokenizer {
-public:
-    explicit FixedVocabTokenizer(int64_t vocab) : vocab_(vocab) {}
-    std::vector<int32_t> encode(std::string_view) const override {
-        throw lab::DataError("FixedVocabTokenizer encodes no text; the model tests pass ids directly");
-    }
-    std::string decode(const std::vector<int32_t>&) const override {
-        throw lab::DataError("FixedVocabTokenizer decodes no ids; the model tests read hidden states");
-    }
-    int64_t vocab_size() const override { return vocab_; }
-    fs::path save(const fs::path&) const override {
-        throw lab::DataError("FixedVocabTokenizer has no vocabulary file to save");
-    }
-
-private:
-    int64_t vocab_;
-};
+using lab_test::FixedVocabTokenizer;
 
 using Values = std::map<std::string, std::string>;
 

@@ -16,6 +16,7 @@
 #include "lab/host_backend.h"
 #include "lab/ops.h"
 #include "lab/registry.h"
+#include "plugin_test_support.h"
 #include "test_support.h"
 #include "text_task_support.h"
 
@@ -72,12 +73,7 @@ struct MlmFixture {
     MlmFixture(std::map<std::string, std::string> options, int64_t batch, int64_t seq_len, uint64_t seed = 5,
                bool trained_tokenizer = true, bool attach = true) {
         registry.load_directory(LAB_PLUGIN_DIR);
-        ctx.backend = &backend;
-        ctx.registry = &registry;
-        ctx.seed = seed;
-        ctx.init_rng = lab::Generator(seed, lab::kStreamInit);
-        ctx.dropout_rng = lab::Generator(seed, lab::kStreamDropout);
-        ctx.data_rng = lab::Generator(seed, lab::kStreamData);
+        lab_test::seed_context(ctx, backend, registry, seed);
         ctx.train.batch = batch;
         ctx.train.seq_len = seq_len;
         ctx.log = [this](const std::string& line) { log.push_back(line); };

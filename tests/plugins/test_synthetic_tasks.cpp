@@ -13,6 +13,7 @@
 #include "lab/host_backend.h"
 #include "lab/ops.h"
 #include "lab/registry.h"
+#include "plugin_test_support.h"
 
 namespace {
 
@@ -33,12 +34,7 @@ struct TaskFixture {
     TaskFixture(const std::string& task_name, const std::map<std::string, std::string>& task_options,
                 int64_t batch, int64_t seq_len, uint64_t seed = 3, int64_t hidden = 16) {
         registry.load_directory(LAB_PLUGIN_DIR);
-        ctx.backend = &backend;
-        ctx.registry = &registry;
-        ctx.seed = seed;
-        ctx.init_rng = lab::Generator(seed, lab::kStreamInit);
-        ctx.dropout_rng = lab::Generator(seed, lab::kStreamDropout);
-        ctx.data_rng = lab::Generator(seed, lab::kStreamData);
+        lab_test::seed_context(ctx, backend, registry, seed);
         ctx.train.batch = batch;
         ctx.train.seq_len = seq_len;
         tokenizer = registry.factory<lab::TokenizerFactory>("tokenizer", "char")(options("tokenizer", "char", {}), ctx);

@@ -10,29 +10,14 @@
 #include "lab/host_backend.h"
 #include "lab/ops.h"
 #include "lab/registry.h"
+#include "plugin_test_support.h"
 
 namespace {
 
 namespace ops = lab::ops;
 using Values = std::map<std::string, std::string>;
 
-class FixedVocabTokenizer : public lab::Tokenizer {
-public:
-    explicit FixedVocabTokenizer(int64_t vocab) : vocab_(vocab) {}
-    std::vector<int32_t> encode(std::string_view) const override {
-        throw lab::DataError("FixedVocabTokenizer encodes no text; the model tests pass ids directly");
-    }
-    std::string decode(const std::vector<int32_t>&) const override {
-        throw lab::DataError("FixedVocabTokenizer decodes no ids; the model tests read hidden states");
-    }
-    int64_t vocab_size() const override { return vocab_; }
-    std::filesystem::path save(const std::filesystem::path&) const override {
-        throw lab::DataError("FixedVocabTokenizer has no vocabulary file to save");
-    }
-
-private:
-    int64_t vocab_;
-};
+using lab_test::FixedVocabTokenizer;
 
 struct TransformerFixture {
     lab::Registry registry;
