@@ -54,6 +54,22 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     Tensor qkv = ops::reshape(ops::linear(x, qkv_weight_, qkv_bias_), {B, T, H + 2 * Hkv, D});
     std::vector<Tensor> parts = ops::split(qkv, 2, {H, Hkv, Hkv});
     Tensor q = ops::transpose(parts[0], 1, 2), k = ops::transpose(parts[1], 1, 2), v = ops::transpose(parts[2], 1, 2);
+    if (KvCache* cache = ctx.kv_cache) {
+        if (!supports_kv_cache())
+            throw ConfigError(name_ + " has no KV cache (its core assumes queries and keys of the same positions); "
+                              "generate without the cache, or use attention/softmax or attention/gqa");
+        if (ctx.padding_mask.defined())
+            throw ShapeError(name_ + ": a KV cache takes no padding mask (incremental decoding of unpadded rows)");
+        if (cache->k.defined()) {
+            k = ops::concat({cache->k, k}, 2);
+            v = ops::concat({cache->v, v}, 2);
+        } else {
+            k = ops::contiguous(k);
+            v = ops::contiguous(v);
+        }
+        cache->k = k;
+        cache->v = v;
+    }
 
     Tensor y = core(q, k, v, args);
     if (y.shape() != Shape{B, H, T, D})

@@ -100,6 +100,10 @@ std::string LoadReport::summary(size_t max_names) const {
 
 Tensor Model::pool(const Tensor& hidden) { return ops::select(hidden, 1, 0); }
 
+Tensor Model::forward_cached(const ModelInputs&, DecodeState&) {
+    throw ConfigError("this model has no incremental decoding (KV cache); generate recomputes the context instead");
+}
+
 int64_t Module::num_parameters() const {
     int64_t n = 0;
     for (auto& [name, t] : named_parameters()) n += t.numel();

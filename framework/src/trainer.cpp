@@ -22,6 +22,7 @@
 #include "lab/error.h"
 #include "lab/hash.h"
 #include "lab/results.h"
+#include "lab/safetensors.h"
 
 namespace lab {
 
@@ -178,6 +179,36 @@ TrainSettings train_settings(const RunSpec& spec) {
     return train;
 }
 
+// The seeded build context and the tokenizer, task and model of `spec` (ctx.run_dir and ctx.log
+// are the caller's), attached: what training and a rebuilt run (load_trained_run) share.
+void build_model_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env, Backend& backend,
+                       BuildContext& ctx, Components& c) {
+    auto seed = static_cast<uint64_t>(spec.experiment.get_int("seed"));
+    ctx.backend = &backend;
+    ctx.registry = &registry;
+    ctx.seed = seed;
+    ctx.init_rng = Generator(seed, kStreamInit);
+    ctx.dropout_rng = Generator(seed, kStreamDropout);
+    ctx.data_rng = Generator(seed, kStreamData);
+    ctx.train = train_settings(spec);
+    ctx.data_dir = env.data_dir;
+    const SectionChoice& attention = spec.plugins.at("attention");
+    const auto& make_attention = registry.factory<AttentionFactory>("attention", attention.plugin);
+    ctx.make_attention = [&make_attention, &attention, &ctx](const AttentionShape& shape) {
+        return make_attention(attention.options, shape, ctx);
+    };
+    auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
+    c.tokenizer = registry.factory<TokenizerFactory>("tokenizer", build("tokenizer").plugin)(
+        build("tokenizer").options, ctx);
+    ctx.tokenizer = c.tokenizer.get();
+    c.task = registry.factory<TaskFactory>("task", build("task").plugin)(build("task").options, ctx);
+    c.model = registry.factory<ModelFactory>("model", build("model").plugin)(build("model").options, ctx);
+    if (c.task->needs_causal_model() && !c.model->causal())
+        throw ConfigError("task/" + build("task").plugin + " needs a causal model, but model/" +
+                          build("model").plugin + " is bidirectional");
+    c.task->attach(*c.model, ctx);
+}
+
 // [train] init_from: a results database ("x.db" or "x.db:NAME") stands for the checkpoints of its
 // latest finished run (named NAME); anything else goes to load_model_weights.
 std::filesystem::path init_model(Model& model, const std::string& init_from, Backend& backend, Reporter& report) {
@@ -272,33 +303,12 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, sha);
             }
 
-        uint64_t seed = static_cast<uint64_t>(ex.get_int("seed"));
-        ctx.backend = c.backend.get();
-        ctx.registry = &registry;
-        ctx.seed = seed;
-        ctx.init_rng = Generator(seed, kStreamInit);
-        ctx.dropout_rng = Generator(seed, kStreamDropout);
-        ctx.data_rng = Generator(seed, kStreamData);
-        ctx.train = train;
-        ctx.data_dir = env.data_dir;
         ctx.run_dir = outcome.db.parent_path() / "runs" / (spec.name + "-" + outcome.uid);
         ctx.log = [&report](const std::string& msg) { report.line(msg); };
-        const SectionChoice& attention = spec.plugins.at("attention");
-        const auto& make_attention = registry.factory<AttentionFactory>("attention", attention.plugin);
-        ctx.make_attention = [&](const AttentionShape& shape) { return make_attention(attention.options, shape, ctx); };
-
-        auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
         report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
                     outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info());
-        c.tokenizer = registry.factory<TokenizerFactory>("tokenizer", build("tokenizer").plugin)(
-            build("tokenizer").options, ctx);
-        ctx.tokenizer = c.tokenizer.get();
-        c.task = registry.factory<TaskFactory>("task", build("task").plugin)(build("task").options, ctx);
-        c.model = registry.factory<ModelFactory>("model", build("model").plugin)(build("model").options, ctx);
-        if (c.task->needs_causal_model() && !c.model->causal())
-            throw ConfigError("task/" + build("task").plugin + " needs a causal model, but model/" +
-                              build("model").plugin + " is bidirectional");
-        c.task->attach(*c.model, ctx);
+        build_model_stack(spec, registry, env, *c.backend, ctx, c);
+        auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
         if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
             std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
             store.add_artifact(run, "init_from", file.string());
@@ -457,6 +467,28 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         throw;
     }
     return outcome;
+}
+
+TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const RunEnvironment& env,
+                            const std::filesystem::path& checkpoint_dir) {
+    std::error_code ec;
+    if (!std::filesystem::exists(checkpoint_dir / "model.safetensors", ec))
+        throw DataError("'" + checkpoint_dir.string() +
+                        "' is not a checkpoint (no model.safetensors); a run writes one at each evaluation and at the end");
+    std::optional<std::filesystem::path> checkpoint = checkpoint_dir;
+    TrainedRun out;
+    const SectionChoice& backend_choice = spec.plugins.at("backend");
+    out.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
+    out.ctx = std::make_unique<BuildContext>();  // no run_dir: nothing is written back into the run
+    Components c;
+    build_model_stack(spec, registry, env, *out.backend, *out.ctx, c);
+    out.tokenizer = c.tokenizer;
+    out.task = c.task;
+    out.model = c.model;
+    out.model->load_state_dict(out.model->import_state(load_safetensors(*checkpoint / "model.safetensors", *out.backend)));
+    out.model->eval();
+    out.checkpoint = *checkpoint;
+    return out;
 }
 
 }  // namespace lab

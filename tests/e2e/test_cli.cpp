@@ -245,7 +245,7 @@ TEST_CASE("labrun --describe prints a plugin's options with their defaults", "[c
     Outcome gqa = run_labrun({"--describe", "attention/gqa"});
     INFO(gqa);
     REQUIRE(gqa.exit_code == kExitOk);
-    CHECK_THAT(gqa.out, Contains("supports: causal, padding mask\n"));
+    CHECK_THAT(gqa.out, Contains("supports: causal, padding mask, kv cache\n"));
     CHECK_THAT(gqa.out, Contains("equals attention/softmax: with kv_heads = 0\n"));
     Outcome linear = run_labrun({"--describe", "attention/linear"});
     CHECK_THAT(linear.out, Contains("equals attention/softmax: never (not an exact variant)"));

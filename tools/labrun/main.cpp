@@ -28,10 +28,12 @@
 #include <sstream>
 #include <thread>
 
+#include "lab/checkpoint.h"
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/registry.h"
 #include "lab/results.h"
+#include "lab/generate.h"
 #include "lab/trainer.h"
 #include "lab/version.h"
 #include "check.h"
@@ -51,6 +53,8 @@ const char* kUsageText =
     "       labrun --list | --describe KIND/NAME\n"
     "       labrun --check attention/NAME [key=value ...] [--backend NAME] [--no-profile] [--db FILE]\n"
     "       labrun tokenize NAME [key=value ...] [--decode]\n"
+    "       labrun generate (RUN | RUN_FOLDER | CHECKPOINT) --prompt TEXT [--max-tokens N] [--temperature T]\n"
+    "                       [--top-k K] [--top-p P] [--seed S] [--no-cache] [--db FILE]\n"
     "\n"
     "Runs the experiment declared in EXPERIMENT.ini and records it in the results database named by\n"
     "[experiment] db (default results/lab.db). Arguments of the form section.key=value override the\n"
@@ -67,6 +71,13 @@ const char* kUsageText =
     "tokenize: reads UTF-8 lines from stdin and prints one line of space-separated ids per line\n"
     "(with --decode: reads lines of ids and prints the text). key=value pairs are the tokenizer's\n"
     "options, e.g. `labrun tokenize char corpus=data/tinyshakespeare/input.txt`.\n"
+    "\n"
+    "generate: continues the prompt with a trained causal language model: RUN is a run id or uid of --db\n"
+    "(default results/lab.db), RUN_FOLDER a run's folder (its latest checkpoint), CHECKPOINT a\n"
+    "checkpoint folder. Temperature 0 is greedy; top-k 0 and top-p 1 keep every token. The model's\n"
+    "KV cache is used where its attention has one (--no-cache recomputes the context for every token:\n"
+    "the same tokens, slower). A prompt longer than the model's context is refused; generation stops\n"
+    "at the context. Prints the text on stdout and tokens/s on stderr.\n"
     "\n"
     "Plugins are loaded from the build's plugins/ folder (next to bin/), LAB_PLUGIN_PATH (colon-separated\n"
     "folders or .so files), --plugin-path, and [experiment] plugins.\n";
@@ -243,6 +254,81 @@ lab::RawConfig raw_config_from_text(const std::string& text, const std::string& 
     return raw;
 }
 
+// `labrun generate TARGET --prompt TEXT ...`: the run's model and tokenizer rebuilt from its
+// recorded configuration, the weights of a checkpoint, then lab::generate.
+int generate_text(const lab::Registry& registry, const std::vector<std::string>& args, const po::variables_map& vm,
+                  const lab::RunEnvironment& env) {
+    if (args.size() != 2)
+        throw lab::ConfigError("generate: name one run (id, uid, run folder or checkpoint folder), e.g. "
+                               "`labrun generate 3 --prompt \"ROMEO:\"`");
+    if (!vm.count("prompt")) throw lab::ConfigError("generate: --prompt TEXT is required");
+    const std::string& target = args[1];
+    fs::path checkpoint, db = vm.count("db") ? fs::path(vm["db"].as<std::string>()) : fs::path("results/lab.db");
+    std::string run_key = target;
+    std::error_code ec;
+    if (fs::is_directory(target, ec)) {
+        fs::path dir = fs::absolute(target).lexically_normal();
+        if (dir.filename().empty()) dir = dir.parent_path();
+        fs::path run_dir = fs::exists(dir / "latest") ? dir : dir.parent_path();
+        if (auto latest = lab::latest_checkpoint(dir)) checkpoint = *latest;
+        else checkpoint = dir;
+        std::string folder = run_dir.filename().string();
+        run_key = folder.substr(folder.rfind('-') + 1);  // runs/<name>-<uid>
+        if (!vm.count("db")) {  // the database next to runs/ that knows the uid
+            auto records_run = [&](const fs::path& file) {
+                try {
+                    lab::ResultStore(file).find_run(run_key);
+                    return true;
+                } catch (const lab::Error&) {
+                    return false;
+                }
+            };
+            db.clear();
+            for (const auto& entry : fs::directory_iterator(run_dir.parent_path().parent_path(), ec))
+                if (entry.path().extension() == ".db" && records_run(entry.path())) db = entry.path();
+            if (db.empty())
+                throw lab::DataError("generate: no results database beside '" + run_dir.parent_path().string() +
+                                     "' records run " + run_key + "; name it with --db");
+        }
+    }
+    if (!fs::exists(db)) throw lab::ConfigError("generate: results database '" + db.string() + "' does not exist");
+    lab::ResultStore store(db);
+    int64_t run = store.find_run(run_key);
+    lab::RunSpec spec = lab::resolve_run(
+        raw_config_from_text(store.config_text(run), "run " + std::to_string(run) + " of " + db.string()), registry);
+    if (checkpoint.empty()) {
+        fs::path run_dir = db.parent_path() / "runs" / (spec.name + "-" + store.uid(run));
+        auto latest = lab::latest_checkpoint(run_dir);
+        if (!latest) throw lab::DataError("generate: run " + std::to_string(run) + " has no checkpoint in " + run_dir.string());
+        checkpoint = *latest;
+    }
+    lab::RunEnvironment quiet = env;
+    lab::TrainedRun trained = lab::load_trained_run(spec, registry, quiet, checkpoint);
+    lab::SamplingOptions options;
+    options.max_tokens = vm["max-tokens"].as<int64_t>();
+    options.temperature = vm["temperature"].as<double>();
+    options.top_k = vm["top-k"].as<int64_t>();
+    options.top_p = vm["top-p"].as<double>();
+    options.seed = vm["seed"].as<uint64_t>();
+    options.kv_cache = !vm.count("no-cache");
+    if (options.kv_cache && !registry.find("attention", spec.plugins.at("attention").plugin).attention.supports.kv_cache) {
+        std::cerr << "note: attention/" << spec.plugins.at("attention").plugin
+                  << " has no KV cache; recomputing the context for every token\n";
+        options.kv_cache = false;
+    }
+    if (!trained.model->causal())
+        throw lab::ConfigError("generate: model/" + spec.plugins.at("model").plugin +
+                               " is bidirectional; generation needs a causal language model");
+    lab::Generation g = lab::generate(*trained.model, trained.tokenizer->encode(vm["prompt"].as<std::string>()), options);
+    std::cout << trained.tokenizer->decode(g.ids) << "\n";
+    std::cerr << g.new_tokens << " tokens in " << std::fixed << std::setprecision(2) << g.seconds << " s: "
+              << std::setprecision(1) << static_cast<double>(g.new_tokens) / std::max(g.seconds, 1e-9)
+              << " tokens/s (" << (g.used_kv_cache ? "KV cache" : "full recomputation") << ", checkpoint "
+              << checkpoint.string() << (g.stop_reason == "context" ? "; stopped at the model's context" : "")
+              << ")\n";
+    return kOk;
+}
+
 int report_outcome(const lab::RunOutcome& outcome) {
     if (outcome.interrupted) return 128 + outcome.stop_signal;  // as a shell reports a signal
     std::cout << "run " << outcome.run_id << " (" << outcome.uid << ") finished";
@@ -408,6 +494,13 @@ int run_main(int argc, char** argv) {
         ("plugin-path", po::value<std::vector<std::string>>()->value_name("PATH")->composing(),
          "extra plugin folder or .so file (repeatable)")
         ("decode", "tokenize: turn lines of ids back into text")
+        ("prompt", po::value<std::string>()->value_name("TEXT"), "generate: the text to continue")
+        ("max-tokens", po::value<int64_t>()->default_value(100)->value_name("N"), "generate: new tokens at most")
+        ("temperature", po::value<double>()->default_value(1.0)->value_name("T"), "generate: 0 = greedy")
+        ("top-k", po::value<int64_t>()->default_value(0)->value_name("K"), "generate: keep the K likeliest (0: all)")
+        ("top-p", po::value<double>()->default_value(1.0)->value_name("P"), "generate: nucleus probability")
+        ("seed", po::value<uint64_t>()->default_value(1)->value_name("S"), "generate: sampling seed")
+        ("no-cache", "generate: recompute the whole context for every token")
         ("quiet,q", "no log output")
         ("no-progress", "plain log lines even on a terminal");
     po::options_description hidden;
@@ -465,6 +558,8 @@ int run_main(int argc, char** argv) {
     run_env.source_dir = LAB_SOURCE_DIR;
     run_env.quiet = vm.count("quiet") > 0;
     run_env.progress = !vm.count("no-progress") && isatty(STDERR_FILENO);
+
+    if (!args.empty() && args[0] == "generate") return generate_text(registry, args, vm, run_env);
 
     if (vm.count("resume")) {
         if (!args.empty())

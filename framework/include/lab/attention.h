@@ -28,9 +28,18 @@ struct AttentionShape {
     bool bias = true;      // biases on the projections
 };
 
+// Keys and values of the positions decoded so far (incremental decoding, one per attention
+// layer). With a cache, forward() takes only the new positions, appends their keys and values,
+// and attends over all of them; causal masking then lets new position i see keys j <= i + S - T.
+struct KvCache {
+    Tensor k, v;  // [B, Hkv, S, D]; undefined before the first step
+    int64_t length() const { return k.defined() ? k.size(2) : 0; }
+};
+
 struct AttentionContext {
     bool causal = false;
-    Tensor padding_mask;  // optional [B, T] u8, nonzero = padding (never attended to)
+    Tensor padding_mask;        // optional [B, T] u8, nonzero = padding (never attended to)
+    KvCache* kv_cache = nullptr;  // incremental decoding (variants that declare kv_cache)
 };
 
 // What an attention implementation supports, or what a model or task needs of one.
@@ -86,6 +95,11 @@ public:
     // Checks x [B, T, C] and the mask, projects, calls core(), merges heads, projects out, applies
     // output dropout.
     Tensor forward(const Tensor& x, const AttentionContext& ctx) final;
+
+    // Whether core() computes the right thing for queries that are the last T of S > T positions
+    // (what a KV cache hands it). Variants that declare kv_cache return true; forward() refuses a
+    // cache otherwise.
+    virtual bool supports_kv_cache() const { return false; }
 
     int64_t heads() const { return shape_.heads; }
     int64_t kv_heads() const { return kv_heads_; }

@@ -1,7 +1,9 @@
 // Model (plugin kind "model"): a backbone, ids -> hidden states. Tasks own the heads.
 #pragma once
 #include <cstdint>
+#include <vector>
 
+#include "lab/attention.h"
 #include "lab/module.h"
 #include "lab/tensor.h"
 
@@ -11,6 +13,13 @@ struct ModelInputs {
     Tensor ids;           // [B, T] i32
     Tensor segments;      // optional [B, T] i32
     Tensor padding_mask;  // optional [B, T] u8, nonzero = padding
+};
+
+// Incremental decoding state of a model: the KV cache of each attention layer and the number of
+// positions they hold.
+struct DecodeState {
+    std::vector<KvCache> layers;
+    int64_t length = 0;
 };
 
 class Model : public Module {
@@ -23,6 +32,12 @@ public:
     // hidden [B, T, C] -> [B, C]: the summary of each sequence that classification heads read.
     // Default: the first position (BERT's [CLS]); BERT applies its pooler (dense + tanh) to it.
     virtual Tensor pool(const Tensor& hidden);
+    // Incremental decoding: in.ids [B, Tnew] are the positions after the state.length already in
+    // `state`; their keys and values are appended to it. Returns hidden states [B, Tnew, C] equal
+    // to the last Tnew positions of forward() over the whole sequence. Default: throws ConfigError
+    // (models without a KV cache; generation then recomputes the whole context each token).
+    virtual bool supports_kv_cache() const { return false; }
+    virtual Tensor forward_cached(const ModelInputs& in, DecodeState& state);
 };
 
 }  // namespace lab

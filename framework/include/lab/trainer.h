@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iosfwd>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "lab/config.h"
@@ -40,6 +41,22 @@ struct RunOutcome {
 };
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
+
+// A recorded run rebuilt for use outside training (generation, evaluation): its backend,
+// tokenizer, task and model built as the run built them (the task may read its data, e.g. to
+// rebuild a character vocabulary), the model holding the weights of one of its checkpoints, in
+// eval mode. Members are destroyed model first, backend last.
+struct TrainedRun {
+    std::shared_ptr<Backend> backend;
+    std::unique_ptr<BuildContext> ctx;
+    std::shared_ptr<Tokenizer> tokenizer;
+    std::shared_ptr<Task> task;
+    std::shared_ptr<Model> model;
+    std::filesystem::path checkpoint;  // the checkpoint folder loaded
+};
+// Throws DataError when checkpoint_dir holds no model.safetensors.
+TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const RunEnvironment& env,
+                            const std::filesystem::path& checkpoint_dir);
 
 // Global L2 norm of all gradients; scales them down to max_norm when above it (max_norm > 0), as
 // torch.nn.utils.clip_grad_norm_. Returns the norm before clipping.

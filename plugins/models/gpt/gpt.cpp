@@ -93,19 +93,10 @@ public:
                 ops::fill_normal(p, 0.0f, proj_std, ctx.init_rng.next(p.numel()));
     }
 
-    Tensor forward(const ModelInputs& in) override {
-        const Tensor& ids = in.ids;  // [B, T]
-        if (ids.dim() != 2) throw ShapeError("model/gpt: expected ids [B, T], got " + shape_str(ids.shape()));
-        int64_t T = ids.size(1);
-        if (T > max_T_)
-            throw ShapeError("model/gpt: sequence length " + std::to_string(T) + " exceeds the model's max_seq_len " +
-                             std::to_string(max_T_));
-        Tensor x = ops::add(ops::embedding(ids, wte_), ops::embedding(positions(T), wpe_));  // [B, T, C]
-        x = ops::dropout(x, dropout_, training(), *rng_);
-        AttentionContext actx{true, in.padding_mask};
-        for (auto& block : blocks_) x = block->forward(x, actx);
-        return ln_f_->forward(x);
-    }
+    Tensor forward(const ModelInputs& in) override { return run(in, nullptr); }
+
+    bool supports_kv_cache() const override { return true; }
+    Tensor forward_cached(const ModelInputs& in, DecodeState& state) override { return run(in, &state); }
 
     Tensor embedding_weight() const override { return wte_; }
     int64_t hidden_size() const override { return C_; }
@@ -113,6 +104,27 @@ public:
     bool causal() const override { return true; }
 
 private:
+    // The whole sequence (state == nullptr), or the positions after state->length, appending to
+    // each block's KV cache.
+    Tensor run(const ModelInputs& in, DecodeState* state) {
+        const Tensor& ids = in.ids;  // [B, T]
+        if (ids.dim() != 2) throw ShapeError("model/gpt: expected ids [B, T], got " + shape_str(ids.shape()));
+        int64_t T = ids.size(1), past = state ? state->length : 0;
+        if (past + T > max_T_)
+            throw ShapeError("model/gpt: sequence length " + std::to_string(past + T) +
+                             " exceeds the model's max_seq_len " + std::to_string(max_T_));
+        Tensor pos = ops::slice(positions(past + T), 0, past, past + T);
+        Tensor x = ops::add(ops::embedding(ids, wte_), ops::embedding(pos, wpe_));  // [B, T, C]
+        x = ops::dropout(x, dropout_, training(), *rng_);
+        if (state) state->layers.resize(blocks_.size());
+        for (size_t l = 0; l < blocks_.size(); ++l) {
+            AttentionContext actx{true, in.padding_mask, state ? &state->layers[l] : nullptr};
+            x = blocks_[l]->forward(x, actx);
+        }
+        if (state) state->length += T;
+        return ln_f_->forward(x);
+    }
+
     const Tensor& positions(int64_t T) { return position_ids_.get(backend_, T); }
 
     Backend& backend_;

@@ -1,0 +1,132 @@
+// Generation (lab/generate.h) with model/gpt: the KV cache gives the hidden states and the tokens
+// of full recomputation, for softmax and multi-query attention; sampling filters; the context
+// limits; attention without a cache is refused.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <set>
+
+#include "lab/autograd.h"
+#include "lab/error.h"
+#include "lab/generate.h"
+#include "lab/host_backend.h"
+#include "lab/ops.h"
+#include "lab/registry.h"
+#include "plugin_test_support.h"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+struct TinyGpt {
+    lab::Registry registry;
+    lab::HostBackend backend;
+    lab::BuildContext ctx;
+    lab_test::FixedVocabTokenizer tokenizer{23};
+    lab::Options attention_opts;
+    std::shared_ptr<lab::Model> model;
+
+    TinyGpt(const std::string& attention, const std::map<std::string, std::string>& attention_values,
+            int64_t context = 48) {
+        registry.load_directory(LAB_PLUGIN_DIR);
+        lab_test::seed_context(ctx, backend, registry, 11);
+        ctx.train.seq_len = context;
+        ctx.tokenizer = &tokenizer;
+        attention_opts = lab::plugin_options(registry, "attention", attention, attention_values, "test");
+        const auto& make_attention = registry.factory<lab::AttentionFactory>("attention", attention);
+        ctx.make_attention = [this, &make_attention](const lab::AttentionShape& s) {
+            return make_attention(attention_opts, s, ctx);
+        };
+        // Larger than GPT-2's 0.02 initialisation, so that greedy decoding does not repeat one token.
+        model = registry.factory<lab::ModelFactory>("model", "gpt")(
+            lab::plugin_options(registry, "model", "gpt", {{"layers", "2"}, {"heads", "4"}, {"hidden", "32"}}, "test"),
+            ctx);
+        for (auto& [name, p] : model->named_parameters())
+            if (p.dim() == 2) lab::ops::fill_normal(p, 0.0f, 0.3f, ctx.init_rng.next(static_cast<uint64_t>(p.numel())));
+        model->eval();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("generate: the KV cache gives the hidden states and tokens of full recomputation", "[generate]") {
+    for (auto [attention, values] : std::vector<std::pair<std::string, std::map<std::string, std::string>>>{
+             {"softmax", {}}, {"softmax", {{"fused", "true"}}}, {"gqa", {{"kv_heads", "1"}}}}) {
+        INFO("attention/" << attention << (values.empty() ? "" : " " + values.begin()->first));
+        TinyGpt g(attention, values);
+        const std::vector<int64_t> ids = {3, 17, 5, 5, 9, 21, 0, 14, 2, 8, 8, 19};
+        lab::NoGradGuard no_grad;
+        lab::ModelInputs all;
+        all.ids = lab::Tensor::from_ints(g.backend, {1, 12}, ids, lab::DType::i32);
+        std::vector<float> full = g.model->forward(all).to_floats();  // [1, 12, 32]
+        // The same sequence fed as 5 + 1 + 6 positions through the cache.
+        lab::DecodeState state;
+        std::vector<float> cached;
+        for (auto [begin, end] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {5, 6}, {6, 12}}) {
+            lab::ModelInputs part;
+            part.ids = lab::Tensor::from_ints(g.backend, {1, end - begin}, {ids.begin() + begin, ids.begin() + end},
+                                              lab::DType::i32);
+            std::vector<float> h = g.model->forward_cached(part, state).to_floats();
+            cached.insert(cached.end(), h.begin(), h.end());
+        }
+        CHECK(state.length == 12);
+        REQUIRE(cached.size() == full.size());
+        float worst = 0;
+        for (size_t i = 0; i < full.size(); ++i) worst = std::max(worst, std::abs(cached[i] - full[i]));
+        CHECK(worst < 1e-5f);
+
+        lab::SamplingOptions greedy;
+        greedy.temperature = 0;
+        greedy.max_tokens = 30;
+        lab::Generation with_cache = lab::generate(*g.model, {4, 1, 15}, greedy);
+        greedy.kv_cache = false;
+        lab::Generation without = lab::generate(*g.model, {4, 1, 15}, greedy);
+        CHECK(with_cache.used_kv_cache);
+        CHECK_FALSE(without.used_kv_cache);
+        CHECK(with_cache.new_tokens == 30);
+        CHECK(with_cache.ids == without.ids);
+        std::set<int32_t> distinct(with_cache.ids.begin() + 3, with_cache.ids.end());
+        CHECK(distinct.size() > 3);  // a sequence worth comparing, not one token repeated
+    }
+}
+
+TEST_CASE("generate: context limits and attention without a KV cache", "[generate]") {
+    TinyGpt g("softmax", {}, 16);
+    lab::SamplingOptions options;
+    options.max_tokens = 100;
+    options.temperature = 0.8;
+    lab::Generation out = lab::generate(*g.model, {1, 2, 3, 4, 5, 6}, options);
+    CHECK(out.ids.size() == 16);  // stops when the context is full
+    CHECK(out.new_tokens == 10);
+    CHECK(out.stop_reason == "context");
+    std::vector<int32_t> long_prompt(17, 3);
+    CHECK_THROWS_WITH(lab::generate(*g.model, long_prompt, options),
+                      Contains("the prompt has 17 tokens, more than the model's context of 16"));
+    CHECK_THROWS_WITH(lab::generate(*g.model, {}, options), Contains("no tokens"));
+
+    TinyGpt linear("linear", {});
+    lab::SamplingOptions cached;
+    cached.max_tokens = 2;
+    CHECK_THROWS_AS(lab::generate(*linear.model, {1, 2}, cached), lab::ConfigError);
+    cached.kv_cache = false;
+    CHECK(lab::generate(*linear.model, {1, 2}, cached).new_tokens == 2);
+}
+
+TEST_CASE("sample_token: temperature, top-k and top-p", "[generate]") {
+    std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.0f};
+    lab::SamplingOptions o;
+    o.temperature = 0;
+    CHECK(lab::sample_token(logits, o, 0.99) == 1);
+    o.temperature = 1;
+    o.top_k = 1;
+    CHECK(lab::sample_token(logits, o, 0.99) == 1);
+    o.top_k = 2;  // tokens 1 and 2 with p = e^3 / (e^3 + e^2) = 0.731, 0.269
+    CHECK(lab::sample_token(logits, o, 0.70) == 1);
+    CHECK(lab::sample_token(logits, o, 0.75) == 2);
+    o.top_k = 0;
+    o.top_p = 0.5;  // the nucleus is token 1 alone (p = 0.644 >= 0.5)
+    CHECK(lab::sample_token(logits, o, 0.99) == 1);
+    o.top_p = 1.0;  // all four: cumulative 0.644, 0.881, 0.968, 1
+    CHECK(lab::sample_token(logits, o, 0.60) == 1);
+    CHECK(lab::sample_token(logits, o, 0.90) == 0);
+    CHECK(lab::sample_token(logits, o, 0.99) == 3);
+}
