@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -41,5 +43,20 @@ public:
 private:
     int64_t vocab_;
 };
+
+// Tokenizer NAME built from key=value options, its plugin loaded alone from
+// LAB_PLUGIN_DIR/tokenizer_NAME.so (once per name), so that a tokenizer's tests need no other plugin.
+inline std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::string& name,
+                                                      const std::map<std::string, std::string>& values) {
+    static std::map<std::string, lab::Registry> registries;
+    auto it = registries.find(name);
+    if (it == registries.end()) {
+        it = registries.emplace(name, lab::Registry()).first;
+        it->second.load_library(std::filesystem::path(LAB_PLUGIN_DIR) / ("tokenizer_" + name + ".so"));
+    }
+    lab::BuildContext ctx;
+    lab::Options opts = lab::plugin_options(it->second, "tokenizer", name, values, "test");
+    return it->second.factory<lab::TokenizerFactory>("tokenizer", name)(opts, ctx);
+}
 
 }  // namespace lab_test

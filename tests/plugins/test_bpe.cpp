@@ -17,6 +17,7 @@
 
 #include "lab/error.h"
 #include "lab/registry.h"
+#include "plugin_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -30,19 +31,8 @@ const fs::path kData = fs::path(LAB_SOURCE_DIR) / "data";
 const std::string kEncoder = (kData / "gpt2" / "encoder.json").string();
 const std::string kMerges = (kData / "gpt2" / "vocab.bpe").string();
 
-lab::Registry& registry() {
-    static lab::Registry r = [] {
-        lab::Registry loaded;
-        loaded.load_library(fs::path(LAB_PLUGIN_DIR) / "tokenizer_bpe.so");
-        return loaded;
-    }();
-    return r;
-}
-
 std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::map<std::string, std::string>& values) {
-    lab::BuildContext ctx;
-    lab::Options opts = lab::plugin_options(registry(), "tokenizer", "bpe", values, "test");
-    return registry().factory<lab::TokenizerFactory>("tokenizer", "bpe")(opts, ctx);
+    return lab_test::make_tokenizer("bpe", values);
 }
 
 // GPT-2 tokenizers, made once (loading 50k tokens takes a moment).

@@ -15,6 +15,7 @@
 #include "lab/error.h"
 #include "lab/registry.h"
 #include "lab/sentence_pair.h"
+#include "plugin_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -27,19 +28,8 @@ const fs::path kFixtures = fs::path(LAB_SOURCE_DIR) / "tests" / "fixtures" / "wo
 const fs::path kData = fs::path(LAB_SOURCE_DIR) / "data";
 const std::string kUncased = (kData / "bert-base-uncased" / "vocab.txt").string();
 
-lab::Registry& registry() {
-    static lab::Registry r = [] {
-        lab::Registry loaded;
-        loaded.load_library(fs::path(LAB_PLUGIN_DIR) / "tokenizer_wordpiece.so");
-        return loaded;
-    }();
-    return r;
-}
-
 std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::map<std::string, std::string>& values) {
-    lab::BuildContext ctx;
-    lab::Options opts = lab::plugin_options(registry(), "tokenizer", "wordpiece", values, "test");
-    return registry().factory<lab::TokenizerFactory>("tokenizer", "wordpiece")(opts, ctx);
+    return lab_test::make_tokenizer("wordpiece", values);
 }
 
 std::vector<int32_t> ids_of(const json& array) { return array.get<std::vector<int32_t>>(); }
