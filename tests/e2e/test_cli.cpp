@@ -488,3 +488,15 @@ TEST_CASE("labrun reports unknown sections and plugin names in an experiment", "
     CHECK_THAT(bad_type.err, Contains(type_file.string() + ":" + std::to_string(line_number(type, "type = gtp"))));
     CHECK_THAT(bad_type.err, Contains("did you mean 'gpt'?"));
 }
+
+TEST_CASE("every experiment file in experiments/ resolves (labrun --dry-run)", "[cli]") {
+    int files = 0;
+    for (const auto& entry : fs::directory_iterator(fs::path(LAB_SOURCE_DIR) / "experiments")) {
+        if (entry.path().extension() != ".ini") continue;
+        Outcome dry = run_labrun({entry.path().string(), "--dry-run"});
+        INFO(entry.path() << "\n" << dry);
+        CHECK(dry.exit_code == 0);
+        ++files;
+    }
+    CHECK(files >= 10);
+}
