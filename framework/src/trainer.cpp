@@ -475,7 +475,6 @@ TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const
     if (!std::filesystem::exists(checkpoint_dir / "model.safetensors", ec))
         throw DataError("'" + checkpoint_dir.string() +
                         "' is not a checkpoint (no model.safetensors); a run writes one at each evaluation and at the end");
-    std::optional<std::filesystem::path> checkpoint = checkpoint_dir;
     TrainedRun out;
     const SectionChoice& backend_choice = spec.plugins.at("backend");
     out.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
@@ -485,9 +484,10 @@ TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const
     out.tokenizer = c.tokenizer;
     out.task = c.task;
     out.model = c.model;
-    out.model->load_state_dict(out.model->import_state(load_safetensors(*checkpoint / "model.safetensors", *out.backend)));
+    out.model->load_state_dict(
+        out.model->import_state(load_safetensors(checkpoint_dir / "model.safetensors", *out.backend)));
     out.model->eval();
-    out.checkpoint = *checkpoint;
+    out.checkpoint = checkpoint_dir;
     return out;
 }
 

@@ -302,8 +302,7 @@ int generate_text(const lab::Registry& registry, const std::vector<std::string>&
         if (!latest) throw lab::DataError("generate: run " + std::to_string(run) + " has no checkpoint in " + run_dir.string());
         checkpoint = *latest;
     }
-    lab::RunEnvironment quiet = env;
-    lab::TrainedRun trained = lab::load_trained_run(spec, registry, quiet, checkpoint);
+    lab::TrainedRun trained = lab::load_trained_run(spec, registry, env, checkpoint);
     lab::SamplingOptions options;
     options.max_tokens = vm["max-tokens"].as<int64_t>();
     options.temperature = vm["temperature"].as<double>();
