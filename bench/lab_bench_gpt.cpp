@@ -15,15 +15,11 @@
 #include "lab/ops.h"
 #include "lab/registry.h"
 #include "lab/trainer.h"
+#include "bench_gpt_model.h"
 
 namespace po = boost::program_options;
 
 namespace {
-
-// Two-byte UTF-8 for code points U+0080..U+07FF (enough distinct characters for any test vocabulary).
-std::string utf8_two_byte(uint32_t cp) {
-    return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-}
 
 int run(int argc, char** argv) {
     int64_t layers, heads, hidden, seq_len, batch, vocab, steps, warmup, threads;
@@ -52,34 +48,21 @@ int run(int argc, char** argv) {
     }
     omp_set_num_threads(static_cast<int>(threads));
 
-    lab::Registry registry;
-    registry.load_directory(plugin_dir);
-    auto backend = registry.factory<lab::BackendFactory>("backend", backend_name)(
-        lab::plugin_options(registry, "backend", backend_name, {}));
-
-    lab::BuildContext ctx;
-    ctx.backend = backend.get();
-    ctx.registry = &registry;
-    ctx.init_rng = lab::Generator(1, lab::kStreamInit);
-    ctx.dropout_rng = lab::Generator(1, lab::kStreamDropout);
-    ctx.train.seq_len = seq_len;
-    ctx.train.batch = batch;
-    // A character vocabulary of exactly `vocab` symbols sizes the embedding as in the experiment.
-    auto tokenizer = registry.factory<lab::TokenizerFactory>("tokenizer", "char")(
-        lab::plugin_options(registry, "tokenizer", "char", {}), ctx);
-    std::string alphabet;
-    if (vocab < 1 || vocab > 0x700) throw lab::ConfigError("--vocab must be in [1, 1792]");
-    for (int64_t i = 0; i < vocab; ++i) alphabet += utf8_two_byte(static_cast<uint32_t>(0x100 + i));
-    tokenizer->train(alphabet);
-    ctx.tokenizer = tokenizer.get();
-    lab::Options attention_opts = lab::plugin_options(registry, "attention", "softmax", {});
-    const auto& make_attention = registry.factory<lab::AttentionFactory>("attention", "softmax");
-    ctx.make_attention = [&](const lab::AttentionShape& s) { return make_attention(attention_opts, s, ctx); };
-    auto model = registry.factory<lab::ModelFactory>("model", "gpt")(
-        lab::plugin_options(registry, "model", "gpt",
-                       {{"layers", std::to_string(layers)}, {"heads", std::to_string(heads)},
-                        {"hidden", std::to_string(hidden)}, {"bias", bias ? "true" : "false"}}),
-        ctx);
+    lab_bench::GptShape shape;
+    shape.layers = layers;
+    shape.heads = heads;
+    shape.hidden = hidden;
+    shape.vocab = vocab;
+    shape.seq_len = seq_len;
+    shape.batch = batch;
+    shape.bias = bias;
+    shape.backend = backend_name;
+    shape.plugin_dir = plugin_dir;
+    auto gpt = lab_bench::make_bench_gpt(shape);
+    lab::Registry& registry = gpt->registry;
+    lab::Backend* backend = gpt->backend.get();
+    lab::BuildContext& ctx = gpt->ctx;
+    lab::Model* model = gpt->model.get();
     lab::NamedTensors params = model->named_parameters();
     auto optimizer = registry.factory<lab::OptimizerFactory>("optimizer", "adamw")(
         lab::plugin_options(registry, "optimizer", "adamw", {{"lr", "1e-3"}, {"beta2", "0.99"}, {"weight_decay", "0.1"}}),

@@ -2,7 +2,7 @@
 # Installs what building labrun and running its tests need on Debian 12 (or a close Ubuntu).
 # apt-get runs only when a package is missing, so CI on a prepared machine pays a few dpkg-query
 # calls and no root rights. --test also installs the Python modules the interop tests use
-# (safetensors, numpy); --bench installs PyTorch and NumPy for bench/.
+# (safetensors, numpy); --bench installs PyTorch, NumPy, transformers and safetensors for bench/.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,7 +17,7 @@ readonly BUILD_PACKAGES=(
 # tools/get_pretrained.sh use .venv/bin/python3 when it exists.
 readonly PYTHON_VENV="$repo_root/.venv"
 readonly TEST_PYTHON_MODULES=(safetensors numpy)
-readonly BENCH_PYTHON_MODULES=(torch numpy)
+readonly BENCH_PYTHON_MODULES=(torch numpy transformers safetensors)
 
 usage() {
   cat <<EOF

@@ -1,0 +1,84 @@
+// The GPT that the benchmarks time, built from the same plugins an experiment uses (backend,
+// tokenizer/char, attention/softmax, model/gpt) with GPT-2's initialisation (seed 1).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "lab/config.h"
+#include "lab/error.h"
+#include "lab/registry.h"
+#include "lab/rng.h"
+
+namespace lab_bench {
+
+struct GptShape {
+    int64_t layers = 4, heads = 4, hidden = 128;
+    int64_t vocab = 65;        // the embedding's rows
+    int64_t seq_len = 64;      // [train] seq_len; also the learned positions unless max_seq_len is set
+    int64_t batch = 1;         // [train] batch
+    int64_t max_seq_len = 0;   // learned positions (0: seq_len)
+    bool bias = false;
+    std::string backend = "onednn";
+    std::string plugin_dir;
+};
+
+struct BenchGpt {
+    lab::Registry registry;
+    std::shared_ptr<lab::Backend> backend;
+    lab::BuildContext ctx;
+    std::shared_ptr<lab::Tokenizer> tokenizer;
+    lab::Options attention_options;
+    std::shared_ptr<lab::Model> model;
+};
+
+// UTF-8 of a code point below U+10000 (the benchmark alphabets stay clear of the surrogates).
+inline std::string utf8(uint32_t cp) {
+    if (cp < 0x80) return std::string(1, static_cast<char>(cp));
+    if (cp < 0x800) return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+    return {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+            static_cast<char>(0x80 | (cp & 0x3F))};
+}
+
+// Owned by a unique_ptr: the attention factory in ctx points into the object.
+inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
+    // Code points U+0100 .. U+0100 + vocab - 1, below the surrogates at U+D800.
+    constexpr int64_t kMaxVocab = 0xD800 - 0x100;
+    if (shape.vocab < 1 || shape.vocab > kMaxVocab)
+        throw lab::ConfigError("--vocab must be in [1, " + std::to_string(kMaxVocab) + "]");
+    auto g = std::make_unique<BenchGpt>();
+    g->registry.load_directory(shape.plugin_dir);
+    g->backend = g->registry.factory<lab::BackendFactory>("backend", shape.backend)(
+        lab::plugin_options(g->registry, "backend", shape.backend, {}));
+    lab::BuildContext& ctx = g->ctx;
+    ctx.backend = g->backend.get();
+    ctx.registry = &g->registry;
+    ctx.init_rng = lab::Generator(1, lab::kStreamInit);
+    ctx.dropout_rng = lab::Generator(1, lab::kStreamDropout);
+    ctx.train.seq_len = shape.seq_len;
+    ctx.train.batch = shape.batch;
+    // A character vocabulary of exactly `vocab` symbols sizes the embedding as in an experiment.
+    g->tokenizer = g->registry.factory<lab::TokenizerFactory>("tokenizer", "char")(
+        lab::plugin_options(g->registry, "tokenizer", "char", {}), ctx);
+    std::string alphabet;
+    for (int64_t i = 0; i < shape.vocab; ++i) alphabet += utf8(static_cast<uint32_t>(0x100 + i));
+    g->tokenizer->train(alphabet);
+    ctx.tokenizer = g->tokenizer.get();
+    g->attention_options = lab::plugin_options(g->registry, "attention", "softmax", {});
+    const auto& make_attention = g->registry.factory<lab::AttentionFactory>("attention", "softmax");
+    BenchGpt* self = g.get();
+    ctx.make_attention = [self, &make_attention](const lab::AttentionShape& s) {
+        return make_attention(self->attention_options, s, self->ctx);
+    };
+    g->model = g->registry.factory<lab::ModelFactory>("model", "gpt")(
+        lab::plugin_options(g->registry, "model", "gpt",
+                            {{"layers", std::to_string(shape.layers)},
+                             {"heads", std::to_string(shape.heads)},
+                             {"hidden", std::to_string(shape.hidden)},
+                             {"max_seq_len", std::to_string(shape.max_seq_len)},
+                             {"bias", shape.bias ? "true" : "false"}}),
+        ctx);
+    return g;
+}
+
+}  // namespace lab_bench
