@@ -18,7 +18,7 @@ const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
 
 }  // namespace
 
-TEST_CASE("labrun generate continues a prompt; the KV cache prints what recomputation prints", "[e2e][generate]") {
+TEST_CASE("labrun generate continues a prompt, the KV cache prints what recomputation prints", "[e2e][generate]") {
     TempDir dir;
     const fs::path data = shakespeare_data_dir();
     fs::path db = dir.path / "gen.db";

@@ -410,7 +410,7 @@ TEST_CASE("local: a token outside the window has exactly zero influence on an ou
     }
 }
 
-TEST_CASE("local: window 1000000 equals attention/softmax; window 0 is refused", "[attention][variants]") {
+TEST_CASE("local: window 1000000 equals attention/softmax, window 0 is refused", "[attention][variants]") {
     VariantFixture f;
     const int64_t B = 1, T = 9, C = 16, H = 4;
     auto local = f.make("local", {{"window", "1000000"}, {"fused", "false"}}, C, H);
@@ -519,7 +519,7 @@ TEST_CASE("alibi: slopes follow Press et al. (2022)", "[attention][variants]") {
     for (size_t h = 0; h < six.size(); ++h) CHECK(got[h] == Approx(six[h]).epsilon(1e-6));
 }
 
-TEST_CASE("alibi: composite output equals softmax with the distance bias; fused agrees", "[attention][variants]") {
+TEST_CASE("alibi: composite output equals softmax with the distance bias, fused agrees", "[attention][variants]") {
     VariantFixture f;
     const int64_t B = 2, T = 9, C = 24, H = 6;
     auto composite = f.make("alibi", {{"fused", "false"}}, C, H);
@@ -596,8 +596,9 @@ TEST_CASE("variants: each plugin declares its capabilities, exact options and op
         INFO("attention/" << name);
         CHECK(info.attention.supports.causal);
         CHECK(info.attention.supports.padding_mask);
-        // gqa's core handles the last T of S positions, so it decodes with a KV cache (test_generate.cpp).
-        CHECK(info.attention.supports.kv_cache == (std::string(name) == "gqa"));
+        // gqa's, local's and alibi's cores handle the last T of S positions, so they decode with a KV
+        // cache (test_generate.cpp); linear's assumes queries and keys of the same positions.
+        CHECK(info.attention.supports.kv_cache == (std::string(name) != "linear"));
         CHECK_FALSE(info.attention.supports.cross_attention);
     }
     CHECK(f.registry.find("attention", "gqa").attention.equals_softmax_with == OptionMap{{"kv_heads", "0"}});

@@ -166,7 +166,7 @@ TEST_CASE("bert: all-MiniLM-L6-v2 matches Hugging Face's BertModel", "[bert][plu
     CHECK(pooled_diff <= 1e-4f);
 }
 
-TEST_CASE("bert: state_dict names are Hugging Face's; export and import convert attention", "[bert][plugins]") {
+TEST_CASE("bert: state_dict names are Hugging Face's, export and import convert attention", "[bert][plugins]") {
     Builder b(30);
     auto model = b.build(kTiny);
     CHECK_FALSE(model->causal());

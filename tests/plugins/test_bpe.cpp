@@ -120,7 +120,7 @@ std::string fnv1a64(const std::vector<int32_t>& ids) {
     return hex;
 }
 
-TEST_CASE("bpe: the whole WikiText-2 test file in one call; encode speed (printed, not asserted)", "[bpe]") {
+TEST_CASE("bpe: the whole WikiText-2 test file in one call, encode speed (printed, not asserted)", "[bpe]") {
     std::string text = lab_test::read_text(kData / "wikitext-2" / "test.txt");
     json whole = json::parse(lab_test::read_text(kFixtures / "wikitext2_test_whole.json"));
     REQUIRE(text.size() > 1000000);

@@ -1,5 +1,5 @@
 // Generation (lab/generate.h) with model/gpt: the KV cache gives the hidden states and the tokens
-// of full recomputation, for softmax and multi-query attention; sampling filters; the context
+// of full recomputation, for softmax, multi-query, sliding-window and ALiBi attention; sampling filters; the context
 // limits; attention without a cache is refused.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -50,8 +50,16 @@ struct TinyGpt {
 
 TEST_CASE("generate: the KV cache gives the hidden states and tokens of full recomputation", "[generate]") {
     for (auto [attention, values] : std::vector<std::pair<std::string, std::map<std::string, std::string>>>{
-             {"softmax", {}}, {"softmax", {{"fused", "true"}}}, {"gqa", {{"kv_heads", "1"}}}}) {
-        INFO("attention/" << attention << (values.empty() ? "" : " " + values.begin()->first));
+             {"softmax", {}},
+             {"softmax", {{"fused", "true"}}},
+             {"gqa", {{"kv_heads", "1"}}},
+             {"local", {{"window", "4"}}},  // the window slides past the prompt while generating
+             {"local", {{"window", "4"}, {"fused", "false"}}},
+             {"alibi", {}},
+             {"alibi", {{"fused", "true"}}}}) {
+        std::string described = "attention/" + attention;
+        for (const auto& [key, value] : values) described += " " + key + "=" + value;
+        INFO(described);
         TinyGpt g(attention, values);
         const std::vector<int64_t> ids = {3, 17, 5, 5, 9, 21, 0, 14, 2, 8, 8, 19};
         lab::NoGradGuard no_grad;

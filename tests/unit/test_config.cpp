@@ -294,7 +294,7 @@ TEST_CASE("command-line overrides win and are named in errors", "[config]") {
                Contains("override 'modle.layers=3': unknown section [modle]; did you mean [model]?"));
 }
 
-TEST_CASE("${data} and ${env:NAME} expand; anything else is an error", "[config]") {
+TEST_CASE("the data and env:NAME placeholders expand, anything else is an error", "[config]") {
     TempDir dir;
     ::setenv("LAB_TEST_CONFIG_VALUE", "from-env", 1);
     ::unsetenv("LAB_TEST_CONFIG_UNSET");

@@ -173,7 +173,7 @@ TEST_CASE("matmul: batch broadcast in a or b", "[host]") {
                  true, 22);
 }
 
-TEST_CASE("matmul: bf16 inputs accumulate in f32; shape errors name both shapes", "[host]") {
+TEST_CASE("matmul: bf16 inputs accumulate in f32, shape errors name both shapes", "[host]") {
     HostBackend be;
     auto a = random_floats(6 * 40, 30), b = random_floats(40 * 9, 31);
     Tensor ta = Tensor::from_floats(be, {6, 40}, a).to(DType::bf16);
@@ -286,7 +286,7 @@ TEST_CASE("unary ops and their backward match double forward and finite differen
     require_close(out.to_floats(), want, 1e-6);
 }
 
-TEST_CASE("reduce_sum over leading, trailing, middle and all dims; sum_squares", "[host]") {
+TEST_CASE("reduce_sum over leading, trailing, middle and all dims, sum_squares", "[host]") {
     HostBackend be;
     const Shape xs = {2, 3, 4};
     const auto x = random_floats(24, 60);
@@ -318,7 +318,7 @@ TEST_CASE("reduce_sum over leading, trailing, middle and all dims; sum_squares",
     REQUIRE(out.item() == Approx(sq - 1.5).epsilon(1e-6));
 }
 
-TEST_CASE("softmax and log_softmax are stable; backward matches finite differences", "[host]") {
+TEST_CASE("softmax and log_softmax are stable, backward matches finite differences", "[host]") {
     HostBackend be;
     const int64_t N = 3, C = 7;
     auto x = random_floats(N * C, 70, -3.0f, 3.0f);
@@ -359,7 +359,7 @@ TEST_CASE("softmax and log_softmax are stable; backward matches finite differenc
     REQUIRE(p.to_floats()[1] == 0.0f);
 }
 
-TEST_CASE("layer_norm forward and backward; dgamma and dbeta accumulate", "[host]") {
+TEST_CASE("layer_norm forward and backward, dgamma and dbeta accumulate", "[host]") {
     HostBackend be;
     const int64_t N = 3, C = 8;
     const float eps = 1e-5f;
@@ -566,7 +566,7 @@ TEST_CASE("adamw_update and sgd_update match hand-computed steps", "[host]") {
     REQUIRE_THROWS_AS(be.sgd_update(ws, g, Tensor(), 0.1f, 0.9f, 0.0f, false), ShapeError);
 }
 
-TEST_CASE("copy converts between every pair of dtypes, any strides; fill any dtype", "[host]") {
+TEST_CASE("copy converts between every pair of dtypes, any strides, fill any dtype", "[host]") {
     HostBackend be;
     const std::vector<DType> all = {DType::f32, DType::bf16, DType::f16, DType::i32, DType::i64, DType::u8};
     // Small integers survive every dtype exactly.
@@ -628,7 +628,7 @@ TEST_CASE("f16 conversion round-trips every half value and rounds like the hardw
 #endif
 }
 
-TEST_CASE("HostBackend names the CPU and its threads; shape errors name both shapes", "[host]") {
+TEST_CASE("HostBackend names the CPU and its threads, shape errors name both shapes", "[host]") {
     HostBackend be;
     REQUIRE(be.name() == "reference");
     REQUIRE_THAT(be.device_info(), Contains("cpu: ") && Contains("threads"));

@@ -56,7 +56,7 @@ TEST_CASE("uniform and normal draws have the right range and moments", "[rng]") 
     REQUIRE(philox_normal(key, 5) == Approx(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2)).epsilon(1e-6));
 }
 
-TEST_CASE("Generator hands out disjoint block-aligned ranges; uniform_int stays in range", "[rng]") {
+TEST_CASE("Generator hands out disjoint block-aligned ranges, uniform_int stays in range", "[rng]") {
     Generator gen(9, kStreamData);
     REQUIRE(gen.next(5).offset == 0);
     REQUIRE(gen.next(1).offset == 8);

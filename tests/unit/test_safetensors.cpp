@@ -115,7 +115,7 @@ struct TinyOptimizer : lab::Optimizer {
 
 }  // namespace
 
-TEST_CASE("checkpoints: save, latest, load; another configuration is refused", "[safetensors][checkpoint]") {
+TEST_CASE("checkpoints: save, latest, load, another configuration is refused", "[safetensors][checkpoint]") {
     TempDir dir;
     lab::HostBackend backend;
     TinyModule model(backend, 3.0f), task(backend, 5.0f);
