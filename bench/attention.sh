@@ -18,9 +18,9 @@ while [[ $# -gt 0 ]]; do
     *) echo "attention.sh: unknown argument '$1'; see --help" >&2; exit 2 ;;
   esac
 done
-if [[ -z "$python_bin" ]]; then
-  if [[ -x "$repo_root/.venv/bin/python3" ]]; then python_bin="$repo_root/.venv/bin/python3"; else python_bin=python3; fi
-fi
+# shellcheck source=bench/common.sh
+source "$repo_root/bench/common.sh"
+python_bin=$(bench_python "$repo_root" "$python_bin")
 bench="$repo_root/$build_dir/bin/lab_bench_attention"
 [[ -x "$bench" ]] || { echo "attention.sh: $bench is missing; build it: cmake --build $build_dir --target lab_bench_attention" >&2; exit 1; }
 "$python_bin" -c "import torch" 2>/dev/null || { echo "attention.sh: $python_bin has no torch; run tools/setup.sh --bench" >&2; exit 1; }

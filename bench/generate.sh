@@ -35,9 +35,9 @@ while [[ $# -gt 0 ]]; do
     *) die "unknown argument '$1'; see --help" ;;
   esac
 done
-if [[ -z "$python_bin" ]]; then
-  if [[ -x "$repo_root/.venv/bin/python3" ]]; then python_bin="$repo_root/.venv/bin/python3"; else python_bin=python3; fi
-fi
+# shellcheck source=bench/common.sh
+source "$repo_root/bench/common.sh"
+python_bin=$(bench_python "$repo_root" "$python_bin")
 bench="$repo_root/$build_dir/bin/lab_bench_generate"
 [[ -x "$bench" ]] || die "$bench is missing; build it: cmake --build $build_dir --target lab_bench_generate"
 "$python_bin" -c "import torch, transformers, safetensors" 2>/dev/null ||

@@ -88,9 +88,9 @@ case "$impl" in both | labrun | pytorch) ;; *) die "--impl '$impl' must be both,
 [[ -z "$out_file" || "$out_file" == /* ]] || out_file="$PWD/$out_file"
 cd "$repo_root"
 
-if [[ -z "$python_bin" ]]; then
-  if [[ -x .venv/bin/python3 ]]; then python_bin=.venv/bin/python3; else python_bin=python3; fi
-fi
+# shellcheck source=bench/common.sh
+source "$repo_root/bench/common.sh"
+python_bin=$(bench_python "$repo_root" "$python_bin")
 lab_bench="$build_dir/bin/lab_bench_gpt"
 if [[ "$impl" != pytorch ]]; then
   [[ -x "$lab_bench" ]] ||
