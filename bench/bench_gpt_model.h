@@ -19,6 +19,7 @@ struct GptShape {
     int64_t batch = 1;         // [train] batch
     int64_t max_seq_len = 0;   // learned positions (0: seq_len)
     bool bias = false;
+    bool fused_attention = true;  // attention/softmax fused = true (the tiled kernel)
     std::string backend = "onednn";
     std::string plugin_dir;
 };
@@ -64,7 +65,8 @@ inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
     for (int64_t i = 0; i < shape.vocab; ++i) alphabet += utf8(static_cast<uint32_t>(0x100 + i));
     g->tokenizer->train(alphabet);
     ctx.tokenizer = g->tokenizer.get();
-    g->attention_options = lab::plugin_options(g->registry, "attention", "softmax", {});
+    g->attention_options = lab::plugin_options(g->registry, "attention", "softmax",
+                                               {{"fused", shape.fused_attention ? "true" : "false"}});
     const auto& make_attention = g->registry.factory<lab::AttentionFactory>("attention", "softmax");
     BenchGpt* self = g.get();
     ctx.make_attention = [self, &make_attention](const lab::AttentionShape& s) {

@@ -24,7 +24,7 @@ namespace {
 int run(int argc, char** argv) {
     int64_t layers, heads, hidden, seq_len, batch, vocab, steps, warmup, threads;
     std::string backend_name, plugin_dir;
-    bool bias;
+    bool bias, fused_attention;
     po::options_description desc("lab_bench_gpt: time labrun's GPT training step");
     desc.add_options()("help", "show this help")
         ("layers", po::value(&layers)->default_value(4), "transformer blocks")
@@ -37,6 +37,8 @@ int run(int argc, char** argv) {
         ("warmup", po::value(&warmup)->default_value(3), "untimed steps first")
         ("threads", po::value(&threads)->default_value(2), "OpenMP threads")
         ("bias", po::value(&bias)->default_value(false), "biases in linear layers and LayerNorms (default: none, as nanoGPT)")
+        ("fused-attention", po::value(&fused_attention)->default_value(true),
+         "attention/softmax's tiled kernel (false: the composite with the [T, T] scores)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
     po::variables_map vm;
@@ -56,6 +58,7 @@ int run(int argc, char** argv) {
     shape.seq_len = seq_len;
     shape.batch = batch;
     shape.bias = bias;
+    shape.fused_attention = fused_attention;
     shape.backend = backend_name;
     shape.plugin_dir = plugin_dir;
     auto gpt = lab_bench::make_bench_gpt(shape);
@@ -90,17 +93,23 @@ int run(int argc, char** argv) {
         return loss.item();
     };
     for (int64_t i = 0; i < warmup; ++i) step();
+    const lab::BackendStats before = backend->stats();
     auto t0 = std::chrono::steady_clock::now();
     float last_loss = 0;
     for (int64_t i = 0; i < steps; ++i) last_loss = step();
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const lab::BackendStats after = backend->stats();
     double ms = 1000.0 * seconds / static_cast<double>(steps);
     double tokens_per_s = static_cast<double>(batch * seq_len * steps) / seconds;
     std::cout << "{\"impl\":\"labrun-" << backend_name << "\",\"config\":{\"layers\":" << layers << ",\"heads\":" << heads
               << ",\"hidden\":" << hidden << ",\"seq_len\":" << seq_len << ",\"batch\":" << batch << ",\"vocab\":" << vocab
-              << ",\"bias\":" << (bias ? "true" : "false") << "},\"ms_per_step\":" << ms
+              << ",\"bias\":" << (bias ? "true" : "false")
+              << ",\"fused_attention\":" << (fused_attention ? "true" : "false") << "},\"ms_per_step\":" << ms
               << ",\"tokens_per_s\":" << tokens_per_s << ",\"threads\":" << threads << ",\"steps\":" << steps
-              << ",\"loss\":" << last_loss << ",\"device\":\"" << backend->device_info() << "\"}\n";
+              << ",\"loss\":" << last_loss
+              << ",\"allocs_per_step\":" << static_cast<double>(after.memory.device_allocs - before.memory.device_allocs) / static_cast<double>(steps)
+              << ",\"primitives_built\":" << (after.primitives_created - before.primitives_created)
+              << ",\"peak_mb\":" << static_cast<double>(after.memory.peak_bytes_in_use) / (1024.0 * 1024.0) << ",\"device\":\"" << backend->device_info() << "\"}\n";
     return 0;
 }
 

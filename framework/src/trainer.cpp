@@ -76,16 +76,6 @@ private:
     bool progress_shown_ = false;
 };
 
-struct Components {
-    std::shared_ptr<Backend> backend;
-    std::shared_ptr<Tokenizer> tokenizer;
-    std::shared_ptr<Task> task;
-    std::shared_ptr<Model> model;
-    std::shared_ptr<Optimizer> optimizer;
-    std::shared_ptr<Schedule> schedule;
-    NamedTensors params;
-};
-
 }  // namespace
 
 // Global L2 norm of all gradients; scales them to max_norm when above it (as
@@ -182,7 +172,7 @@ TrainSettings train_settings(const RunSpec& spec) {
 // The seeded build context and the tokenizer, task and model of `spec` (ctx.run_dir and ctx.log
 // are the caller's), attached: what training and a rebuilt run (load_trained_run) share.
 void build_model_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env, Backend& backend,
-                       BuildContext& ctx, Components& c) {
+                       BuildContext& ctx, TrainingStack& c) {
     auto seed = static_cast<uint64_t>(spec.experiment.get_int("seed"));
     ctx.backend = &backend;
     ctx.registry = &registry;
@@ -242,6 +232,17 @@ std::filesystem::path init_model(Model& model, const std::string& init_from, Bac
     return file;
 }
 
+// The parameters ("model.*", then "task.*"), the optimizer over them and the schedule.
+void build_optimizer(const RunSpec& spec, const Registry& registry, TrainingStack& c) {
+    for (auto& [name, p] : c.model->named_parameters()) c.params.emplace_back("model." + name, p);
+    for (auto& [name, p] : c.task->named_parameters()) c.params.emplace_back("task." + name, p);
+    const SectionChoice& optimizer = spec.plugins.at("optimizer");
+    const SectionChoice& schedule = spec.plugins.at("schedule");
+    c.optimizer = registry.factory<OptimizerFactory>("optimizer", optimizer.plugin)(optimizer.options, c.params, *c.ctx);
+    c.schedule = registry.factory<ScheduleFactory>("schedule", schedule.plugin)(
+        schedule.options, ScheduleContext{c.optimizer->base_lr(), c.train.steps});
+}
+
 }  // namespace
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
@@ -258,8 +259,11 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
 
     const SectionChoice& backend_choice = spec.plugins.at("backend");
     // The backend is made first and destroyed last: every tensor lives in its memory.
-    Components c;
+    TrainingStack c;
+    c.train = train;
     c.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
+    c.ctx = std::make_unique<BuildContext>();
+    BuildContext& ctx = *c.ctx;
 
     RunOutcome outcome;
     outcome.db = ex.get_string("db");
@@ -292,8 +296,6 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     outcome.run_id = run;
     outcome.uid = store.uid(run);
     auto start = Clock::now();
-    // Outlives the components: modules keep pointers to its generators.
-    BuildContext ctx;
 
     try {
         if (env.resume_run == 0)
@@ -308,17 +310,11 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
                     outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info());
         build_model_stack(spec, registry, env, *c.backend, ctx, c);
-        auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
         if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
             std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
             store.add_artifact(run, "init_from", file.string());
         }
-        for (auto& [name, p] : c.model->named_parameters()) c.params.emplace_back("model." + name, p);
-        for (auto& [name, p] : c.task->named_parameters()) c.params.emplace_back("task." + name, p);
-        c.optimizer = registry.factory<OptimizerFactory>("optimizer", build("optimizer").plugin)(
-            build("optimizer").options, c.params, ctx);
-        c.schedule = registry.factory<ScheduleFactory>("schedule", build("schedule").plugin)(
-            build("schedule").options, ScheduleContext{c.optimizer->base_lr(), train.steps});
+        build_optimizer(spec, registry, c);
         std::error_code ec;
         if (env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
             store.add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
@@ -377,24 +373,12 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         auto interval_start = Clock::now();
         EvalResult last_eval;
         for (int64_t step = first_step; step <= train.steps; ++step) {
-            Batch batch = c.task->next_batch();
-            Tensor loss = c.task->loss(*c.model, batch);
-            backward(loss);
-            float loss_value = loss.item();
-            if (!std::isfinite(loss_value))
-                throw TrainingError("step " + std::to_string(step) + ": the training loss is " +
-                                    std::to_string(loss_value) +
-                                    "; lower [optimizer] lr, set [train] grad_clip, or check the data");
-            grad_norm = clip_gradients(c.params, train.grad_clip, *c.backend);
-            double lr = c.schedule->lr(step - 1);
-            {
-                NoGradGuard no_grad;
-                c.optimizer->step(lr);
-                c.optimizer->zero_grad();
-            }
-            state.loss_sum += loss_value;
+            StepResult result = train_step(c, step);
+            grad_norm = result.grad_norm;
+            double lr = result.lr;
+            state.loss_sum += result.loss;
             ++state.loss_count;
-            interval_tokens += batch.tokens;
+            interval_tokens += result.tokens;
             ++interval_steps;
 
             if (step % train.log_every == 0 || step == train.steps) {
@@ -469,6 +453,39 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     return outcome;
 }
 
+TrainingStack build_training_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
+    TrainingStack c;
+    c.train = train_settings(spec);
+    const SectionChoice& backend_choice = spec.plugins.at("backend");
+    c.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
+    c.ctx = std::make_unique<BuildContext>();
+    build_model_stack(spec, registry, env, *c.backend, *c.ctx, c);
+    build_optimizer(spec, registry, c);
+    c.model->train(true);
+    c.task->train(true);
+    return c;
+}
+
+StepResult train_step(TrainingStack& c, int64_t step) {
+    StepResult result;
+    Batch batch = c.task->next_batch();
+    Tensor loss = c.task->loss(*c.model, batch);
+    backward(loss);
+    result.loss = loss.item();
+    if (!std::isfinite(result.loss))
+        throw TrainingError("step " + std::to_string(step) + ": the training loss is " + std::to_string(result.loss) +
+                            "; lower [optimizer] lr, set [train] grad_clip, or check the data");
+    result.grad_norm = clip_gradients(c.params, c.train.grad_clip, *c.backend);
+    result.lr = c.schedule->lr(step - 1);
+    {
+        NoGradGuard no_grad;
+        c.optimizer->step(result.lr);
+        c.optimizer->zero_grad();
+    }
+    result.tokens = batch.tokens;
+    return result;
+}
+
 TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const RunEnvironment& env,
                             const std::filesystem::path& checkpoint_dir) {
     std::error_code ec;
@@ -479,7 +496,7 @@ TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const
     const SectionChoice& backend_choice = spec.plugins.at("backend");
     out.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
     out.ctx = std::make_unique<BuildContext>();  // no run_dir: nothing is written back into the run
-    Components c;
+    TrainingStack c;
     build_model_stack(spec, registry, env, *out.backend, *out.ctx, c);
     out.tokenizer = c.tokenizer;
     out.task = c.task;

@@ -187,6 +187,34 @@ TEST_CASE("mlm: every sequence has a masked position even when few are drawn", "
     CHECK(sequences_with[1] > 200);  // the fallback choice (about 0.52 + 0.37 of 500 sequences)
 }
 
+TEST_CASE("mlm: mask_count = fixed chooses round(mask_prob * n) positions in every sequence", "[mlm][plugins]") {
+    // 62 ordinary positions: round(0.15 * 62) = 9 in every sequence, spread over all positions.
+    const int64_t B = 32, T = 64;
+    MlmFixture f({{"mask_count", "fixed"}}, B, T);
+    std::vector<int64_t> per_position(static_cast<size_t>(T), 0);
+    int64_t to_mask = 0, chosen = 0;
+    for (int n = 0; n < 10; ++n) {
+        HostBatch h = to_host(f.task->next_batch());
+        for (int64_t b = 0; b < B; ++b) {
+            int64_t here = 0;
+            for (int64_t t = 0; t < T; ++t) {
+                auto i = static_cast<size_t>(b * T + t);
+                if (h.targets[i] == -100) continue;
+                ++here;
+                ++per_position[static_cast<size_t>(t)];
+                to_mask += h.ids[i] == kMask;
+            }
+            CHECK(here == 9);
+            chosen += here;
+        }
+    }
+    CHECK(per_position.front() == 0);  // [CLS] and [SEP] are never chosen
+    CHECK(per_position.back() == 0);
+    // 2880 choices over 62 positions: about 46 each; every position is chosen somewhere.
+    CHECK(*std::min_element(per_position.begin() + 1, per_position.end() - 1) > 20);
+    CHECK(std::abs(static_cast<double>(to_mask) / static_cast<double>(chosen) - 0.8) < 0.03);
+}
+
 TEST_CASE("mlm: mask_token_prob and random_token_prob decide what a chosen token becomes", "[mlm][plugins]") {
     for (auto [mask_token, random_token] : {std::pair<double, double>{1.0, 0.0}, {0.0, 0.0}, {0.0, 1.0}}) {
         INFO("mask_token_prob " << mask_token << ", random_token_prob " << random_token);

@@ -42,6 +42,35 @@ struct RunOutcome {
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
 
+// A run's training components, built as run_experiment builds them but without a results
+// database, checkpoints or [train] init_from: what benchmarks and tests use to take training
+// steps exactly as an experiment takes them. Members are destroyed in reverse order, the backend
+// (whose memory every tensor lives in) last.
+struct TrainingStack {
+    std::shared_ptr<Backend> backend;
+    std::unique_ptr<BuildContext> ctx;  // modules keep pointers to its generators
+    std::shared_ptr<Tokenizer> tokenizer;
+    std::shared_ptr<Task> task;
+    std::shared_ptr<Model> model;
+    std::shared_ptr<Optimizer> optimizer;
+    std::shared_ptr<Schedule> schedule;
+    NamedTensors params;  // "model.*", then "task.*"
+    TrainSettings train;
+};
+// Model and task in training mode. Throws as run_experiment does for a bad configuration or data.
+TrainingStack build_training_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
+
+struct StepResult {
+    float loss = 0;
+    double grad_norm = 0;  // before clipping
+    double lr = 0;
+    int64_t tokens = 0;    // the batch's Batch::tokens
+};
+// One optimisation step, the one run_experiment takes (steps count from 1): the task's next
+// batch, its loss, backward, clipping to [train] grad_clip, the optimizer step at the schedule's
+// learning rate for this step, zeroed gradients. Throws TrainingError for a non-finite loss.
+StepResult train_step(TrainingStack& stack, int64_t step);
+
 // A recorded run rebuilt for use outside training (generation, evaluation): its backend,
 // tokenizer, task and model built as the run built them (the task may read its data, e.g. to
 // rebuild a character vocabulary), the model holding the weights of one of its checkpoints, in

@@ -5,9 +5,13 @@
 // [CLS] tokens [SEP] (seq_len tokens, no padding), or with nsp [CLS] A [SEP] B [SEP] where B is the
 // text that follows A (label 0) or, half of the time, a span from elsewhere (label 1), with segment
 // ids 0 for [CLS] A [SEP] and 1 for B [SEP] (Hugging Face's next_sentence_label convention).
-// Masking is dynamic (RoBERTa, Liu et al. 2019): every batch draws fresh masks: each ordinary
-// position is chosen with mask_prob (at least one per sequence); a chosen token becomes [MASK] with
-// mask_token_prob, a random ordinary token with random_token_prob, and stays itself otherwise.
+// Masking is dynamic (RoBERTa, Liu et al. 2019): every batch draws fresh masks. With
+// mask_count = random each ordinary position is chosen with mask_prob (at least one per sequence,
+// as Hugging Face's data collator); with mask_count = fixed exactly max(1, round(mask_prob * n)) of
+// the n ordinary positions are chosen (Google's create_pretraining_data.py), so every batch scores
+// the same number of rows and the decoder's shapes never change (a steady state with no new
+// kernels). A chosen token becomes [MASK] with mask_token_prob, a random ordinary token with
+// random_token_prob, and stays itself otherwise.
 // Validation uses fixed windows and masks drawn from the seed on a stream of their own, so every
 // evaluation scores the same predictions.
 // Heads (Hugging Face BertForPreTraining names, checkpointed as task.<name>): the prediction
@@ -49,10 +53,11 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
 // Dynamic BERT masking of one sequence.
 class Masker {
 public:
-    Masker(const SpecialTokens& special, int64_t vocab, float mask_prob, float mask_token_prob,
+    Masker(const SpecialTokens& special, int64_t vocab, float mask_prob, bool fixed_count, float mask_token_prob,
            float random_token_prob)
         : special_(special),
           mask_prob_(mask_prob),
+          fixed_count_(fixed_count),
           mask_token_prob_(mask_token_prob),
           random_token_prob_(random_token_prob) {
         std::set<int32_t> specials = {special.pad, special.unk, special.cls, special.sep, special.mask};
@@ -64,15 +69,28 @@ public:
     static uint64_t numbers(int64_t T) { return static_cast<uint64_t>(3 * T + 1); }
 
     // ids [T] are masked in place; labels [T] get the original token where one is scored, kIgnore
-    // elsewhere. Number t of `key` decides whether position t is chosen, T + t what it becomes,
-    // 2T + t which random token, 3T the position chosen when no other is.
+    // elsewhere. Number t of `key` decides whether position t is chosen (fixed count: the t-th
+    // swap of a partial Fisher-Yates shuffle of the candidates), T + t what it becomes, 2T + t
+    // which random token, 3T the position chosen when no other is.
     void apply(const RngKey& key, int32_t* ids, int32_t* labels, int64_t T) const {
         std::fill(labels, labels + T, kIgnore);
         std::vector<int64_t> candidates;
         for (int64_t t = 0; t < T; ++t) {
             if (never_masked(ids[t])) continue;
             candidates.push_back(t);
-            if (philox_uniform(key, static_cast<uint64_t>(t)) < mask_prob_) mask_at(key, t, ids, labels, T);
+            if (!fixed_count_ && philox_uniform(key, static_cast<uint64_t>(t)) < mask_prob_)
+                mask_at(key, t, ids, labels, T);
+        }
+        if (fixed_count_ && !candidates.empty()) {
+            const size_t n = candidates.size();
+            const size_t count = std::clamp<size_t>(
+                static_cast<size_t>(std::lround(static_cast<double>(mask_prob_) * static_cast<double>(n))), 1, n);
+            for (size_t i = 0; i < count; ++i) {
+                size_t j = i + philox_u32(key, static_cast<uint64_t>(i)) % static_cast<uint32_t>(n - i);
+                std::swap(candidates[i], candidates[j]);
+                mask_at(key, candidates[i], ids, labels, T);
+            }
+            return;
         }
         bool any = std::any_of(labels, labels + T, [](int32_t label) { return label != kIgnore; });
         if (!any && !candidates.empty()) {
@@ -105,7 +123,9 @@ private:
     }
 
     SpecialTokens special_;
-    float mask_prob_, mask_token_prob_, random_token_prob_;
+    float mask_prob_;
+    bool fixed_count_;
+    float mask_token_prob_, random_token_prob_;
     std::vector<int32_t> excluded_;  // sorted special ids
     uint32_t ordinary_ = 1;
 };
@@ -167,7 +187,8 @@ public:
         special_ = SpecialTokens::of(tokenizer, "task/mlm");
         vocab_ = tokenizer.vocab_size();
         masker_ = std::make_unique<Masker>(special_, vocab_, static_cast<float>(opts.get_float("mask_prob")),
-                                           mask_token_prob, random_token_prob);
+                                           opts.get_string("mask_count") == "fixed", mask_token_prob,
+                                           random_token_prob);
 
         train_ = tokenize(tokenizer, train_lines);
         valid_ = tokenize(tokenizer, valid_lines);
@@ -445,6 +466,9 @@ LAB_PLUGIN(registry) {
     schema.real("valid_fraction", 0.1, "fraction of `train`'s lines held out for validation when `valid` is not set")
         .range(0.0001, 0.5);
     schema.real("mask_prob", 0.15, "probability that an ordinary token is chosen for prediction").range(0.0001, 1);
+    schema.choice("mask_count", "random", {"random", "fixed"},
+                  "random: each ordinary token is chosen with mask_prob (at least one per sequence); fixed: "
+                  "exactly round(mask_prob * ordinary tokens) per sequence, so every batch has the same shapes");
     schema.real("mask_token_prob", 0.8, "of the chosen tokens, the fraction replaced by [MASK]").range(0, 1);
     schema.real("random_token_prob", 0.1, "of the chosen tokens, the fraction replaced by a random token (others stay)")
         .range(0, 1);

@@ -1,0 +1,106 @@
+// lab_bench_matmul: the matmul throughput a backend reaches on large square products, fp32 and
+// bf16 inputs (f32 accumulation), through the same Backend::matmul a training step calls. It is
+// the peak that bench/run.sh divides a training step's model FLOP/s by (model FLOP utilisation).
+// Prints one JSON line per dtype: the best GFLOP/s over the sizes and repeats.
+#include <omp.h>
+
+#include <boost/program_options.hpp>
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <sstream>
+
+#include "lab/config.h"
+#include "lab/error.h"
+#include "lab/ops.h"
+#include "lab/registry.h"
+#include "lab/rng.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+// Best GFLOP/s of c = a @ b over `repeats` timed calls after one untimed call.
+double gflops(lab::Backend& backend, int64_t n, lab::DType dtype, int repeats) {
+    lab::Tensor a = lab::Tensor::empty(backend, {n, n}), b = lab::Tensor::empty(backend, {n, n});
+    lab::ops::fill_normal(a, 0.0f, 1.0f, lab::RngKey{1, 0, 0});
+    lab::ops::fill_normal(b, 0.0f, 1.0f, lab::RngKey{2, 0, 0});
+    if (dtype != lab::DType::f32) {
+        a = a.to(dtype);
+        b = b.to(dtype);
+    }
+    lab::Tensor c = lab::Tensor::empty(backend, {n, n});
+    backend.matmul(c, a, b, nullptr, 1.0f, false);
+    double best = 1e30;
+    for (int r = 0; r < repeats; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        backend.matmul(c, a, b, nullptr, 1.0f, false);
+        backend.synchronize();
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best / 1e9;
+}
+
+int run(int argc, char** argv) {
+    std::string backend_name, plugin_dir, sizes_text;
+    int64_t threads;
+    int repeats;
+    bool skip_bf16;
+    po::options_description desc("lab_bench_matmul: a backend's matmul peak (GFLOP/s), fp32 and bf16 inputs\nOptions");
+    desc.add_options()("help", "show this help")
+        ("sizes", po::value(&sizes_text)->default_value("1024,2048,3072"), "square sizes n (n x n @ n x n)")
+        ("repeats", po::value(&repeats)->default_value(5), "timed calls per size (the best counts)")
+        ("threads", po::value(&threads)->default_value(2), "OpenMP threads")
+        ("no-bf16", po::bool_switch(&skip_bf16), "fp32 only")
+        ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
+        ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        std::cout << desc;
+        return 0;
+    }
+    std::vector<int64_t> sizes;
+    std::stringstream list(sizes_text);
+    for (std::string item; std::getline(list, item, ',');) {
+        try {
+            sizes.push_back(std::stoll(item));
+        } catch (const std::exception&) {
+            throw lab::ConfigError("--sizes: '" + item + "' is not a number");
+        }
+        if (sizes.back() < 1) throw lab::ConfigError("--sizes: sizes must be positive");
+    }
+    if (sizes.empty() || repeats < 1) throw lab::ConfigError("--sizes needs a size and --repeats must be >= 1");
+    omp_set_num_threads(static_cast<int>(threads));
+
+    lab::Registry registry;
+    registry.load_directory(plugin_dir);
+    auto backend = registry.factory<lab::BackendFactory>("backend", backend_name)(
+        lab::plugin_options(registry, "backend", backend_name, {}));
+    std::vector<lab::DType> dtypes{lab::DType::f32};
+    if (!skip_bf16) dtypes.push_back(lab::DType::bf16);
+    for (lab::DType dtype : dtypes) {
+        double best = 0;
+        int64_t best_n = 0;
+        for (int64_t n : sizes) {
+            double g = gflops(*backend, n, dtype, repeats);
+            if (g > best) best = g, best_n = n;
+        }
+        std::cout << "{\"impl\":\"labrun-" << backend_name << "\",\"bench\":\"matmul\",\"dtype\":\""
+                  << lab::dtype_name(dtype) << "\",\"gflops\":" << best << ",\"n\":" << best_n
+                  << ",\"threads\":" << threads << ",\"device\":\"" << backend->device_info() << "\"}\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "lab_bench_matmul: " << e.what() << "\n";
+        return 1;
+    }
+}

@@ -1,0 +1,129 @@
+// The steady state of training on the oneDNN backend: after the first steps have filled the
+// caching allocator and the primitive cache, a training step (lab::train_step, the step labrun
+// takes: batch, loss, backward, clipping, AdamW) allocates no new memory from the system and
+// builds no new oneDNN primitive. Counted by the backend (BackendStats: the allocator's calls to
+// the underlying allocator, the primitives created), over GPT and BERT experiments.
+#include <catch2/catch.hpp>
+
+#include "lab/config.h"
+#include "lab/trainer.h"
+#include "test_support.h"
+
+namespace {
+
+struct Counts {
+    uint64_t device_allocs = 0, requests = 0, primitives = 0, cache_hits = 0;
+};
+
+Counts counts(const lab::Backend& backend) {
+    lab::BackendStats s = backend.stats();
+    return {s.memory.device_allocs, s.memory.requests, s.primitives_created, s.primitive_cache_hits};
+}
+
+// Steps 1..steps of the experiment; the counts after each.
+std::vector<Counts> step_counts(const std::string& ini, int64_t steps) {
+    lab_test::TempDir dir;
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    lab::ConfigEnv env;
+    env.data_dir = lab_test::shakespeare_data_dir();
+    lab::RawConfig raw = lab::load_config(dir.write("steady.ini", ini), {}, env);
+    lab::RunSpec spec = lab::resolve_run(raw, registry);
+    lab::RunEnvironment run_env;
+    run_env.data_dir = env.data_dir;
+    run_env.quiet = true;
+    lab::TrainingStack stack = lab::build_training_stack(spec, registry, run_env);
+    std::vector<Counts> out;
+    for (int64_t step = 1; step <= steps; ++step) {
+        lab::train_step(stack, step);
+        out.push_back(counts(*stack.backend));
+    }
+    return out;
+}
+
+void check_steady_after_step_3(const std::vector<Counts>& c, const std::string& what) {
+    INFO(what);
+    for (size_t i = 3; i < c.size(); ++i) {
+        INFO("step " << i + 1 << " against step 3");
+        CHECK(c[i].device_allocs == c[2].device_allocs);
+        CHECK(c[i].primitives == c[2].primitives);
+    }
+    // The counters move: every step asks the allocator for memory and runs cached primitives.
+    CHECK(c.back().requests > c[2].requests);
+    CHECK(c.back().cache_hits > c[2].cache_hits);
+    CHECK(c[2].primitives > 10);
+    std::printf("[steady] %s: after step 3: %llu system allocations, %llu primitives; steps 4-%zu add %llu and %llu "
+                "(%llu allocator requests and %llu primitive reuses per step)\n",
+                what.c_str(), static_cast<unsigned long long>(c[2].device_allocs),
+                static_cast<unsigned long long>(c[2].primitives), c.size(),
+                static_cast<unsigned long long>(c.back().device_allocs - c[2].device_allocs),
+                static_cast<unsigned long long>(c.back().primitives - c[2].primitives),
+                static_cast<unsigned long long>((c.back().requests - c[2].requests) / (c.size() - 3)),
+                static_cast<unsigned long long>((c.back().cache_hits - c[2].cache_hits) / (c.size() - 3)));
+}
+
+const char* kGpt = R"(
+[experiment]
+backend = onednn
+[tokenizer]
+type = char
+[task]
+type = causal_lm
+train = ${data}/tinyshakespeare/input.txt
+[model]
+type = gpt
+layers = 2
+heads = 2
+hidden = 64
+dropout = 0.1
+[attention]
+type = softmax
+[optimizer]
+type = adamw
+[train]
+steps = 8
+batch = 4
+seq_len = 32
+grad_clip = 1.0
+)";
+
+}  // namespace
+
+TEST_CASE("steady state: GPT training steps allocate nothing and build no primitive after step 3", "[steady]") {
+    check_steady_after_step_3(step_counts(kGpt, 8), "gpt, composite softmax attention, dropout 0.1");
+    check_steady_after_step_3(step_counts(std::string(kGpt) + "[attention]\nfused = true\n", 8),
+                              "gpt, fused softmax attention");
+}
+
+TEST_CASE("steady state: BERT masked-LM steps allocate nothing and build no primitive after step 3", "[steady]") {
+    const std::string bert = R"(
+[experiment]
+backend = onednn
+[tokenizer]
+type = wordpiece
+vocab = ${data}/bert-base-uncased/vocab.txt
+[task]
+type = mlm
+train = ${data}/wikitext-2/valid.txt
+mask_count = fixed
+[model]
+type = bert
+layers = 2
+hidden = 64
+heads = 2
+intermediate = 128
+[attention]
+type = softmax
+[optimizer]
+type = adamw
+[schedule]
+type = linear
+warmup = 2
+[train]
+steps = 8
+batch = 4
+seq_len = 32
+grad_clip = 1.0
+)";
+    check_steady_after_step_3(step_counts(bert, 8), "bert mlm, mask_count = fixed");
+}
