@@ -100,13 +100,24 @@ int run(int argc, char** argv) {
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const lab::BackendStats after = backend->stats();
     double ms = 1000.0 * seconds / static_cast<double>(steps);
+    // Model FLOPs per step as nanoGPT's estimate_mfu (PaLM appendix B): 6 N per token for the
+    // parameters' matmuls forward and backward (N without the position embedding, with the
+    // tied output layer) plus 12 L C T per token for attention's QK^T and PV.
+    int64_t n_params = 0;
+    for (const auto& [name, p] : params)
+        if (name != "wpe.weight") n_params += p.numel();
+    const double flops_per_token = 6.0 * static_cast<double>(n_params) +
+                                   12.0 * static_cast<double>(layers * hidden * seq_len);
+    const double flops_per_step = flops_per_token * static_cast<double>(batch * seq_len);
     double tokens_per_s = static_cast<double>(batch * seq_len * steps) / seconds;
     std::cout << "{\"impl\":\"labrun-" << backend_name << "\",\"config\":{\"layers\":" << layers << ",\"heads\":" << heads
               << ",\"hidden\":" << hidden << ",\"seq_len\":" << seq_len << ",\"batch\":" << batch << ",\"vocab\":" << vocab
               << ",\"bias\":" << (bias ? "true" : "false")
               << ",\"fused_attention\":" << (fused_attention ? "true" : "false") << "},\"ms_per_step\":" << ms
               << ",\"tokens_per_s\":" << tokens_per_s << ",\"threads\":" << threads << ",\"steps\":" << steps
-              << ",\"loss\":" << last_loss
+              << ",\"loss\":" << last_loss << ",\"params\":" << n_params
+              << ",\"model_flops_per_step\":" << flops_per_step
+              << ",\"model_gflops_per_s\":" << flops_per_step / seconds * static_cast<double>(steps) / 1e9
               << ",\"allocs_per_step\":" << static_cast<double>(after.memory.device_allocs - before.memory.device_allocs) / static_cast<double>(steps)
               << ",\"primitives_built\":" << (after.primitives_created - before.primitives_created)
               << ",\"peak_mb\":" << static_cast<double>(after.memory.peak_bytes_in_use) / (1024.0 * 1024.0) << ",\"device\":\"" << backend->device_info() << "\"}\n";

@@ -131,6 +131,14 @@ run_one() {
   [[ -s "$output_file" ]] || echo "run.sh: the command above printed no JSON line" >&2
 }
 
+# The fp32 matmul peak of the oneDNN backend on this machine, for model FLOP utilisation (MFU).
+peak_bench="$build_dir/bin/lab_bench_matmul"
+if [[ "$impl" != pytorch && -x "$peak_bench" ]]; then
+  run_one "$results_dir/peak.json" "$peak_bench" --threads "$threads" --no-bf16
+elif [[ "$impl" != pytorch ]]; then
+  echo "run.sh: $peak_bench is missing, so no MFU; build it: cmake --build build --target lab_bench_matmul" >&2
+fi
+
 for entry in "${selected[@]}"; do
   IFS='|' read -r name layers heads hidden seq_len batch steps warmup <<<"$entry"
   steps=${steps_override:-$steps}
@@ -203,6 +211,22 @@ print(header)
 print("-" * len(header))
 for row in rows:
     print(row)
+peak_path = os.path.join(results_dir, "peak.json")
+if os.path.exists(peak_path) and os.path.getsize(peak_path) > 0:
+    peak = json.load(open(peak_path))
+    print(f"\nMFU: model FLOPs (nanoGPT's 6N + 12LCT per token) per second over the oneDNN fp32 matmul peak "
+          f"measured now, {peak['gflops']:.1f} GFLOP/s ({peak['n']}^3)")
+    for name in names:
+        labrun, pytorch = load(name, "labrun"), load(name, "pytorch") if "pytorch" in wanted else None
+        if labrun is None or "model_flops_per_step" not in labrun:
+            continue
+        flops = labrun["model_flops_per_step"]
+        line = f"{name:<18} labrun {flops / (labrun['ms_per_step'] / 1000) / 1e9:7.1f} GFLOP/s = " \
+               f"{100 * flops / (labrun['ms_per_step'] / 1000) / 1e9 / peak['gflops']:5.1f}% MFU"
+        if pytorch is not None:
+            line += f"   pytorch {flops / (pytorch['ms_per_step'] / 1000) / 1e9:7.1f} GFLOP/s = " \
+                    f"{100 * flops / (pytorch['ms_per_step'] / 1000) / 1e9 / peak['gflops']:5.1f}%"
+        print(line)
 if out_file:
     with open(out_file, "a") as handle:
         for record in records:
