@@ -50,10 +50,16 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     args.training = training();
     args.dropout_rng = dropout_rng_;
 
-    // [B, T, (H + 2 Hkv) D] -> q [B, H, T, D], k and v [B, Hkv, T, D]: views, no copies.
-    Tensor qkv = ops::reshape(ops::linear(x, qkv_weight_, qkv_bias_), {B, T, H + 2 * Hkv, D});
-    std::vector<Tensor> parts = ops::split(qkv, 2, {H, Hkv, Hkv});
-    Tensor q = ops::transpose(parts[0], 1, 2), k = ops::transpose(parts[1], 1, 2), v = ops::transpose(parts[2], 1, 2);
+    // q [B, H, T, D], k and v [B, Hkv, T, D]: one matmul each with its rows of the packed c_attn
+    // weight (views), transposed as views. Three products rather than one [B, T, (H + 2 Hkv) D]
+    // split in three: the split's backward would assemble the gradient by zero-filling and adding
+    // three full-size tensors, where the weight rows' backward touches only the small weight.
+    auto project = [&](int64_t first_head, int64_t heads) {
+        Tensor w = ops::slice(qkv_weight_, 0, first_head * D, (first_head + heads) * D);
+        Tensor b = qkv_bias_.defined() ? ops::slice(qkv_bias_, 0, first_head * D, (first_head + heads) * D) : Tensor();
+        return ops::transpose(ops::reshape(ops::linear(x, w, b), {B, T, heads, D}), 1, 2);
+    };
+    Tensor q = project(0, H), k = project(H, Hkv), v = project(H + Hkv, Hkv);
     if (KvCache* cache = ctx.kv_cache) {
         if (!supports_kv_cache())
             throw ConfigError(name_ + " has no KV cache (its core assumes queries and keys of the same positions); "
