@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
 #include "lab/results.h"
 
 namespace fs = std::filesystem;
@@ -120,14 +121,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const po::error& error) {
-        std::cerr << "lab_bench_metrics: error: " << error.what() << "; see --help\n";
-        return 2;
-    } catch (const std::exception& error) {
-        std::cerr << "lab_bench_metrics: error: " << error.what() << "\n";
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return lab_bench::main_with_errors("lab_bench_metrics", run, argc, argv); }

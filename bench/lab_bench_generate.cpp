@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench_main.h"
 #include "bench_gpt_model.h"
 #include "lab/generate.h"
 #include "lab/safetensors.h"
@@ -124,11 +125,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const std::exception& e) {
-        std::cerr << "lab_bench_generate: " << e.what() << "\n";
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return lab_bench::main_with_errors("lab_bench_generate", run, argc, argv); }

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "bench_main.h"
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/registry.h"
@@ -96,11 +97,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const std::exception& e) {
-        std::cerr << "lab_bench_step: " << e.what() << "\n";
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return lab_bench::main_with_errors("lab_bench_step", run, argc, argv); }
