@@ -254,6 +254,10 @@ TEST_CASE("onednn matmul matches the host backend (f32 and bf16, strides, broadc
         {"4d p@v accumulate", {2, 3, 8, 8}, {2, 3, 8, 16}, false, false, false, false, 1.0f, true},
         {"4d broadcast heads [2,1,5,6]", {2, 3, 4, 5}, {2, 1, 5, 6}, true},
         {"3d large bias alpha accumulate", {2, 64, 96}, {1, 96, 80}, false, true, false, true, 0.5f, true},
+        // K strided by a multiple of 2 KB: copied K-contiguous before the matmul (a 2-primitive plan).
+        {"2d a^T with K stride 512, accumulate", {512, 300}, {300, 8}, true, false, false, false, 1.0f, true},
+        {"2d b [K, N=1024] bias alpha", {6, 300}, {300, 1024}, false, false, false, true, 0.5f},
+        {"2d a^T and b, both K stride 1024", {1024, 256}, {256, 1024}, true, false, false, false, 1.0f, true},
         {"bf16 2d", {5, 7}, {7, 3}, false, false, false, false, 1.0f, false, DType::bf16},
         {"bf16 3d b^T bias alpha accumulate", {3, 4, 6}, {3, 6, 5}, false, true, false, true, 0.7f, true,
          DType::bf16},
