@@ -319,9 +319,9 @@ OptionSchema build_experiment_schema(const std::string& default_name) {
     schema.string("name", default_name, "run name (default: the experiment file's name without extension)");
     schema.integer("seed", 1, "seed of every random stream (initialisation, dropout, data)").at_least(0);
     schema.string("backend", std::string("onednn"), "backend plugin that runs the kernels (onednn, cuda, ...)");
-    // bf16/fp16 (low-precision matmul inputs, fp32 accumulation and master weights) join the
-    // choices when a backend implements mixed-precision training.
-    schema.choice("precision", "fp32", {"fp32"}, "arithmetic precision of training (this version: fp32)");
+    schema.choice("precision", "fp32", {"fp32", "bf16"},
+                  "fp32, or bf16 mixed precision: matmul inputs rounded to bf16, f32 accumulation, f32 master "
+                  "weights, gradients and other kernels");
     schema.path("db", std::string("results/lab.db"), "SQLite results database");
     schema.string("plugins", std::string(""), "extra plugin files or directories, comma separated, relative to this file");
     schema.integer("threads", 0, "CPU threads (0 = all cores)").at_least(0);

@@ -89,6 +89,13 @@ int64_t batch_offset(const Tensor& t, const Shape& batch_dims, int64_t index) {
 
 void HostBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                          bool accumulate) {
+    Tensor a16, b16;
+    if (round_matmul_operands(a, b, &a16, &b16)) multiply(c, a16, b16, bias, alpha, accumulate);
+    else multiply(c, a, b, bias, alpha, accumulate);
+}
+
+void HostBackend::multiply(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
+                           bool accumulate) {
     require_defined("matmul", "a", a);
     require_defined("matmul", "b", b);
     require_contiguous("matmul", "c", c);

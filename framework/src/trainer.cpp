@@ -174,6 +174,7 @@ TrainSettings train_settings(const RunSpec& spec) {
 void build_model_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env, Backend& backend,
                        BuildContext& ctx, TrainingStack& c) {
     auto seed = static_cast<uint64_t>(spec.experiment.get_int("seed"));
+    backend.set_matmul_inputs(spec.experiment.get_string("precision") == "bf16" ? DType::bf16 : DType::f32);
     ctx.backend = &backend;
     ctx.registry = &registry;
     ctx.seed = seed;

@@ -213,7 +213,7 @@ TEST_CASE("wrong type, out of range and bad choice", "[config]") {
     CHECK_THAT(error_of(dir, with_line(17, "steps = 10\neval_at_end = maybe")),
                Contains("[train] eval_at_end = 'maybe': expected a boolean"));
     CHECK_THAT(error_of(dir, with_line(2, "precision = fp23")),
-               Contains(at(dir, 2) + ": [experiment] precision = 'fp23': expected one of: fp32; "
+               Contains(at(dir, 2) + ": [experiment] precision = 'fp23': expected one of: fp32, bf16; "
                                      "did you mean 'fp32'?"));
 }
 

@@ -85,6 +85,13 @@ public:
     virtual void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
                         float alpha, bool accumulate) = 0;
 
+    // Mixed precision ([experiment] precision = bf16): with DType::bf16, matmul rounds f32 a and b
+    // to bf16 (nearest even) and multiplies those, accumulating and writing f32, as autocast does
+    // for matmul inputs; weights, gradients and every other kernel stay f32. DType::f32 (the
+    // default) leaves operands alone. Throws ConfigError for another dtype.
+    void set_matmul_inputs(DType dtype);
+    DType matmul_inputs() const { return matmul_inputs_; }
+
     // y = op(x) elementwise; alpha for scale/add_scalar.
     virtual void unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) = 0;
     // dx = dy * op'(x) (y = op(x) given too, for ops whose derivative is cheaper from y).
@@ -152,6 +159,18 @@ public:
     // Nesterov form). `buf` may be undefined when momentum == 0.
     virtual void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
                             float weight_decay, bool nesterov) = 0;
+
+protected:
+    // For matmul implementations: when matmul_inputs() is bf16 and a and b are f32, sets *a16 and
+    // *b16 to their roundings to bf16 and returns true (the caller multiplies those instead): bf16
+    // tensors where native_bf16_matmul(), else f32 tensors holding the bf16 values (the same
+    // products, computed by the f32 kernels).
+    bool round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a16, Tensor* b16) const;
+    // True when bf16 operands multiply faster than f32 ones (bf16 instructions on the device).
+    virtual bool native_bf16_matmul() const { return false; }
+
+private:
+    DType matmul_inputs_ = DType::f32;
 };
 
 }  // namespace lab

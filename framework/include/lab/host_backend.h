@@ -67,6 +67,9 @@ public:
                     float weight_decay, bool nesterov) override;
 
 protected:
+    // matmul on the operands as they are (no rounding for mixed precision): what matmul runs
+    // after rounding, and what a derived backend falls back to.
+    void multiply(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha, bool accumulate);
     CachingAllocator& allocator() { return *allocator_; }
     uint64_t primitives_created_ = 0;  // for derived backends that cache primitives
     uint64_t primitive_cache_hits_ = 0;

@@ -100,6 +100,22 @@ void Plan::bind(int arg, const void* data) {
 
 // ---- OneDnnBackend ----
 
+namespace {
+
+// Whether oneDNN multiplies bf16 matrices with a real kernel on this CPU, not its reference code.
+bool bf16_matmul_available(const dnnl::engine& engine) {
+    using dt = dnnl::memory::data_type;
+    auto md = [](dt type) { return dnnl::memory::desc({16, 16}, type, dnnl::memory::format_tag::ab); };
+    try {
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md(dt::bf16), md(dt::bf16), md(dt::f32)), engine);
+        return std::string(pd.impl_info_str()).rfind("ref", 0) != 0;
+    } catch (const dnnl::error&) {
+        return false;
+    }
+}
+
+}  // namespace
+
 OneDnnBackend::OneDnnBackend(int64_t threads) {
     if (threads < 0)
         throw ConfigError("backend onednn: threads = " + std::to_string(threads) +
@@ -108,6 +124,7 @@ OneDnnBackend::OneDnnBackend(int64_t threads) {
     try {
         engine_ = dnnl::engine(dnnl::engine::kind::cpu, 0);
         stream_ = dnnl::stream(engine_);
+        native_bf16_ = bf16_matmul_available(engine_);
     } catch (const dnnl::error& e) {
         throw BackendError(std::string("backend onednn: could not create the oneDNN CPU engine: ") + e.what() +
                            ". Hint: check that libdnnl matches the version this plugin was built with.");

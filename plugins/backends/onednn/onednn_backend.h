@@ -126,6 +126,14 @@ public:
             throw dnnl::error(dnnl_unimplemented, "only oneDNN's reference implementation covers this case");
     }
 
+protected:
+    bool native_bf16_matmul() const override { return native_bf16_; }
+
+private:
+    // matmul on the operands as they are (after mixed-precision rounding).
+    void multiply_onednn(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
+                         bool accumulate);
+
 private:
     // The cached plan for `key`; on first use `build(plan, engine)` fills a new one. A build that
     // oneDNN rejects (dnnl::error) leaves an unsupported plan, cached too, so the rejection is not
@@ -150,6 +158,7 @@ private:
 
     dnnl::engine engine_;
     dnnl::stream stream_;
+    bool native_bf16_ = false;  // oneDNN has a bf16 matmul kernel for this CPU (avx512_core_bf16, AMX)
     // Plans own shared memory objects whose handles are re-pointed per call, so one call at a
     // time uses them.
     std::mutex mutex_;

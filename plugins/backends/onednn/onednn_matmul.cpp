@@ -48,7 +48,7 @@ void collapse_broadcast_batch(Shape& dims, Shape& strides) {
         if (strides[i] == 0) dims[i] = 1;
 }
 
-// Fills `layout` when oneDNN can run this call; false sends it to HostBackend::matmul, which
+// Fills `layout` when oneDNN can run this call; false sends it to HostBackend::multiply, which
 // also reports inconsistent shapes.
 bool describe_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, bool accumulate,
                      MatmulLayout* layout) {
@@ -179,9 +179,16 @@ void build_matmul(Plan& plan, const dnnl::engine& engine, const MatmulLayout& la
 
 void OneDnnBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                            bool accumulate) {
+    Tensor a16, b16;
+    if (round_matmul_operands(a, b, &a16, &b16)) multiply_onednn(c, a16, b16, bias, alpha, accumulate);
+    else multiply_onednn(c, a, b, bias, alpha, accumulate);
+}
+
+void OneDnnBackend::multiply_onednn(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
+                                    float alpha, bool accumulate) {
     MatmulLayout layout;
     if (!describe_matmul(c, a, b, bias, accumulate, &layout)) {
-        HostBackend::matmul(c, a, b, bias, alpha, accumulate);
+        HostBackend::multiply(c, a, b, bias, alpha, accumulate);
         return;
     }
     std::unique_lock<std::mutex> lock(mutex_);
@@ -190,7 +197,7 @@ void OneDnnBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, co
     });
     if (!plan.supported) {
         lock.unlock();
-        HostBackend::matmul(c, a, b, bias, alpha, accumulate);
+        HostBackend::multiply(c, a, b, bias, alpha, accumulate);
         return;
     }
     plan.scalar = alpha;

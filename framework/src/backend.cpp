@@ -1,0 +1,23 @@
+// The non-virtual parts of the Backend interface: the mixed-precision setting of matmul.
+#include "lab/backend.h"
+
+#include "lab/error.h"
+
+namespace lab {
+
+void Backend::set_matmul_inputs(DType dtype) {
+    if (dtype != DType::f32 && dtype != DType::bf16)
+        throw ConfigError(std::string("backend ") + name() + ": matmul inputs can be f32 or bf16, not " +
+                          dtype_name(dtype));
+    matmul_inputs_ = dtype;
+}
+
+bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a16, Tensor* b16) const {
+    if (matmul_inputs_ != DType::bf16 || a.dtype() != DType::f32 || b.dtype() != DType::f32) return false;
+    const bool native = native_bf16_matmul();
+    *a16 = native ? a.to(DType::bf16) : a.to(DType::bf16).to(DType::f32);
+    *b16 = native ? b.to(DType::bf16) : b.to(DType::bf16).to(DType::f32);
+    return true;
+}
+
+}  // namespace lab
