@@ -507,6 +507,21 @@ TEST_CASE("dropout: mask statistics, scaling, exact reproducibility from the key
     for (int64_t i = 0; i < n; i += 97) REQUIRE(dxs[i] == (ks[i] ? 1.0f / (1.0f - p) : 0.0f));
 }
 
+TEST_CASE("dropout: an offset that is not block-aligned draws element i from philox_uniform(key, i)", "[host]") {
+    HostBackend be;
+    const int64_t n = 5000;
+    Tensor x = Tensor::full(be, {n}, 1.0), y = Tensor::empty(be, {n}), keep = Tensor::empty(be, {n}, DType::u8);
+    for (uint64_t offset : {uint64_t{0}, uint64_t{3}, uint64_t{4096 + 2}}) {
+        const RngKey key{77, kStreamDropout, offset};
+        be.dropout(y, keep, x, 0.5f, key);
+        const auto ks = keep.to_ints();
+        int64_t agree = 0;
+        for (int64_t i = 0; i < n; ++i) agree += ks[i] == (philox_uniform(key, static_cast<uint64_t>(i)) >= 0.5f ? 1 : 0);
+        INFO("offset " << offset);
+        CHECK(agree == n);
+    }
+}
+
 TEST_CASE("masked_fill with a broadcast mask", "[host]") {
     HostBackend be;
     const auto x = random_floats(6, 110);

@@ -31,6 +31,19 @@ TEST_CASE("element i of a key is word i % 4 of block i / 4 after the offset", "[
     REQUIRE(philox_u32(RngKey{1, 2, 0}, 0) != philox_u32(RngKey{2, 2, 0}, 0));
 }
 
+TEST_CASE("philox_blocks8 gives philox_block's words for 8 consecutive blocks", "[rng]") {
+    // Counters that carry into the high word, and seeds and streams using all 64 bits.
+    for (uint64_t first : {uint64_t{0}, uint64_t{5}, uint64_t{0xFFFFFFFCull}, uint64_t{0x123456789ABCull}})
+        for (RngKey key : {RngKey{0, 0, 0}, RngKey{0xDEADBEEFCAFEF00Dull, 0x0123456789ABCDEFull, 0}}) {
+            uint32_t words[4][8];
+            philox_blocks8(key.seed, key.stream, first, words);
+            for (int j = 0; j < 8; ++j) {
+                const auto want = philox_block(key.seed, key.stream, first + static_cast<uint64_t>(j));
+                for (int w = 0; w < 4; ++w) REQUIRE(words[w][j] == want[static_cast<size_t>(w)]);
+            }
+        }
+}
+
 TEST_CASE("uniform and normal draws have the right range and moments", "[rng]") {
     const RngKey key{42, kStreamInit, 0};
     const int n = 200000;
