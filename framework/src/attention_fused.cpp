@@ -84,7 +84,9 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
     };
     point_at(kernel_args, key_padding, slopes_c);
 
-    Tensor o = Tensor::empty(backend, {B, H, T, D});
+    // o [B, H, T, D] as a view of [B, T, H, D] memory: transposed back to [B, T, C] for the
+    // output projection it is contiguous, so no copy is needed there (nor for its gradient here).
+    Tensor o = Tensor::empty(backend, {B, T, H, D}).view({B, H, T, D}, {T * H * D, D, H * D, 1}, 0);
     Tensor lse = Tensor::empty(backend, {B, H, T});
     backend.attention(o, lse, q, k, v, kernel_args);
 
@@ -95,7 +97,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                    AttentionKernelArgs ka = kernel_args;
                    point_at(ka, key_padding, slopes_c);
                    Backend& be = dout.backend();
-                   Tensor dout_c = dout.contiguous_copy();
+                   Tensor dout_c = dout.strides()[3] == 1 ? dout : dout.contiguous_copy();
                    Tensor dq = Tensor::empty(be, saved_q.shape());
                    Tensor dk = Tensor::empty(be, saved_k.shape());
                    Tensor dv = Tensor::empty(be, saved_v.shape());

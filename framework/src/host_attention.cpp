@@ -319,6 +319,19 @@ void require_output(const char* kernel, const char* name, const Tensor& t, const
                          shape_str(shape) + "; hint: allocate it with the documented shape");
 }
 
+// o and dout: [B, H, T, D] f32 whose rows (the D values of one (b, h, t)) are contiguous, in any
+// order of rows (the fused op keeps them as [B, T, H, D], the layout the output projection reads).
+HeadView require_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape) {
+    host::require_dtype(kernel, name, t, DType::f32);
+    if (t.shape() != shape)
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " must be " +
+                         shape_str(shape) + "; hint: allocate it with the documented shape");
+    if (t.strides()[3] != 1 && t.size(3) > 1)
+        throw ShapeError(std::string(kernel) + ": " + name + " has strides " + shape_str(t.strides()) +
+                         "; its last dimension must be contiguous (stride 1)");
+    return HeadView(t);
+}
+
 // Per-thread tile buffers, carved from one allocation.
 struct Scratch {
     std::vector<float> storage;
@@ -485,9 +498,8 @@ void query_tile_dq(const BackwardInputs& in, BackwardTiles& t, float* dq_acc, in
 void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                             const AttentionKernelArgs& args) {
     const Problem pb = make_problem("attention", q, k, v, args);
-    require_output("attention", "o", o, q.shape());
+    const HeadView o_rows = require_rows("attention", "o", o, q.shape());
     require_output("attention", "lse", lse, {pb.B, pb.H, pb.T});
-    float* o_data = o.data<float>();
     float* lse_data = lse.data<float>();
     const int64_t Dp = pb.Dp, D = pb.D, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
     const PackedTiles q_tiles(*this, q, Dp, false, pb.scale);  // [Br, Dp] tiles of scale * q
@@ -553,7 +565,7 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
 
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row_index = (b * pb.H + h) * pb.T + i0 + r;
-                float* out = o_data + row_index * D;
+                float* out = const_cast<float*>(o_rows.row(b, h, i0 + r));
                 if (row_l[r] > 0.0f) {
                     const float inv = 1.0f / row_l[r];
                     for (int64_t d = 0; d < D; ++d) out[d] = acc[r * Dp + d] * inv;
@@ -574,11 +586,9 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
     require_output("attention_backward", "dq", dq, q.shape());
     require_output("attention_backward", "dk", dk, k.shape());
     require_output("attention_backward", "dv", dv, v.shape());
-    require_output("attention_backward", "dout", dout, q.shape());
-    require_output("attention_backward", "o", o, q.shape());
+    const HeadView dout_rows = require_rows("attention_backward", "dout", dout, q.shape());
+    const HeadView o_rows = require_rows("attention_backward", "o", o, q.shape());
     require_output("attention_backward", "lse", lse, {pb.B, pb.H, pb.T});
-    const float* o_data = o.data<float>();
-    const float* dout_data = dout.data<float>();
     float* dq_data = dq.data<float>();
     float* dk_data = dk.data<float>();
     float* dv_data = dv.data<float>();
@@ -590,8 +600,9 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
     std::vector<float> delta(static_cast<size_t>(query_rows));
 #pragma omp parallel for schedule(static) if (query_rows * D >= host::kParallelElems)
     for (int64_t row = 0; row < query_rows; ++row) {
-        const float* a = dout_data + row * D;
-        const float* c = o_data + row * D;
+        const int64_t b = row / (pb.H * pb.T), h = row / pb.T % pb.H, t = row % pb.T;
+        const float* a = dout_rows.row(b, h, t);
+        const float* c = o_rows.row(b, h, t);
         float sum = 0.0f;
         for (int64_t d = 0; d < D; ++d) sum += a[d] * c[d];
         delta[static_cast<size_t>(row)] = sum;

@@ -120,11 +120,11 @@ public:
     // o [B, H, T, D] = softmax(scores, masked) v (see AttentionKernelArgs); lse [B, H, T] f32 =
     // logsumexp over visible keys of each query's scores (kept for the backward). q [B, H, T, D],
     // k and v [B, Hkv, S, D] f32 with any strides; Hkv divides H and head h reads kv head
-    // h / (H / Hkv). o and lse contiguous.
+    // h / (H / Hkv). lse contiguous; o's rows (its last dim) contiguous, in any order of rows.
     virtual void attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                            const AttentionKernelArgs& args) = 0;
     // Gradients of the above (dq [B, H, T, D], dk and dv [B, Hkv, S, D], contiguous, overwritten)
-    // given dout [B, H, T, D] contiguous and the forward's inputs, o and lse. Probabilities are
+    // given dout [B, H, T, D] (rows contiguous) and the forward's inputs, o and lse. Probabilities are
     // recomputed tile by tile (Dao et al. 2022, algorithm 2).
     virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                                     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
