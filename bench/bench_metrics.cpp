@@ -62,13 +62,7 @@ int run(int argc, char** argv) {
         ("intervals", po::value(&intervals)->default_value(intervals), "timed log intervals")
         ("warmup", po::value(&warmup)->default_value(warmup), "untimed log intervals first")
         ("db", po::value(&db_option), "database file (default: a fresh file in a temporary directory, removed after)");
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        std::cout << desc;
-        return 0;
-    }
+    if (!lab_bench::parse_options(argc, argv, desc)) return 0;
     if (step_ms <= 0 || log_every < 1 || intervals < 1 || warmup < 0) {
         std::cerr << "lab_bench_metrics: error: need --step-ms > 0, --log-every >= 1, --intervals >= 1, --warmup >= 0\n";
         return 2;

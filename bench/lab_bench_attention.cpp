@@ -57,13 +57,7 @@ int run(int argc, char** argv) {
         ("threads", po::value(&threads)->default_value(2), "OpenMP threads")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "where the plugins are");
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        std::cout << desc << "\n";
-        return 0;
-    }
+    if (!lab_bench::parse_options(argc, argv, desc)) return 0;
     omp_set_num_threads(static_cast<int>(threads));
     lab::Registry registry;
     registry.load_directory(plugin_dir);

@@ -67,13 +67,7 @@ int run(int argc, char** argv) {
         ("save", po::value(&save), "write the weights to this .safetensors file (with the prompt as metadata)")
         ("backend", po::value(&shape.backend)->default_value("onednn"), "backend plugin")
         ("plugin-dir", po::value(&shape.plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        std::cout << desc;
-        return 0;
-    }
+    if (!lab_bench::parse_options(argc, argv, desc)) return 0;
     if (prompt_tokens < 1 || new_tokens < 1 || repeats < 1)
         throw lab::ConfigError("--prompt-tokens, --new-tokens and --repeats must be at least 1");
     if (prompt_tokens + new_tokens > shape.seq_len)

@@ -42,13 +42,7 @@ int run(int argc, char** argv) {
          "attention/softmax's tiled kernel (false: the composite with the [T, T] scores)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        std::cout << desc;
-        return 0;
-    }
+    if (!lab_bench::parse_options(argc, argv, desc)) return 0;
     omp_set_num_threads(static_cast<int>(threads));
 
     lab_bench::GptShape shape;

@@ -55,13 +55,7 @@ int run(int argc, char** argv) {
         ("no-bf16", po::bool_switch(&skip_bf16), "fp32 only")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        std::cout << desc;
-        return 0;
-    }
+    if (!lab_bench::parse_options(argc, argv, desc)) return 0;
     std::vector<int64_t> sizes;
     std::stringstream list(sizes_text);
     for (std::string item; std::getline(list, item, ',');) {
