@@ -737,17 +737,22 @@ int64_t ResultStore::find_run(const std::string& id_or_uid) const {
     const std::string hint = "; hint: `labdb list` shows the ids and uids of the runs in this database";
     const bool all_digits = !id_or_uid.empty() && id_or_uid.find_first_not_of("0123456789") == std::string::npos;
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    // Digits name a run id first; a uid prefix can be all digits too (about 6% of 6-character
+    // prefixes are), so digits that are no id are looked up as a uid prefix.
     if (all_digits) {
         int64_t id = 0;
+        bool in_range = true;
         try {
             id = std::stoll(id_or_uid);
         } catch (const std::out_of_range&) {
-            throw Error(where + "there is no run with id " + id_or_uid + hint);
+            in_range = false;
         }
-        Query query(impl_->select_run_exists);
-        query.bind(1, id);
-        if (!query.step()) throw Error(where + "there is no run with id " + id_or_uid + hint);
-        return id;
+        if (in_range) {
+            Query query(impl_->select_run_exists);
+            query.bind(1, id);
+            if (query.step()) return id;
+        }
+        if (id_or_uid.size() < 4) throw Error(where + "there is no run with id " + id_or_uid + hint);
     }
     if (id_or_uid.size() < 4) {
         throw Error(where + "'" + id_or_uid + "' is neither a run id nor a uid (prefix of at least 4 characters)" +
@@ -757,7 +762,9 @@ int64_t ResultStore::find_run(const std::string& id_or_uid) const {
     query.bind(1, id_or_uid);
     std::vector<int64_t> matches;
     while (query.step()) matches.push_back(query.column_int(0));
-    if (matches.empty()) throw Error(where + "there is no run with uid '" + id_or_uid + "'" + hint);
+    if (matches.empty())
+        throw Error(where + "there is no run with " + (all_digits ? "id " + id_or_uid + " nor " : std::string()) +
+                    "uid '" + id_or_uid + "'" + hint);
     if (matches.size() > 1) {
         throw Error(where + "uid prefix '" + id_or_uid + "' matches several runs (ids " + std::to_string(matches[0]) +
                     ", " + std::to_string(matches[1]) + ", ...); give more characters of the uid, or the run id");

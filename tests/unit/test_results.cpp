@@ -749,5 +749,11 @@ TEST_CASE("runs are found by id, uid or uid prefix, and by configuration hash", 
     CHECK(error_of([&] { store.find_run("abc_"); }).find("no run with uid 'abc_'") != std::string::npos);
     CHECK(error_of([&] { store.find_run("42"); }).find("no run with id 42") != std::string::npos);
     CHECK(error_of([&] { store.find_run("99999999999999999999999"); }).find("no run with id") != std::string::npos);
+    // A uid prefix of digits only (labrun --resume 415629 once failed on one): an id first, else a uid.
+    plain.rows("UPDATE runs SET uid = ?1 WHERE id = ?2", {std::string("4156290fdeadbeef"), second});
+    CHECK(store.find_run("415629") == second);
+    CHECK(store.find_run(std::to_string(first)) == first);
+    CHECK(error_of([&] { store.find_run("415628"); }).find("no run with id 415628 nor uid '415628'") !=
+          std::string::npos);
     CHECK(error_of([&] { store.find_run(""); }).find("hint:") != std::string::npos);
 }
