@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/ops.h"
 #include "lab/plugin.h"
@@ -25,13 +26,8 @@ namespace {
 using namespace lab;
 
 std::string read_text(const std::string& path, const std::string& key) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw DataError("task/causal_lm: cannot read " + key + " file '" + path +
-                        "'; fetch the datasets with tools/get_data.sh or fix the path");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+    return read_text_file(path, "task/causal_lm", key + " file",
+                          "fetch the datasets with tools/get_data.sh or fix the path");
 }
 
 class CausalLm : public Task {

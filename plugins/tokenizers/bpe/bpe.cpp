@@ -23,6 +23,7 @@
 #include "bpe_text.h"
 #include "bpe_trainer.h"
 #include "bpe_vocab.h"
+#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
 
@@ -49,11 +50,7 @@ public:
         if (!encoder.empty()) {
             vocab_ = bpe::Vocabulary::load(encoder, merges);
         } else if (!corpus.empty()) {
-            std::ifstream in(corpus, std::ios::binary);
-            if (!in) throw DataError("tokenizer/bpe: cannot read corpus file '" + corpus + "'; check the path");
-            std::ostringstream text;
-            text << in.rdbuf();
-            train(text.str());
+            train(read_text_file(corpus, "tokenizer/bpe", "corpus file", "check the path"));
         }
     }
 

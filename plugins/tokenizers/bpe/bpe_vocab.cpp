@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "bpe_text.h"
+#include "lab/text_file.h"
 #include "lab/error.h"
 
 namespace bpe {
@@ -16,13 +17,8 @@ using lab::DataError;
 namespace fs = std::filesystem;
 
 std::string read_text(const fs::path& path, const char* what) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw DataError("tokenizer/bpe: cannot read " + std::string(what) + " file '" + path.string() +
-                        "'; check the path (GPT-2's files are data/gpt2/encoder.json and data/gpt2/vocab.bpe)");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+    return lab::read_text_file(path, "tokenizer/bpe", std::string(what) + " file",
+                          "check the path (GPT-2's files are data/gpt2/encoder.json and data/gpt2/vocab.bpe)");
 }
 
 void write_atomically(const fs::path& file, const std::string& content) {

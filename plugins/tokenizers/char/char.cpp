@@ -8,6 +8,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
 
@@ -114,13 +115,8 @@ public:
 
 private:
     static std::string read_file(const std::string& path, const char* what) {
-        std::ifstream in(path, std::ios::binary);
-        if (!in)
-            throw DataError("tokenizer/char: cannot read " + std::string(what) + " file '" + path +
-                            "'; check the path (datasets come from tools/get_data.sh)");
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
+        return read_text_file(path, "tokenizer/char", std::string(what) + " file",
+                              "check the path (datasets come from tools/get_data.sh)");
     }
 
     void load(const std::string& path) {

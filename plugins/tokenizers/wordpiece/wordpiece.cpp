@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "bert_text.h"
+#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
 #include "wordpiece_trainer.h"
@@ -28,14 +29,8 @@ using namespace wordpiece;
 const std::vector<std::string> kSpecialTokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
 constexpr std::string_view kContinuation = "##";
 
-std::string read_text_file(const std::string& path, const char* what) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw DataError("tokenizer/wordpiece: cannot read " + std::string(what) + " '" + path +
-                        "'; check the path (datasets come from tools/get_data.sh)");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+std::string read_corpus(const std::string& path, const char* what) {
+    return lab::read_text_file(path, "tokenizer/wordpiece", what, "check the path (datasets come from tools/get_data.sh)");
 }
 
 bool parse_strip_accents(const Options& opts) {
@@ -88,7 +83,7 @@ public:
         if (!vocab.empty()) {
             set_vocabulary(Vocabulary::load(vocab), "vocabulary '" + vocab + "'");
         } else if (!corpus.empty()) {
-            train(read_text_file(corpus, "corpus"));
+            train(read_corpus(corpus, "corpus"));
         }
     }
 
