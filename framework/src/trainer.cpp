@@ -169,10 +169,22 @@ TrainSettings train_settings(const RunSpec& spec) {
     return train;
 }
 
+// A stack holding the [train] settings, the backend (made first and destroyed last: every tensor
+// lives in its memory) and an empty build context; the builders below fill in the rest.
+TrainingStack new_stack(const RunSpec& spec, const Registry& registry) {
+    TrainingStack c;
+    c.train = train_settings(spec);
+    const SectionChoice& backend = spec.plugins.at("backend");
+    c.backend = registry.factory<BackendFactory>("backend", backend.plugin)(backend.options);
+    c.ctx = std::make_unique<BuildContext>();
+    return c;
+}
+
 // The seeded build context and the tokenizer, task and model of `spec` (ctx.run_dir and ctx.log
 // are the caller's), attached: what training and a rebuilt run (load_trained_run) share.
-void build_model_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env, Backend& backend,
-                       BuildContext& ctx, TrainingStack& c) {
+void build_model_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env, TrainingStack& c) {
+    Backend& backend = *c.backend;
+    BuildContext& ctx = *c.ctx;
     auto seed = static_cast<uint64_t>(spec.experiment.get_int("seed"));
     backend.set_matmul_inputs(spec.experiment.get_string("precision") == "bf16" ? DType::bf16 : DType::f32);
     ctx.backend = &backend;
@@ -181,7 +193,7 @@ void build_model_stack(const RunSpec& spec, const Registry& registry, const RunE
     ctx.init_rng = Generator(seed, kStreamInit);
     ctx.dropout_rng = Generator(seed, kStreamDropout);
     ctx.data_rng = Generator(seed, kStreamData);
-    ctx.train = train_settings(spec);
+    ctx.train = c.train;
     ctx.data_dir = env.data_dir;
     const SectionChoice& attention = spec.plugins.at("attention");
     const auto& make_attention = registry.factory<AttentionFactory>("attention", attention.plugin);
@@ -250,7 +262,9 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     Reporter report(env);
     const Options& ex = spec.experiment;
     if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
-    TrainSettings train = train_settings(spec);
+    TrainingStack c = new_stack(spec, registry);
+    const TrainSettings& train = c.train;
+    BuildContext& ctx = *c.ctx;
     bool eval_at_end = spec.train.get_bool("eval_at_end");
     int64_t ckpt_every = spec.train.get_int("ckpt_every");
     if (ckpt_every % train.log_every != 0)
@@ -258,13 +272,6 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                           ") must be a multiple of log_every = " + std::to_string(train.log_every) +
                           ", so that a resumed run logs the same intervals");
 
-    const SectionChoice& backend_choice = spec.plugins.at("backend");
-    // The backend is made first and destroyed last: every tensor lives in its memory.
-    TrainingStack c;
-    c.train = train;
-    c.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
-    c.ctx = std::make_unique<BuildContext>();
-    BuildContext& ctx = *c.ctx;
 
     RunOutcome outcome;
     outcome.db = ex.get_string("db");
@@ -283,7 +290,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         record.experiment = spec.name;
         record.config_hash = spec.hash();
         record.config_text = spec.canonical_text();
-        record.backend = backend_choice.plugin;
+        record.backend = spec.plugins.at("backend").plugin;
         record.device = c.backend->device_info();
         record.precision = ex.get_string("precision");
         record.host = host_name();
@@ -306,11 +313,11 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, sha);
             }
 
-        ctx.run_dir = outcome.db.parent_path() / "runs" / (spec.name + "-" + outcome.uid);
+        ctx.run_dir = run_folder(outcome.db, spec.name, outcome.uid);
         ctx.log = [&report](const std::string& msg) { report.line(msg); };
         report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
                     outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info());
-        build_model_stack(spec, registry, env, *c.backend, ctx, c);
+        build_model_stack(spec, registry, env, c);
         if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
             std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
             store.add_artifact(run, "init_from", file.string());
@@ -454,13 +461,13 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     return outcome;
 }
 
+std::filesystem::path run_folder(const std::filesystem::path& db, const std::string& name, const std::string& uid) {
+    return db.parent_path() / "runs" / (name + "-" + uid);
+}
+
 TrainingStack build_training_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
-    TrainingStack c;
-    c.train = train_settings(spec);
-    const SectionChoice& backend_choice = spec.plugins.at("backend");
-    c.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
-    c.ctx = std::make_unique<BuildContext>();
-    build_model_stack(spec, registry, env, *c.backend, *c.ctx, c);
+    TrainingStack c = new_stack(spec, registry);
+    build_model_stack(spec, registry, env, c);
     build_optimizer(spec, registry, c);
     c.model->train(true);
     c.task->train(true);
@@ -493,12 +500,11 @@ TrainedRun load_trained_run(const RunSpec& spec, const Registry& registry, const
     if (!std::filesystem::exists(checkpoint_dir / "model.safetensors", ec))
         throw DataError("'" + checkpoint_dir.string() +
                         "' is not a checkpoint (no model.safetensors); a run writes one at each evaluation and at the end");
+    TrainingStack c = new_stack(spec, registry);  // no run_dir: nothing is written back into the run
+    build_model_stack(spec, registry, env, c);
     TrainedRun out;
-    const SectionChoice& backend_choice = spec.plugins.at("backend");
-    out.backend = registry.factory<BackendFactory>("backend", backend_choice.plugin)(backend_choice.options);
-    out.ctx = std::make_unique<BuildContext>();  // no run_dir: nothing is written back into the run
-    TrainingStack c;
-    build_model_stack(spec, registry, env, *out.backend, *out.ctx, c);
+    out.backend = c.backend;
+    out.ctx = std::move(c.ctx);
     out.tokenizer = c.tokenizer;
     out.task = c.task;
     out.model = c.model;

@@ -273,7 +273,7 @@ int generate_text(const lab::Registry& registry, const std::vector<std::string>&
         if (auto latest = lab::latest_checkpoint(dir)) checkpoint = *latest;
         else checkpoint = dir;
         std::string folder = run_dir.filename().string();
-        run_key = folder.substr(folder.rfind('-') + 1);  // runs/<name>-<uid>
+        run_key = folder.substr(folder.rfind('-') + 1);  // lab::run_folder: runs/<name>-<uid>
         if (!vm.count("db")) {  // the database next to runs/ that knows the uid
             auto records_run = [&](const fs::path& file) {
                 try {
@@ -297,7 +297,7 @@ int generate_text(const lab::Registry& registry, const std::vector<std::string>&
     lab::RunSpec spec = lab::resolve_run(
         raw_config_from_text(store.config_text(run), "run " + std::to_string(run) + " of " + db.string()), registry);
     if (checkpoint.empty()) {
-        fs::path run_dir = db.parent_path() / "runs" / (spec.name + "-" + store.uid(run));
+        fs::path run_dir = lab::run_folder(db, spec.name, store.uid(run));
         auto latest = lab::latest_checkpoint(run_dir);
         if (!latest) throw lab::DataError("generate: run " + std::to_string(run) + " has no checkpoint in " + run_dir.string());
         checkpoint = *latest;

@@ -42,6 +42,9 @@ struct RunOutcome {
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
 
+// Where a run keeps its checkpoints and vocabulary: <db folder>/runs/<name>-<uid>.
+std::filesystem::path run_folder(const std::filesystem::path& db, const std::string& name, const std::string& uid);
+
 // A run's training components, built as run_experiment builds them but without a results
 // database, checkpoints or [train] init_from: what benchmarks and tests use to take training
 // steps exactly as an experiment takes them. Members are destroyed in reverse order, the backend
