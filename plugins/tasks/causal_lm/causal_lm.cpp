@@ -13,13 +13,12 @@
 //    may be shorter than seq_len.
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
-#include "lab/text_file.h"
 #include "lab/error.h"
+#include "lab/generate.h"
 #include "lab/ops.h"
 #include "lab/plugin.h"
+#include "lab/text_file.h"
 
 namespace {
 
@@ -199,15 +198,17 @@ private:
         return windows;
     }
 
-    // Ancestral sampling at the configured temperature from the first validation token, with the
-    // context cropped to the model's window (full recomputation; the KV cache is a later issue).
+    // Ancestral sampling at the configured temperature (lab::sample_token, as labrun generate)
+    // from the first validation token. Unlike lab::generate, which stops when the context is full,
+    // the context slides: it is cropped to the model's window and recomputed for every token.
     std::string sample(Model& model) {
         // The sample's random numbers are keyed by the data position, so that a resumed run draws
         // the same samples as an uninterrupted one (each evaluation gets its own 2^20 numbers).
         Generator sample_rng(seed_, kStreamSample);
         sample_rng.set_offset(rng_.offset() << 20);
+        SamplingOptions options;
+        options.temperature = temperature_;
         std::vector<int32_t> ids = {valid_.front()};
-        int64_t V = tokenizer_.vocab_size();
         for (int64_t n = 0; n < sample_tokens_; ++n) {
             int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - model.max_seq_len());
             std::vector<int32_t> window(ids.begin() + start, ids.end());
@@ -216,22 +217,7 @@ private:
             in.ids = Tensor::from_host(backend_, {1, T}, DType::i32, window.data());
             Tensor hidden = ops::slice(model.forward(in), 1, T - 1, T);                       // [1, 1, C]
             Tensor logits = ops::linear(ops::reshape(hidden, {1, model.hidden_size()}), model.embedding_weight());
-            std::vector<float> z = logits.to_floats();                                        // [V]
-            int32_t next = 0;
-            if (temperature_ <= 0.0f) {
-                next = static_cast<int32_t>(std::max_element(z.begin(), z.end()) - z.begin());
-            } else {
-                float zmax = *std::max_element(z.begin(), z.end());
-                double sum = 0;
-                std::vector<double> p(static_cast<size_t>(V));
-                for (int64_t v = 0; v < V; ++v) sum += p[static_cast<size_t>(v)] = std::exp((z[static_cast<size_t>(v)] - zmax) / temperature_);
-                double u = sample_rng.uniform() * sum, acc = 0;
-                for (next = 0; next < V - 1; ++next) {
-                    acc += p[static_cast<size_t>(next)];
-                    if (acc > u) break;
-                }
-            }
-            ids.push_back(next);
+            ids.push_back(sample_token(logits.to_floats(), options, sample_rng.uniform()));
         }
         return tokenizer_.decode(ids);
     }
