@@ -14,18 +14,16 @@
 // vs encode(text, allowed_special={"<|endoftext|>"})).
 // Training (corpus = ..., or a task calling train()) learns merges from the 256 bytes up to
 // vocab_size (bpe_trainer.cpp); save() writes encoder.json + vocab.bpe, loadable by encoder/merges.
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sstream>
 
 #include "bpe_text.h"
 #include "bpe_trainer.h"
 #include "bpe_vocab.h"
-#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
+#include "lab/text_file.h"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "bpe_text.h"
-#include "lab/text_file.h"
 #include "lab/error.h"
+#include "lab/text_file.h"
 
 namespace bpe {
 namespace {

@@ -8,9 +8,9 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
+#include "lab/text_file.h"
 
 namespace {
 

@@ -6,15 +6,13 @@
 // tests/plugins/test_wordpiece.cpp compares every id with fixtures made by transformers
 // (tools/fixtures/make_wordpiece_fixtures.py).
 #include <bitset>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <unordered_map>
 
 #include "bert_text.h"
-#include "lab/text_file.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
+#include "lab/text_file.h"
 #include "wordpiece_trainer.h"
 #include "wordpiece_vocab.h"
 
