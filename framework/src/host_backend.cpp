@@ -528,6 +528,12 @@ void HostBackend::dropout(const Tensor& y, const Tensor& keep, const Tensor& x, 
 #pragma omp parallel for schedule(static) if (n >= kParallelElems)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
         const int64_t begin = chunk * kChunk, end = std::min(n, begin + kChunk);
+        // Element e from its random word: uniform u = word's top 24 bits (philox_uniform), kept when u >= p.
+        auto drop = [&](int64_t e, uint32_t word) {
+            const bool kept = static_cast<float>(word >> 8) * (1.0f / 16777216.0f) >= p;
+            kp[e] = kept ? 1 : 0;
+            yp[e] = kept ? xp[e] * scale : 0.0f;
+        };
         int64_t i = begin;
         // 32 elements (8 Philox blocks) at a time while the counters are block-aligned (the
         // Generator hands out aligned keys), then one block per 4 elements: the same values as
@@ -537,23 +543,14 @@ void HostBackend::dropout(const Tensor& y, const Tensor& keep, const Tensor& x, 
             for (; i + 32 <= end; i += 32) {
                 philox_blocks8(key.seed, key.stream, (key.offset + static_cast<uint64_t>(i)) >> 2, words);
                 for (int j = 0; j < 8; ++j)
-                    for (int w = 0; w < 4; ++w) {
-                        const int64_t e = i + 4 * j + w;
-                        const float u = static_cast<float>(words[w][j] >> 8) * (1.0f / 16777216.0f);
-                        const bool kept = u >= p;
-                        kp[e] = kept ? 1 : 0;
-                        yp[e] = kept ? xp[e] * scale : 0.0f;
-                    }
+                    for (int w = 0; w < 4; ++w) drop(i + 4 * j + w, words[w][j]);
             }
         }
         std::array<uint32_t, 4> words{};
         for (const int64_t first = i; i < end; ++i) {
             const uint64_t counter = key.offset + static_cast<uint64_t>(i);
             if (i == first || (counter & 3) == 0) words = philox_block(key.seed, key.stream, counter >> 2);
-            const float u = static_cast<float>(words[counter & 3] >> 8) * (1.0f / 16777216.0f);
-            const bool kept = u >= p;
-            kp[i] = kept ? 1 : 0;
-            yp[i] = kept ? xp[i] * scale : 0.0f;
+            drop(i, words[counter & 3]);
         }
     }
 }
