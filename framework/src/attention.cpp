@@ -63,7 +63,8 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     if (KvCache* cache = ctx.kv_cache) {
         if (!supports_kv_cache())
             throw ConfigError(name_ + " has no KV cache (its core assumes queries and keys of the same positions); "
-                              "generate without the cache, or use attention/softmax or attention/gqa");
+                              "generate without the cache, or use an attention variant that declares kv_cache "
+                              "(softmax, gqa, local, alibi)");
         if (ctx.padding_mask.defined())
             throw ShapeError(name_ + ": a KV cache takes no padding mask (incremental decoding of unpadded rows)");
         if (cache->k.defined()) {

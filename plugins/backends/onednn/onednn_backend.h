@@ -134,7 +134,6 @@ private:
     void multiply_onednn(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                          bool accumulate);
 
-private:
     // The cached plan for `key`; on first use `build(plan, engine)` fills a new one. A build that
     // oneDNN rejects (dnnl::error) leaves an unsupported plan, cached too, so the rejection is not
     // retried. Counts primitives_created_ / primitive_cache_hits_. Call with mutex_ held.
