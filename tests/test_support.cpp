@@ -54,10 +54,9 @@ std::vector<std::string> lines_of(const std::string& text) {
 }
 
 fs::path shakespeare_data_dir() {
-    fs::path dir = fs::path(LAB_SOURCE_DIR) / "data";
-    if (!fs::exists(dir / "tinyshakespeare" / "input.txt"))
-        FAIL("tinyshakespeare is missing from " << dir << "; run tools/get_data.sh --from ../shared/data");
-    return dir;
+    if (!fs::exists(kDataDir / "tinyshakespeare" / "input.txt"))
+        FAIL("tinyshakespeare is missing from " << kDataDir << "; run tools/get_data.sh --from ../shared/data");
+    return kDataDir;
 }
 
 std::ostream& operator<<(std::ostream& os, const Outcome& outcome) {

@@ -13,10 +13,9 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
 const fs::path test_plugin_dir = LAB_TEST_PLUGIN_DIR;
 
-Outcome run_labrun(const std::vector<std::string>& args) { return run_program(labrun_binary, args); }
+Outcome run_labrun(const std::vector<std::string>& args) { return run_program(kLabrunBinary, args); }
 
 // A copy-task sweep small enough to train in a few seconds: 2 attentions x 2 seeds.
 std::string copy_sweep(const fs::path& db) {

@@ -20,9 +20,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
 
-Outcome run_labrun(const std::vector<std::string>& args) { return run_program(labrun_binary, args); }
+Outcome run_labrun(const std::vector<std::string>& args) { return run_program(kLabrunBinary, args); }
 
 // A 2-layer, 32-wide BERT with the bert-base-uncased vocabulary.
 std::string tiny_bert(const fs::path& db, const std::string& name, int hidden = 32) {
@@ -61,7 +60,7 @@ std::vector<std::string> learning_metrics(const fs::path& db) {
 
 TEST_CASE("bert: a classification run stopped by SIGINT and resumed equals the uninterrupted run", "[e2e][bert]") {
     TempDir dir;
-    const fs::path data = fs::path(LAB_SOURCE_DIR) / "data";
+    const fs::path& data = kDataDir;
     fs::path tsv = dir.write("sentiment.tsv", sentiment_tsv());
     // Dropout in the model and the head, and several epochs of reshuffled rows: the resumed run
     // must restore the dropout stream and the data position exactly.
@@ -77,7 +76,7 @@ TEST_CASE("bert: a classification run stopped by SIGINT and resumed equals the u
     REQUIRE(whole.exit_code == 0);
 
     fs::path db = dir.path / "parts.db";
-    pid_t pid = spawn_program(labrun_binary, {ini("parts").string(), "--no-progress", "--data-dir", data.string()},
+    pid_t pid = spawn_program(kLabrunBinary, {ini("parts").string(), "--no-progress", "--data-dir", data.string()},
                               dir.path / "log.txt");
     for (int i = 0; i < 600; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -86,7 +85,7 @@ TEST_CASE("bert: a classification run stopped by SIGINT and resumed equals the u
     REQUIRE(::kill(pid, SIGINT) == 0);
     INFO(read_text(dir.path / "log.txt"));
     REQUIRE(wait_exit(pid) == 130);
-    REQUIRE(wait_exit(spawn_program(labrun_binary,
+    REQUIRE(wait_exit(spawn_program(kLabrunBinary,
                                     {"--resume", "1", "--db", db.string(), "--no-progress", "--data-dir", data.string()},
                                     dir.path / "log.txt")) == 0);
     std::vector<std::string> expected = learning_metrics(dir.path / "whole.db"), got = learning_metrics(db);
@@ -96,7 +95,7 @@ TEST_CASE("bert: a classification run stopped by SIGINT and resumed equals the u
 
 TEST_CASE("bert: MLM checkpoint in Hugging Face layout, fine-tuned from it with init_from", "[e2e][bert]") {
     TempDir dir;
-    const fs::path data = fs::path(LAB_SOURCE_DIR) / "data";
+    const fs::path& data = kDataDir;
     REQUIRE(fs::exists(data / "wikitext-2" / "valid.txt"));
     fs::path mlm_db = dir.path / "mlm.db", cls_db = dir.path / "cls.db";
 

@@ -19,7 +19,6 @@ using Catch::Matchers::StartsWith;
 
 namespace {
 
-const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
 const fs::path plugin_dir = LAB_PLUGIN_DIR;
 const fs::path test_plugin_dir = LAB_TEST_PLUGIN_DIR;
 
@@ -27,7 +26,7 @@ constexpr int kExitOk = 0, kExitUsage = 2, kExitConfig = 3, kExitPlugin = 4, kEx
 
 Outcome run_labrun(const std::vector<std::string>& args, const std::string& stdin_text = "",
                    const std::map<std::string, std::string>& env_changes = {}) {
-    return run_program(labrun_binary, args, stdin_text, env_changes);
+    return run_program(kLabrunBinary, args, stdin_text, env_changes);
 }
 
 std::vector<std::string> words_of(const std::string& line) {

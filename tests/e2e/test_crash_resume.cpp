@@ -20,7 +20,6 @@ using namespace lab_test;
 
 namespace {
 
-const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
 
 // Every row of a query as "a|b|...|", "NULL" for NULL and REALs with %.17g, which reads back as
 // the same double: two runs compare bit for bit.
@@ -81,7 +80,7 @@ TEST_CASE("SIGKILL at many points: database intact, run interrupted, resume repr
     fs::path ref_db = ref_dir / "lab.db", crash_db = crash_dir / "lab.db";
 
     auto t0 = std::chrono::steady_clock::now();
-    REQUIRE(wait_exit(spawn_program(labrun_binary, experiment_args(ref_db), ref_dir / "log.txt")) == 0);
+    REQUIRE(wait_exit(spawn_program(kLabrunBinary, experiment_args(ref_db), ref_dir / "log.txt")) == 0);
     double uninterrupted_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     INFO("uninterrupted run: " << uninterrupted_s << " s\n" << read_text(ref_dir / "log.txt"));
 
@@ -91,8 +90,8 @@ TEST_CASE("SIGKILL at many points: database intact, run interrupted, resume repr
     for (int attempt = 0; attempt < 30 && kills < 12; ++attempt) {
         std::vector<std::string> args = experiment_args(crash_db);
         if (!uid.empty()) args = {"--resume", uid, "--db", crash_db.string(), "--no-progress", "--data-dir",
-                                  (fs::path(LAB_SOURCE_DIR) / "data").string()};
-        pid_t pid = spawn_program(labrun_binary, args, crash_dir / "log.txt");
+                                  kDataDir.string()};
+        pid_t pid = spawn_program(kLabrunBinary, args, crash_dir / "log.txt");
         // Kill points spread over start-up, training, evaluation, checkpointing and logging: each
         // attempt lives 0.15 s plus 2-12% of an uninterrupted run, so ten kills fall before the end.
         double delay = 0.1 + uninterrupted_s * (0.01 + 0.005 * ((attempt * 7) % 11));
@@ -125,9 +124,9 @@ TEST_CASE("SIGKILL at many points: database intact, run interrupted, resume repr
     REQUIRE_FALSE(uid.empty());
     // Finish it.
     if (!finished)
-        REQUIRE(wait_exit(spawn_program(labrun_binary,
+        REQUIRE(wait_exit(spawn_program(kLabrunBinary,
                                         {"--resume", uid, "--db", crash_db.string(), "--no-progress", "--data-dir",
-                                         (fs::path(LAB_SOURCE_DIR) / "data").string()},
+                                         kDataDir.string()},
                                         crash_dir / "log.txt")) == 0);
     const PlainSqlite s(crash_db, PlainSqlite::Access::read_only);
     CHECK(exact_rows(s, "SELECT status FROM runs") == std::vector<std::string>{"finished|"});
@@ -146,7 +145,7 @@ TEST_CASE("SIGINT finishes the step, checkpoints, marks the run interrupted, and
     TempDir scratch;
     const fs::path dir = scratch.path;
     fs::path db = dir / "lab.db";
-    pid_t pid = spawn_program(labrun_binary, experiment_args(db), dir / "log.txt");
+    pid_t pid = spawn_program(kLabrunBinary, experiment_args(db), dir / "log.txt");
     // Wait until training has logged a few intervals, then interrupt.
     for (int i = 0; i < 200; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -166,9 +165,9 @@ TEST_CASE("SIGINT finishes the step, checkpoints, marks the run interrupted, and
     }
     std::string uid = exact_rows(PlainSqlite(db, PlainSqlite::Access::read_only), "SELECT uid FROM runs")[0];
     uid.pop_back();
-    REQUIRE(wait_exit(spawn_program(labrun_binary,
+    REQUIRE(wait_exit(spawn_program(kLabrunBinary,
                                     {"--resume", uid.substr(0, 6), "--db", db.string(), "--no-progress", "--data-dir",
-                                     (fs::path(LAB_SOURCE_DIR) / "data").string()},
+                                     kDataDir.string()},
                                     dir / "log.txt")) == 0);
     const PlainSqlite s(db, PlainSqlite::Access::read_only);
     CHECK(exact_rows(s, "SELECT status FROM runs") == std::vector<std::string>{"finished|"});

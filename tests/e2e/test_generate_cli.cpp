@@ -12,18 +12,12 @@ using namespace lab_test;
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
 
-namespace {
-
-const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
-
-}  // namespace
-
 TEST_CASE("labrun generate continues a prompt, the KV cache prints what recomputation prints", "[e2e][generate]") {
     TempDir dir;
     const fs::path data = shakespeare_data_dir();
     fs::path db = dir.path / "gen.db";
     Outcome train = run_program(
-        labrun_binary, {(fs::path(LAB_SOURCE_DIR) / "experiments" / "shakespeare_char.ini").string(), "--no-progress",
+        kLabrunBinary, {(fs::path(LAB_SOURCE_DIR) / "experiments" / "shakespeare_char.ini").string(), "--no-progress",
                         "--data-dir", data.string(), "experiment.db=" + db.string(), "experiment.threads=2",
                         "model.layers=2", "model.hidden=32", "model.heads=2", "train.steps=60", "train.seq_len=32",
                         "train.eval_every=0", "task.val_tokens=1000", "task.sample_tokens=0"});
@@ -34,7 +28,7 @@ TEST_CASE("labrun generate continues a prompt, the KV cache prints what recomput
         std::vector<std::string> args = {"generate", "1", "--db", db.string(), "--data-dir", data.string(),
                                          "--prompt", prompt, "--max-tokens", "20", "--temperature", "0"};
         args.insert(args.end(), extra.begin(), extra.end());
-        return run_program(labrun_binary, args);
+        return run_program(kLabrunBinary, args);
     };
     Outcome cached = generate({});
     INFO(cached);
@@ -51,7 +45,7 @@ TEST_CASE("labrun generate continues a prompt, the KV cache prints what recomput
     // The run folder names the same run and checkpoint.
     fs::path run_dir;
     for (const auto& entry : fs::directory_iterator(dir.path / "runs")) run_dir = entry.path();
-    Outcome by_folder = run_program(labrun_binary, {"generate", run_dir.string(), "--data-dir", data.string(),
+    Outcome by_folder = run_program(kLabrunBinary, {"generate", run_dir.string(), "--data-dir", data.string(),
                                                     "--prompt", "ROMEO:", "--max-tokens", "20", "--temperature", "0"});
     INFO(by_folder);
     CHECK(by_folder.exit_code == 0);

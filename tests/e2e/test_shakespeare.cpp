@@ -12,7 +12,6 @@ using namespace lab_test;
 
 namespace {
 
-const fs::path labrun_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labrun";
 const std::string experiment = std::string(LAB_SOURCE_DIR) + "/experiments/shakespeare_char.ini";
 
 }  // namespace
@@ -21,7 +20,7 @@ TEST_CASE("shakespeare_char learns in 300 steps and is recorded as finished", "[
     TempDir dir;
     fs::path db_file = dir.path / "lab.db";
     // The first 300 steps of the 2000-step schedule, as the PyTorch reference (2.44 after 250 steps).
-    Outcome r = run_program(labrun_binary, {experiment, "--no-progress", "--data-dir", shakespeare_data_dir().string(),
+    Outcome r = run_program(kLabrunBinary, {experiment, "--no-progress", "--data-dir", shakespeare_data_dir().string(),
                                             "train.steps=300", "train.eval_every=150", "schedule.decay_steps=2000",
                                             "task.sample_tokens=100", "experiment.db=" + db_file.string()});
     INFO(r);
@@ -66,7 +65,7 @@ TEST_CASE("shakespeare_char learns in 300 steps and is recorded as finished", "[
 TEST_CASE("a run whose data file is missing is recorded as failed with the error", "[e2e]") {
     TempDir dir;
     fs::path db_file = dir.path / "lab.db";
-    Outcome r = run_program(labrun_binary, {experiment, "--no-progress", "--data-dir", (dir.path / "nowhere").string(),
+    Outcome r = run_program(kLabrunBinary, {experiment, "--no-progress", "--data-dir", (dir.path / "nowhere").string(),
                                             "train.steps=5", "experiment.db=" + db_file.string()});
     INFO(r);
     CHECK(r.exit_code == 5);

@@ -116,7 +116,7 @@ std::vector<float> forward(lab::Model& model, const lab::ModelInputs& in) {
 }  // namespace
 
 TEST_CASE("bert: all-MiniLM-L6-v2 matches Hugging Face's BertModel", "[bert][plugins]") {
-    const fs::path dir = fs::path(LAB_SOURCE_DIR) / "data" / "all-MiniLM-L6-v2";
+    const fs::path dir = lab_test::kDataDir / "all-MiniLM-L6-v2";
     if (!fs::exists(dir / "model.safetensors")) {
         WARN("skipped: " << dir.string() << " is missing; run tools/get_pretrained.sh to fetch the pretrained MiniLM");
         return;

@@ -27,9 +27,8 @@ using nlohmann::json;
 namespace {
 
 const fs::path kFixtures = fs::path(LAB_SOURCE_DIR) / "tests" / "fixtures" / "bpe";
-const fs::path kData = fs::path(LAB_SOURCE_DIR) / "data";
-const std::string kEncoder = (kData / "gpt2" / "encoder.json").string();
-const std::string kMerges = (kData / "gpt2" / "vocab.bpe").string();
+const std::string kEncoder = (lab_test::kDataDir / "gpt2" / "encoder.json").string();
+const std::string kMerges = (lab_test::kDataDir / "gpt2" / "vocab.bpe").string();
 
 std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::map<std::string, std::string>& values) {
     return lab_test::make_tokenizer("bpe", values);
@@ -121,7 +120,7 @@ std::string fnv1a64(const std::vector<int32_t>& ids) {
 }
 
 TEST_CASE("bpe: the whole WikiText-2 test file in one call, encode speed (printed, not asserted)", "[bpe]") {
-    std::string text = lab_test::read_text(kData / "wikitext-2" / "test.txt");
+    std::string text = lab_test::read_text(lab_test::kDataDir / "wikitext-2" / "test.txt");
     json whole = json::parse(lab_test::read_text(kFixtures / "wikitext2_test_whole.json"));
     REQUIRE(text.size() > 1000000);
     auto fresh = make_tokenizer({{"encoder", kEncoder}, {"merges", kMerges}});
@@ -240,7 +239,7 @@ TEST_CASE("bpe: refused vocabulary files name the file, line or token", "[bpe]")
 }
 
 TEST_CASE("bpe: training reaches the size, is deterministic and saves a loadable vocabulary", "[bpe]") {
-    std::string corpus = lab_test::read_text(kData / "tinyshakespeare" / "input.txt");
+    std::string corpus = lab_test::read_text(lab_test::kDataDir / "tinyshakespeare" / "input.txt");
     REQUIRE(corpus.size() > 100000);
     corpus += "<|endoftext|>";  // a document separator: never learned as text
     lab_test::TempDir dir;

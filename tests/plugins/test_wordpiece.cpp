@@ -25,8 +25,7 @@ using nlohmann::json;
 namespace {
 
 const fs::path kFixtures = fs::path(LAB_SOURCE_DIR) / "tests" / "fixtures" / "wordpiece";
-const fs::path kData = fs::path(LAB_SOURCE_DIR) / "data";
-const std::string kUncased = (kData / "bert-base-uncased" / "vocab.txt").string();
+const std::string kUncased = (lab_test::kDataDir / "bert-base-uncased" / "vocab.txt").string();
 
 std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::map<std::string, std::string>& values) {
     return lab_test::make_tokenizer("wordpiece", values);
@@ -70,7 +69,7 @@ std::vector<json> read_jsonl(const fs::path& file) {
 
 // Plugin option values (text) for a vocabulary and the options object of a fixture.
 std::map<std::string, std::string> fixture_options(const std::string& vocab, const json& options) {
-    std::map<std::string, std::string> values{{"vocab", (kData / vocab).string()}};
+    std::map<std::string, std::string> values{{"vocab", (lab_test::kDataDir / vocab).string()}};
     for (const auto& [key, value] : options.items())
         values[key] = value.is_string() ? value.get<std::string>()
                       : value.is_boolean() ? (value.get<bool>() ? "true" : "false")
@@ -201,7 +200,7 @@ TEST_CASE("wordpiece: special ids, vocabulary size and decode", "[wordpiece][plu
     CHECK(tok->vocab_size() == 30522);
     CHECK(tok->special_ids() ==
           std::map<std::string, int32_t>{{"[PAD]", 0}, {"[UNK]", 100}, {"[CLS]", 101}, {"[SEP]", 102}, {"[MASK]", 103}});
-    auto chinese = make_tokenizer({{"vocab", (kData / "bert-base-chinese" / "vocab.txt").string()}});
+    auto chinese = make_tokenizer({{"vocab", (lab_test::kDataDir / "bert-base-chinese" / "vocab.txt").string()}});
     CHECK(chinese->vocab_size() == 21128);
     CHECK(chinese->special_ids() ==
           std::map<std::string, int32_t>{{"[PAD]", 0}, {"[UNK]", 100}, {"[CLS]", 101}, {"[SEP]", 102}, {"[MASK]", 103}});
@@ -265,7 +264,7 @@ TEST_CASE("wordpiece: bad vocabularies are refused naming the file and line", "[
 namespace {
 
 std::vector<std::string> sst2_dev_sentences() {
-    std::vector<std::string> lines = lab_test::lines_of(lab_test::read_text(kData / "sst2" / "dev.tsv"));
+    std::vector<std::string> lines = lab_test::lines_of(lab_test::read_text(lab_test::kDataDir / "sst2" / "dev.tsv"));
     REQUIRE(lines.size() > 800);
     std::vector<std::string> sentences;
     for (size_t k = 1; k < lines.size(); ++k)
