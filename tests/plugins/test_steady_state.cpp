@@ -20,14 +20,30 @@ Counts counts(const lab::Backend& backend) {
     return {s.memory.device_allocs, s.memory.requests, s.primitives_created, s.primitive_cache_hits};
 }
 
-// Steps 1..steps of the experiment; the counts after each.
+// What both experiments share: the oneDNN backend, softmax attention, AdamW, small batches.
+const char* kCommon = R"(
+[experiment]
+backend = onednn
+[attention]
+type = softmax
+[optimizer]
+type = adamw
+[train]
+steps = 8
+batch = 4
+seq_len = 32
+grad_clip = 1.0
+)";
+
+// Steps 1..steps of the experiment kCommon + `ini` (later sections add to or override it); the
+// counts after each.
 std::vector<Counts> step_counts(const std::string& ini, int64_t steps) {
     lab_test::TempDir dir;
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);
     lab::ConfigEnv env;
     env.data_dir = lab_test::shakespeare_data_dir();
-    lab::RawConfig raw = lab::load_config(dir.write("steady.ini", ini), {}, env);
+    lab::RawConfig raw = lab::load_config(dir.write("steady.ini", kCommon + ini), {}, env);
     lab::RunSpec spec = lab::resolve_run(raw, registry);
     lab::RunEnvironment run_env;
     run_env.data_dir = env.data_dir;
@@ -63,8 +79,6 @@ void check_steady_after_step_3(const std::vector<Counts>& c, const std::string& 
 }
 
 const char* kGpt = R"(
-[experiment]
-backend = onednn
 [tokenizer]
 type = char
 [task]
@@ -76,15 +90,6 @@ layers = 2
 heads = 2
 hidden = 64
 dropout = 0.1
-[attention]
-type = softmax
-[optimizer]
-type = adamw
-[train]
-steps = 8
-batch = 4
-seq_len = 32
-grad_clip = 1.0
 )";
 
 }  // namespace
@@ -97,8 +102,6 @@ TEST_CASE("steady state: GPT training steps allocate nothing and build no primit
 
 TEST_CASE("steady state: BERT masked-LM steps allocate nothing and build no primitive after step 3", "[steady]") {
     const std::string bert = R"(
-[experiment]
-backend = onednn
 [tokenizer]
 type = wordpiece
 vocab = ${data}/bert-base-uncased/vocab.txt
@@ -112,18 +115,9 @@ layers = 2
 hidden = 64
 heads = 2
 intermediate = 128
-[attention]
-type = softmax
-[optimizer]
-type = adamw
 [schedule]
 type = linear
 warmup = 2
-[train]
-steps = 8
-batch = 4
-seq_len = 32
-grad_clip = 1.0
 )";
     check_steady_after_step_3(step_counts(bert, 8), "bert mlm, mask_count = fixed");
 }
