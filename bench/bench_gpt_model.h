@@ -9,6 +9,7 @@
 #include "lab/error.h"
 #include "lab/registry.h"
 #include "lab/rng.h"
+#include "lab/utf8.h"
 
 namespace lab_bench {
 
@@ -33,14 +34,6 @@ struct BenchGpt {
     std::shared_ptr<lab::Model> model;
 };
 
-// UTF-8 of a code point below U+10000 (the benchmark alphabets stay clear of the surrogates).
-inline std::string utf8(uint32_t cp) {
-    if (cp < 0x80) return std::string(1, static_cast<char>(cp));
-    if (cp < 0x800) return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-    return {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
-            static_cast<char>(0x80 | (cp & 0x3F))};
-}
-
 // Owned by a unique_ptr: the attention factory in ctx points into the object.
 inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
     // Code points U+0100 .. U+0100 + vocab - 1, below the surrogates at U+D800.
@@ -62,7 +55,7 @@ inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
     g->tokenizer = g->registry.factory<lab::TokenizerFactory>("tokenizer", "char")(
         lab::plugin_options(g->registry, "tokenizer", "char", {}), ctx);
     std::string alphabet;
-    for (int64_t i = 0; i < shape.vocab; ++i) alphabet += utf8(static_cast<uint32_t>(0x100 + i));
+    for (int64_t i = 0; i < shape.vocab; ++i) lab::append_utf8(alphabet, static_cast<char32_t>(0x100 + i));
     g->tokenizer->train(alphabet);
     ctx.tokenizer = g->tokenizer.get();
     g->attention_options = lab::plugin_options(g->registry, "attention", "softmax",

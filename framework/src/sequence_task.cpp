@@ -4,6 +4,7 @@
 
 #include "lab/error.h"
 #include "lab/ops.h"
+#include "lab/utf8.h"
 
 namespace lab {
 
@@ -16,8 +17,9 @@ constexpr uint64_t kValidationStream = kStreamData + 100;
 // so training it on these characters makes token id == task id. U+0100 .. U+07FF are two bytes,
 // which bounds the vocabulary (the tasks' schemas keep vocab <= 1024).
 std::string symbol_text(int64_t id) {
-    auto cp = static_cast<uint32_t>(0x100 + id);
-    return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+    std::string text;
+    append_utf8(text, static_cast<char32_t>(0x100 + id));
+    return text;
 }
 
 // Rows of z [N, V] whose argmax equals a scored target.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "lab/utf8.h"
 #include "unicode_tables.inc"
 
 namespace bpe {
@@ -142,15 +143,7 @@ const std::array<uint8_t, 256>& byte_order() {
 std::string bytes_to_symbol(std::string_view bytes) {
     std::string out;
     out.reserve(bytes.size() * 2);
-    for (unsigned char b : bytes) {
-        char32_t cp = unicode_of_byte()[b];  // < 0x800: one or two UTF-8 bytes
-        if (cp < 0x80) {
-            out += static_cast<char>(cp);
-        } else {
-            out += static_cast<char>(0xC0 | (cp >> 6));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-        }
-    }
+    for (unsigned char b : bytes) lab::append_utf8(out, unicode_of_byte()[b]);  // < U+0800: 1 or 2 bytes
     return out;
 }
 

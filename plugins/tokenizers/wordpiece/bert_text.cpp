@@ -5,9 +5,12 @@
 #include <iterator>
 #include <sstream>
 
+#include "lab/utf8.h"
 #include "unicode_tables.inc"
 
 namespace wordpiece {
+
+using lab::append_utf8;
 
 namespace {
 
@@ -151,24 +154,6 @@ std::string describe_invalid_utf8(std::string_view text, size_t offset) {
     os << "invalid UTF-8 at byte offset " << offset << " (byte 0x" << std::hex
        << static_cast<int>(static_cast<unsigned char>(text[offset])) << ")";
     return os.str();
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-    if (cp < 0x80) {
-        out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-        out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-        out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-        out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
 }
 
 void BasicTokenizer::for_each_word(std::string_view text,

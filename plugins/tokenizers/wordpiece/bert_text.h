@@ -21,7 +21,6 @@ namespace wordpiece {
 size_t first_invalid_utf8(std::string_view text);
 // "invalid UTF-8 at byte offset 12 (byte 0xc3)"
 std::string describe_invalid_utf8(std::string_view text, size_t offset);
-void append_utf8(std::string& out, char32_t code_point);
 // Bytes of the UTF-8 sequence a (valid) lead byte starts.
 inline size_t utf8_char_bytes(unsigned char lead) {
     return lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : 4;
