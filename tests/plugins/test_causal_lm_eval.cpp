@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <random>
 
@@ -16,30 +15,12 @@
 #include "lab/ops.h"
 #include "lab/registry.h"
 #include "plugin_test_support.h"
+#include "test_support.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
-
-// A folder under the system temp dir, removed with everything in it at the end of the test.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("lab_causal_lm_eval_" + std::to_string(rd()) + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-    std::string write(const std::string& name, const std::string& text) const {
-        std::ofstream out(path / name, std::ios::binary);
-        out << text;
-        return (path / name).string();
-    }
-};
 
 // `count` characters drawn from `alphabet` (whole UTF-8 characters) by a fixed-seed generator.
 std::string random_text(const std::vector<std::string>& alphabet, size_t count, uint32_t seed) {
@@ -59,7 +40,7 @@ struct EvalFixture {
     lab::Registry registry;
     lab::HostBackend backend;
     lab::BuildContext ctx;
-    TempDir dir;
+    lab_test::TempDir dir;
     std::string train_path, valid_path;
     std::shared_ptr<lab::Tokenizer> tokenizer;
     std::shared_ptr<lab::Model> model;
@@ -76,8 +57,8 @@ struct EvalFixture {
         lab_test::seed_context(ctx, backend, registry, 11);
         ctx.train.batch = 4;
         ctx.train.seq_len = seq_len;
-        train_path = dir.write("train.txt", train_text);
-        valid_path = dir.write("valid.txt", valid_text);
+        train_path = dir.write("train.txt", train_text).string();
+        valid_path = dir.write("valid.txt", valid_text).string();
         tokenizer = registry.factory<lab::TokenizerFactory>("tokenizer", "char")(options("tokenizer", "char", {}), ctx);
         tokenizer->train(train_text);
         ctx.tokenizer = tokenizer.get();

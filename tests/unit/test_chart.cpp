@@ -18,6 +18,7 @@
 #include "chart.h"
 #include "lab/error.h"
 #include "png.h"
+#include "test_support.h"
 
 using namespace labdb;
 namespace fs = std::filesystem;
@@ -179,19 +180,6 @@ Series loss_curve(const std::string& label, double start, double floor, int poin
     }
     return series;
 }
-
-struct ScratchDir {
-    fs::path path;
-    ScratchDir() {
-        std::random_device entropy;
-        path = fs::temp_directory_path() / ("lab_test_chart_" + std::to_string(entropy()) + std::to_string(entropy()));
-        fs::create_directories(path);
-    }
-    ~ScratchDir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-};
 
 std::vector<uint8_t> read_bytes(const fs::path& file) {
     std::ifstream in(file, std::ios::binary);
@@ -510,7 +498,7 @@ TEST_CASE("render_png: valid chunks and stream, lines in their series' colours",
 }
 
 TEST_CASE("write_chart picks the format by extension and writes atomically", "[chart]") {
-    ScratchDir scratch;
+    lab_test::TempDir scratch;
     Chart chart;
     chart.title = "curves";
     chart.series.push_back(loss_curve("a", 3, 1, 20, 3));

@@ -4,29 +4,15 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 
 #include "lab/error.h"
 #include "lab/hash.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed at the end of the test.
-struct HashScratchDir {
-    fs::path path;
-    HashScratchDir() {
-        std::random_device entropy;
-        path = fs::temp_directory_path() / ("lab_test_hash_" + std::to_string(entropy()) + std::to_string(entropy()));
-        fs::create_directories(path);
-    }
-    ~HashScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 void write_file(const fs::path& file, const std::string& bytes) {
     std::ofstream out(file, std::ios::binary);
@@ -69,7 +55,7 @@ TEST_CASE("sha256_hex around the padding boundaries", "[hash]") {
 }
 
 TEST_CASE("sha256_file streams files of any size", "[hash]") {
-    HashScratchDir scratch;
+    lab_test::TempDir scratch;
 
     const fs::path empty = scratch.path / "empty.bin";
     write_file(empty, "");
@@ -92,7 +78,7 @@ TEST_CASE("sha256_file streams files of any size", "[hash]") {
 }
 
 TEST_CASE("sha256_file refuses what it cannot read, naming it", "[hash]") {
-    HashScratchDir scratch;
+    lab_test::TempDir scratch;
     const fs::path missing = scratch.path / "no_such_plugin.so";
     try {
         lab::sha256_file(missing);
