@@ -1,13 +1,17 @@
 // Helpers for tests that build plugins by hand, outside an experiment: a BuildContext seeded the
 // way the trainer seeds it, and a tokenizer that only has a vocabulary size (for model tests that
-// feed ids directly).
+// feed ids directly); tokenizers made from their plugin alone, and their JSON-lines fixtures.
 #pragma once
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "lab/error.h"
 #include "lab/registry.h"
@@ -57,6 +61,17 @@ inline std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::string& name,
     lab::BuildContext ctx;
     lab::Options opts = lab::plugin_options(it->second, "tokenizer", name, values, "test");
     return it->second.factory<lab::TokenizerFactory>("tokenizer", name)(opts, ctx);
+}
+
+// The records of a JSON-lines fixture (tests/fixtures/...), blank lines skipped.
+inline std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    REQUIRE(in);
+    std::vector<nlohmann::json> rows;
+    std::string line;
+    while (std::getline(in, line))
+        if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
+    return rows;
 }
 
 }  // namespace lab_test

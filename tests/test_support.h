@@ -51,8 +51,10 @@ std::string read_text(const std::filesystem::path& file);
 // `text` split at newlines, without them.
 std::vector<std::string> lines_of(const std::string& text);
 
-// The repository's data folder, which tools/get_data.sh fills, and the labrun this build made.
+// The repository's data folder, which tools/get_data.sh fills, the committed test fixtures, and
+// the labrun this build made.
 inline const std::filesystem::path kDataDir = std::filesystem::path(LAB_SOURCE_DIR) / "data";
+inline const std::filesystem::path kFixturesDir = std::filesystem::path(LAB_SOURCE_DIR) / "tests" / "fixtures";
 inline const std::filesystem::path kLabrunBinary = std::filesystem::path(LAB_BINARY_DIR) / "bin" / "labrun";
 
 // kDataDir; FAILs with how to fetch tinyshakespeare when it is not there.

@@ -133,7 +133,7 @@ TEST_CASE("bert: all-MiniLM-L6-v2 matches Hugging Face's BertModel", "[bert][plu
     CHECK(model->max_seq_len() == 512);
 
     lab::TensorMap golden = lab::load_safetensors(
-        fs::path(LAB_SOURCE_DIR) / "tests" / "fixtures" / "minilm" / "golden.safetensors", b.backend);
+        lab_test::kFixturesDir / "minilm" / "golden.safetensors", b.backend);
     const lab::Tensor& attention_mask = golden.at("attention_mask");  // [B, T], 1 = real token
     const int64_t B = attention_mask.size(0), T = attention_mask.size(1), C = 384;
     std::vector<int64_t> mask = attention_mask.to_ints(), padding(mask.size());

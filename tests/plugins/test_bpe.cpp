@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -26,7 +25,7 @@ using nlohmann::json;
 
 namespace {
 
-const fs::path kFixtures = fs::path(LAB_SOURCE_DIR) / "tests" / "fixtures" / "bpe";
+const fs::path kFixtures = lab_test::kFixturesDir / "bpe";
 const std::string kEncoder = (lab_test::kDataDir / "gpt2" / "encoder.json").string();
 const std::string kMerges = (lab_test::kDataDir / "gpt2" / "vocab.bpe").string();
 
@@ -49,19 +48,9 @@ std::string show(const std::vector<int32_t>& ids) {
     return os.str();
 }
 
-std::vector<json> read_jsonl(const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    REQUIRE(in);
-    std::vector<json> rows;
-    std::string line;
-    while (std::getline(in, line))
-        if (!line.empty()) rows.push_back(json::parse(line));
-    return rows;
-}
-
 // Encodes every record of a fixture file; returns the number of mismatches (reported, first few in full).
 size_t check_fixture(const std::string& name) {
-    auto rows = read_jsonl(kFixtures / name);
+    auto rows = lab_test::read_jsonl(kFixtures / name);
     REQUIRE(rows.size() > 1);
     REQUIRE(rows[0]["records"].get<size_t>() == rows.size() - 1);
     size_t matched = 0, mismatched = 0, round_trips = 0;

@@ -24,7 +24,7 @@ using nlohmann::json;
 
 namespace {
 
-const fs::path kFixtures = fs::path(LAB_SOURCE_DIR) / "tests" / "fixtures" / "wordpiece";
+const fs::path kFixtures = lab_test::kFixturesDir / "wordpiece";
 const std::string kUncased = (lab_test::kDataDir / "bert-base-uncased" / "vocab.txt").string();
 
 std::shared_ptr<lab::Tokenizer> make_tokenizer(const std::map<std::string, std::string>& values) {
@@ -57,16 +57,6 @@ std::string tokens_of(const lab::Tokenizer& tok, const std::vector<int32_t>& ids
     return out;
 }
 
-std::vector<json> read_jsonl(const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    REQUIRE(in);
-    std::vector<json> rows;
-    std::string line;
-    while (std::getline(in, line))
-        if (!line.empty()) rows.push_back(json::parse(line));
-    return rows;
-}
-
 // Plugin option values (text) for a vocabulary and the options object of a fixture.
 std::map<std::string, std::string> fixture_options(const std::string& vocab, const json& options) {
     std::map<std::string, std::string> values{{"vocab", (lab_test::kDataDir / vocab).string()}};
@@ -84,7 +74,7 @@ struct Parity {
 
 // Encodes every record of a fixture file and counts the ones whose ids equal the reference's.
 Parity check_fixture(const std::string& name) {
-    std::vector<json> rows = read_jsonl(kFixtures / name);
+    std::vector<json> rows = lab_test::read_jsonl(kFixtures / name);
     REQUIRE(rows.size() > 1);
     const json& header = rows[0];
     std::map<std::string, std::shared_ptr<lab::Tokenizer>> tokenizers;  // by vocabulary + options
@@ -172,7 +162,7 @@ TEST_CASE("wordpiece: random strings over all of Unicode give BertTokenizer's id
 TEST_CASE("wordpiece: lab::encode_pair gives BertTokenizer's pair inputs", "[wordpiece][plugins]") {
     auto tok = make_tokenizer({{"vocab", kUncased}});
     lab::SpecialTokens special = lab::SpecialTokens::of(*tok, "test");
-    std::vector<json> rows = read_jsonl(kFixtures / "pairs_uncased.jsonl");
+    std::vector<json> rows = lab_test::read_jsonl(kFixtures / "pairs_uncased.jsonl");
     size_t matching = 0;
     std::string first_mismatch;
     for (size_t r = 1; r < rows.size(); ++r) {
