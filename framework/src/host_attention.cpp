@@ -268,43 +268,17 @@ float row_max(const float* row) {
 
 Problem make_problem(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
                      const AttentionKernelArgs& args) {
-    for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
-        host::require_dtype(kernel, name, *t, DType::f32);
-        if (t->dim() != 4)
-            throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t->shape()) +
-                             " must have 4 dims ([B, H, T, D] or [B, Hkv, S, D]); hint: split heads first");
-    }
-    host::require_same_shape(kernel, "k", k, "v", v);
+    const checks::AttentionSizes sizes = checks::attention_sizes(kernel, q, k, v, args);
     Problem p;
-    p.B = q.size(0), p.H = q.size(1), p.T = q.size(2), p.D = q.size(3);
-    p.Hkv = k.size(1), p.S = k.size(2);
-    if (k.size(0) != p.B || k.size(3) != p.D || p.Hkv < 1 || p.H % p.Hkv != 0)
-        throw ShapeError(std::string(kernel) + ": q " + shape_str(q.shape()) + " and k " + shape_str(k.shape()) +
-                         " do not fit [B, H, T, D] and [B, Hkv, S, D] with Hkv dividing H; hint: check the head split");
+    p.B = sizes.B, p.H = sizes.H, p.T = sizes.T, p.D = sizes.D;
+    p.Hkv = sizes.Hkv, p.S = sizes.S;
     p.Dp = round_up(std::max<int64_t>(p.D, 1), kColBlock);
     p.scale = args.scale;
     p.causal = args.causal;
     p.window = std::max<int64_t>(args.window, 0);
-    if (args.key_padding_mask) {
-        const Tensor& mask = *args.key_padding_mask;
-        host::require_dtype(kernel, "key_padding_mask", mask, DType::u8);
-        host::require_contiguous(kernel, "key_padding_mask", mask);
-        if (mask.shape() != Shape{p.B, p.S})
-            throw ShapeError(std::string(kernel) + ": key_padding_mask " + shape_str(mask.shape()) +
-                             " must be [B, S] = " + shape_str({p.B, p.S}) + "; hint: one flag per key");
-        p.key_padding = mask.data<uint8_t>();
-    }
-    if (args.slopes) {
-        host::require_f32_contiguous(kernel, "slopes", *args.slopes);
-        if (args.slopes->shape() != Shape{p.H})
-            throw ShapeError(std::string(kernel) + ": slopes " + shape_str(args.slopes->shape()) +
-                             " must be [H] = " + shape_str({p.H}) + "; hint: one ALiBi slope per query head");
-        p.slopes = args.slopes->data<float>();
-    }
+    if (args.key_padding_mask) p.key_padding = args.key_padding_mask->data<uint8_t>();
+    if (args.slopes) p.slopes = args.slopes->data<float>();
     if (args.dropout > 0.0f) {
-        if (!(args.dropout < 1.0f))
-            throw ShapeError(std::string(kernel) + ": dropout " + std::to_string(args.dropout) +
-                             " must be below 1; hint: use a probability in [0, 1)");
         p.dropout = args.dropout;
         p.keep_scale = 1.0f / (1.0f - args.dropout);
         p.dropout_key = args.dropout_key;
@@ -312,23 +286,12 @@ Problem make_problem(const char* kernel, const Tensor& q, const Tensor& k, const
     return p;
 }
 
-void require_output(const char* kernel, const char* name, const Tensor& t, const Shape& shape) {
-    host::require_f32_contiguous(kernel, name, t);
-    if (t.shape() != shape)
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " must be " +
-                         shape_str(shape) + "; hint: allocate it with the documented shape");
-}
+using checks::require_output;
 
 // o and dout: [B, H, T, D] f32 whose rows (the D values of one (b, h, t)) are contiguous, in any
 // order of rows (the fused op keeps them as [B, T, H, D], the layout the output projection reads).
 HeadView require_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape) {
-    host::require_dtype(kernel, name, t, DType::f32);
-    if (t.shape() != shape)
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " must be " +
-                         shape_str(shape) + "; hint: allocate it with the documented shape");
-    if (t.strides()[3] != 1 && t.size(3) > 1)
-        throw ShapeError(std::string(kernel) + ": " + name + " has strides " + shape_str(t.strides()) +
-                         "; its last dimension must be contiguous (stride 1)");
+    checks::require_rows(kernel, name, t, shape);
     return HeadView(t);
 }
 

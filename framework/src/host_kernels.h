@@ -1,6 +1,6 @@
 // Internal helpers shared by the HostBackend kernel files (host_backend.cpp, host_matmul.cpp,
-// host_rows.cpp): argument checks that throw ShapeError naming both shapes, a strided walker
-// over up to 8 dims, and a vectorisable exp. Not part of the plugin SDK.
+// host_rows.cpp): a strided walker over up to 8 dims and a vectorisable exp, plus the argument
+// checks of lab/kernel_checks.h. Not part of the plugin SDK.
 #pragma once
 #include <algorithm>
 #include <array>
@@ -10,61 +10,17 @@
 #include <string>
 
 #include "lab/error.h"
+#include "lab/kernel_checks.h"
 #include "lab/tensor.h"
 
 namespace lab::host {
 
+// The argument checks every backend shares (lab/kernel_checks.h), as host::require_... here.
+using namespace lab::checks;
+
 // Below this many elements a kernel stays on one thread: starting a team costs more than it saves.
 constexpr int64_t kParallelElems = 1 << 15;
 constexpr int kMaxDims = 8;
-
-inline void require_defined(const char* kernel, const char* name, const Tensor& t) {
-    if (!t.defined()) {
-        throw ShapeError(std::string(kernel) + ": tensor '" + name +
-                         "' is undefined; hint: the caller must allocate it");
-    }
-}
-
-inline void require_same_shape(const char* kernel, const char* name_a, const Tensor& a, const char* name_b,
-                               const Tensor& b) {
-    require_defined(kernel, name_a, a);
-    require_defined(kernel, name_b, b);
-    if (a.shape() != b.shape()) {
-        throw ShapeError(std::string(kernel) + ": " + name_a + " has shape " + shape_str(a.shape()) + " but " + name_b +
-                         " has shape " + shape_str(b.shape()) +
-                         "; hint: they must be equal (broadcast with a stride-0 view)");
-    }
-}
-
-inline void require_dtype(const char* kernel, const char* name, const Tensor& t, DType dtype) {
-    require_defined(kernel, name, t);
-    if (t.dtype() != dtype) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " has dtype " +
-                         dtype_name(t.dtype()) + ", expected " + dtype_name(dtype) +
-                         "; hint: convert it with Tensor::to()");
-    }
-}
-
-inline void require_contiguous(const char* kernel, const char* name, const Tensor& t) {
-    require_defined(kernel, name, t);
-    if (!t.is_contiguous()) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) +
-                         " must be contiguous; hint: pass contiguous_copy() of the view");
-    }
-}
-
-inline void require_f32_contiguous(const char* kernel, const char* name, const Tensor& t) {
-    require_dtype(kernel, name, t, DType::f32);
-    require_contiguous(kernel, name, t);
-}
-
-inline void require_index_dtype(const char* kernel, const char* name, const Tensor& t) {
-    require_contiguous(kernel, name, t);
-    if (t.dtype() != DType::i32 && t.dtype() != DType::i64) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " has dtype " +
-                         dtype_name(t.dtype()) + ", expected i32 or i64; hint: build ids with Tensor::from_ints");
-    }
-}
 
 // Element n of a contiguous i32/i64 tensor.
 inline int64_t load_index(const Tensor& ids, int64_t n) {
@@ -217,13 +173,6 @@ inline float sum_exp_shifted(const float* x, float shift, int64_t n) {
     float sum = 0.0f;
     for (int i = 0; i < kExpLanes; ++i) sum += acc[i];
     return sum;
-}
-
-// Last-dim size and number of rows of a tensor read as [N, C].
-inline int64_t row_size(const Tensor& t) { return t.dim() == 0 ? 1 : t.size(-1); }
-inline int64_t row_count(const Tensor& t) {
-    const int64_t c = row_size(t);
-    return c == 0 ? 0 : t.numel() / c;
 }
 
 }  // namespace lab::host

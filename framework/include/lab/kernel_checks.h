@@ -1,0 +1,83 @@
+// Argument checks of the Backend kernel contract (lab/backend.h), shared by every backend so that a
+// bad call gets the same ShapeError, naming the kernel, the tensor and both shapes, whichever
+// backend runs it.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "lab/backend.h"
+#include "lab/error.h"
+#include "lab/tensor.h"
+
+namespace lab::checks {
+
+inline void require_defined(const char* kernel, const char* name, const Tensor& t) {
+    if (!t.defined()) {
+        throw ShapeError(std::string(kernel) + ": tensor '" + name +
+                         "' is undefined; hint: the caller must allocate it");
+    }
+}
+
+inline void require_same_shape(const char* kernel, const char* name_a, const Tensor& a, const char* name_b,
+                               const Tensor& b) {
+    require_defined(kernel, name_a, a);
+    require_defined(kernel, name_b, b);
+    if (a.shape() != b.shape()) {
+        throw ShapeError(std::string(kernel) + ": " + name_a + " has shape " + shape_str(a.shape()) + " but " + name_b +
+                         " has shape " + shape_str(b.shape()) +
+                         "; hint: they must be equal (broadcast with a stride-0 view)");
+    }
+}
+
+inline void require_dtype(const char* kernel, const char* name, const Tensor& t, DType dtype) {
+    require_defined(kernel, name, t);
+    if (t.dtype() != dtype) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " has dtype " +
+                         dtype_name(t.dtype()) + ", expected " + dtype_name(dtype) +
+                         "; hint: convert it with Tensor::to()");
+    }
+}
+
+inline void require_contiguous(const char* kernel, const char* name, const Tensor& t) {
+    require_defined(kernel, name, t);
+    if (!t.is_contiguous()) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) +
+                         " must be contiguous; hint: pass contiguous_copy() of the view");
+    }
+}
+
+inline void require_f32_contiguous(const char* kernel, const char* name, const Tensor& t) {
+    require_dtype(kernel, name, t, DType::f32);
+    require_contiguous(kernel, name, t);
+}
+
+inline void require_index_dtype(const char* kernel, const char* name, const Tensor& t) {
+    require_contiguous(kernel, name, t);
+    if (t.dtype() != DType::i32 && t.dtype() != DType::i64) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) + " has dtype " +
+                         dtype_name(t.dtype()) + ", expected i32 or i64; hint: build ids with Tensor::from_ints");
+    }
+}
+
+// Last-dim size and number of rows of a tensor read as [N, C].
+inline int64_t row_size(const Tensor& t) { return t.dim() == 0 ? 1 : t.size(-1); }
+inline int64_t row_count(const Tensor& t) {
+    const int64_t c = row_size(t);
+    return c == 0 ? 0 : t.numel() / c;
+}
+
+// The sizes of a fused attention call (Backend::attention): q [B, H, T, D], k and v [B, Hkv, S, D].
+struct AttentionSizes {
+    int64_t B = 0, H = 0, T = 0, D = 0, Hkv = 0, S = 0;
+};
+
+// Checks q, k, v and the optional mask, slopes and dropout of AttentionKernelArgs against the
+// contract and returns the sizes.
+AttentionSizes attention_sizes(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                               const AttentionKernelArgs& args);
+// An output or gradient of the attention kernels: f32, contiguous, of `shape` (lse, dq, dk, dv).
+void require_output(const char* kernel, const char* name, const Tensor& t, const Shape& shape);
+// o and dout: [B, H, T, D] f32 with contiguous rows (last dim stride 1), rows in any order.
+void require_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape);
+
+}  // namespace lab::checks
