@@ -42,9 +42,9 @@ inline std::array<uint32_t, 4> philox_block(uint64_t seed, uint64_t stream, uint
 // words[w][j] = philox_block(seed, stream, first + j)[w]. With AVX2 the 8 blocks run in the lanes
 // of 256-bit registers (the 32 x 32 -> 64-bit products by vpmuludq on even and odd lanes).
 inline void philox_blocks8(uint64_t seed, uint64_t stream, uint64_t first, uint32_t words[4][8]) {
+#if defined(__AVX2__)
     constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
     uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-#if defined(__AVX2__)
     alignas(32) uint32_t lo[8], hi[8];
     for (int j = 0; j < 8; ++j) {
         const uint64_t block = first + static_cast<uint64_t>(j);
@@ -84,7 +84,6 @@ inline void philox_blocks8(uint64_t seed, uint64_t stream, uint64_t first, uint3
         const std::array<uint32_t, 4> w = philox_block(seed, stream, first + static_cast<uint64_t>(j));
         for (int i = 0; i < 4; ++i) words[i][j] = w[static_cast<size_t>(i)];
     }
-    (void)M0, (void)M1, (void)W0, (void)W1, (void)k0, (void)k1;
 #endif
 }
 
