@@ -1,4 +1,5 @@
-// The non-virtual parts of the Backend interface: the mixed-precision setting of matmul.
+// The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
+// defaults of the fused kernels (matmul_gelu_tanh, adamw_update_all) in terms of the others.
 #include "lab/backend.h"
 
 #include "lab/error.h"
@@ -18,6 +19,17 @@ bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a1
     *a16 = native ? a.to(DType::bf16) : a.to(DType::bf16).to(DType::f32);
     *b16 = native ? b.to(DType::bf16) : b.to(DType::bf16).to(DType::f32);
     return true;
+}
+
+void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,
+                               const Tensor* bias) {
+    matmul(pre, a, b, bias, 1.0f, false);
+    unary(UnaryOp::gelu_tanh, c, pre, 0.0f);
+}
+
+void Backend::adamw_update_all(const std::vector<AdamWTensors>& params, float lr, float beta1, float beta2, float eps,
+                               int64_t t) {
+    for (const AdamWTensors& p : params) adamw_update(p.w, p.g, p.m, p.v, lr, beta1, beta2, eps, p.weight_decay, t);
 }
 
 }  // namespace lab

@@ -204,47 +204,83 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return batched_matmul(a, b);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-    require_float(x, "linear");
-    require_float(weight, "linear");
+namespace {
+
+void check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    require_float(x, op);
+    require_float(weight, op);
     if (weight.dim() != 2 || x.size(-1) != weight.size(1))
-        throw ShapeError("linear: input " + shape_str(x.shape()) + " does not match weight " +
+        throw ShapeError(std::string(op) + ": input " + shape_str(x.shape()) + " does not match weight " +
                          shape_str(weight.shape()) + " ([out, in])");
     if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
-        throw ShapeError("linear: bias " + shape_str(bias.shape()) + " does not match weight " +
+        throw ShapeError(std::string(op) + ": bias " + shape_str(bias.shape()) + " does not match weight " +
                          shape_str(weight.shape()));
-    int64_t in = weight.size(1), out = weight.size(0);
+}
+
+// The gradients of y = x2d @ w^T + bias given dy [N, out] (contiguous), into d[0..2].
+void linear_gradients(const Tensor& dy, const Tensor& x2d, const Tensor& w, bool need_x, bool need_w, bool need_b,
+                      std::vector<Tensor>& d) {
+    Backend& be = dy.backend();
+    if (need_x) {  // dx = dy @ W
+        Tensor dx = new_f32(dy, x2d.shape());
+        be.matmul(dx, dy, w, nullptr, 1.0f, false);
+        d[0] = dx;
+    }
+    if (need_w) {  // dW = dy^T @ x
+        Tensor dw = new_f32(dy, w.shape());
+        be.matmul(dw, transpose(dy, 0, 1), x2d, nullptr, 1.0f, false);
+        d[1] = dw;
+    }
+    if (need_b) {
+        const int64_t out = w.size(0);
+        Tensor db = new_f32(dy, {1, out});
+        be.reduce_sum(db, dy);
+        d[2] = db.view({out}, {1}, db.offset());
+    }
+}
+
+// linear, optionally followed by GPT-2's tanh GELU fused into the same backend call.
+Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu_tanh) {
+    check_linear(op, x, weight, bias);
+    const int64_t in = weight.size(1), out = weight.size(0);
     Tensor x2 = reshape(x, {-1, in});  // [N, in]
     Tensor x2d = x2.detach(), w = weight.detach();
-    Tensor y = new_f32(x, {x2.size(0), out});  // [N, out]
     Tensor bias_d = bias.defined() ? bias.detach() : Tensor();
-    x.backend().matmul(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
+    Tensor y = new_f32(x, {x2.size(0), out});  // [N, out]
+    Tensor pre;  // the GELU's input, kept for the backward
+    if (gelu_tanh) {
+        pre = new_f32(x, {x2.size(0), out});
+        x.backend().matmul_gelu_tanh(y, pre, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr);
+    } else {
+        x.backend().matmul(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
+    }
     if (any_requires_grad({&x2, &weight, &bias})) {
-        bool need_x = x2.requires_grad(), need_w = weight.requires_grad(),
-             need_b = bias.defined() && bias.requires_grad();
-        record(y, "linear", {x2, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+        const bool need_x = x2.requires_grad(), need_w = weight.requires_grad(),
+                   need_b = bias.defined() && bias.requires_grad();
+        const Tensor saved_y = gelu_tanh ? y.detach() : Tensor();
+        record(y, op, {x2, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dy = contig(dout);  // [N, out]
-            Backend& be = dy.backend();
-            if (need_x) {  // dx = dy @ W
-                Tensor dx = new_f32(dy, x2d.shape());
-                be.matmul(dx, dy, w, nullptr, 1.0f, false);
-                d[0] = dx;
+            if (gelu_tanh) {
+                Tensor dpre = new_f32(dy, dy.shape());
+                dy.backend().unary_backward(UnaryOp::gelu_tanh, dpre, dy, pre, saved_y);
+                dy = dpre;
             }
-            if (need_w) {  // dW = dy^T @ x
-                Tensor dw = new_f32(dy, w.shape());
-                be.matmul(dw, transpose(dy, 0, 1), x2d, nullptr, 1.0f, false);
-                d[1] = dw;
-            }
-            if (need_b) {
-                Tensor db = new_f32(dy, {1, out});
-                be.reduce_sum(db, dy);
-                d[2] = db.view({out}, {1}, db.offset());
-            }
+            linear_gradients(dy, x2d, w, need_x, need_w, need_b, d);
         });
     }
     Shape out_shape = x.shape();
     out_shape.back() = out;
     return reshape(y, out_shape);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    return linear_impl("linear", x, weight, bias, false);
+}
+
+Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    return linear_impl("linear_gelu_tanh", x, weight, bias, true);
 }
 
 // ---- elementwise ----

@@ -155,6 +155,20 @@ TEST_CASE("gradcheck: linear", "[gradcheck]") {
     }
 }
 
+TEST_CASE("gradcheck: linear_gelu_tanh, and its values equal gelu(linear(x), tanh)", "[gradcheck]") {
+    HostBackend backend;
+    Tensor weight = random_input(backend, {8, 4}, 35), bias = random_input(backend, {8}, 36);
+    Tensor x = random_input(backend, {2, 3, 4}, 37);
+    gradcheck("linear_gelu_tanh x[2,3,4] W[8,4] b[8]",
+              [](const Inputs& in) { return ops::linear_gelu_tanh(in[0], in[1], in[2]); }, {x, weight, bias});
+    gradcheck("linear_gelu_tanh x[3,4] W[8,4]", [](const Inputs& in) { return ops::linear_gelu_tanh(in[0], in[1]); },
+              {random_input(backend, {3, 4}, 38), weight});
+    const std::vector<float> fused = ops::linear_gelu_tanh(x, weight, bias).to_floats();
+    const std::vector<float> composite = ops::gelu(ops::linear(x, weight, bias), true).to_floats();
+    REQUIRE(fused.size() == composite.size());
+    for (size_t i = 0; i < fused.size(); ++i) REQUIRE(fused[i] == composite[i]);
+}
+
 // ---- elementwise ----
 
 TEST_CASE("gradcheck: binary ops with broadcasting", "[gradcheck]") {

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "lab/allocator.h"
 #include "lab/rng.h"
@@ -50,6 +51,12 @@ struct AttentionKernelArgs {
     RngKey dropout_key;
 };
 
+// One parameter of Backend::adamw_update_all: weights, gradient, the two moments, and its decay.
+struct AdamWTensors {
+    Tensor w, g, m, v;
+    float weight_decay = 0;
+};
+
 struct BackendStats {
     AllocatorStats memory;
     uint64_t primitives_created = 0;  // kernels/plans built (cached by shape after the first)
@@ -84,6 +91,13 @@ public:
     // have any strides (transposed views included); a and b are f32 or bf16 (bf16: f32 accumulate).
     virtual void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
                         float alpha, bool accumulate) = 0;
+
+    // c = gelu_tanh(pre) with pre = a @ b (+ bias), both written: a linear layer followed
+    // by GPT-2's tanh-approximated GELU, keeping the pre-activation for the backward. Operands as
+    // for matmul; c and pre contiguous f32 of one shape. The default runs matmul, then unary; the
+    // cuda backend computes both in one cuBLASLt call (GELU_AUX_BIAS epilogue).
+    virtual void matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,
+                                  const Tensor* bias);
 
     // Mixed precision ([experiment] precision = bf16): with DType::bf16, matmul rounds f32 a and b
     // to bf16 (nearest even) and multiplies those, accumulating and writing f32, as autocast does
@@ -155,6 +169,10 @@ public:
     // bias corrections for step t (1-based).
     virtual void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr,
                               float beta1, float beta2, float eps, float weight_decay, int64_t t) = 0;
+    // adamw_update for every entry of `params` (one step t for all): a GPU backend updates them all
+    // in a few kernel launches instead of one or more per parameter. The default loops.
+    virtual void adamw_update_all(const std::vector<AdamWTensors>& params, float lr, float beta1, float beta2,
+                                  float eps, int64_t t);
     // SGD with momentum (PyTorch convention: buf = mu * buf + (g + wd * w); w -= lr * buf, or the
     // Nesterov form). `buf` may be undefined when momentum == 0.
     virtual void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,

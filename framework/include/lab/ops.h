@@ -17,6 +17,9 @@ namespace lab::ops {
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in] @ weight[out, in]^T + bias[out] -> [..., out] (PyTorch / Hugging Face layout).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// gelu(linear(x, weight, bias), true) as one backend call (Backend::matmul_gelu_tanh: the cuda
+// backend runs the GELU in cuBLASLt's epilogue), with the same values and gradients.
+Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- elementwise (numpy broadcasting) ----
 Tensor add(const Tensor& a, const Tensor& b);

@@ -18,8 +18,8 @@ using namespace lab;
 
 class Mlp : public Module {
 public:
-    Mlp(BuildContext& ctx, int64_t C, int64_t hidden, bool bias, float dropout)
-        : dropout_(dropout), rng_(&ctx.dropout_rng) {
+    Mlp(BuildContext& ctx, int64_t C, int64_t hidden, bool bias, float dropout, bool gelu_tanh)
+        : dropout_(dropout), gelu_tanh_(gelu_tanh), rng_(&ctx.dropout_rng) {
         Backend& be = *ctx.backend;
         fc_weight_ = add_parameter("c_fc.weight", Tensor::empty(be, {hidden, C}));
         proj_weight_ = add_parameter("c_proj.weight", Tensor::empty(be, {C, hidden}));
@@ -31,23 +31,26 @@ public:
         }
     }
     Tensor forward(const Tensor& x) const {
-        Tensor h = ops::gelu(ops::linear(x, fc_weight_, fc_bias_));
+        Tensor h = gelu_tanh_ ? ops::linear_gelu_tanh(x, fc_weight_, fc_bias_)
+                              : ops::gelu(ops::linear(x, fc_weight_, fc_bias_));
         return ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_);
     }
 
 private:
     float dropout_;
+    bool gelu_tanh_;
     Generator* rng_;
     Tensor fc_weight_, fc_bias_, proj_weight_, proj_bias_;
 };
 
 class Block : public Module {
 public:
-    Block(BuildContext& ctx, const AttentionShape& shape, int64_t mlp_hidden, float eps) {
+    Block(BuildContext& ctx, const AttentionShape& shape, int64_t mlp_hidden, float eps, bool gelu_tanh) {
         ln_1_ = add_module("ln_1", std::make_shared<LayerNorm>(*ctx.backend, shape.hidden, shape.bias, eps));
         attn_ = add_module("attn", ctx.make_attention(shape));
         ln_2_ = add_module("ln_2", std::make_shared<LayerNorm>(*ctx.backend, shape.hidden, shape.bias, eps));
-        mlp_ = add_module("mlp", std::make_shared<Mlp>(ctx, shape.hidden, mlp_hidden, shape.bias, shape.dropout));
+        mlp_ = add_module("mlp",
+                          std::make_shared<Mlp>(ctx, shape.hidden, mlp_hidden, shape.bias, shape.dropout, gelu_tanh));
     }
     Tensor forward(const Tensor& x, const AttentionContext& actx) {
         Tensor h = ops::add(x, attn_->forward(ln_1_->forward(x), actx));
@@ -77,14 +80,16 @@ public:
             throw ConfigError("[model] hidden = " + std::to_string(C_) + " is not divisible by heads = " +
                               std::to_string(shape.heads) + " (" + opts.origin("heads") + ")");
         float eps = static_cast<float>(opts.get_float("ln_eps"));
+        const bool gelu_tanh = opts.get_string("activation") == "gelu_tanh";
 
         wte_ = add_parameter("wte.weight", Tensor::empty(backend_, {V, C_}));
         wpe_ = add_parameter("wpe.weight", Tensor::empty(backend_, {max_T_, C_}));
         ops::fill_normal(wte_, 0.0f, 0.02f, ctx.init_rng.next(V * C_));
         ops::fill_normal(wpe_, 0.0f, 0.02f, ctx.init_rng.next(max_T_ * C_));
+        const int64_t mlp_hidden = opts.get_int("mlp_ratio") * C_;
         for (int64_t l = 0; l < L; ++l)
             blocks_.push_back(add_module("h." + std::to_string(l),
-                                         std::make_shared<Block>(ctx, shape, opts.get_int("mlp_ratio") * C_, eps)));
+                                         std::make_shared<Block>(ctx, shape, mlp_hidden, eps, gelu_tanh)));
         ln_f_ = add_module("ln_f", std::make_shared<LayerNorm>(backend_, C_, shape.bias, eps));
 
         float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(L));
@@ -149,6 +154,9 @@ LAB_PLUGIN(registry) {
     schema.integer("max_seq_len", 0, "number of learned positions (0: [train] seq_len)").at_least(0);
     schema.integer("mlp_ratio", 4, "feed-forward width as a multiple of hidden").at_least(1);
     schema.real("ln_eps", 1e-5, "LayerNorm epsilon").range(1e-12, 1e-1);
+    schema.choice("activation", "gelu", {"gelu", "gelu_tanh"},
+                  "MLP nonlinearity: gelu (erf form, nanoGPT's nn.GELU) or gelu_tanh (GPT-2's tanh approximation, "
+                  "gelu_new; fused into the matmul on the cuda backend)");
     lab::PluginDecl decl{"gpt", "1.0", "GPT-2 style pre-LayerNorm decoder with learned positions", schema};
     decl.needs_attention.causal = true;  // every block attends causally
     registry.add_model(std::move(decl),
