@@ -15,6 +15,8 @@ struct PluginError : Error { using Error::Error; };      // loading, ABI tags, r
 struct DataError : Error { using Error::Error; };        // datasets, vocabularies, checkpoints
 struct ShapeError : Error { using Error::Error; };       // tensor shapes/dtypes given to an op
 struct BackendError : Error { using Error::Error; };     // a backend library call failed
+// The device a backend computes on is not there (no GPU, no driver, a device index out of range).
+struct DeviceUnavailableError : BackendError { using BackendError::BackendError; };
 struct TrainingError : Error { using Error::Error; };    // NaN loss and similar run failures
 
 }  // namespace lab

@@ -26,13 +26,17 @@ public:
 
     void step(double lr) override {
         ++t_;
+        batch_.clear();
         for (size_t i = 0; i < params_.size(); ++i) {
             const Tensor& p = params_[i].second;
             Tensor g = p.grad();
             if (!g.defined()) continue;  // a parameter that did not contribute to the loss
-            float wd = (p.dim() >= 2 || decay_1d_) ? weight_decay_ : 0.0f;
-            p.backend().adamw_update(p, g, m_[i], v_[i], static_cast<float>(lr), beta1_, beta2_, eps_, wd, t_);
+            const float wd = (p.dim() >= 2 || decay_1d_) ? weight_decay_ : 0.0f;
+            batch_.push_back({p, g, m_[i], v_[i], wd});
         }
+        if (!batch_.empty())
+            batch_.front().w.backend().adamw_update_all(batch_, static_cast<float>(lr), beta1_, beta2_, eps_, t_);
+        batch_.clear();  // holds no gradient past the step
     }
 
     double base_lr() const override { return lr_; }
@@ -59,6 +63,7 @@ private:
     bool decay_1d_;
     int64_t t_ = 0;
     std::vector<Tensor> m_, v_;
+    std::vector<AdamWTensors> batch_;  // reused each step
 };
 
 }  // namespace
