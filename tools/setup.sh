@@ -18,6 +18,7 @@ readonly BUILD_PACKAGES=(
 readonly PYTHON_VENV="$repo_root/.venv"
 readonly TEST_PYTHON_MODULES=(safetensors numpy)
 readonly BENCH_PYTHON_MODULES=(torch numpy transformers safetensors)
+readonly CUDNN_FRONTEND_PACKAGE="nvidia-cudnn-frontend==1.32.0"
 
 usage() {
   cat <<EOF
@@ -26,6 +27,8 @@ Usage: tools/setup.sh [--test] [--bench] [--help]
 Installs the build and test dependencies with apt-get (as root, or through sudo):
   ${BUILD_PACKAGES[*]}
 Nothing is installed when every package is already present (checked with dpkg-query).
+When a CUDA toolkit is present (nvcc on PATH or /usr/local/cuda/bin/nvcc), also installs cuDNN's
+C++ frontend headers for the cuda backend: pip install --no-deps $CUDNN_FRONTEND_PACKAGE.
 
 Options:
   --test      also install the Python modules of the interop tests (${TEST_PYTHON_MODULES[*]}) with
@@ -92,27 +95,61 @@ sys.exit(0 if (not in_venv and os.path.exists(marker)) else 1)
 PY
 }
 
+# The interpreter pip installs into: $PYTHON_VENV's when it exists, else python3.
+python_for_pip() {
+  if [[ -x "$PYTHON_VENV/bin/python3" ]]; then echo "$PYTHON_VENV/bin/python3"; else echo python3; fi
+}
+
+# Makes python_for_pip usable with pip: creates $PYTHON_VENV when python3 is Debian's externally
+# managed interpreter, installs pip when it is missing. Prints the interpreter.
+prepare_pip() {
+  local python
+  python=$(python_for_pip)
+  if [[ "$python" == python3 ]] && python_externally_managed python3; then
+    apt_install_missing python3-venv python3-pip >&2
+    echo "setup.sh: python3 is externally managed; creating a virtual environment in $PYTHON_VENV" >&2
+    python3 -m venv "$PYTHON_VENV" >&2
+    python="$PYTHON_VENV/bin/python3"
+  elif ! "$python" -m pip --version >/dev/null 2>&1; then
+    apt_install_missing python3-pip >&2
+  fi
+  echo "$python"
+}
+
 # Installs Python modules with pip into python3, or into $PYTHON_VENV when python3 is Debian's
 # externally managed interpreter; a no-op when they import already.
 install_python_modules() {
-  local python=python3
-  [[ -x "$PYTHON_VENV/bin/python3" ]] && python="$PYTHON_VENV/bin/python3"
+  local python
+  python=$(python_for_pip)
   if python_has_modules "$python" "$@"; then
     echo "setup.sh: $python already has $*"
     return 0
   fi
-  if [[ "$python" == python3 ]] && python_externally_managed python3; then
-    apt_install_missing python3-venv python3-pip
-    echo "setup.sh: python3 is externally managed; creating a virtual environment in $PYTHON_VENV"
-    python3 -m venv "$PYTHON_VENV"
-    python="$PYTHON_VENV/bin/python3"
-  elif ! "$python" -m pip --version >/dev/null 2>&1; then
-    apt_install_missing python3-pip
-  fi
+  python=$(prepare_pip)
   echo "setup.sh: $python -m pip install $*"
   "$python" -m pip install "$@"
   python_has_modules "$python" "$@" ||
     die "pip finished but $python still cannot import $*; hint: read the pip output above"
+}
+
+# The cuda backend, built when a CUDA toolkit is present, compiles against cuDNN's header-only C++
+# frontend, which ships in the PyPI package nvidia-cudnn-frontend (its headers land in
+# <site-packages>/include, where CMake looks). --no-deps: only the headers are used, and the
+# package's dependencies would pull a second copy of cuDNN.
+install_cudnn_frontend() {
+  local python include
+  python=$(python_for_pip)
+  include="$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" 2>/dev/null)/include"
+  if [[ -f "$include/cudnn_frontend.h" ]]; then
+    echo "setup.sh: cuDNN frontend headers present in $include"
+    return 0
+  fi
+  python=$(prepare_pip)
+  echo "setup.sh: $python -m pip install --no-deps $CUDNN_FRONTEND_PACKAGE (cuDNN's C++ frontend headers)"
+  "$python" -m pip install --no-deps "$CUDNN_FRONTEND_PACKAGE"
+  include="$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/include"
+  [[ -f "$include/cudnn_frontend.h" ]] ||
+    die "pip installed $CUDNN_FRONTEND_PACKAGE but $include/cudnn_frontend.h is missing; hint: configure with -DLAB_CUDNN_FRONTEND_DIR=<folder with cudnn_frontend.h> or -DLAB_WITH_CUDA=OFF"
 }
 
 with_bench=0
@@ -127,6 +164,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 apt_install_missing "${BUILD_PACKAGES[@]}"
+if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  install_cudnn_frontend
+fi
 if [[ $with_test -eq 1 ]]; then
   install_python_modules "${TEST_PYTHON_MODULES[@]}"
 fi

@@ -45,7 +45,7 @@ namespace po = boost::program_options;
 
 namespace {
 
-enum ExitCode { kOk = 0, kRunFailed = 1, kUsage = 2, kConfig = 3, kPlugin = 4, kData = 5, kInternal = 70 };
+enum ExitCode { kOk = 0, kRunFailed = 1, kUsage = 2, kConfig = 3, kPlugin = 4, kData = 5, kNoDevice = 6, kInternal = 70 };
 
 const char* kUsageText =
     "usage: labrun [options] EXPERIMENT.ini [section.key=value ...]\n"
@@ -670,6 +670,9 @@ int main(int argc, char** argv) {
     } catch (const lab::TrainingError& e) {
         std::cerr << "labrun: run failed: " << e.what() << "\n";
         return kRunFailed;
+    } catch (const lab::DeviceUnavailableError& e) {
+        std::cerr << "labrun: no device: " << e.what() << "\n";
+        return kNoDevice;
     } catch (const lab::Error& e) {
         std::cerr << "labrun: error: " << e.what() << "\n";
         return kRunFailed;
