@@ -2,6 +2,7 @@
 // tokenizer/char, attention/softmax, model/gpt) with GPT-2's initialisation (seed 1).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,7 @@ struct GptShape {
     bool bias = false;
     bool fused_attention = true;  // attention/softmax fused = true (the tiled kernel)
     std::string backend = "onednn";
+    std::map<std::string, std::string> backend_options;  // the [backend] section (e.g. cuda: tf32)
     std::string plugin_dir;
 };
 
@@ -43,7 +45,7 @@ inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
     auto g = std::make_unique<BenchGpt>();
     g->registry.load_directory(shape.plugin_dir);
     g->backend = g->registry.factory<lab::BackendFactory>("backend", shape.backend)(
-        lab::plugin_options(g->registry, "backend", shape.backend, {}));
+        lab::plugin_options(g->registry, "backend", shape.backend, shape.backend_options));
     lab::BuildContext& ctx = g->ctx;
     ctx.backend = g->backend.get();
     ctx.registry = &g->registry;

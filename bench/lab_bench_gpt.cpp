@@ -1,6 +1,9 @@
 // lab_bench_gpt: times labrun's GPT training step (forward, backward, gradient clipping, AdamW)
 // built from the same plugins an experiment uses, on random token batches. Prints one JSON line
 // in the format of bench/torch_gpt_step.py so that bench/run.sh can put the two side by side.
+// On a GPU (--backend cuda) it also reports model FLOP utilisation against the device's published
+// dense peak for the chosen precision (bench/gpu.sh); on a CPU, bench/run.sh divides by the matmul
+// peak it measures with lab_bench_matmul, unless --peak-tflops names one.
 #include <omp.h>
 
 #include <boost/program_options.hpp>
@@ -22,10 +25,32 @@ namespace po = boost::program_options;
 
 namespace {
 
+// The dense tensor-core peaks of an NVIDIA H100 SXM, which the H200 shares (the H200 adds memory,
+// not FLOPs): what MFU on those GPUs is quoted against (PaLM, llm.c, nanoGPT use bf16's).
+constexpr double kHopperBf16PeakTflops = 989.4;  // bf16 inputs, f32 accumulation
+constexpr double kHopperTf32PeakTflops = 494.7;  // f32 matmuls on TF32 tensor cores ([backend] tf32 = true)
+constexpr double kHopperF32PeakTflops = 66.9;    // f32 matmuls on the CUDA cores (tf32 = false)
+
+struct Peak {
+    double tflops = 0;   // 0: none known (no MFU printed)
+    std::string source;  // what the number is
+};
+
+// --peak-tflops when given (> 0); on a CUDA device the Hopper peak for the precision; on a CPU none
+// (bench/run.sh measures it).
+Peak peak_for(const lab::Backend& backend, double given, const std::string& precision, bool tf32) {
+    if (given > 0) return {given, "--peak-tflops"};
+    if (backend.device_kind() != lab::DeviceKind::cuda) return {};
+    if (precision == "bf16") return {kHopperBf16PeakTflops, "H100/H200 SXM dense bf16 tensor-core peak"};
+    if (tf32) return {kHopperTf32PeakTflops, "H100/H200 SXM dense tf32 tensor-core peak"};
+    return {kHopperF32PeakTflops, "H100/H200 SXM f32 (non-tensor-core) peak"};
+}
+
 int run(int argc, char** argv) {
     int64_t layers, heads, hidden, seq_len, batch, vocab, steps, warmup, threads;
-    std::string backend_name, plugin_dir;
-    bool bias, fused_attention;
+    std::string backend_name, plugin_dir, precision;
+    bool bias, fused_attention, tf32;
+    double peak_tflops;
     po::options_description desc("lab_bench_gpt: time labrun's GPT training step");
     desc.add_options()("help", "show this help")
         ("layers", po::value(&layers)->default_value(4), "transformer blocks")
@@ -41,8 +66,16 @@ int run(int argc, char** argv) {
         ("fused-attention", po::value(&fused_attention)->default_value(true),
          "attention/softmax's tiled kernel (false: the composite with the [T, T] scores)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
+        ("precision", po::value(&precision)->default_value("f32"),
+         "matmul inputs: f32, or bf16 (rounded to bf16, f32 accumulation: [experiment] precision = bf16)")
+        ("tf32", po::value(&tf32)->default_value(false), "backend cuda only: f32 matmuls on TF32 tensor cores")
+        ("peak-tflops", po::value(&peak_tflops)->default_value(0),
+         "the peak that MFU is quoted against, TFLOP/s (0: a CUDA device's published peak for --precision; "
+         "none on a CPU, where bench/run.sh measures one)")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
     if (!lab_bench::parse_options(argc, argv, desc)) return 0;
+    if (precision != "f32" && precision != "bf16")
+        throw lab::ConfigError("--precision '" + precision + "': expected f32 or bf16");
     omp_set_num_threads(static_cast<int>(threads));
 
     lab_bench::GptShape shape;
@@ -55,10 +88,12 @@ int run(int argc, char** argv) {
     shape.bias = bias;
     shape.fused_attention = fused_attention;
     shape.backend = backend_name;
+    if (backend_name == "cuda") shape.backend_options["tf32"] = tf32 ? "true" : "false";
     shape.plugin_dir = plugin_dir;
     auto gpt = lab_bench::make_bench_gpt(shape);
     lab::Registry& registry = gpt->registry;
     lab::Backend* backend = gpt->backend.get();
+    backend->set_matmul_inputs(precision == "bf16" ? lab::DType::bf16 : lab::DType::f32);
     lab::BuildContext& ctx = gpt->ctx;
     lab::Model* model = gpt->model.get();
     lab::NamedTensors params = model->named_parameters();
@@ -88,10 +123,13 @@ int run(int argc, char** argv) {
         return loss.item();
     };
     for (int64_t i = 0; i < warmup; ++i) step();
+    // A GPU backend queues work: the clock is read only once the device has finished it.
+    backend->synchronize();
     const lab::BackendStats before = backend->stats();
     auto t0 = std::chrono::steady_clock::now();
     float last_loss = 0;
     for (int64_t i = 0; i < steps; ++i) last_loss = step();
+    backend->synchronize();
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const lab::BackendStats after = backend->stats();
     double ms = 1000.0 * seconds / static_cast<double>(steps);
@@ -105,14 +143,21 @@ int run(int argc, char** argv) {
                                    12.0 * static_cast<double>(layers * hidden * seq_len);
     const double flops_per_step = flops_per_token * static_cast<double>(batch * seq_len);
     double tokens_per_s = static_cast<double>(batch * seq_len * steps) / seconds;
+    const double model_flops_per_s = flops_per_step * static_cast<double>(steps) / seconds;
+    const Peak peak = peak_for(*backend, peak_tflops, precision, tf32);
+    std::ostringstream mfu;
+    if (peak.tflops > 0)
+        mfu << ",\"peak_tflops\":" << peak.tflops << ",\"peak_source\":\"" << peak.source
+            << "\",\"mfu\":" << model_flops_per_s / (peak.tflops * 1e12);
     std::cout << "{\"impl\":\"labrun-" << backend_name << "\",\"config\":{\"layers\":" << layers << ",\"heads\":" << heads
               << ",\"hidden\":" << hidden << ",\"seq_len\":" << seq_len << ",\"batch\":" << batch << ",\"vocab\":" << vocab
               << ",\"bias\":" << (bias ? "true" : "false")
-              << ",\"fused_attention\":" << (fused_attention ? "true" : "false") << "},\"ms_per_step\":" << ms
+              << ",\"fused_attention\":" << (fused_attention ? "true" : "false") << ",\"precision\":\"" << precision
+              << "\"},\"ms_per_step\":" << ms
               << ",\"tokens_per_s\":" << tokens_per_s << ",\"threads\":" << threads << ",\"steps\":" << steps
               << ",\"loss\":" << last_loss << ",\"params\":" << n_params
               << ",\"model_flops_per_step\":" << flops_per_step
-              << ",\"model_gflops_per_s\":" << flops_per_step / seconds * static_cast<double>(steps) / 1e9
+              << ",\"model_gflops_per_s\":" << model_flops_per_s / 1e9 << mfu.str()
               << ",\"allocs_per_step\":" << static_cast<double>(after.memory.device_allocs - before.memory.device_allocs) / static_cast<double>(steps)
               << ",\"primitives_built\":" << (after.primitives_created - before.primitives_created)
               << ",\"peak_mb\":" << static_cast<double>(after.memory.peak_bytes_in_use) / (1024.0 * 1024.0) << ",\"device\":\"" << backend->device_info() << "\"}\n";
