@@ -22,6 +22,7 @@ struct GptShape {
     int64_t max_seq_len = 0;   // learned positions (0: seq_len)
     bool bias = false;
     bool fused_attention = true;  // attention/softmax fused = true (the tiled kernel)
+    std::string activation = "gelu";  // model/gpt activation: gelu (erf) or gelu_tanh (GPT-2's)
     std::string backend = "onednn";
     std::map<std::string, std::string> backend_options;  // the [backend] section (e.g. cuda: tf32)
     std::string plugin_dir;
@@ -73,7 +74,8 @@ inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
                              {"heads", std::to_string(shape.heads)},
                              {"hidden", std::to_string(shape.hidden)},
                              {"max_seq_len", std::to_string(shape.max_seq_len)},
-                             {"bias", shape.bias ? "true" : "false"}}),
+                             {"bias", shape.bias ? "true" : "false"},
+                             {"activation", shape.activation}}),
         ctx);
     return g;
 }

@@ -77,7 +77,7 @@ print(f"{v * float(sys.argv[3]):.1f}" if isinstance(v, (int, float)) else v)' "$
 if [[ $run_bench = 1 ]]; then
   echo "== GPT-2 124M training step: 12 layers, 12 heads, 768 wide, T = 1024, vocab 50257, batch $batch, bf16"
   gpt_json=$("$build_dir/bin/lab_bench_gpt" --backend cuda --precision bf16 --layers 12 --heads 12 --hidden 768 \
-               --seq-len 1024 --vocab 50257 --batch "$batch" --bias true --steps "$steps" --warmup 3) || {
+               --seq-len 1024 --vocab 50257 --batch "$batch" --bias true --activation gelu_tanh --steps "$steps" --warmup 3) || {
     echo "gpu.sh: lab_bench_gpt failed" >&2; status=1; gpt_json=""; }
   if [[ -n "$gpt_json" ]]; then
     echo "$gpt_json"

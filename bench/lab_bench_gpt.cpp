@@ -48,7 +48,7 @@ Peak peak_for(const lab::Backend& backend, double given, const std::string& prec
 
 int run(int argc, char** argv) {
     int64_t layers, heads, hidden, seq_len, batch, vocab, steps, warmup, threads;
-    std::string backend_name, plugin_dir, precision;
+    std::string backend_name, plugin_dir, precision, activation;
     bool bias, fused_attention, tf32;
     double peak_tflops;
     po::options_description desc("lab_bench_gpt: time labrun's GPT training step");
@@ -63,6 +63,8 @@ int run(int argc, char** argv) {
         ("warmup", po::value(&warmup)->default_value(3), "untimed steps first")
         ("threads", po::value(&threads)->default_value(2), "OpenMP threads")
         ("bias", po::value(&bias)->default_value(false), "biases in linear layers and LayerNorms (default: none, as nanoGPT)")
+        ("activation", po::value(&activation)->default_value("gelu"),
+         "MLP nonlinearity: gelu (erf, nanoGPT's) or gelu_tanh (GPT-2's; one cuBLASLt call with the matmul on cuda)")
         ("fused-attention", po::value(&fused_attention)->default_value(true),
          "attention/softmax's tiled kernel (false: the composite with the [T, T] scores)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
@@ -87,6 +89,7 @@ int run(int argc, char** argv) {
     shape.batch = batch;
     shape.bias = bias;
     shape.fused_attention = fused_attention;
+    shape.activation = activation;
     shape.backend = backend_name;
     if (backend_name == "cuda") shape.backend_options["tf32"] = tf32 ? "true" : "false";
     shape.plugin_dir = plugin_dir;
