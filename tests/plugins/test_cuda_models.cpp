@@ -97,6 +97,8 @@ std::vector<ModelCase> model_cases() {
     const OptionMap gpt = {{"layers", "2"}, {"heads", "4"}, {"hidden", std::to_string(kHidden)}, {"dropout", "0"}};
     OptionMap gpt_dropout = gpt;
     gpt_dropout["dropout"] = "0.1";
+    OptionMap gpt_tanh = gpt;  // GPT-2's GELU: the cuBLASLt GELU_AUX_BIAS epilogue on cuda
+    gpt_tanh["activation"] = "gelu_tanh";
     const OptionMap bert = {{"layers", "2"},     {"heads", "4"},          {"hidden", std::to_string(kHidden)},
                             {"dropout", "0"},    {"attention_dropout", "0"}, {"max_position", "64"}};
     OptionMap bert_dropout = bert;
@@ -106,6 +108,7 @@ std::vector<ModelCase> model_cases() {
     return {
         {"gpt", gpt, "softmax", {{"fused", "false"}}},
         {"gpt", gpt, "softmax", {{"fused", "true"}}},
+        {"gpt", gpt_tanh, "softmax", {{"fused", "true"}}},
         {"gpt", gpt_dropout, "softmax", {{"fused", "true"}}},
         {"gpt", gpt_dropout, "softmax", {{"fused", "false"}}},
         {"gpt", gpt, "gqa", {{"kv_heads", "2"}, {"fused", "true"}}},
