@@ -14,24 +14,6 @@ using namespace host;
 
 namespace {
 
-void require_rows(const char* kernel, const char* name, const Tensor& t, int64_t rows) {
-    require_f32_contiguous(kernel, name, t);
-    if (t.numel() != rows) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) +
-                         " must have one element per row (" + std::to_string(rows) +
-                         " rows); hint: allocate it as [N]");
-    }
-}
-
-void require_row_vector(const char* kernel, const char* name, const Tensor* t, int64_t cols) {
-    if (t == nullptr) return;
-    require_f32_contiguous(kernel, name, *t);
-    if (t->numel() != cols) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t->shape()) + " must have " +
-                         std::to_string(cols) + " elements (the last dim of x); hint: allocate it as [C]");
-    }
-}
-
 // Checks every id before anything is written, so a bad id leaves the output untouched.
 void require_ids_in_range(const char* kernel, const char* what, const Tensor& ids, int64_t limit,
                           const Shape& table_shape, bool allow_ignore, int64_t ignore_index) {
@@ -40,10 +22,7 @@ void require_ids_in_range(const char* kernel, const char* what, const Tensor& id
         const int64_t id = load_index(ids, i);
         if (allow_ignore && id == ignore_index) continue;
         if (id < 0 || id >= limit) {
-            throw ShapeError(std::string(kernel) + ": " + what + " " + std::to_string(id) + " at position " +
-                             std::to_string(i) + " is outside [0, " + std::to_string(limit) + ") for " +
-                             shape_str(table_shape) + "; hint: the tokenizer's vocabulary must fit the model's "
-                             "vocab_size (or mark padding with the ignore index)");
+            throw id_out_of_range(kernel, what, id, i, limit, table_shape);
         }
     }
 }
@@ -127,10 +106,10 @@ void HostBackend::layer_norm(const Tensor& y, const Tensor& mean, const Tensor& 
     require_f32_contiguous("layer_norm", "y", y);
     require_same_shape("layer_norm", "y", y, "x", x);
     const int64_t rows = row_count(x), cols = row_size(x);
-    require_rows("layer_norm", "mean", mean, rows);
-    require_rows("layer_norm", "rstd", rstd, rows);
-    require_row_vector("layer_norm", "gamma", gamma, cols);
-    require_row_vector("layer_norm", "beta", beta, cols);
+    require_one_per_row("layer_norm", "mean", mean, rows);
+    require_one_per_row("layer_norm", "rstd", rstd, rows);
+    require_one_per_column("layer_norm", "gamma", gamma, cols);
+    require_one_per_column("layer_norm", "beta", beta, cols);
     const float* xp = x.data<float>();
     float* yp = y.data<float>();
     float* meanp = mean.data<float>();
@@ -170,11 +149,11 @@ void HostBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, co
     require_same_shape("layer_norm_backward", "dx", dx, "x", x);
     require_same_shape("layer_norm_backward", "dy", dy, "x", x);
     const int64_t rows = row_count(x), cols = row_size(x);
-    require_rows("layer_norm_backward", "mean", mean, rows);
-    require_rows("layer_norm_backward", "rstd", rstd, rows);
-    require_row_vector("layer_norm_backward", "gamma", gamma, cols);
-    require_row_vector("layer_norm_backward", "dgamma", dgamma, cols);
-    require_row_vector("layer_norm_backward", "dbeta", dbeta, cols);
+    require_one_per_row("layer_norm_backward", "mean", mean, rows);
+    require_one_per_row("layer_norm_backward", "rstd", rstd, rows);
+    require_one_per_column("layer_norm_backward", "gamma", gamma, cols);
+    require_one_per_column("layer_norm_backward", "dgamma", dgamma, cols);
+    require_one_per_column("layer_norm_backward", "dbeta", dbeta, cols);
     const float* xp = x.data<float>();
     const float* dyp = dy.data<float>();
     float* dxp = dx.data<float>();
@@ -282,14 +261,9 @@ void HostBackend::cross_entropy(const Tensor& loss, const Tensor& lse, const Ten
                                 int64_t ignore_index) {
     require_f32_contiguous("cross_entropy", "logits", logits);
     const int64_t rows = row_count(logits), vocab = row_size(logits);
-    require_rows("cross_entropy", "loss", loss, rows);
-    require_rows("cross_entropy", "lse", lse, rows);
-    require_index_dtype("cross_entropy", "targets", targets);
-    if (targets.numel() != rows) {
-        throw ShapeError("cross_entropy: targets " + shape_str(targets.shape()) +
-                         " must have one id per row of logits " + shape_str(logits.shape()) +
-                         "; hint: flatten logits to [N, V] and targets to [N]");
-    }
+    require_one_per_row("cross_entropy", "loss", loss, rows);
+    require_one_per_row("cross_entropy", "lse", lse, rows);
+    require_targets("cross_entropy", targets, logits, rows);
     require_ids_in_range("cross_entropy", "target", targets, vocab, logits.shape(), true, ignore_index);
     const float* xp = logits.data<float>();
     float* lossp = loss.data<float>();
@@ -310,14 +284,9 @@ void HostBackend::cross_entropy_backward(const Tensor& dlogits, const Tensor& dl
     require_f32_contiguous("cross_entropy_backward", "dlogits", dlogits);
     require_same_shape("cross_entropy_backward", "dlogits", dlogits, "logits", logits);
     const int64_t rows = row_count(logits), vocab = row_size(logits);
-    require_rows("cross_entropy_backward", "dloss", dloss, rows);
-    require_rows("cross_entropy_backward", "lse", lse, rows);
-    require_index_dtype("cross_entropy_backward", "targets", targets);
-    if (targets.numel() != rows) {
-        throw ShapeError("cross_entropy_backward: targets " + shape_str(targets.shape()) +
-                         " must have one id per row of logits " + shape_str(logits.shape()) +
-                         "; hint: flatten logits to [N, V] and targets to [N]");
-    }
+    require_one_per_row("cross_entropy_backward", "dloss", dloss, rows);
+    require_one_per_row("cross_entropy_backward", "lse", lse, rows);
+    require_targets("cross_entropy_backward", targets, logits, rows);
     require_ids_in_range("cross_entropy_backward", "target", targets, vocab, logits.shape(), true, ignore_index);
     const float* xp = logits.data<float>();
     float* dxp = dlogits.data<float>();

@@ -5,6 +5,41 @@
 
 namespace lab::checks {
 
+void require_one_per_row(const char* kernel, const char* name, const Tensor& t, int64_t rows) {
+    require_f32_contiguous(kernel, name, t);
+    if (t.numel() != rows) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) +
+                         " must have one element per row (" + std::to_string(rows) +
+                         " rows); hint: allocate it as [N]");
+    }
+}
+
+void require_one_per_column(const char* kernel, const char* name, const Tensor* t, int64_t cols) {
+    if (t == nullptr) return;
+    require_f32_contiguous(kernel, name, *t);
+    if (t->numel() != cols) {
+        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t->shape()) + " must have " +
+                         std::to_string(cols) + " elements (the last dim of x); hint: allocate it as [C]");
+    }
+}
+
+void require_targets(const char* kernel, const Tensor& targets, const Tensor& logits, int64_t rows) {
+    require_index_dtype(kernel, "targets", targets);
+    if (targets.numel() != rows) {
+        throw ShapeError(std::string(kernel) + ": targets " + shape_str(targets.shape()) +
+                         " must have one id per row of logits " + shape_str(logits.shape()) +
+                         "; hint: flatten logits to [N, V] and targets to [N]");
+    }
+}
+
+ShapeError id_out_of_range(const char* kernel, const char* what, int64_t id, int64_t position, int64_t limit,
+                           const Shape& table_shape) {
+    return ShapeError(std::string(kernel) + ": " + what + " " + std::to_string(id) + " at position " +
+                      std::to_string(position) + " is outside [0, " + std::to_string(limit) + ") for " +
+                      shape_str(table_shape) + "; hint: the tokenizer's vocabulary must fit the model's "
+                      "vocab_size (or mark padding with the ignore index)");
+}
+
 AttentionSizes attention_sizes(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
                                const AttentionKernelArgs& args) {
     for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {

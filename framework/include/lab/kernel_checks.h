@@ -66,6 +66,17 @@ inline int64_t row_count(const Tensor& t) {
     return c == 0 ? 0 : t.numel() / c;
 }
 
+// ---- row kernels (softmax, layer norm, cross entropy) ----
+// A per-row statistic (mean, rstd, loss, lse): f32, contiguous, one element per row.
+void require_one_per_row(const char* kernel, const char* name, const Tensor& t, int64_t rows);
+// An optional per-column parameter (gamma, beta and their gradients): f32, contiguous, [C].
+void require_one_per_column(const char* kernel, const char* name, const Tensor* t, int64_t cols);
+// Cross entropy's targets: i32 or i64, contiguous, one per row of logits.
+void require_targets(const char* kernel, const Tensor& targets, const Tensor& logits, int64_t rows);
+// The error for an id (embedding) or target (cross entropy) outside [0, limit) at `position`.
+ShapeError id_out_of_range(const char* kernel, const char* what, int64_t id, int64_t position, int64_t limit,
+                           const Shape& table_shape);
+
 // The sizes of a fused attention call (Backend::attention): q [B, H, T, D], k and v [B, Hkv, S, D].
 struct AttentionSizes {
     int64_t B = 0, H = 0, T = 0, D = 0, Hkv = 0, S = 0;

@@ -300,10 +300,7 @@ void require_ids_in_range(CudaBackend& backend, const char* kernel, const char* 
     } else {
         backend.read_back(&id, ids.data<int64_t>() + position, sizeof id);
     }
-    throw ShapeError(std::string(kernel) + ": " + what + " " + std::to_string(id) + " at position " +
-                     std::to_string(position) + " is outside [0, " + std::to_string(limit) + ") for " +
-                     shape_str(table_shape) + "; hint: the tokenizer's vocabulary must fit the model's "
-                     "vocab_size (or mark padding with the ignore index)");
+    throw checks::id_out_of_range(kernel, what, id, position, limit, table_shape);
 }
 
 template <class F> void with_index_type(const Tensor& ids, F&& f) {
@@ -378,35 +375,6 @@ __global__ void cross_entropy_backward_kernel(float* dlogits, const float* dloss
     }
 }
 
-// ---- argument checks shared with the host's host_rows.cpp ----
-
-void require_rows(const char* kernel, const char* name, const Tensor& t, int64_t rows) {
-    checks::require_f32_contiguous(kernel, name, t);
-    if (t.numel() != rows) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t.shape()) +
-                         " must have one element per row (" + std::to_string(rows) +
-                         " rows); hint: allocate it as [N]");
-    }
-}
-
-void require_row_vector(const char* kernel, const char* name, const Tensor* t, int64_t cols) {
-    if (t == nullptr) return;
-    checks::require_f32_contiguous(kernel, name, *t);
-    if (t->numel() != cols) {
-        throw ShapeError(std::string(kernel) + ": " + name + " " + shape_str(t->shape()) + " must have " +
-                         std::to_string(cols) + " elements (the last dim of x); hint: allocate it as [C]");
-    }
-}
-
-void require_targets(const char* kernel, const Tensor& targets, const Tensor& logits, int64_t rows) {
-    checks::require_index_dtype(kernel, "targets", targets);
-    if (targets.numel() != rows) {
-        throw ShapeError(std::string(kernel) + ": targets " + shape_str(targets.shape()) +
-                         " must have one id per row of logits " + shape_str(logits.shape()) +
-                         "; hint: flatten logits to [N, V] and targets to [N]");
-    }
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -451,10 +419,10 @@ void CudaBackend::layer_norm(const Tensor& y, const Tensor& mean, const Tensor& 
     checks::require_f32_contiguous("layer_norm", "y", y);
     checks::require_same_shape("layer_norm", "y", y, "x", x);
     const int64_t rows = checks::row_count(x), cols = checks::row_size(x);
-    require_rows("layer_norm", "mean", mean, rows);
-    require_rows("layer_norm", "rstd", rstd, rows);
-    require_row_vector("layer_norm", "gamma", gamma, cols);
-    require_row_vector("layer_norm", "beta", beta, cols);
+    checks::require_one_per_row("layer_norm", "mean", mean, rows);
+    checks::require_one_per_row("layer_norm", "rstd", rstd, rows);
+    checks::require_one_per_column("layer_norm", "gamma", gamma, cols);
+    checks::require_one_per_column("layer_norm", "beta", beta, cols);
     if (rows == 0) return;
     with_row_team(cols, [&](auto team) {
         constexpr int kTeam = decltype(team)::value;
@@ -473,11 +441,11 @@ void CudaBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, co
     checks::require_same_shape("layer_norm_backward", "dx", dx, "x", x);
     checks::require_same_shape("layer_norm_backward", "dy", dy, "x", x);
     const int64_t rows = checks::row_count(x), cols = checks::row_size(x);
-    require_rows("layer_norm_backward", "mean", mean, rows);
-    require_rows("layer_norm_backward", "rstd", rstd, rows);
-    require_row_vector("layer_norm_backward", "gamma", gamma, cols);
-    require_row_vector("layer_norm_backward", "dgamma", dgamma, cols);
-    require_row_vector("layer_norm_backward", "dbeta", dbeta, cols);
+    checks::require_one_per_row("layer_norm_backward", "mean", mean, rows);
+    checks::require_one_per_row("layer_norm_backward", "rstd", rstd, rows);
+    checks::require_one_per_column("layer_norm_backward", "gamma", gamma, cols);
+    checks::require_one_per_column("layer_norm_backward", "dgamma", dgamma, cols);
+    checks::require_one_per_column("layer_norm_backward", "dbeta", dbeta, cols);
     if (rows == 0) return;
     with_row_team(cols, [&](auto team) {
         constexpr int kTeam = decltype(team)::value;
@@ -561,9 +529,9 @@ void CudaBackend::cross_entropy(const Tensor& loss, const Tensor& lse, const Ten
                                 int64_t ignore_index) {
     checks::require_f32_contiguous("cross_entropy", "logits", logits);
     const int64_t rows = checks::row_count(logits), vocab = checks::row_size(logits);
-    require_rows("cross_entropy", "loss", loss, rows);
-    require_rows("cross_entropy", "lse", lse, rows);
-    require_targets("cross_entropy", targets, logits, rows);
+    checks::require_one_per_row("cross_entropy", "loss", loss, rows);
+    checks::require_one_per_row("cross_entropy", "lse", lse, rows);
+    checks::require_targets("cross_entropy", targets, logits, rows);
     require_ids_in_range(*this, "cross_entropy", "target", targets, vocab, logits.shape(), true, ignore_index);
     if (rows == 0) return;
     with_row_team(vocab, [&](auto team) {
@@ -582,9 +550,9 @@ void CudaBackend::cross_entropy_backward(const Tensor& dlogits, const Tensor& dl
     checks::require_f32_contiguous("cross_entropy_backward", "dlogits", dlogits);
     checks::require_same_shape("cross_entropy_backward", "dlogits", dlogits, "logits", logits);
     const int64_t rows = checks::row_count(logits), vocab = checks::row_size(logits);
-    require_rows("cross_entropy_backward", "dloss", dloss, rows);
-    require_rows("cross_entropy_backward", "lse", lse, rows);
-    require_targets("cross_entropy_backward", targets, logits, rows);
+    checks::require_one_per_row("cross_entropy_backward", "dloss", dloss, rows);
+    checks::require_one_per_row("cross_entropy_backward", "lse", lse, rows);
+    checks::require_targets("cross_entropy_backward", targets, logits, rows);
     require_ids_in_range(*this, "cross_entropy_backward", "target", targets, vocab, logits.shape(), true,
                          ignore_index);
     if (rows == 0) return;
