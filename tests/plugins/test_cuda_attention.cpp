@@ -6,7 +6,7 @@
 // layouts the attention plugins pass. f32 runs the backend's own kernels (relative 1e-4).
 //
 // precision bf16 (Backend::set_matmul_inputs(bf16)) sends the cases cuDNN takes (no dropout,
-// window, slopes or padding mask) to cuDNN's fused attention, which multiplies bf16 q, k, v and
+// window or slopes; padding only at the end of each row) to cuDNN's fused attention, which multiplies bf16 q, k, v and
 // probabilities: those are compared at 1e-2 with the host's f32 kernel fed the same bf16-rounded
 // q, k, v and dout, so only cuDNN's own roundings count. The backend counts a cuDNN graph as a
 // plan built (BackendStats::primitives_created), which tells which path ran.
@@ -25,7 +25,10 @@ using namespace lab_test::cuda;
 
 namespace {
 
-enum class Padding { none, some, whole_batch };
+// some: a few padded keys at the end of each row and one in the middle; suffix: padding only at
+// the end (BERT's padded batches, which cuDNN takes as sequence lengths); whole_batch: batch 1
+// all padding.
+enum class Padding { none, some, suffix, whole_batch };
 
 struct AttentionCase {
     std::string name;
@@ -71,7 +74,10 @@ Inputs make_inputs(const AttentionCase& c, bool round_to_bf16) {
         in.padding.assign(static_cast<size_t>(c.B * c.S), 0);
         for (int64_t b = 0; b < c.B; ++b)
             for (int64_t j = 0; j < c.S; ++j) {
-                const bool padded = c.padding == Padding::whole_batch ? b == 1 : j >= c.S - 3 * (b + 1) || j == 2;
+                const bool tail = j >= c.S - 3 * (b + 1);
+                const bool padded = c.padding == Padding::whole_batch ? b == 1
+                                    : c.padding == Padding::suffix    ? tail
+                                                                      : tail || j == 2;
                 in.padding[static_cast<size_t>(b * c.S + j)] = padded ? 1 : 0;
             }
     }
@@ -263,6 +269,22 @@ TEST_CASE("cuda attention under precision bf16 runs cuDNN where it applies and m
             c.B = 2, c.H = 4, c.Hkv = 4, c.T = c.S = 256, c.D = D, c.causal = causal, c.packed = true;
             cases.push_back({c, true});
         }
+    for (bool causal : {false, true}) {
+        // Keys padded at the end of each row: cuDNN's padding mask with sequence lengths.
+        AttentionCase c;
+        c.name = std::string("cudnn ") + (causal ? "causal" : "full") + " right-padded keys";
+        c.T = c.S = 128, c.D = 64, c.causal = causal, c.padding = Padding::suffix;
+        cases.push_back({c, true});
+    }
+    {
+        // Padding that lengths cannot say (a padded key before visible ones, a row of padding
+        // only): the backend's own kernels, with the same values.
+        AttentionCase c;
+        c.name = "bf16 key padding with a hole", c.T = c.S = 128, c.D = 64, c.padding = Padding::some;
+        cases.push_back({c, false});
+        c.name = "bf16 batch 1 all padding", c.padding = Padding::whole_batch;
+        cases.push_back({c, false});
+    }
     {
         // Shapes cuDNN may or may not take (grouped heads, bottom-right causal alignment): the
         // values must match whichever path the backend chooses.
@@ -296,8 +318,9 @@ TEST_CASE("cuda attention under precision bf16 keeps the f32 kernels where cuDNN
     CUDA_BACKEND_OR_SKIP(cuda);
     cuda->set_matmul_inputs(DType::bf16);
     lab::HostBackend host;
-    // Dropout, windows, ALiBi slopes and padding masks are the backend's own kernels, which stay
-    // f32 whatever the matmul precision (lab/backend.h: only matmul rounds its operands).
+    // Dropout, windows, ALiBi slopes and padding that sequence lengths cannot express are the
+    // backend's own kernels, which stay f32 whatever the matmul precision (lab/backend.h: only
+    // matmul rounds its operands).
     AttentionCase base;
     base.B = 2, base.H = 4, base.Hkv = 4, base.T = base.S = 128, base.D = 64, base.causal = true, base.packed = true;
     std::vector<AttentionCase> cases;
@@ -311,7 +334,7 @@ TEST_CASE("cuda attention under precision bf16 keeps the f32 kernels where cuDNN
     c.name = "bf16 alibi", c.alibi = true;
     cases.push_back(c);
     c = base;
-    c.name = "bf16 key padding", c.padding = Padding::some, c.packed = false;
+    c.name = "bf16 key padding with a hole", c.padding = Padding::some, c.packed = false;
     cases.push_back(c);
     for (const AttentionCase& each : cases) {
         const Inputs in = make_inputs(each, true);

@@ -4,9 +4,9 @@
 // Philox dropout mask, online softmax and the backward of Dao et al. 2022, algorithm 2, with
 // D_i = rowsum(dO_i * O_i).
 //
-// Why hand-written: the cuDNN graph covers bf16 inputs without dropout, windows, ALiBi or padding
-// masks; f32 attention and every one of those options (with our Philox mask, which must equal the
-// CPU's bit for bit) need a kernel of our own.
+// Why hand-written: the cuDNN graph covers bf16 inputs without dropout, windows or ALiBi, and
+// padding only as sequence lengths; f32 attention and every one of those options (with our Philox
+// mask, which must equal the CPU's bit for bit) need a kernel of our own.
 //
 // Layout of every kernel: 256 threads as a 16 x 16 grid, ty = tid / 16, tx = tid % 16. A score
 // tile [Br, Bc] is split into micro tiles: thread (ty, tx) holds queries ty + 16 a and keys
@@ -641,7 +641,48 @@ void run_backward(const CudaBackend& backend, const Problem& p, const Tensor& dq
     }
 }
 
+
+// ---- key padding as sequence lengths (for cuDNN's padding mask, cuda_sdpa.cpp) ----
+
+// One block per batch row b of mask [B, S] (nonzero = padded key): seq_kv[b] = the number of
+// leading visible keys, seq_q[b] = T, and *unusable = 1 when the row is not of the form "visible
+// keys, then padding" (a padded key before a visible one) or has no visible key, which lengths
+// cannot express.
+__global__ void padding_lengths_kernel(const uint8_t* mask, int64_t S, int32_t T, int32_t* seq_q, int32_t* seq_kv,
+                                       int32_t* unusable) {
+    __shared__ int first_padded;
+    const int64_t b = blockIdx.x;
+    const uint8_t* row = mask + b * S;
+    if (threadIdx.x == 0) first_padded = static_cast<int>(S);
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < S; j += blockDim.x)
+        if (row[j] != 0) atomicMin(&first_padded, static_cast<int>(j));
+    __syncthreads();
+    const int length = first_padded;
+    bool visible_after = false;
+    for (int64_t j = length + static_cast<int64_t>(threadIdx.x); j < S; j += blockDim.x) visible_after |= row[j] == 0;
+    const int any_visible_after = __syncthreads_or(visible_after);
+    if (threadIdx.x == 0) {
+        seq_kv[b] = length;
+        seq_q[b] = T;
+        if (any_visible_after || length == 0) atomicOr(unusable, 1);
+    }
+}
+
 }  // namespace
+
+bool padding_lengths(CudaBackend& backend, const Tensor& mask, int64_t T, const Tensor& seq_q, const Tensor& seq_kv) {
+    const int64_t B = mask.size(0), S = mask.size(1);
+    if (S > 0x7fffffff || T > 0x7fffffff) return false;
+    const Tensor unusable = Tensor::zeros(backend, {1}, DType::i32);
+    padding_lengths_kernel<<<grid_blocks(B, "padding_lengths_kernel"), kThreads, 0, backend.stream()>>>(
+        mask.data<uint8_t>(), S, static_cast<int32_t>(T), seq_q.data<int32_t>(), seq_kv.data<int32_t>(),
+        unusable.data<int32_t>());
+    LAB_CUDA_LAUNCHED("padding_lengths_kernel");
+    int32_t flag = 1;
+    backend.read_back(&flag, unusable.raw(), sizeof flag);
+    return flag == 0;
+}
 
 void CudaBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                             const AttentionKernelArgs& args) {

@@ -210,8 +210,9 @@ LAB_PLUGIN(registry) {
                    "f32 matmuls on TF32 tensor cores (10-bit mantissa: faster, about 1e-3 relative error); "
                    "precision = bf16 is the faster choice for training");
     schema.boolean("cudnn_attention", true,
-                   "cuDNN's fused attention where it applies (precision = bf16, no dropout, window, ALiBi or "
-                   "padding mask); otherwise, and when false, the backend's own f32 attention kernels");
+                   "cuDNN's fused attention where it applies (precision = bf16, no dropout, window or ALiBi, "
+                   "padding only at the end of each row); otherwise, and when false, the backend's own f32 "
+                   "attention kernels");
     registry.add_backend(
         {"cuda", LAB_VERSION,
          "NVIDIA GPU backend (CUDA, cuBLASLt matmuls, cuDNN fused attention, own kernels for the rest; built for "

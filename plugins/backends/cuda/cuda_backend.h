@@ -4,17 +4,19 @@
 //   the backend's one stream, so a block freed by one kernel's tensors can be handed to the next
 //   kernel without a synchronisation (stream order), as PyTorch's caching allocator does.
 // - Matmul: cuBLASLt (cuda_matmul.cpp), f32 (TF32 tensor cores when `tf32 = true`) or bf16 inputs
-//   with f32 accumulation; the bias, and the tanh GELU of matmul_gelu_tanh, are cuBLASLt epilogues; a matmul
-//   descriptor, its layouts and the heuristic's algorithm are cached by shape. Operand layouts are worked out on the
-//   host by plan_matmul (cuda_matmul_plan.h, unit-tested without a GPU).
+//   with f32 accumulation; the bias, and the tanh GELU of matmul_gelu_tanh, are cuBLASLt
+//   epilogues; a matmul descriptor, its layouts and the heuristic's algorithm are cached by shape.
+//   Operand layouts are worked out on the host by plan_matmul (cuda_matmul_plan.h, unit-tested
+//   without a GPU).
 // - Attention: cuDNN's fused scaled-dot-product attention (cuda_sdpa.cpp: graphs built through the
 //   cuDNN frontend and cached by shape) where it applies: bf16 precision, no dropout, no window,
-//   no ALiBi slopes, head size a multiple of 8 up to 128. Everything else (f32, dropout with our
-//   Philox mask, windows, ALiBi, padding masks) runs the backend's own FlashAttention-style kernels
-//   (cuda_attention.cu), which follow the CPU kernel's definition exactly.
-// - Every other kernel is the backend's own (cuda_elementwise.cu, cuda_rows.cu); dropout draws the
-//   same counter-based Philox numbers as the CPU backends (cuda_philox.h), so a seed gives the same
-//   mask on both.
+//   no ALiBi slopes, head size a multiple of 8 up to 128, key padding only at the end of each row
+//   (sequence lengths). Everything else (f32, dropout with our Philox mask, windows, ALiBi, other
+//   padding) runs the backend's own FlashAttention-style kernels (cuda_attention.cu), which follow
+//   the CPU kernel's definition exactly.
+// - Every other kernel is the backend's own (cuda_elementwise.cu, cuda_updates.cu, cuda_rows.cu);
+//   dropout draws the same counter-based Philox numbers as the CPU backends (cuda_philox.h), so a
+//   seed gives the same mask on both.
 // - Errors: every CUDA, cuBLASLt and cuDNN call is checked (cuda_check.h) and throws
 //   lab::BackendError naming the call. Without a usable device the factory throws
 //   lab::DeviceUnavailableError saying why (no driver, "driver version is insufficient", no GPU,
@@ -42,6 +44,14 @@ struct Settings {
 // driver version is insufficient for CUDA runtime version" on a machine with the toolkit and no
 // driver. *count gets the number of devices (0 when none).
 std::string probe_device(int index, int* count);
+
+class CudaBackend;
+
+// cuda_attention.cu: seq_q[b] = T and seq_kv[b] = the number of visible keys of key padding mask
+// [B, S] (nonzero = padded), both i32 [B]; true when every row is visible keys followed by
+// padding, with at least one visible key (then lengths say what the mask says). Reads back one
+// flag (a synchronisation).
+bool padding_lengths(CudaBackend& backend, const Tensor& mask, int64_t T, const Tensor& seq_q, const Tensor& seq_kv);
 
 class MatmulCache;  // cuda_matmul.cpp
 class SdpaGraphs;   // cuda_sdpa.cpp

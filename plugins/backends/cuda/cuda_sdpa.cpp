@@ -3,7 +3,9 @@
 // frontend and cached by shape.
 //
 // When it applies: mixed precision (matmul_inputs() == bf16), no dropout, no window, no ALiBi
-// slopes, no key padding mask, head size D a multiple of 8 up to 128, and causal only with T <= S.
+// slopes, head size D a multiple of 8 up to 128, causal only with T <= S, and a key padding mask
+// only when each row is visible keys followed by padding (BERT's padded batches), with at least
+// one visible key, and (with causal) T == S.
 // In mixed precision the matmuls already multiply bf16-rounded operands with f32 accumulation;
 // cuDNN's bf16 engines do the same for q k^T and P v (P rounded to bf16, as PyTorch's autocast
 // SDPA does), with the softmax in f32. In f32 precision the backend's own f32 kernels run
@@ -14,6 +16,15 @@
 // (j <= i + S - T), the latter being our alignment with the last keys; it equals top left when
 // T == S, and cuDNN has it only for T <= S. For T > S the first T - S queries see no key, which our
 // contract defines (zero output, lse = -inf) and cuDNN does not, so those calls fall back.
+//
+// Padding: cuDNN's padding mask hides keys j >= seq_len_kv[b] (and queries i >= seq_len_q[b]),
+// so a mask that is padding from some key on is exactly seq_len_kv[b] = its visible keys, with
+// seq_len_q[b] = T (every query computed, as our contract says). padding_lengths
+// (cuda_attention.cu) derives both on the GPU and tells whether every row has that form; the
+// answer costs one synchronisation per mask tensor, remembered for as long as that tensor lives
+// (every layer of a step, forward and backward, shares one mask). With causal the lengths would
+// move cuDNN's bottom-right diagonal, so causal with padding goes to cuDNN only when T == S (top
+// left, which does not depend on lengths).
 //
 // Stats: cuDNN's forward "Stats" output is max + ln(sum exp(s - max)) over each query's visible
 // scores s = scale * q . k, the natural-log log-sum-exp in f32, [B, H, T, 1] with packed strides:
@@ -54,6 +65,7 @@ public:
         bool backward = false;
         int64_t B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0;
         bool causal = false;
+        bool padding = false;     // seq_len_q / seq_len_kv inputs
         uint32_t scale_bits = 0;  // the scale's bits: map keys need the strict order floats lack
         auto operator<=>(const Key&) const = default;
     };
@@ -89,6 +101,15 @@ public:
 
     std::map<Key, Entry> entries;
 
+    // The sequence lengths of the last key padding mask seen, while that mask tensor lives.
+    struct Lengths {
+        std::weak_ptr<Storage> storage;
+        int64_t offset = 0, T = 0;
+        bool usable = false;
+        Tensor seq_q, seq_kv;  // i32 [B]
+    };
+    Lengths lengths;
+
 private:
     cudnnHandle_t handle_ = nullptr;
 };
@@ -98,7 +119,7 @@ void SdpaGraphsDeleter::operator()(SdpaGraphs* graphs) const { delete graphs; }
 namespace {
 
 // The uids of the graphs' user tensors, by which execute() is handed their addresses.
-enum SdpaUid : int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV };
+enum SdpaUid : int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kSeqQ, kSeqKV };
 
 // Throws BackendError naming the frontend call and the frontend's message.
 void check_frontend(const fe::error_t& status, const char* call, const char* file, int line) {
@@ -127,9 +148,29 @@ bool build_step(const fe::error_t& status, const char* step, int line) {
 // top of this file).
 bool sdpa_applies(DType matmul_inputs, const Tensor& q, const Tensor& k, const AttentionKernelArgs& args) {
     const int64_t T = q.size(2), S = k.size(2), D = q.size(3);
+    const bool padding = args.key_padding_mask != nullptr;
     return matmul_inputs == DType::bf16 && !(args.dropout > 0.0f) && args.window <= 0 && args.slopes == nullptr &&
-           args.key_padding_mask == nullptr && D > 0 && D % 8 == 0 && D <= 128 && q.numel() > 0 && k.numel() > 0 &&
-           (!args.causal || T <= S);
+           D > 0 && D % 8 == 0 && D <= 128 && q.numel() > 0 && k.numel() > 0 &&
+           (!args.causal || (padding ? T == S : T <= S));
+}
+
+// The sequence lengths that say what args.key_padding_mask says, or false when they cannot (see
+// the top of this file). Computed once per mask tensor.
+bool sequence_lengths(CudaBackend& backend, SdpaGraphs& graphs, const Tensor& mask, int64_t T, Tensor* seq_q,
+                      Tensor* seq_kv) {
+    SdpaGraphs::Lengths& cached = graphs.lengths;
+    if (cached.storage.lock() != mask.storage() || cached.offset != mask.offset() || cached.T != T) {
+        const int64_t B = mask.size(0);
+        cached.seq_q = Tensor::empty(backend, {B}, DType::i32);
+        cached.seq_kv = Tensor::empty(backend, {B}, DType::i32);
+        cached.usable = padding_lengths(backend, mask, T, cached.seq_q, cached.seq_kv);
+        cached.storage = mask.storage();
+        cached.offset = mask.offset();
+        cached.T = T;
+    }
+    *seq_q = cached.seq_q;
+    *seq_kv = cached.seq_kv;
+    return cached.usable;
 }
 
 SdpaGraphs::Key make_key(bool backward, const Tensor& q, const Tensor& k, const AttentionKernelArgs& args) {
@@ -138,6 +179,7 @@ SdpaGraphs::Key make_key(bool backward, const Tensor& q, const Tensor& k, const 
     key.B = q.size(0), key.H = q.size(1), key.T = q.size(2), key.D = q.size(3);
     key.Hkv = k.size(1), key.S = k.size(2);
     key.causal = args.causal;
+    key.padding = args.key_padding_mask != nullptr;
     key.scale_bits = std::bit_cast<uint32_t>(args.scale);
     return key;
 }
@@ -157,14 +199,29 @@ void describe_output(fe::graph::Tensor_attributes& t, const char* name, int64_t 
     t.set_name(name).set_uid(uid).set_output(true).set_dim({B, N, L, D}).set_stride({N * L * D, L * D, D, 1});
 }
 
-// The causal diagonal through query i and key i + S - T (top left when T == S).
+// The masks: the causal diagonal through query i and key i + S - T (top left when T == S), and
+// the padding mask as sequence lengths, i32 [B, 1, 1, 1] inputs of the graph.
 template <class Attributes>
-void set_causal(Attributes& attributes, const SdpaGraphs::Key& key) {
-    if (!key.causal) return;
-    attributes
-        .set_diagonal_alignment(key.T == key.S ? fe::DiagonalAlignment_t::TOP_LEFT
-                                               : fe::DiagonalAlignment_t::BOTTOM_RIGHT)
-        .set_diagonal_band_right_bound(0);
+void set_masks(fe::graph::Graph& graph, Attributes& attributes, const SdpaGraphs::Key& key) {
+    if (key.causal) {
+        attributes
+            .set_diagonal_alignment(key.T == key.S ? fe::DiagonalAlignment_t::TOP_LEFT
+                                                   : fe::DiagonalAlignment_t::BOTTOM_RIGHT)
+            .set_diagonal_band_right_bound(0);
+    }
+    if (key.padding) {
+        auto length = [&](const char* name, int64_t uid) {
+            return graph.tensor(fe::graph::Tensor_attributes()
+                                    .set_name(name)
+                                    .set_uid(uid)
+                                    .set_dim({key.B, 1, 1, 1})
+                                    .set_stride({1, 1, 1, 1})
+                                    .set_data_type(fe::DataType_t::INT32));
+        };
+        attributes.set_padding_mask(true)
+            .set_seq_len_q(length("seq_q", kSeqQ))
+            .set_seq_len_kv(length("seq_kv", kSeqKV));
+    }
 }
 
 // The forward or backward graph of `key`, built into execution plans; null when cuDNN reports it
@@ -182,7 +239,7 @@ SdpaGraphs::Entry build_graph(const SdpaGraphs::Key& key, cudnnHandle_t handle, 
     if (!key.backward) {
         fe::graph::SDPA_attributes attributes;
         attributes.set_name("sdpa").set_generate_stats(true).set_attn_scale(scale);
-        set_causal(attributes, key);
+        set_masks(*graph, attributes, key);
         auto [o, stats] = graph->sdpa(q, k, v, attributes);
         describe_output(*o, "o", kO, key.B, key.H, key.T, key.D);
         stats->set_name("stats").set_uid(kStats).set_output(true).set_data_type(fe::DataType_t::FLOAT);
@@ -198,7 +255,7 @@ SdpaGraphs::Entry build_graph(const SdpaGraphs::Key& key, cudnnHandle_t handle, 
                                        .set_stride({key.H * key.T, key.T, 1, 1}));
         fe::graph::SDPA_backward_attributes attributes;
         attributes.set_name("sdpa_backward").set_attn_scale(scale).set_deterministic_algorithm(true);
-        set_causal(attributes, key);
+        set_masks(*graph, attributes, key);
         auto [dq, dk, dv] = graph->sdpa_backward(q, k, v, o, dout, stats, attributes);
         describe_output(*dq, "dq", kDQ, key.B, key.H, key.T, key.D);
         describe_output(*dk, "dk", kDK, key.B, key.Hkv, key.S, key.D);
@@ -241,6 +298,9 @@ bool CudaBackend::cudnn_attention(const Tensor& o, const Tensor& lse, const Tens
                                   const Tensor& v, const AttentionKernelArgs& args) {
     if (!sdpa_applies(matmul_inputs(), q, k, args)) return false;
     if (!sdpa_) sdpa_.reset(new SdpaGraphs);
+    Tensor seq_q, seq_kv;
+    if (args.key_padding_mask && !sequence_lengths(*this, *sdpa_, *args.key_padding_mask, q.size(2), &seq_q, &seq_kv))
+        return false;
     const SdpaGraphs::Entry& entry = find_graph(*this, *sdpa_, make_key(false, q, k, args));
     if (!entry.graph) return false;
 
@@ -250,6 +310,7 @@ bool CudaBackend::cudnn_attention(const Tensor& o, const Tensor& lse, const Tens
     if (entry.workspace_bytes > 0) workspace = Tensor::empty(*this, {entry.workspace_bytes}, DType::u8);
     std::unordered_map<int64_t, void*> pointers{
         {kQ, q16.raw()}, {kK, k16.raw()}, {kV, v16.raw()}, {kO, o16.raw()}, {kStats, lse.raw()}};
+    if (seq_q.defined()) pointers.insert({{kSeqQ, seq_q.raw()}, {kSeqKV, seq_kv.raw()}});
     LAB_CUDNN_FE_CHECK(entry.graph->execute(sdpa_->handle(stream()), pointers,
                                             workspace.defined() ? workspace.raw() : nullptr));
     copy(o, o16);
@@ -261,6 +322,9 @@ bool CudaBackend::cudnn_attention_backward(const Tensor& dq, const Tensor& dk, c
                                            const Tensor& lse, const AttentionKernelArgs& args) {
     if (!sdpa_applies(matmul_inputs(), q, k, args)) return false;
     if (!sdpa_) sdpa_.reset(new SdpaGraphs);
+    Tensor seq_q, seq_kv;
+    if (args.key_padding_mask && !sequence_lengths(*this, *sdpa_, *args.key_padding_mask, q.size(2), &seq_q, &seq_kv))
+        return false;
     const SdpaGraphs::Entry& entry = find_graph(*this, *sdpa_, make_key(true, q, k, args));
     if (!entry.graph) return false;
 
@@ -274,6 +338,7 @@ bool CudaBackend::cudnn_attention_backward(const Tensor& dq, const Tensor& dk, c
     std::unordered_map<int64_t, void*> pointers{{kQ, q16.raw()},      {kK, k16.raw()},   {kV, v16.raw()},
                                                 {kO, o16.raw()},      {kDO, dout16.raw()}, {kStats, lse.raw()},
                                                 {kDQ, dq16.raw()},    {kDK, dk16.raw()}, {kDV, dv16.raw()}};
+    if (seq_q.defined()) pointers.insert({{kSeqQ, seq_q.raw()}, {kSeqKV, seq_kv.raw()}});
     LAB_CUDNN_FE_CHECK(entry.graph->execute(sdpa_->handle(stream()), pointers,
                                             workspace.defined() ? workspace.raw() : nullptr));
     copy(dq, dq16);
