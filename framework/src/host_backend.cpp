@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "host_kernels.h"
+#include "lab/element.h"
 #include "lab/error.h"
 
 namespace lab {
@@ -54,67 +55,6 @@ const char* binary_op_name(BinaryOp op) {
 using namespace host;
 
 namespace {
-
-// ---- element types for copy/fill: storage type and conversion through float or int64 ----
-template <DType DT> struct Elem;
-template <> struct Elem<DType::f32> {
-    using T = float;
-    static constexpr bool is_int = false;
-    static float to_float(T v) { return v; }
-    static T from_float(float f) { return f; }
-};
-template <> struct Elem<DType::bf16> {
-    using T = uint16_t;
-    static constexpr bool is_int = false;
-    static float to_float(T v) { return bf16_to_f32(v); }
-    static T from_float(float f) { return f32_to_bf16(f); }
-};
-template <> struct Elem<DType::f16> {
-    using T = uint16_t;
-    static constexpr bool is_int = false;
-    static float to_float(T v) { return f16_to_f32(v); }
-    static T from_float(float f) { return f32_to_f16(f); }
-};
-// Float to integer truncates toward zero and saturates at the type's range (NaN gives 0): C++
-// leaves out-of-range conversions undefined, and a saturated value is the least surprising.
-template <class I> I saturate_cast(float f) {
-    if (std::isnan(f)) return 0;
-    constexpr float lo = static_cast<float>(std::numeric_limits<I>::min());
-    constexpr float hi = static_cast<float>(std::numeric_limits<I>::max());
-    if (f <= lo) return std::numeric_limits<I>::min();
-    if (f >= hi) return std::numeric_limits<I>::max();
-    return static_cast<I>(f);
-}
-template <class I> struct IntElem {
-    using T = I;
-    static constexpr bool is_int = true;
-    static float to_float(T v) { return static_cast<float>(v); }
-    static T from_float(float f) { return saturate_cast<I>(f); }
-};
-template <> struct Elem<DType::i32> : IntElem<int32_t> {};
-template <> struct Elem<DType::i64> : IntElem<int64_t> {};
-template <> struct Elem<DType::u8> : IntElem<uint8_t> {};
-
-template <DType D, DType S> typename Elem<D>::T convert(typename Elem<S>::T v) {
-    if constexpr (D == S) {
-        return v;
-    } else if constexpr (Elem<D>::is_int && Elem<S>::is_int) {
-        return static_cast<typename Elem<D>::T>(static_cast<int64_t>(v));  // exact for i64 ids
-    } else {
-        return Elem<D>::from_float(Elem<S>::to_float(v));
-    }
-}
-
-template <class F> void dispatch_dtype(DType t, F&& f) {
-    switch (t) {
-        case DType::f32: f(std::integral_constant<DType, DType::f32>{}); return;
-        case DType::bf16: f(std::integral_constant<DType, DType::bf16>{}); return;
-        case DType::f16: f(std::integral_constant<DType, DType::f16>{}); return;
-        case DType::i32: f(std::integral_constant<DType, DType::i32>{}); return;
-        case DType::i64: f(std::integral_constant<DType, DType::i64>{}); return;
-        case DType::u8: f(std::integral_constant<DType, DType::u8>{}); return;
-    }
-}
 
 template <DType D, DType S> void copy_typed(const Tensor& dst, const Tensor& src) {
     using DT = typename Elem<D>::T;

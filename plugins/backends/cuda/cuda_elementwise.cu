@@ -19,7 +19,7 @@
 #include "cuda_backend.h"
 #include "cuda_check.h"
 #include "cuda_strided.cuh"
-#include "cuda_philox.h"
+#include "lab/element.h"
 #include "lab/error.h"
 #include "lab/kernel_checks.h"
 
@@ -27,121 +27,7 @@ namespace lab::cuda {
 
 namespace {
 
-// ---- element types of copy: storage type and conversion through float or int64, as the host ----
-
-// bf16: f32's top half, rounded to nearest even, NaN kept NaN (lab::f32_to_bf16).
-__device__ __forceinline__ uint16_t to_bf16_bits(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
-}
-
-// lab::f16_to_f32 and lab::f32_to_f16 (framework/src/dtype.cpp) bit for bit: the CUDA
-// intrinsics round the same way but may differ in the NaN payloads they keep.
-__device__ float f16_bits_to_float(uint16_t h) {
-    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exponent = (h >> 10) & 0x1fu;
-    uint32_t mantissa = h & 0x3ffu;
-    uint32_t bits;
-    if (exponent == 0x1f) {
-        bits = sign | 0x7f800000u | (mantissa << 13);
-    } else if (exponent != 0) {
-        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-    } else if (mantissa == 0) {
-        bits = sign;
-    } else {
-        int32_t e = 113;
-        while ((mantissa & 0x400u) == 0) {
-            mantissa <<= 1;
-            --e;
-        }
-        bits = sign | (static_cast<uint32_t>(e) << 23) | ((mantissa & 0x3ffu) << 13);
-    }
-    return __uint_as_float(bits);
-}
-
-__device__ uint16_t to_f16_bits(float f) {
-    const uint32_t u = __float_as_uint(f);
-    const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-    const uint32_t abs = u & 0x7fffffffu;
-    if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
-    if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);
-    if (abs < 0x38800000u) {
-        if (abs < 0x33000000u) return sign;
-        const uint32_t exponent = abs >> 23;
-        const uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
-        const uint32_t shift = 126u - exponent;
-        uint32_t half = mantissa >> shift;
-        const uint32_t rest = mantissa & ((1u << shift) - 1u);
-        const uint32_t halfway = 1u << (shift - 1);
-        if (rest > halfway || (rest == halfway && (half & 1u))) ++half;
-        return static_cast<uint16_t>(sign | half);
-    }
-    uint32_t bits = abs - 0x38000000u;
-    bits += 0xfffu + ((bits >> 13) & 1u);
-    return static_cast<uint16_t>(sign | (bits >> 13));
-}
-
-// Float to integer truncates toward zero and saturates (NaN gives 0), as the host's saturate_cast.
-template <class I> __device__ I saturate_cast(float f) {
-    if (isnan(f)) return 0;
-    constexpr float lo = static_cast<float>(std::numeric_limits<I>::min());
-    constexpr float hi = static_cast<float>(std::numeric_limits<I>::max());
-    if (f <= lo) return std::numeric_limits<I>::min();
-    if (f >= hi) return std::numeric_limits<I>::max();
-    return static_cast<I>(f);
-}
-
-template <DType DT> struct Elem;
-template <> struct Elem<DType::f32> {
-    using T = float;
-    static constexpr bool is_int = false;
-    __device__ static float to_float(T v) { return v; }
-    __device__ static T from_float(float f) { return f; }
-};
-template <> struct Elem<DType::bf16> {
-    using T = uint16_t;
-    static constexpr bool is_int = false;
-    __device__ static float to_float(T v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-    __device__ static T from_float(float f) { return to_bf16_bits(f); }
-};
-template <> struct Elem<DType::f16> {
-    using T = uint16_t;
-    static constexpr bool is_int = false;
-    __device__ static float to_float(T v) { return f16_bits_to_float(v); }
-    __device__ static T from_float(float f) { return to_f16_bits(f); }
-};
-template <class I> struct IntElem {
-    using T = I;
-    static constexpr bool is_int = true;
-    __device__ static float to_float(T v) { return static_cast<float>(v); }
-    __device__ static T from_float(float f) { return saturate_cast<I>(f); }
-};
-template <> struct Elem<DType::i32> : IntElem<int32_t> {};
-template <> struct Elem<DType::i64> : IntElem<int64_t> {};
-template <> struct Elem<DType::u8> : IntElem<uint8_t> {};
-
-template <DType D, DType S> __device__ __forceinline__ typename Elem<D>::T convert(typename Elem<S>::T v) {
-    if constexpr (D == S) {
-        return v;
-    } else if constexpr (Elem<D>::is_int && Elem<S>::is_int) {
-        return static_cast<typename Elem<D>::T>(static_cast<int64_t>(v));  // exact for i64 ids
-    } else {
-        return Elem<D>::from_float(Elem<S>::to_float(v));
-    }
-}
-
-template <class F> void dispatch_dtype(DType t, F&& f) {
-    switch (t) {
-        case DType::f32: f(std::integral_constant<DType, DType::f32>{}); return;
-        case DType::bf16: f(std::integral_constant<DType, DType::bf16>{}); return;
-        case DType::f16: f(std::integral_constant<DType, DType::f16>{}); return;
-        case DType::i32: f(std::integral_constant<DType, DType::i32>{}); return;
-        case DType::i64: f(std::integral_constant<DType, DType::i64>{}); return;
-        case DType::u8: f(std::integral_constant<DType, DType::u8>{}); return;
-    }
-}
+// Copies convert elements with lab/element.h's convert, the host's own code (LAB_HOST_DEVICE).
 
 // dst[i] = convert(src[i]). Grid-stride, kThreads per block.
 template <DType D, DType S, bool kContiguous>

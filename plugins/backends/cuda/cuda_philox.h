@@ -4,11 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define LAB_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define LAB_HOST_DEVICE inline
-#endif
+#include "lab/host_device.h"
 
 namespace lab::cuda {
 
