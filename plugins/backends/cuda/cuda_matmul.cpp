@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -90,11 +91,12 @@ public:
         cublasLtMatmulDesc_t operation = nullptr;
         cublasLtMatrixLayout_t A = nullptr, B = nullptr, C = nullptr;
         cublasLtMatmulAlgo_t algo{};
+        // Destructors cannot report a failure, and there is nothing to do about one at teardown.
         ~Entry() {
-            if (C) cublasLtMatrixLayoutDestroy(C);
-            if (B) cublasLtMatrixLayoutDestroy(B);
-            if (A) cublasLtMatrixLayoutDestroy(A);
-            if (operation) cublasLtMatmulDescDestroy(operation);
+            if (C) (void)cublasLtMatrixLayoutDestroy(C);
+            if (B) (void)cublasLtMatrixLayoutDestroy(B);
+            if (A) (void)cublasLtMatrixLayoutDestroy(A);
+            if (operation) (void)cublasLtMatmulDescDestroy(operation);
         }
     };
 
@@ -104,7 +106,7 @@ public:
     }
     ~MatmulCache() {
         entries.clear();
-        if (handle) cublasLtDestroy(handle);
+        if (handle) (void)cublasLtDestroy(handle);
     }
 
     cublasLtHandle_t handle = nullptr;
@@ -287,8 +289,12 @@ void CudaBackend::multiply(const Tensor& c, const Tensor& a_in, const Tensor& b_
         made->B = make_layout(cuda_type(in), plan.B.rows, plan.B.cols, plan.B.ld, plan.batch, plan.B.batch_stride);
         made->C = make_layout(CUDA_R_32F, plan.m, plan.n, plan.m, plan.batch, plan.c_batch_stride);
 
-        cublasLtMatmulPreference_t preference = nullptr;
-        LAB_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+        cublasLtMatmulPreference_t raw_preference = nullptr;
+        LAB_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&raw_preference));
+        // Destroyed on every way out, a throwing check included.
+        const std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, decltype(&cublasLtMatmulPreferenceDestroy)> owner(
+            raw_preference, &cublasLtMatmulPreferenceDestroy);
+        cublasLtMatmulPreference_t preference = owner.get();
         const uint64_t workspace_bytes = kWorkspaceBytes;
         LAB_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                             &workspace_bytes, sizeof workspace_bytes));
@@ -304,7 +310,6 @@ void CudaBackend::multiply(const Tensor& c, const Tensor& a_in, const Tensor& b_
         int returned = 0;
         const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
             cache.handle, made->operation, made->A, made->B, made->C, made->C, preference, 1, &result, &returned);
-        cublasLtMatmulPreferenceDestroy(preference);
         LAB_CUDA_CHECK(status);
         if (returned == 0)
             throw BackendError("backend cuda: matmul: cuBLASLt has no algorithm for c " + shape_str(c.shape()) +
