@@ -220,12 +220,7 @@ void HostBackend::fill(const Tensor& dst, double value) {
     dispatch_dtype(dst.dtype(), [&](auto d) {
         constexpr DType D = decltype(d)::value;
         using T = typename Elem<D>::T;
-        T v;
-        if constexpr (Elem<D>::is_int) {
-            v = std::isnan(value) ? T(0) : static_cast<T>(static_cast<int64_t>(value));
-        } else {
-            v = Elem<D>::from_float(static_cast<float>(value));
-        }
+        const T v = fill_value<D>(value);
         T* p = static_cast<T*>(dst.raw());
         StridedLoop<1> loop("fill", dst.shape(), {&dst.strides()});
         loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
@@ -333,17 +328,7 @@ void HostBackend::binary(BinaryOp op, const Tensor& c, const Tensor& a, const Te
 }
 
 void HostBackend::reduce_sum(const Tensor& y, const Tensor& x) {
-    require_dtype("reduce_sum", "y", y, DType::f32);
-    require_dtype("reduce_sum", "x", x, DType::f32);
-    require_contiguous("reduce_sum", "y", y);
-    bool shapes_ok = y.dim() == x.dim();
-    for (int64_t d = 0; shapes_ok && d < x.dim(); ++d) {
-        shapes_ok = y.size(d) == x.size(d) || y.size(d) == 1;
-    }
-    if (!shapes_ok) {
-        throw ShapeError("reduce_sum: y " + shape_str(y.shape()) + " cannot be a sum of x " + shape_str(x.shape()) +
-                         "; hint: y must have x's rank with size 1 in the summed dims");
-    }
+    require_reduce_sum(y, x);
     Shape kept_shape, kept_strides, reduced_shape, reduced_strides;
     int64_t last_reduced = -1;
     for (int64_t d = 0; d < x.dim(); ++d) {
@@ -406,12 +391,7 @@ void HostBackend::reduce_sum(const Tensor& y, const Tensor& x) {
 }
 
 void HostBackend::sum_squares(const Tensor& out, const Tensor& x, bool accumulate) {
-    require_dtype("sum_squares", "out", out, DType::f32);
-    require_dtype("sum_squares", "x", x, DType::f32);
-    if (out.numel() != 1) {
-        throw ShapeError("sum_squares: out " + shape_str(out.shape()) +
-                         " must have one element; hint: pass a [1] tensor");
-    }
+    require_sum_squares(out, x);
     double total = 0.0;
     const float* xp = x.data<float>();
     if (x.is_contiguous()) {
@@ -513,14 +493,7 @@ void HostBackend::dropout_backward(const Tensor& dx, const Tensor& dy, const Ten
 
 void HostBackend::adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr,
                                float beta1, float beta2, float eps, float weight_decay, int64_t t) {
-    for (const auto& [name, tensor] : {std::pair{"g", &g}, std::pair{"m", &m}, std::pair{"v", &v}}) {
-        require_same_shape("adamw_update", "w", w, name, *tensor);
-        require_f32_contiguous("adamw_update", name, *tensor);
-    }
-    require_f32_contiguous("adamw_update", "w", w);
-    if (t < 1) {
-        throw ShapeError("adamw_update: step t = " + std::to_string(t) + " must be >= 1; hint: count steps from 1");
-    }
+    require_adamw_update(w, g, m, v, t);
     float* wp = w.data<float>();
     const float* gp = g.data<float>();
     float* mp = m.data<float>();
@@ -547,18 +520,8 @@ void HostBackend::adamw_update(const Tensor& w, const Tensor& g, const Tensor& m
 
 void HostBackend::sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
                              float weight_decay, bool nesterov) {
-    require_f32_contiguous("sgd_update", "w", w);
-    require_f32_contiguous("sgd_update", "g", g);
-    require_same_shape("sgd_update", "w", w, "g", g);
+    require_sgd_update(w, g, buf, momentum);
     const bool use_momentum = momentum != 0.0f;
-    if (use_momentum) {
-        if (!buf.defined()) {
-            throw ShapeError("sgd_update: momentum = " + std::to_string(momentum) +
-                             " needs a momentum buffer but none was given; hint: allocate buf like w");
-        }
-        require_f32_contiguous("sgd_update", "buf", buf);
-        require_same_shape("sgd_update", "w", w, "buf", buf);
-    }
     float* wp = w.data<float>();
     const float* gp = g.data<float>();
     float* bp = use_momentum ? buf.data<float>() : nullptr;

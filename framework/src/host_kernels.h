@@ -34,10 +34,7 @@ template <int K>
 class StridedLoop {
 public:
     StridedLoop(const char* kernel, const Shape& shape, const std::array<const Shape*, K>& strides) {
-        if (shape.size() > static_cast<size_t>(kMaxDims)) {
-            throw ShapeError(std::string(kernel) + ": shape " + shape_str(shape) + " has more than " +
-                             std::to_string(kMaxDims) + " dims; hint: reshape to fewer dims first");
-        }
+        require_at_most_dims(kernel, shape, kMaxDims);
         for (size_t d = 0; d < shape.size(); ++d) {
             if (shape[d] == 0) numel_ = 0;
             if (shape[d] == 1) continue;

@@ -79,11 +79,6 @@ int64_t batch_offset(const Tensor& t, const Shape& batch_dims, int64_t index) {
     return offset;
 }
 
-[[noreturn]] void matmul_shape_error(const Tensor& c, const Tensor& a, const Tensor& b, const std::string& why) {
-    throw ShapeError("matmul: c " + shape_str(c.shape()) + " = a " + shape_str(a.shape()) + " @ b " +
-                     shape_str(b.shape()) + ": " + why +
-                     "; hint: a is [..., M, K], b is [..., K, N], c is [..., M, N] with equal ranks 2 to 4");
-}
 
 }  // namespace
 
@@ -96,34 +91,12 @@ void HostBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, cons
 
 void HostBackend::multiply(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                            bool accumulate) {
-    require_defined("matmul", "a", a);
-    require_defined("matmul", "b", b);
-    require_contiguous("matmul", "c", c);
+    require_matmul(c, a, b, bias);
     const int64_t rank = c.dim();
-    if (rank < 2 || rank > 4 || a.dim() != rank || b.dim() != rank) {
-        matmul_shape_error(c, a, b, "ranks differ or are outside 2..4");
-    }
-    for (const auto& [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}, std::pair{"c", &c}}) {
-        if (t->dtype() != DType::f32 && t->dtype() != DType::bf16) {
-            matmul_shape_error(c, a, b,
-                               std::string(name) + " has dtype " + dtype_name(t->dtype()) + ", expected f32 or bf16");
-        }
-    }
     const int64_t M = c.size(-2), N = c.size(-1), K = a.size(-1);
-    if (a.size(-2) != M || b.size(-2) != K || b.size(-1) != N) matmul_shape_error(c, a, b, "inner sizes do not match");
     Shape batch_dims(c.shape().begin(), c.shape().end() - 2);
-    for (int64_t d = 0; d < rank - 2; ++d) {
-        if ((a.size(d) != c.size(d) && a.size(d) != 1) || (b.size(d) != c.size(d) && b.size(d) != 1)) {
-            matmul_shape_error(c, a, b, "batch dim " + std::to_string(d) + " is neither equal to c's nor 1");
-        }
-    }
     std::vector<float> bias_values;
     if (bias != nullptr) {
-        require_defined("matmul", "bias", *bias);
-        if (bias->numel() != N || (bias->dtype() != DType::f32 && bias->dtype() != DType::bf16)) {
-            matmul_shape_error(c, a, b, "bias " + shape_str(bias->shape()) + " " + dtype_name(bias->dtype()) +
-                                            " must be f32 or bf16 with N elements");
-        }
         const bool bf16 = bias->dtype() == DType::bf16;
         const int64_t stride = bias->dim() > 0 ? bias->strides().back() : 0;
         bias_values.resize(static_cast<size_t>(N));

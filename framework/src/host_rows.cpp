@@ -209,14 +209,7 @@ void HostBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, co
 }
 
 void HostBackend::embedding(const Tensor& y, const Tensor& ids, const Tensor& table) {
-    require_f32_contiguous("embedding", "table", table);
-    require_f32_contiguous("embedding", "y", y);
-    require_index_dtype("embedding", "ids", ids);
-    if (table.dim() != 2 || y.dim() == 0 || y.size(-1) != table.size(1) || y.numel() != ids.numel() * table.size(1)) {
-        throw ShapeError("embedding: y " + shape_str(y.shape()) + " does not match ids " + shape_str(ids.shape()) +
-                         " and table " + shape_str(table.shape()) +
-                         "; hint: y is [..., C] for ids [...] and table [V, C]");
-    }
+    require_embedding("embedding", "y", y, ids, "table", table);
     const int64_t rows = ids.numel(), vocab = table.size(0), cols = table.size(1);
     require_ids_in_range("embedding", "id", ids, vocab, table.shape(), false, 0);
     const float* tp = table.data<float>();
@@ -228,15 +221,7 @@ void HostBackend::embedding(const Tensor& y, const Tensor& ids, const Tensor& ta
 }
 
 void HostBackend::embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) {
-    require_f32_contiguous("embedding_backward", "dtable", dtable);
-    require_f32_contiguous("embedding_backward", "dy", dy);
-    require_index_dtype("embedding_backward", "ids", ids);
-    if (dtable.dim() != 2 || dy.dim() == 0 || dy.size(-1) != dtable.size(1) ||
-        dy.numel() != ids.numel() * dtable.size(1)) {
-        throw ShapeError("embedding_backward: dy " + shape_str(dy.shape()) + " does not match ids " +
-                         shape_str(ids.shape()) + " and dtable " + shape_str(dtable.shape()) +
-                         "; hint: dy is [..., C] for ids [...] and dtable [V, C]");
-    }
+    require_embedding("embedding_backward", "dy", dy, ids, "dtable", dtable);
     const int64_t rows = ids.numel(), vocab = dtable.size(0), cols = dtable.size(1);
     require_ids_in_range("embedding_backward", "id", ids, vocab, dtable.shape(), false, 0);
     float* tp = dtable.data<float>();

@@ -5,6 +5,95 @@
 
 namespace lab::checks {
 
+void matmul_shape_error(const Tensor& c, const Tensor& a, const Tensor& b, const std::string& why) {
+    throw ShapeError("matmul: c " + shape_str(c.shape()) + " = a " + shape_str(a.shape()) + " @ b " +
+                     shape_str(b.shape()) + ": " + why +
+                     "; hint: a is [..., M, K], b is [..., K, N], c is [..., M, N] with equal ranks 2 to 4");
+}
+
+void require_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias) {
+    require_defined("matmul", "a", a);
+    require_defined("matmul", "b", b);
+    require_contiguous("matmul", "c", c);
+    const int64_t rank = c.dim();
+    if (rank < 2 || rank > 4 || a.dim() != rank || b.dim() != rank) {
+        matmul_shape_error(c, a, b, "ranks differ or are outside 2..4");
+    }
+    for (const auto& [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}, std::pair{"c", &c}}) {
+        if (t->dtype() != DType::f32 && t->dtype() != DType::bf16) {
+            matmul_shape_error(c, a, b,
+                               std::string(name) + " has dtype " + dtype_name(t->dtype()) + ", expected f32 or bf16");
+        }
+    }
+    const int64_t M = c.size(-2), N = c.size(-1), K = a.size(-1);
+    if (a.size(-2) != M || b.size(-2) != K || b.size(-1) != N) matmul_shape_error(c, a, b, "inner sizes do not match");
+    for (int64_t d = 0; d < rank - 2; ++d) {
+        if ((a.size(d) != c.size(d) && a.size(d) != 1) || (b.size(d) != c.size(d) && b.size(d) != 1)) {
+            matmul_shape_error(c, a, b, "batch dim " + std::to_string(d) + " is neither equal to c's nor 1");
+        }
+    }
+    if (bias != nullptr) {
+        require_defined("matmul", "bias", *bias);
+        if (bias->numel() != N || (bias->dtype() != DType::f32 && bias->dtype() != DType::bf16)) {
+            matmul_shape_error(c, a, b, "bias " + shape_str(bias->shape()) + " " + dtype_name(bias->dtype()) +
+                                            " must be f32 or bf16 with N elements");
+        }
+    }
+}
+
+void require_adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, int64_t t) {
+    for (const auto& [name, tensor] : {std::pair{"g", &g}, std::pair{"m", &m}, std::pair{"v", &v}}) {
+        require_same_shape("adamw_update", "w", w, name, *tensor);
+        require_f32_contiguous("adamw_update", name, *tensor);
+    }
+    require_f32_contiguous("adamw_update", "w", w);
+    if (t < 1) {
+        throw ShapeError("adamw_update: step t = " + std::to_string(t) + " must be >= 1; hint: count steps from 1");
+    }
+}
+
+void require_sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float momentum) {
+    require_f32_contiguous("sgd_update", "w", w);
+    require_f32_contiguous("sgd_update", "g", g);
+    require_same_shape("sgd_update", "w", w, "g", g);
+    if (momentum != 0.0f) {
+        if (!buf.defined()) {
+            throw ShapeError("sgd_update: momentum = " + std::to_string(momentum) +
+                             " needs a momentum buffer but none was given; hint: allocate buf like w");
+        }
+        require_f32_contiguous("sgd_update", "buf", buf);
+        require_same_shape("sgd_update", "w", w, "buf", buf);
+    }
+}
+
+void require_at_most_dims(const char* kernel, const Shape& shape, int max_dims) {
+    if (shape.size() > static_cast<size_t>(max_dims)) {
+        throw ShapeError(std::string(kernel) + ": shape " + shape_str(shape) + " has more than " +
+                         std::to_string(max_dims) + " dims; hint: reshape to fewer dims first");
+    }
+}
+
+void require_reduce_sum(const Tensor& y, const Tensor& x) {
+    require_dtype("reduce_sum", "y", y, DType::f32);
+    require_dtype("reduce_sum", "x", x, DType::f32);
+    require_contiguous("reduce_sum", "y", y);
+    bool shapes_ok = y.dim() == x.dim();
+    for (int64_t d = 0; shapes_ok && d < x.dim(); ++d) shapes_ok = y.size(d) == x.size(d) || y.size(d) == 1;
+    if (!shapes_ok) {
+        throw ShapeError("reduce_sum: y " + shape_str(y.shape()) + " cannot be a sum of x " + shape_str(x.shape()) +
+                         "; hint: y must have x's rank with size 1 in the summed dims");
+    }
+}
+
+void require_sum_squares(const Tensor& out, const Tensor& x) {
+    require_dtype("sum_squares", "out", out, DType::f32);
+    require_dtype("sum_squares", "x", x, DType::f32);
+    if (out.numel() != 1) {
+        throw ShapeError("sum_squares: out " + shape_str(out.shape()) +
+                         " must have one element; hint: pass a [1] tensor");
+    }
+}
+
 void require_one_per_row(const char* kernel, const char* name, const Tensor& t, int64_t rows) {
     require_f32_contiguous(kernel, name, t);
     if (t.numel() != rows) {
@@ -29,6 +118,19 @@ void require_targets(const char* kernel, const Tensor& targets, const Tensor& lo
         throw ShapeError(std::string(kernel) + ": targets " + shape_str(targets.shape()) +
                          " must have one id per row of logits " + shape_str(logits.shape()) +
                          "; hint: flatten logits to [N, V] and targets to [N]");
+    }
+}
+
+void require_embedding(const char* kernel, const char* rows_name, const Tensor& rows, const Tensor& ids,
+                       const char* table_name, const Tensor& table) {
+    require_f32_contiguous(kernel, table_name, table);
+    require_f32_contiguous(kernel, rows_name, rows);
+    require_index_dtype(kernel, "ids", ids);
+    if (table.dim() != 2 || rows.dim() == 0 || rows.size(-1) != table.size(1) ||
+        rows.numel() != ids.numel() * table.size(1)) {
+        throw ShapeError(std::string(kernel) + ": " + rows_name + " " + shape_str(rows.shape()) + " does not match ids " +
+                         shape_str(ids.shape()) + " and " + table_name + " " + shape_str(table.shape()) + "; hint: " +
+                         rows_name + " is [..., C] for ids [...] and " + table_name + " [V, C]");
     }
 }
 

@@ -62,6 +62,14 @@ template <DType D, DType S> LAB_HOST_DEVICE typename Elem<D>::T convert(typename
     }
 }
 
+// Backend::fill's value as type D: through float for floating types; integers truncate toward
+// zero (NaN gives 0).
+template <DType D> typename Elem<D>::T fill_value(double value) {
+    using T = typename Elem<D>::T;
+    if constexpr (Elem<D>::is_int) return value != value ? T(0) : static_cast<T>(static_cast<int64_t>(value));
+    else return Elem<D>::from_float(static_cast<float>(value));
+}
+
 // Calls f(std::integral_constant<DType, t>{}): a kernel template instantiated per element type.
 template <class F> void dispatch_dtype(DType t, F&& f) {
     switch (t) {

@@ -66,6 +66,25 @@ inline int64_t row_count(const Tensor& t) {
     return c == 0 ? 0 : t.numel() / c;
 }
 
+// ---- matmul and the optimizer updates ----
+// The ShapeError of a matmul c = a @ b, saying why.
+[[noreturn]] void matmul_shape_error(const Tensor& c, const Tensor& a, const Tensor& b, const std::string& why);
+// matmul's operands: equal ranks 2 to 4, f32 or bf16, a [..., M, K], b [..., K, N], c [..., M, N]
+// contiguous, batch dims of a and b equal to c's or 1; bias (optional) f32 or bf16 with N elements.
+void require_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias);
+// adamw_update: w, g, m, v f32 contiguous of one shape, step t >= 1.
+void require_adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, int64_t t);
+// sgd_update: w and g f32 contiguous of one shape; buf too when momentum != 0.
+void require_sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float momentum);
+// A strided kernel walks at most max_dims dims.
+void require_at_most_dims(const char* kernel, const Shape& shape, int max_dims);
+
+// ---- reductions ----
+// reduce_sum: f32 y (contiguous) and x of one rank, y's size 1 in the summed dims.
+void require_reduce_sum(const Tensor& y, const Tensor& x);
+// sum_squares: f32 out of one element, f32 x.
+void require_sum_squares(const Tensor& out, const Tensor& x);
+
 // ---- row kernels (softmax, layer norm, cross entropy) ----
 // A per-row statistic (mean, rstd, loss, lse): f32, contiguous, one element per row.
 void require_one_per_row(const char* kernel, const char* name, const Tensor& t, int64_t rows);
@@ -73,6 +92,10 @@ void require_one_per_row(const char* kernel, const char* name, const Tensor& t, 
 void require_one_per_column(const char* kernel, const char* name, const Tensor* t, int64_t cols);
 // Cross entropy's targets: i32 or i64, contiguous, one per row of logits.
 void require_targets(const char* kernel, const Tensor& targets, const Tensor& logits, int64_t rows);
+// embedding's y (or embedding_backward's dy) [..., C], ids [...] and table (dtable) [V, C]: f32
+// contiguous rows and table, i32/i64 contiguous ids, shapes that fit.
+void require_embedding(const char* kernel, const char* rows_name, const Tensor& rows, const Tensor& ids,
+                       const char* table_name, const Tensor& table);
 // The error for an id (embedding) or target (cross entropy) outside [0, limit) at `position`.
 ShapeError id_out_of_range(const char* kernel, const char* what, int64_t id, int64_t position, int64_t limit,
                            const Shape& table_shape);

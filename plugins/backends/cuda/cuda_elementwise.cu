@@ -373,16 +373,7 @@ void CudaBackend::fill(const Tensor& dst, double value) {
     dispatch_dtype(dst.dtype(), [&](auto d) {
         constexpr DType D = decltype(d)::value;
         using T = typename Elem<D>::T;
-        T v;  // the host's conversion of value, done here once
-        if constexpr (D == DType::f32) {
-            v = static_cast<float>(value);
-        } else if constexpr (D == DType::bf16) {
-            v = f32_to_bf16(static_cast<float>(value));
-        } else if constexpr (D == DType::f16) {
-            v = f32_to_f16(static_cast<float>(value));
-        } else {
-            v = std::isnan(value) ? T(0) : static_cast<T>(static_cast<int64_t>(value));
-        }
+        const T v = fill_value<D>(value);  // the host's conversion, done here once
         T* p = static_cast<T*>(dst.raw());
         unsigned char bytes[sizeof(T)];
         std::memcpy(bytes, &v, sizeof(T));
@@ -465,15 +456,7 @@ void CudaBackend::binary(BinaryOp op, const Tensor& c, const Tensor& a, const Te
 }
 
 void CudaBackend::reduce_sum(const Tensor& y, const Tensor& x) {
-    checks::require_dtype("reduce_sum", "y", y, DType::f32);
-    checks::require_dtype("reduce_sum", "x", x, DType::f32);
-    checks::require_contiguous("reduce_sum", "y", y);
-    bool shapes_ok = y.dim() == x.dim();
-    for (int64_t d = 0; shapes_ok && d < x.dim(); ++d) shapes_ok = y.size(d) == x.size(d) || y.size(d) == 1;
-    if (!shapes_ok) {
-        throw ShapeError("reduce_sum: y " + shape_str(y.shape()) + " cannot be a sum of x " + shape_str(x.shape()) +
-                         "; hint: y must have x's rank with size 1 in the summed dims");
-    }
+    checks::require_reduce_sum(y, x);
     Shape kept_shape, kept_strides, summed_shape, summed_strides;
     for (int64_t d = 0; d < x.dim(); ++d) {
         const bool summed = y.size(d) == 1 && x.size(d) != 1;
@@ -486,12 +469,7 @@ void CudaBackend::reduce_sum(const Tensor& y, const Tensor& x) {
 }
 
 void CudaBackend::sum_squares(const Tensor& out, const Tensor& x, bool accumulate) {
-    checks::require_dtype("sum_squares", "out", out, DType::f32);
-    checks::require_dtype("sum_squares", "x", x, DType::f32);
-    if (out.numel() != 1) {
-        throw ShapeError("sum_squares: out " + shape_str(out.shape()) +
-                         " must have one element; hint: pass a [1] tensor");
-    }
+    checks::require_sum_squares(out, x);
     const Shape none;
     const Shape flat_shape{x.numel()}, flat_strides{1};
     const Strided<1> single = make_strided<1>("sum_squares", none, {&none});

@@ -37,38 +37,6 @@ cudaDataType_t cuda_type(DType dtype) {
     return dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
 }
 
-[[noreturn]] void shape_error(const Tensor& c, const Tensor& a, const Tensor& b, const std::string& why) {
-    throw ShapeError("matmul: c " + shape_str(c.shape()) + " = a " + shape_str(a.shape()) + " @ b " +
-                     shape_str(b.shape()) + ": " + why +
-                     "; hint: a is [..., M, K], b is [..., K, N], c is [..., M, N] with equal ranks 2 to 4");
-}
-
-// The checks of HostBackend::multiply, with its messages.
-void validate(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias) {
-    checks::require_defined("matmul", "a", a);
-    checks::require_defined("matmul", "b", b);
-    checks::require_contiguous("matmul", "c", c);
-    const int64_t rank = c.dim();
-    if (rank < 2 || rank > 4 || a.dim() != rank || b.dim() != rank)
-        shape_error(c, a, b, "ranks differ or are outside 2..4");
-    for (const auto& [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}, std::pair{"c", &c}}) {
-        if (t->dtype() != DType::f32 && t->dtype() != DType::bf16)
-            shape_error(c, a, b, std::string(name) + " has dtype " + dtype_name(t->dtype()) + ", expected f32 or bf16");
-    }
-    const int64_t M = c.size(-2), N = c.size(-1), K = a.size(-1);
-    if (a.size(-2) != M || b.size(-2) != K || b.size(-1) != N) shape_error(c, a, b, "inner sizes do not match");
-    for (int64_t d = 0; d < rank - 2; ++d) {
-        if ((a.size(d) != c.size(d) && a.size(d) != 1) || (b.size(d) != c.size(d) && b.size(d) != 1))
-            shape_error(c, a, b, "batch dim " + std::to_string(d) + " is neither equal to c's nor 1");
-    }
-    if (bias != nullptr) {
-        checks::require_f32_contiguous("matmul", "bias", *bias);
-        if (bias->shape() != Shape{N})
-            shape_error(c, a, b,
-                        "bias has shape " + shape_str(bias->shape()) + ", expected [" + std::to_string(N) + "]");
-    }
-}
-
 // Everything a cached entry depends on.
 struct Key {
     std::vector<int64_t> fields;
@@ -166,8 +134,15 @@ void CudaBackend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Ten
 
 void CudaBackend::multiply(const Tensor& c, const Tensor& a_in, const Tensor& b_in, const Tensor* bias, float alpha,
                            bool accumulate, const Tensor* gelu_pre) {
-    validate(c, a_in, b_in, bias);
+    checks::require_matmul(c, a_in, b_in, bias);
     if (c.numel() == 0) return;
+    // cuBLASLt's bias epilogue reads N contiguous f32 values; the contract also allows bf16 or a
+    // strided view.
+    Tensor bias32;
+    if (bias != nullptr && (bias->dtype() != DType::f32 || !bias->is_contiguous())) {
+        bias32 = bias->to(DType::f32);
+        bias = &bias32;
+    }
     // Mixed operand types multiply as f32 (a bf16 value is exactly an f32 one), as on the host.
     Tensor a = a_in, b = b_in;
     if (a.dtype() != b.dtype()) {
@@ -259,27 +234,24 @@ void CudaBackend::multiply(const Tensor& c, const Tensor& a_in, const Tensor& b_
             cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
         LAB_CUDA_CHECK(
             cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+        // D = alpha * A B + beta * C (+ bias, indexed by D's rows: our columns, N); with gelu_pre,
+        // D = gelu_tanh(A B + bias) and the aux matrix (D's shape, f32) = A B + bias.
+        const cublasLtEpilogue_t epilogue =
+            gelu_pre != nullptr ? (bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                                : (bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+        LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                      sizeof epilogue));
         if (gelu_pre != nullptr) {
-            // D = gelu_tanh(A B + bias), aux = A B + bias: the aux matrix is D's shape, f32.
-            const cublasLtEpilogue_t epilogue =
-                bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
             const int64_t aux_ld = plan.m;
             const int32_t aux_type = CUDA_R_32F;
-            LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                          sizeof epilogue));
             LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
                                                           &aux_ld, sizeof aux_ld));
             LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
                                                           &aux_type, sizeof aux_type));
         }
         if (bias != nullptr) {
-            // D = alpha * A B + beta * C + bias, the bias indexed by D's rows (our columns, N).
-            const cublasLtEpilogue_t epilogue =
-                gelu_pre != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
             const cudaDataType_t bias_type = CUDA_R_32F;
             const int64_t bias_batch_stride = 0;
-            LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                          sizeof epilogue));
             LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                           &bias_type, sizeof bias_type));
             LAB_CUDA_CHECK(cublasLtMatmulDescSetAttribute(made->operation, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE,

@@ -269,6 +269,12 @@ __global__ void find_bad_id_kernel(unsigned long long* first_bad, const Index* i
     }
 }
 
+// Calls f with the ids' data as const int32_t* or const int64_t*.
+template <class F> void with_index_type(const Tensor& ids, F&& f) {
+    if (ids.dtype() == DType::i32) f(ids.data<int32_t>());
+    else f(ids.data<int64_t>());
+}
+
 // The host's require_ids_in_range: every id is checked before anything is written, so a bad id
 // leaves the outputs untouched, and the first bad one is reported in the host's words. Costs a
 // wait for the stream (read_back).
@@ -281,31 +287,21 @@ void require_ids_in_range(CudaBackend& backend, const char* kernel, const char* 
     LAB_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xff, sizeof(unsigned long long), backend.stream()));  // none yet
     const int64_t blocks = std::min<int64_t>((n + kBlockThreads - 1) / kBlockThreads,
                                              4LL * backend.properties().multiProcessorCount);
-    if (ids.dtype() == DType::i32) {
+    with_index_type(ids, [&](const auto* id_data) {
         find_bad_id_kernel<<<static_cast<unsigned>(blocks), kBlockThreads, 0, backend.stream()>>>(
-            first_bad, ids.data<int32_t>(), n, limit, allow_ignore, ignore_index);
-    } else {
-        find_bad_id_kernel<<<static_cast<unsigned>(blocks), kBlockThreads, 0, backend.stream()>>>(
-            first_bad, ids.data<int64_t>(), n, limit, allow_ignore, ignore_index);
-    }
-    LAB_CUDA_LAUNCHED("find_bad_id_kernel");
+            first_bad, id_data, n, limit, allow_ignore, ignore_index);
+        LAB_CUDA_LAUNCHED("find_bad_id_kernel");
+    });
     unsigned long long position = ULLONG_MAX;
     backend.read_back(&position, first_bad, sizeof position);
     if (position == ULLONG_MAX) return;
     int64_t id = 0;
-    if (ids.dtype() == DType::i32) {
-        int32_t id32 = 0;
-        backend.read_back(&id32, ids.data<int32_t>() + position, sizeof id32);
-        id = id32;
-    } else {
-        backend.read_back(&id, ids.data<int64_t>() + position, sizeof id);
-    }
+    with_index_type(ids, [&](const auto* id_data) {
+        std::remove_cv_t<std::remove_pointer_t<decltype(id_data)>> value = 0;
+        backend.read_back(&value, id_data + position, sizeof value);
+        id = value;
+    });
     throw checks::id_out_of_range(kernel, what, id, position, limit, table_shape);
-}
-
-template <class F> void with_index_type(const Tensor& ids, F&& f) {
-    if (ids.dtype() == DType::i32) f(ids.data<int32_t>());
-    else f(ids.data<int64_t>());
 }
 
 // y[n, :] = table[ids[n], :]: one block per row (grid-stride over rows), threads across columns.
@@ -482,14 +478,7 @@ void CudaBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, co
 // embedding
 
 void CudaBackend::embedding(const Tensor& y, const Tensor& ids, const Tensor& table) {
-    checks::require_f32_contiguous("embedding", "table", table);
-    checks::require_f32_contiguous("embedding", "y", y);
-    checks::require_index_dtype("embedding", "ids", ids);
-    if (table.dim() != 2 || y.dim() == 0 || y.size(-1) != table.size(1) || y.numel() != ids.numel() * table.size(1)) {
-        throw ShapeError("embedding: y " + shape_str(y.shape()) + " does not match ids " + shape_str(ids.shape()) +
-                         " and table " + shape_str(table.shape()) +
-                         "; hint: y is [..., C] for ids [...] and table [V, C]");
-    }
+    checks::require_embedding("embedding", "y", y, ids, "table", table);
     const int64_t rows = ids.numel(), vocab = table.size(0), cols = table.size(1);
     require_ids_in_range(*this, "embedding", "id", ids, vocab, table.shape(), false, 0);
     if (rows == 0 || cols == 0) return;
@@ -502,15 +491,7 @@ void CudaBackend::embedding(const Tensor& y, const Tensor& ids, const Tensor& ta
 }
 
 void CudaBackend::embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) {
-    checks::require_f32_contiguous("embedding_backward", "dtable", dtable);
-    checks::require_f32_contiguous("embedding_backward", "dy", dy);
-    checks::require_index_dtype("embedding_backward", "ids", ids);
-    if (dtable.dim() != 2 || dy.dim() == 0 || dy.size(-1) != dtable.size(1) ||
-        dy.numel() != ids.numel() * dtable.size(1)) {
-        throw ShapeError("embedding_backward: dy " + shape_str(dy.shape()) + " does not match ids " +
-                         shape_str(ids.shape()) + " and dtable " + shape_str(dtable.shape()) +
-                         "; hint: dy is [..., C] for ids [...] and dtable [V, C]");
-    }
+    checks::require_embedding("embedding_backward", "dy", dy, ids, "dtable", dtable);
     const int64_t rows = ids.numel(), vocab = dtable.size(0), cols = dtable.size(1);
     require_ids_in_range(*this, "embedding_backward", "id", ids, vocab, dtable.shape(), false, 0);
     if (rows == 0 || cols == 0) return;

@@ -13,6 +13,7 @@
 
 #include "cuda_backend.h"
 #include "lab/error.h"
+#include "lab/kernel_checks.h"
 
 namespace lab::cuda {
 
@@ -54,10 +55,7 @@ template <int K> struct Strided {
 // same ShapeError past 8 dims.
 template <int K>
 Strided<K> make_strided(const char* kernel, const Shape& shape, const std::array<const Shape*, K>& strides) {
-    if (shape.size() > static_cast<size_t>(kMaxDims)) {
-        throw ShapeError(std::string(kernel) + ": shape " + shape_str(shape) + " has more than " +
-                         std::to_string(kMaxDims) + " dims; hint: reshape to fewer dims first");
-    }
+    checks::require_at_most_dims(kernel, shape, kMaxDims);
     Strided<K> s;
     bool empty = false;
     for (size_t d = 0; d < shape.size(); ++d) {

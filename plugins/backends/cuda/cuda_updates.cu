@@ -196,17 +196,7 @@ void CudaBackend::adamw_update(const Tensor& w, const Tensor& g, const Tensor& m
 void CudaBackend::adamw_update_all(const std::vector<AdamWTensors>& params, float lr, float beta1, float beta2,
                                    float eps, int64_t t) {
     // Every entry is checked before any is updated (the host's loop checks each just before it).
-    for (const AdamWTensors& p : params) {
-        for (const auto& [name, tensor] : {std::pair{"g", &p.g}, std::pair{"m", &p.m}, std::pair{"v", &p.v}}) {
-            checks::require_same_shape("adamw_update", "w", p.w, name, *tensor);
-            checks::require_f32_contiguous("adamw_update", name, *tensor);
-        }
-        checks::require_f32_contiguous("adamw_update", "w", p.w);
-        if (t < 1) {
-            throw ShapeError("adamw_update: step t = " + std::to_string(t) +
-                             " must be >= 1; hint: count steps from 1");
-        }
-    }
+    for (const AdamWTensors& p : params) checks::require_adamw_update(p.w, p.g, p.m, p.v, t);
     const double steps = static_cast<double>(t);
     AdamWStep step{lr, beta1, beta2, eps,
                    static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), steps)),
@@ -232,18 +222,8 @@ void CudaBackend::adamw_update_all(const std::vector<AdamWTensors>& params, floa
 
 void CudaBackend::sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
                              float weight_decay, bool nesterov) {
-    checks::require_f32_contiguous("sgd_update", "w", w);
-    checks::require_f32_contiguous("sgd_update", "g", g);
-    checks::require_same_shape("sgd_update", "w", w, "g", g);
+    checks::require_sgd_update(w, g, buf, momentum);
     const bool use_momentum = momentum != 0.0f;
-    if (use_momentum) {
-        if (!buf.defined()) {
-            throw ShapeError("sgd_update: momentum = " + std::to_string(momentum) +
-                             " needs a momentum buffer but none was given; hint: allocate buf like w");
-        }
-        checks::require_f32_contiguous("sgd_update", "buf", buf);
-        checks::require_same_shape("sgd_update", "w", w, "buf", buf);
-    }
     const int64_t n = w.numel();
     if (n == 0) return;
     sgd_kernel<<<grid_for(*this, n), kThreads, 0, stream()>>>(w.data<float>(), g.data<float>(),
