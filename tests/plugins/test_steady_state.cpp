@@ -1,10 +1,12 @@
-// The steady state of training on the oneDNN backend: after the first steps have filled the
-// caching allocator and the primitive cache, a training step (lab::train_step, the step labrun
-// takes: batch, loss, backward, clipping, AdamW) allocates no new memory from the system and
-// builds no new oneDNN primitive. Counted by the backend (BackendStats: the allocator's calls to
+// The steady state of training on the oneDNN backend, and on the cuda backend where a GPU is:
+// after the first steps have filled the caching allocator and the primitive cache, a training step
+// (lab::train_step, the step labrun takes: batch, loss, backward, clipping, AdamW) allocates no new
+// memory from the system (cudaMalloc on the GPU) and builds no new primitive (oneDNN primitive,
+// cuBLASLt plan or cuDNN graph). Counted by the backend (BackendStats: the allocator's calls to
 // the underlying allocator, the primitives created), over GPT and BERT experiments.
 #include <catch2/catch.hpp>
 
+#include "cuda_test_support.h"
 #include "lab/config.h"
 #include "lab/trainer.h"
 #include "test_support.h"
@@ -120,4 +122,16 @@ type = linear
 warmup = 2
 )";
     check_steady_after_step_3(step_counts(bert, 8), "bert mlm, mask_count = fixed");
+}
+
+TEST_CASE("cuda steady state: a warm training step makes no cudaMalloc and builds no plan", "[steady][cuda]") {
+    CUDA_BACKEND_OR_SKIP(cuda);
+    cuda.reset();  // the experiments make their own
+    const std::string gpt = std::string(kGpt) + "[experiment]\nbackend = cuda\n";
+    check_steady_after_step_3(step_counts(gpt + "[attention]\nfused = true\n", 8),
+                              "cuda: gpt, fused attention, dropout 0.1, f32");
+    check_steady_after_step_3(
+        step_counts(gpt + "[attention]\nfused = true\n[experiment]\nprecision = bf16\n[model]\ndropout = 0\n", 8),
+        "cuda: gpt, fused attention, bf16 (cuBLASLt bf16, cuDNN attention)");
+    check_steady_after_step_3(step_counts(gpt, 8), "cuda: gpt, composite attention, dropout 0.1, f32");
 }
