@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backend_compare.h"
 #include "lab/error.h"
 #include "lab/host_backend.h"
 #include "lab/registry.h"
@@ -84,13 +85,7 @@ inline std::shared_ptr<lab::Backend> cuda_backend_or_skip(const std::map<std::st
     std::shared_ptr<lab::Backend> name = lab_test::cuda::cuda_backend_or_skip();        \
     if (!name) return
 
-inline std::vector<float> random_values(int64_t count, uint32_t seed, float low = -1.0f, float high = 1.0f) {
-    std::mt19937 generator(seed);
-    std::uniform_real_distribution<float> uniform(low, high);
-    std::vector<float> values(static_cast<size_t>(count));
-    for (float& v : values) v = uniform(generator);
-    return values;
-}
+using lab_test::random_values;  // backend_compare.h
 
 // The values rounded to bf16 (nearest even) and back: inputs that a bf16 kernel reads exactly.
 inline std::vector<float> rounded_to_bf16(std::vector<float> values) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "backend_compare.h"
 #include "lab/error.h"
 #include "lab/host_backend.h"
 #include "lab/registry.h"
@@ -30,6 +31,9 @@ using lab::Backend;
 using lab::DType;
 using lab::Shape;
 using lab::Tensor;
+using lab_test::MatmulCase;
+using lab_test::MatmulValues;
+using lab_test::random_values;
 
 constexpr double kF32Tolerance = 1e-5;
 constexpr double kBf16Tolerance = 1e-2;
@@ -61,14 +65,6 @@ std::shared_ptr<Backend> make_backend(const std::string& name,
     const lab::PluginInfo& info = plugin_registry().find("backend", name);
     const lab::Options options = lab::Options::validate("backend", "backend/" + name, info.schema, raw);
     return plugin_registry().factory<lab::BackendFactory>("backend", name)(options);
-}
-
-std::vector<float> random_values(int64_t count, uint32_t seed, float low = -1.0f, float high = 1.0f) {
-    std::mt19937 generator(seed);
-    std::uniform_real_distribution<float> uniform(low, high);
-    std::vector<float> values(static_cast<size_t>(count));
-    for (float& v : values) v = uniform(generator);
-    return values;
 }
 
 // max |got - want| / max |want|; infinite when either holds a NaN or Inf.
@@ -128,67 +124,16 @@ Tensor make_view(Backend& backend, const Shape& storage_shape, const std::vector
 
 // ---- matmul ----
 
-struct MatmulCase {
-    std::string name;
-    Shape a_shape, b_shape;  // logical [..., M, K] and [..., K, N]
-    bool a_transposed = false, b_transposed = false;
-    bool b_expanded = false;  // b's batch dims broadcast by stride 0 instead of size 1
-    bool bias = false;
-    float alpha = 1.0f;
-    bool accumulate = false;
-    DType dtype = DType::f32;
-};
-
-// An operand [..., R, S] stored either contiguously or as the transpose of a [..., S, R] array.
-Tensor matmul_operand(Backend& backend, const Shape& shape, bool transposed, bool expanded,
-                      const std::vector<float>& values, DType dtype) {
-    const size_t rank = shape.size();
-    Shape storage_shape = shape;
-    if (expanded)
-        for (size_t i = 0; i + 2 < rank; ++i) storage_shape[i] = 1;
-    if (transposed) std::swap(storage_shape[rank - 1], storage_shape[rank - 2]);
-    Shape strides = lab::contiguous_strides(storage_shape);
-    if (transposed) std::swap(strides[rank - 1], strides[rank - 2]);
-    if (expanded)
-        for (size_t i = 0; i + 2 < rank; ++i) strides[i] = 0;
-    return make_view(backend, storage_shape, values, shape, strides, dtype);
-}
-
 void check_matmul(const MatmulCase& c) {
     lab::HostBackend host;
     std::shared_ptr<Backend> onednn = make_backend("onednn");
-    const size_t rank = c.a_shape.size();
-    Shape c_shape(rank);
-    for (size_t i = 0; i + 2 < rank; ++i) c_shape[i] = std::max(c.a_shape[i], c.b_shape[i]);
-    c_shape[rank - 2] = c.a_shape[rank - 2];
-    c_shape[rank - 1] = c.b_shape[rank - 1];
-    Shape b_storage = c.b_shape;
-    if (c.b_expanded)
-        for (size_t i = 0; i + 2 < rank; ++i) b_storage[i] = 1;
-
-    const auto a_values = random_values(lab::shape_numel(c.a_shape), 11);
-    const auto b_values = random_values(lab::shape_numel(b_storage), 12);
-    const auto bias_values = random_values(c_shape.back(), 13);
-    const auto c_initial = random_values(lab::shape_numel(c_shape), 14);
-
-    struct Operands {
-        Tensor a, b, bias, out;
-    };
-    auto operands = [&](Backend& backend) {
-        return Operands{matmul_operand(backend, c.a_shape, c.a_transposed, false, a_values, c.dtype),
-                        matmul_operand(backend, c.b_shape, c.b_transposed, c.b_expanded, b_values, c.dtype),
-                        Tensor::from_floats(backend, {c_shape.back()}, bias_values),
-                        Tensor::from_floats(backend, c_shape, c_initial)};
-    };
-    Operands want = operands(host);
-    host.matmul(want.out, want.a, want.b, c.bias ? &want.bias : nullptr, c.alpha, c.accumulate);
-    Operands got = operands(*onednn);
-    const uint64_t built = run_twice_and_check_cache(*onednn, [&] {
-        // accumulate adds into c, so each call starts from the same initial c.
-        got.out.copy_(Tensor::from_floats(*onednn, c_shape, c_initial));
-        onednn->matmul(got.out, got.a, got.b, c.bias ? &got.bias : nullptr, c.alpha, c.accumulate);
-    }, Where::onednn);
-    expect_close("matmul " + c.name + " (" + std::to_string(built) + " primitives)", got.out, want.out, c.dtype == DType::bf16 ? kBf16Tolerance : kF32Tolerance);
+    const MatmulValues values(c);
+    const MatmulValues::Operands want = values.operands(host);
+    values.multiply(host, want);
+    const MatmulValues::Operands got = values.operands(*onednn);
+    const uint64_t built = run_twice_and_check_cache(*onednn, [&] { values.multiply(*onednn, got); }, Where::onednn);
+    expect_close("matmul " + c.name + " (" + std::to_string(built) + " primitives)", got.out, want.out,
+                 c.dtype == DType::bf16 ? kBf16Tolerance : kF32Tolerance);
 }
 
 // ---- helpers for row kernels ----

@@ -20,6 +20,8 @@ using lab::Backend;
 using lab::DType;
 using lab::Shape;
 using lab::Tensor;
+using lab_test::MatmulCase;
+using lab_test::MatmulValues;
 using namespace lab_test::cuda;
 
 namespace {
@@ -618,59 +620,13 @@ TEST_CASE("cuda optimizer updates match the host backend over several steps", "[
 
 namespace {
 
-struct MatmulCase {
-    std::string name;
-    Shape a_shape, b_shape;  // logical [..., M, K] and [..., K, N]
-    bool a_transposed = false, b_transposed = false;
-    bool b_expanded = false;  // b's batch dims broadcast by stride 0 instead of size 1
-    bool bias = false;
-    float alpha = 1.0f;
-    bool accumulate = false;
-    DType dtype = DType::f32;       // the operands' dtype
-    DType inputs = DType::f32;      // Backend::set_matmul_inputs on both backends
-};
-
-// An operand [..., R, S] stored contiguously or as the transpose of a [..., S, R] array, with
-// batch dims expanded (stride 0) when asked.
-Tensor matmul_operand(Backend& backend, const Shape& shape, bool transposed, bool expanded,
-                      const std::vector<float>& values, DType dtype) {
-    const size_t rank = shape.size();
-    Shape storage_shape = shape;
-    if (expanded)
-        for (size_t i = 0; i + 2 < rank; ++i) storage_shape[i] = 1;
-    if (transposed) std::swap(storage_shape[rank - 1], storage_shape[rank - 2]);
-    Shape strides = lab::contiguous_strides(storage_shape);
-    if (transposed) std::swap(strides[rank - 1], strides[rank - 2]);
-    if (expanded)
-        for (size_t i = 0; i + 2 < rank; ++i) strides[i] = 0;
-    Tensor storage = Tensor::from_floats(backend, storage_shape, values);
-    if (dtype != DType::f32) storage = storage.to(dtype);
-    return storage.view(shape, strides, 0);
-}
-
 void check_matmul(Backend& cuda, const MatmulCase& c) {
     lab::HostBackend host;
-    host.set_matmul_inputs(c.inputs);
-    cuda.set_matmul_inputs(c.inputs);
-    const size_t rank = c.a_shape.size();
-    Shape c_shape(rank);
-    for (size_t i = 0; i + 2 < rank; ++i) c_shape[i] = std::max(c.a_shape[i], c.b_shape[i]);
-    c_shape[rank - 2] = c.a_shape[rank - 2];
-    c_shape[rank - 1] = c.b_shape[rank - 1];
-    Shape b_storage = c.b_shape;
-    if (c.b_expanded)
-        for (size_t i = 0; i + 2 < rank; ++i) b_storage[i] = 1;
-    const auto a_values = random_values(lab::shape_numel(c.a_shape), 11);
-    const auto b_values = random_values(lab::shape_numel(b_storage), 12);
-    const auto bias_values = random_values(c_shape.back(), 13);
-    const auto c_initial = random_values(lab::shape_numel(c_shape), 14);
+    const MatmulValues values(c);
     auto multiply = [&](Backend& be) {
-        Tensor a = matmul_operand(be, c.a_shape, c.a_transposed, false, a_values, c.dtype);
-        Tensor b = matmul_operand(be, c.b_shape, c.b_transposed, c.b_expanded, b_values, c.dtype);
-        Tensor bias = Tensor::from_floats(be, {c_shape.back()}, bias_values);
-        Tensor out = Tensor::from_floats(be, c_shape, c_initial);
-        be.matmul(out, a, b, c.bias ? &bias : nullptr, c.alpha, c.accumulate);
-        return out.to_floats();
+        const MatmulValues::Operands ops = values.operands(be);
+        values.multiply(be, ops);
+        return ops.out.to_floats();
     };
     const std::vector<float> want = multiply(host);
     const lab::BackendStats before = cuda.stats();
