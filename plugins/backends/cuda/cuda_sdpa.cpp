@@ -292,27 +292,40 @@ const SdpaGraphs::Entry& find_graph(CudaBackend& backend, SdpaGraphs& graphs, co
     return graphs.entries.emplace(key, std::move(entry)).first->second;
 }
 
+// The graph that computes this call, with the padding lengths it reads (set when there is a key
+// padding mask), or null when cuDNN does not take the call (the caller runs its own kernels).
+const SdpaGraphs::Entry* prepare(CudaBackend& backend, SdpaGraphs& graphs, bool backward, const Tensor& q,
+                                 const Tensor& k, const AttentionKernelArgs& args, Tensor* seq_q, Tensor* seq_kv) {
+    if (!sdpa_applies(backend.matmul_inputs(), q, k, args)) return nullptr;
+    if (args.key_padding_mask && !sequence_lengths(backend, graphs, *args.key_padding_mask, q.size(2), seq_q, seq_kv))
+        return nullptr;
+    const SdpaGraphs::Entry& entry = find_graph(backend, graphs, make_key(backward, q, k, args));
+    return entry.graph ? &entry : nullptr;
+}
+
+// Runs a prepared graph on the tensors named by `pointers` (by uid), the padding lengths when
+// given, and a workspace of the size the graph asked for.
+void execute(CudaBackend& backend, SdpaGraphs& graphs, const SdpaGraphs::Entry& entry,
+             std::unordered_map<int64_t, void*> pointers, const Tensor& seq_q, const Tensor& seq_kv) {
+    if (seq_q.defined()) pointers.insert({{kSeqQ, seq_q.raw()}, {kSeqKV, seq_kv.raw()}});
+    Tensor workspace;
+    if (entry.workspace_bytes > 0) workspace = Tensor::empty(backend, {entry.workspace_bytes}, DType::u8);
+    LAB_CUDNN_FE_CHECK(entry.graph->execute(graphs.handle(backend.stream()), pointers,
+                                            workspace.defined() ? workspace.raw() : nullptr));
+}
+
 }  // namespace
 
 bool CudaBackend::cudnn_attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const AttentionKernelArgs& args) {
-    if (!sdpa_applies(matmul_inputs(), q, k, args)) return false;
     if (!sdpa_) sdpa_.reset(new SdpaGraphs);
     Tensor seq_q, seq_kv;
-    if (args.key_padding_mask && !sequence_lengths(*this, *sdpa_, *args.key_padding_mask, q.size(2), &seq_q, &seq_kv))
-        return false;
-    const SdpaGraphs::Entry& entry = find_graph(*this, *sdpa_, make_key(false, q, k, args));
-    if (!entry.graph) return false;
-
+    const SdpaGraphs::Entry* entry = prepare(*this, *sdpa_, false, q, k, args, &seq_q, &seq_kv);
+    if (entry == nullptr) return false;
     const Tensor q16 = q.to(DType::bf16), k16 = k.to(DType::bf16), v16 = v.to(DType::bf16);
     const Tensor o16 = Tensor::empty(*this, q.shape(), DType::bf16);
-    Tensor workspace;
-    if (entry.workspace_bytes > 0) workspace = Tensor::empty(*this, {entry.workspace_bytes}, DType::u8);
-    std::unordered_map<int64_t, void*> pointers{
-        {kQ, q16.raw()}, {kK, k16.raw()}, {kV, v16.raw()}, {kO, o16.raw()}, {kStats, lse.raw()}};
-    if (seq_q.defined()) pointers.insert({{kSeqQ, seq_q.raw()}, {kSeqKV, seq_kv.raw()}});
-    LAB_CUDNN_FE_CHECK(entry.graph->execute(sdpa_->handle(stream()), pointers,
-                                            workspace.defined() ? workspace.raw() : nullptr));
+    execute(*this, *sdpa_, *entry,
+            {{kQ, q16.raw()}, {kK, k16.raw()}, {kV, v16.raw()}, {kO, o16.raw()}, {kStats, lse.raw()}}, seq_q, seq_kv);
     copy(o, o16);
     return true;
 }
@@ -320,27 +333,19 @@ bool CudaBackend::cudnn_attention(const Tensor& o, const Tensor& lse, const Tens
 bool CudaBackend::cudnn_attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                                            const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                                            const Tensor& lse, const AttentionKernelArgs& args) {
-    if (!sdpa_applies(matmul_inputs(), q, k, args)) return false;
     if (!sdpa_) sdpa_.reset(new SdpaGraphs);
     Tensor seq_q, seq_kv;
-    if (args.key_padding_mask && !sequence_lengths(*this, *sdpa_, *args.key_padding_mask, q.size(2), &seq_q, &seq_kv))
-        return false;
-    const SdpaGraphs::Entry& entry = find_graph(*this, *sdpa_, make_key(true, q, k, args));
-    if (!entry.graph) return false;
-
+    const SdpaGraphs::Entry* entry = prepare(*this, *sdpa_, true, q, k, args, &seq_q, &seq_kv);
+    if (entry == nullptr) return false;
     const Tensor q16 = q.to(DType::bf16), k16 = k.to(DType::bf16), v16 = v.to(DType::bf16);
     const Tensor o16 = o.to(DType::bf16), dout16 = dout.to(DType::bf16);
     const Tensor dq16 = Tensor::empty(*this, dq.shape(), DType::bf16);
     const Tensor dk16 = Tensor::empty(*this, dk.shape(), DType::bf16);
     const Tensor dv16 = Tensor::empty(*this, dv.shape(), DType::bf16);
-    Tensor workspace;
-    if (entry.workspace_bytes > 0) workspace = Tensor::empty(*this, {entry.workspace_bytes}, DType::u8);
-    std::unordered_map<int64_t, void*> pointers{{kQ, q16.raw()},      {kK, k16.raw()},   {kV, v16.raw()},
-                                                {kO, o16.raw()},      {kDO, dout16.raw()}, {kStats, lse.raw()},
-                                                {kDQ, dq16.raw()},    {kDK, dk16.raw()}, {kDV, dv16.raw()}};
-    if (seq_q.defined()) pointers.insert({{kSeqQ, seq_q.raw()}, {kSeqKV, seq_kv.raw()}});
-    LAB_CUDNN_FE_CHECK(entry.graph->execute(sdpa_->handle(stream()), pointers,
-                                            workspace.defined() ? workspace.raw() : nullptr));
+    execute(*this, *sdpa_, *entry,
+            {{kQ, q16.raw()}, {kK, k16.raw()}, {kV, v16.raw()}, {kO, o16.raw()}, {kDO, dout16.raw()},
+             {kStats, lse.raw()}, {kDQ, dq16.raw()}, {kDK, dk16.raw()}, {kDV, dv16.raw()}},
+            seq_q, seq_kv);
     copy(dq, dq16);
     copy(dk, dk16);
     copy(dv, dv16);
