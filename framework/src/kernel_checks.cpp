@@ -128,9 +128,10 @@ void require_embedding(const char* kernel, const char* rows_name, const Tensor& 
     require_index_dtype(kernel, "ids", ids);
     if (table.dim() != 2 || rows.dim() == 0 || rows.size(-1) != table.size(1) ||
         rows.numel() != ids.numel() * table.size(1)) {
-        throw ShapeError(std::string(kernel) + ": " + rows_name + " " + shape_str(rows.shape()) + " does not match ids " +
-                         shape_str(ids.shape()) + " and " + table_name + " " + shape_str(table.shape()) + "; hint: " +
-                         rows_name + " is [..., C] for ids [...] and " + table_name + " [V, C]");
+        throw ShapeError(std::string(kernel) + ": " + rows_name + " " + shape_str(rows.shape()) +
+                         " does not match ids " + shape_str(ids.shape()) + " and " + table_name + " " +
+                         shape_str(table.shape()) + "; hint: " + rows_name + " is [..., C] for ids [...] and " +
+                         table_name + " [V, C]");
     }
 }
 

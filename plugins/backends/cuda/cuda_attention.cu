@@ -564,7 +564,8 @@ template <int DMax>
 constexpr size_t dkdv_shared_bytes() {
     using Tile = TileShape<DMax, backward_query_tile(DMax), backward_key_tile(DMax)>;
     constexpr int Br = backward_query_tile(DMax), Bc = backward_key_tile(DMax);
-    return sizeof(float) * static_cast<size_t>(2 * Bc * Tile::ld + 2 * Br * Tile::ld + 2 * Br * Tile::ldp + 2 * Br + Bc);
+    return sizeof(float) *
+           static_cast<size_t>(2 * Bc * Tile::ld + 2 * Br * Tile::ld + 2 * Br * Tile::ldp + 2 * Br + Bc);
 }
 template <int DMax>
 constexpr size_t dq_shared_bytes() {
