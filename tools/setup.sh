@@ -8,9 +8,12 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/.." && pwd)
 
+# libdnnl-dev only recommends OpenCL's headers and ICD loader, and apt-get here installs no
+# recommends, but Debian's oneDNN is built with the OpenCL GPU runtime and its CMake package
+# (dnnl-config.cmake) requires them: ocl-icd-opencl-dev and opencl-headers.
 readonly BUILD_PACKAGES=(
-  cmake g++ make libdnnl-dev libboost-dev libboost-program-options-dev catch2
-  libsqlite3-dev sqlite3 nlohmann-json3-dev python3
+  cmake g++ make libdnnl-dev ocl-icd-opencl-dev opencl-headers libboost-dev
+  libboost-program-options-dev catch2 libsqlite3-dev sqlite3 nlohmann-json3-dev python3
 )
 # Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), so the tests and
 # the benchmarks get their own environment in .venv; bench/run.sh, the tests and
