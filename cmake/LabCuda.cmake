@@ -19,13 +19,15 @@ if(LAB_WITH_CUDA STREQUAL "OFF")
   return()
 endif()
 
-# A missing piece: an error under ON, one status line under AUTO (the caller then returns).
-function(lab_cuda_missing what fix)
+# A missing piece: an error under ON, one status line under AUTO (the caller then returns). The
+# arguments after WHAT are the fix, joined into one sentence.
+function(lab_cuda_missing what)
+  string(JOIN "" fix ${ARGN})
   if(LAB_WITH_CUDA STREQUAL "ON")
-    message(FATAL_ERROR "LAB_WITH_CUDA is ON but ${what}. ${fix}, or configure with -DLAB_WITH_CUDA=AUTO "
-                        "or OFF to build without the cuda backend.")
+    message(FATAL_ERROR "LAB_WITH_CUDA is ON but ${what}. To fix: ${fix}; or configure with "
+                        "-DLAB_WITH_CUDA=AUTO or OFF to build without the cuda backend.")
   endif()
-  message(STATUS "cuda backend plugin not built: ${what} (${fix})")
+  message(STATUS "cuda backend plugin not built: ${what} (to build it: ${fix})")
 endfunction()
 
 # 1. The toolkit.

@@ -30,7 +30,7 @@ readonly CA_VARIABLES=(PIP_CERT SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE)
 usage() {
   cat <<EOF
 Usage: tools/fresh_machine_check.sh [--work DIR] [--data DIR | --without-data] [--only N]
-                                    [--tail N] [--keep] [--help]
+                                    [--tail N] [--keep] [--commands] [--help]
 
 Makes a clean Debian 12 root with debootstrap (--variant=minbase $SUITE), and for each of the
 README's two commands (section "The two commands") copies it to a root of its own, puts a clean
@@ -48,6 +48,7 @@ Options:
   --only N         run only the README's command N (1: the main job, 2: the test suite).
   --tail N         lines of each command's output to print (default 25).
   --keep           keep the roots (for a look inside: chroot DIR/root-N bash).
+  --commands       print the two commands read from the README, one a line, and exit.
   -h, --help       show this help.
 
 Commits first: the roots get HEAD, not uncommitted changes.
@@ -67,6 +68,7 @@ with_data=1
 only=""
 tail_lines=25
 keep=0
+print_commands=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --work) [[ $# -ge 2 ]] || die "--work needs a folder"; work_dir=$2; shift 2 ;;
@@ -75,10 +77,22 @@ while [[ $# -gt 0 ]]; do
     --only) [[ $# -ge 2 && "$2" =~ ^[12]$ ]] || die "--only takes 1 or 2"; only=$2; shift 2 ;;
     --tail) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--tail takes a number of lines"; tail_lines=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --commands) print_commands=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1'; hint: see tools/fresh_machine_check.sh --help" ;;
   esac
 done
+
+# The README's two commands: the indented lines of its "## The two commands" section.
+mapfile -t commands < <(awk '/^## /{in_section = ($0 == "## The two commands")} in_section && /^    [^ ]/{sub(/^    /, ""); print}' \
+  "$repo_root/README.md")
+[[ ${#commands[@]} -eq 2 ]] ||
+  die "README.md's section '## The two commands' should hold exactly two indented command lines, found ${#commands[@]}: ${commands[*]:-none}"
+
+if [[ $print_commands -eq 1 ]]; then
+  printf '%s\n' "${commands[@]}"
+  exit 0
+fi
 
 [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot and mounts); hint: sudo tools/fresh_machine_check.sh"
 [[ $(uname -s) == Linux ]] || die "needs Linux (debootstrap, chroot, unshare)"
@@ -87,12 +101,6 @@ if [[ $with_data -eq 1 ]]; then
   [[ -d "$data_dir" ]] || die "data mirror '$data_dir' not found; hint: --data DIR, or --without-data to check the commands without it"
   data_dir=$(cd "$data_dir" && pwd)
 fi
-
-# The README's two commands: the indented lines of its "## The two commands" section.
-mapfile -t commands < <(awk '/^## /{in_section = ($0 == "## The two commands")} in_section && /^    [^ ]/{sub(/^    /, ""); print}' \
-  "$repo_root/README.md")
-[[ ${#commands[@]} -eq 2 ]] ||
-  die "README.md's section '## The two commands' should hold exactly two indented command lines, found ${#commands[@]}: ${commands[*]:-none}"
 
 for tool in debootstrap unshare chroot; do
   if ! command -v "$tool" >/dev/null 2>&1; then

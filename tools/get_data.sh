@@ -3,7 +3,8 @@
 # and tests name under ${data}. Each file is copied from a local mirror (--from DIR) or downloaded
 # from the public commit it was taken from, and accepted only if its sha256 matches the table below
 # (the table of ../shared/data/README.md). Files already present with the right hash are skipped,
-# so running it again is cheap.
+# so running it again is cheap. All or nothing: when a file cannot be fetched, none of this run's
+# files is kept, and the error lists every file it could not fetch, why, and how to provide it.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,7 +24,8 @@ readonly DATASETS=(
   "wikitext-2/valid.txt|f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8|pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/valid.txt"
   "wikitext-2/test.txt|d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0|pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/test.txt"
 )
-readonly RAW_BASE_URL="https://raw.githubusercontent.com"
+# LAB_DATA_BASE_URL replaces it: a mirror of its layout on a local web server, or file:///folder.
+readonly RAW_BASE_URL="${LAB_DATA_BASE_URL:-https://raw.githubusercontent.com}"
 
 usage() {
   cat <<EOF
@@ -32,6 +34,8 @@ Usage: tools/get_data.sh [--from DIR] [--dest DIR] [--list] [--help]
 Puts the datasets of the experiments into DEST (default: $repo_root/data), each at the same
 relative path as in the mirror (tinyshakespeare/input.txt, sst2/train.tsv, ...), and checks
 every file against its pinned sha256. Files already present with the right hash are skipped.
+When any file cannot be fetched, nothing is written to DEST and the error lists each missing file,
+why it failed and how to provide it (exit status 1).
 
 Options:
   --from DIR   copy from a local mirror folder laid out like ../shared/data. When DIR does not
@@ -41,7 +45,8 @@ Options:
   -h, --help   show this help.
 
 Without --from, files are downloaded from raw.githubusercontent.com at the pinned commits
-(needs curl, wget or python3, and network access).
+(needs curl, wget or python3, and network access); LAB_DATA_BASE_URL=URL downloads from another
+server with the same layout (URL/<owner>/<repo>/<commit>/<path>; file:///folder works too).
 
 Examples:
   tools/get_data.sh --from ../shared/data
@@ -76,8 +81,11 @@ download() {
   elif command -v python3 >/dev/null 2>&1; then
     python3 - "$url" "$output" <<'PY'
 import shutil, sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=15) as response, open(sys.argv[2], "wb") as out:
-    shutil.copyfileobj(response, out)
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=15) as response, open(sys.argv[2], "wb") as out:
+        shutil.copyfileobj(response, out)
+except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+    sys.exit(f"python3 urllib: {getattr(error, 'reason', None) or error}")
 PY
   else
     echo "get_data.sh: no downloader found (curl, wget or python3)" >&2
@@ -121,17 +129,26 @@ if [[ -n "$mirror_dir" && ! -d "$mirror_dir" ]]; then
   mirror_dir=""
 fi
 
+# All or nothing: every file that is missing or wrong is fetched into a staging folder inside DEST
+# and checked there; only when all of them arrived are they moved to their final names. A run that
+# cannot fetch everything leaves DEST as it found it (a DEST it had to create is removed again), so
+# a half-filled data folder never stays behind, and says which files it could not fetch and why.
+dest_existed=0
+[[ -d "$dest_dir" ]] && dest_existed=1
 mkdir -p -- "$dest_dir" || die "cannot create destination folder '$dest_dir'; hint: choose another with --dest"
-
-# A partial file must never sit at its final name: each file is written to a temporary name in
-# its destination folder, checked, then renamed. The trap removes a leftover temporary file.
-tmp_file=""
-cleanup() { [[ -n "$tmp_file" ]] && rm -f -- "$tmp_file"; return 0; }
+staging=$(mktemp -d "$dest_dir/.get_data.XXXXXX") || die "cannot write to '$dest_dir'; hint: choose another folder with --dest"
+cleanup() {
+  rm -rf -- "$staging"
+  if [[ $dest_existed -eq 0 ]]; then rmdir -- "$dest_dir" 2>/dev/null || true; fi
+  return 0
+}
 trap cleanup EXIT
 
 count_present=0
 count_copied=0
 count_downloaded=0
+staged=()   # relative paths fetched and verified in $staging
+failures=() # "relative path|what went wrong"
 for entry in "${DATASETS[@]}"; do
   IFS='|' read -r rel_path expected_sha source <<<"$entry"
   target="$dest_dir/$rel_path"
@@ -142,36 +159,61 @@ for entry in "${DATASETS[@]}"; do
       count_present=$((count_present + 1))
       continue
     fi
-    echo "get_data.sh: $target has sha256 $actual_sha, expected $expected_sha; replacing it" >&2
+    echo "get_data.sh: $target has sha256 $actual_sha, expected $expected_sha; fetching it again" >&2
   fi
 
-  mkdir -p -- "$(dirname -- "$target")"
-  tmp_file=$(mktemp "$target.partial.XXXXXX")
-
+  staged_file="$staging/$rel_path"
+  mkdir -p -- "$(dirname -- "$staged_file")"
   if [[ -n "$mirror_dir" && -f "$mirror_dir/$rel_path" ]]; then
-    cp -- "$mirror_dir/$rel_path" "$tmp_file"
-    actual_sha=$(file_sha256 "$tmp_file")
-    [[ "$actual_sha" == "$expected_sha" ]] ||
-      die "mirror file $mirror_dir/$rel_path has sha256 $actual_sha, expected $expected_sha; hint: the mirror is corrupt or of another version, restore it (see its README.md) or run without --from to download"
+    cp -- "$mirror_dir/$rel_path" "$staged_file"
+    actual_sha=$(file_sha256 "$staged_file")
+    if [[ "$actual_sha" != "$expected_sha" ]]; then
+      failures+=("$rel_path|the mirror's copy $mirror_dir/$rel_path has sha256 $actual_sha, expected $expected_sha (a corrupt mirror or another version of the file)")
+      continue
+    fi
     how="copied"
-    count_copied=$((count_copied + 1))
   else
     [[ -z "$mirror_dir" ]] || echo "get_data.sh: $rel_path is not in the mirror '$mirror_dir'; downloading it" >&2
     url="$RAW_BASE_URL/$source"
-    download "$url" "$tmp_file" ||
-      die "could not download $rel_path from $url (no network access?); hint: copy the files from a local mirror with --from DIR (CI uses ../shared/data)"
-    actual_sha=$(file_sha256 "$tmp_file")
-    [[ "$actual_sha" == "$expected_sha" ]] ||
-      die "downloaded $rel_path from $url has sha256 $actual_sha, expected $expected_sha; hint: a proxy or captive portal may have answered instead of GitHub, or the file is stored with Git LFS; retry or use --from DIR"
+    if ! reason=$(download "$url" "$staged_file" 2>&1); then
+      reason=$(printf '%s\n' "$reason" | sed '/^$/d' | tail -n 1) # curl retries: one line of each kind
+      failures+=("$rel_path|download from $url failed: ${reason:-no reason given}")
+      continue
+    fi
+    actual_sha=$(file_sha256 "$staged_file")
+    if [[ "$actual_sha" != "$expected_sha" ]]; then
+      failures+=("$rel_path|downloaded from $url with sha256 $actual_sha, expected $expected_sha (a proxy or captive portal may have answered instead)")
+      continue
+    fi
     how="downloaded"
-    count_downloaded=$((count_downloaded + 1))
   fi
-
-  # mktemp creates the file private (0600); give it the mode a plain new file would get.
-  chmod "$(printf '%04o' $((0666 & ~0$(umask))))" -- "$tmp_file"
-  mv -f -- "$tmp_file" "$target"
-  tmp_file=""
+  staged+=("$rel_path")
   echo "get_data.sh: $how $rel_path (sha256 ok)"
+  if [[ $how == copied ]]; then count_copied=$((count_copied + 1)); else count_downloaded=$((count_downloaded + 1)); fi
 done
 
+if [[ ${#failures[@]} -gt 0 ]]; then
+  {
+    echo "get_data.sh: error: could not fetch ${#failures[@]} of ${#DATASETS[@]} files:"
+    for failure in "${failures[@]}"; do
+      IFS='|' read -r rel_path reason <<<"$failure"
+      echo "  $rel_path: $reason"
+    done
+    echo "get_data.sh: nothing was written to $dest_dir (the ${#staged[@]} files fetched in this run were discarded)."
+    echo "get_data.sh: hint: copy the data mirror (a folder laid out like ../shared/data, see its README.md) to this machine"
+    echo "  and run: tools/get_data.sh --from DIR"
+    echo "  or put each file above at $dest_dir/<path>, with the sha256 that tools/get_data.sh --list prints;"
+    echo "  downloading needs access to $RAW_BASE_URL."
+  } >&2
+  exit 1
+fi
+
+for rel_path in "${staged[@]}"; do
+  target="$dest_dir/$rel_path"
+  mkdir -p -- "$(dirname -- "$target")"
+  # mktemp made the staging folder private; give each file the mode a plain new file would get.
+  chmod "$(printf '%04o' $((0666 & ~0$(umask))))" -- "$staging/$rel_path"
+  mv -f -- "$staging/$rel_path" "$target"
+done
+dest_existed=1
 echo "get_data.sh: ${#DATASETS[@]} files verified in $dest_dir ($count_present already present, $count_copied copied, $count_downloaded downloaded)"
