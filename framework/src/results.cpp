@@ -201,6 +201,26 @@ std::string run_status_name(RunStatus status) {
                 "; hint: use one of the RunStatus enumerators");
 }
 
+std::optional<std::string> run_writer_gone(const RunWriter& writer, int64_t lease_seconds) {
+    const std::string process = "the labrun process (pid " + (writer.pid ? std::to_string(*writer.pid) : "unknown") +
+                                " on " + (writer.host.empty() ? "an unknown host" : writer.host) + ")";
+    // A pid is only meaningful on its own host, and our own pid is alive by definition.
+    if (writer.host == host_name() && writer.pid && *writer.pid != ::getpid() && process_is_gone(*writer.pid)) {
+        return process + " ended without finishing the run";
+    }
+    if (writer.silent_s && *writer.silent_s > double(lease_seconds)) {
+        return process + " sent no heartbeat for " + std::to_string(std::llround(*writer.silent_s)) +
+               " s, longer than the lease of " + std::to_string(lease_seconds) + " s";
+    }
+    return std::nullopt;
+}
+
+// The age of the last sign of life by the database's clock ('now' is this host's UTC).
+std::string run_silence_sql(bool has_heartbeat) {
+    return std::string("((julianday('now') - julianday(") +
+           (has_heartbeat ? "COALESCE(heartbeat_at, started_at)" : "started_at") + ")) * 86400.0)";
+}
+
 struct ResultStore::Impl {
     struct PendingMetric {
         int64_t run, step;
@@ -390,11 +410,9 @@ struct ResultStore::Impl {
         select_seconds_since_start = Statement(
             handle, file, "SELECT (julianday('now') - julianday(started_at)) * 86400.0 FROM runs WHERE id = ?1",
             "look up when a run started");
-        // The age of the last sign of life by the database's clock ('now' is this host's UTC).
         select_running = Statement(
             handle, file,
-            "SELECT id, host, pid, (julianday('now') - julianday(COALESCE(heartbeat_at, started_at))) * 86400.0"
-            " FROM runs WHERE status = 'running' ORDER BY id",
+            ("SELECT id, host, pid, " + run_silence_sql() + " FROM runs WHERE status = 'running' ORDER BY id").c_str(),
             "list the running runs");
         mark_run_interrupted = Statement(
             handle, file, "UPDATE runs SET status = 'interrupted', error = ?1 WHERE id = ?2 AND status = 'running'",
@@ -663,45 +681,29 @@ std::vector<int64_t> ResultStore::mark_interrupted_runs(int64_t lease_seconds) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     const std::string this_host = host_name();
     const int64_t this_pid = ::getpid();
-    struct RunningRun {
-        int64_t id;
-        std::string host;
-        std::optional<int64_t> pid;
-        std::optional<double> silent_s;  // seconds since the last heartbeat (or the start)
-    };
     std::vector<int64_t> interrupted;
     Impl::Transaction transaction(*impl_);
-    std::vector<RunningRun> running;
+    std::vector<std::pair<int64_t, RunWriter>> running;
     {
         Query query(impl_->select_running);
         while (query.step()) {
-            RunningRun run{query.column_int(0), query.column_text(1), std::nullopt, std::nullopt};
-            if (!query.column_is_null(2)) run.pid = query.column_int(2);
-            if (!query.column_is_null(3)) run.silent_s = query.column_double(3);
-            running.push_back(run);
+            RunWriter writer{query.column_text(1), std::nullopt, std::nullopt};
+            if (!query.column_is_null(2)) writer.pid = query.column_int(2);
+            if (!query.column_is_null(3)) writer.silent_s = query.column_double(3);
+            running.emplace_back(query.column_int(0), std::move(writer));
         }
     }
-    for (const RunningRun& run : running) {
+    for (const auto& [run, writer] : running) {
         // This store's own runs are alive, however quiet; the pid guards against a row that another
         // process has taken over since (reopen_run).
-        if (impl_->live_runs.count(run.id) != 0 && run.pid == this_pid) continue;
-        const std::string writer = "the labrun process (pid " + (run.pid ? std::to_string(*run.pid) : "unknown") +
-                                   " on " + (run.host.empty() ? "an unknown host" : run.host) + ")";
-        std::string reason;
-        // A pid is only meaningful on its own host, and our own pid is alive by definition.
-        if (run.host == this_host && run.pid && *run.pid != this_pid && process_is_gone(*run.pid)) {
-            reason = writer + " ended without finishing the run";
-        } else if (run.silent_s && *run.silent_s > double(lease_seconds)) {
-            reason = writer + " sent no heartbeat for " + std::to_string(std::llround(*run.silent_s)) +
-                     " s, longer than the lease of " + std::to_string(lease_seconds) + " s";
-        } else {
-            continue;
-        }
+        if (impl_->live_runs.count(run) != 0 && writer.pid == this_pid) continue;
+        const std::optional<std::string> reason = run_writer_gone(writer, lease_seconds);
+        if (!reason) continue;
         Query query(impl_->mark_run_interrupted);
-        query.bind(1, reason + "; found at " + utc_now_iso() + " by pid " + std::to_string(this_pid) + " on " +
+        query.bind(1, *reason + "; found at " + utc_now_iso() + " by pid " + std::to_string(this_pid) + " on " +
                           this_host);
-        query.bind(2, run.id).run();
-        if (sqlite3_changes(impl_->db.get()) == 1) interrupted.push_back(run.id);
+        query.bind(2, run).run();
+        if (sqlite3_changes(impl_->db.get()) == 1) interrupted.push_back(run);
     }
     transaction.commit();
     return interrupted;

@@ -3,6 +3,7 @@
 // and the files it writes checked. Exit codes (tools/labdb/main.cpp): 0 ok, 1 failure, 2 usage,
 // 3 not found or ambiguous.
 #include <catch2/catch.hpp>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -17,6 +18,7 @@
 namespace fs = std::filesystem;
 using namespace lab_test;
 using Catch::Matchers::Contains;
+using Catch::Matchers::EndsWith;
 using nlohmann::json;
 
 namespace {
@@ -133,6 +135,21 @@ std::vector<int64_t> ids_of(const json& rows) {
     std::vector<int64_t> ids;
     for (const json& row : rows) ids.push_back(row["id"].get<int64_t>());
     return ids;
+}
+
+// A pid that no process has any more: a child that has exited and been reaped.
+int64_t exited_pid() {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) ::_exit(0);
+    REQUIRE(wait_exit(child) == 0);
+    return child;
+}
+
+std::map<int64_t, std::string> status_by_id(const json& rows) {
+    std::map<int64_t, std::string> statuses;
+    for (const json& row : rows) statuses[row["id"].get<int64_t>()] = row["status"].get<std::string>();
+    return statuses;
 }
 
 }  // namespace
@@ -447,6 +464,151 @@ TEST_CASE("labdb treats hostile names and filters as plain values", "[labdb]") {
     CHECK(table_counts(study.db) == before);
 }
 
+TEST_CASE("labdb shows a running run whose process is gone as dead and writes nothing", "[labdb]") {
+    TempDir dir;
+    const fs::path db_file = dir.path / "lab.db";
+    std::map<std::string, int64_t> ids;
+    {
+        lab::ResultStore store(db_file);
+        lab::RunRecord record;
+        record.experiment = "exp";
+        record.config_hash = "hash";
+        record.config_text = "[experiment]\n";
+        // begin_run records this test's pid, which is alive.
+        for (const char* name : {"live", "gone", "silent", "far"}) {
+            record.name = name;
+            record.host = record.name == "silent" || record.name == "far" ? "elsewhere" : lab::host_name();
+            ids[name] = store.begin_run(record, {});
+        }
+        record.name = "finished";
+        const int64_t finished = store.begin_run(record, {});
+        store.finish_run(finished, lab::RunStatus::finished, "");
+        ids["finished"] = finished;
+    }
+    {
+        PlainSqlite plain(db_file);
+        const int64_t dead_pid = exited_pid();
+        // On this host the pid of an exited process: dead at once. On another host a pid means
+        // nothing ("far" keeps its fresh heartbeat); a heartbeat older than the lease is dead anywhere.
+        plain.rows("UPDATE runs SET pid = ?1 WHERE id IN (?2, ?3, ?4)",
+                   {dead_pid, ids["gone"], ids["far"], ids["finished"]});
+        plain.rows("UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) WHERE id = ?2",
+                   {"-" + std::to_string(lab::kDefaultLeaseSeconds + 60) + " seconds", ids["silent"]});
+    }
+    const std::string db = db_file.string();
+    const std::string bytes_before = read_text(db_file);
+    REQUIRE(!bytes_before.empty());
+
+    const json runs = run_json({"--db", db, "runs", "--json"});
+    CHECK(status_by_id(runs) == std::map<int64_t, std::string>{{ids["live"], "running"},
+                                                                {ids["gone"], "dead"},
+                                                                {ids["silent"], "dead"},
+                                                                {ids["far"], "running"},
+                                                                {ids["finished"], "finished"}});
+    CHECK(ids_of(run_json({"--db", db, "runs", "--status", "dead", "--json"})) ==
+          std::vector<int64_t>{ids["gone"], ids["silent"]});
+    CHECK(ids_of(run_json({"--db", db, "runs", "--status", "running", "--json"})) ==
+          std::vector<int64_t>{ids["live"], ids["far"]});
+    // --limit counts the runs the status filter keeps: the newest dead run.
+    CHECK(ids_of(run_json({"--db", db, "runs", "--status", "dead", "--limit", "1", "--json"})) ==
+          std::vector<int64_t>{ids["silent"]});
+
+    const Outcome table = run_labdb({"--db", db, "runs"});
+    INFO(table);
+    REQUIRE(table.exit_code == kExitOk);
+    const std::vector<std::string> lines = lines_of(table.out);
+    REQUIRE(lines.size() == 7);  // header, rule, five runs
+    CHECK_THAT(lines[2], Contains("live") && Contains("running"));
+    CHECK_THAT(lines[3], Contains("gone") && Contains("dead") && !Contains("running"));
+    CHECK_THAT(lines[4], Contains("silent") && Contains("dead"));
+
+    CHECK(run_json({"--db", db, "show", "gone", "--json"})["run"]["status"] == "dead");
+    CHECK(run_json({"--db", db, "show", "silent", "--json"})["run"]["status"] == "dead");
+    CHECK(run_json({"--db", db, "show", "live", "--json"})["run"]["status"] == "running");
+    const Outcome shown = run_labdb({"--db", db, "show", "gone"});
+    INFO(shown);
+    REQUIRE(shown.exit_code == kExitOk);
+    bool status_line_seen = false;
+    for (const std::string& line : lines_of(shown.out)) {
+        if (line.rfind("  status ", 0) == 0) {
+            status_line_seen = true;
+            CHECK_THAT(line, EndsWith("  dead"));
+        }
+    }
+    CHECK(status_line_seen);
+
+    // labdb wrote nothing: the file is byte for byte the same, and it still says running.
+    CHECK(read_text(db_file) == bytes_before);
+    const PlainSqlite plain(db_file, PlainSqlite::Access::read_only);
+    CHECK(plain.one("SELECT status FROM runs WHERE id = ?1", {ids["gone"]}).text == "running");
+}
+
+TEST_CASE("labdb refuses a database of a newer schema version", "[labdb]") {
+    StudyDatabase study;
+    const int newer = lab::ResultStore::kSchemaVersion + 1;
+    PlainSqlite(study.db).exec("PRAGMA user_version = " + std::to_string(newer));
+    const std::string db = study.db.string();
+
+    const std::vector<std::vector<std::string>> commands = {
+        {"--db", db, "runs"}, {"--db", db, "show", "base_a"}, {"merge", db, "-o", (study.dir.path / "merged.db").string()}};
+    for (const std::vector<std::string>& args : commands) {
+        const Outcome refused = run_labdb(args);
+        INFO(refused);
+        CHECK(refused.exit_code == kExitFailure);
+        CHECK(refused.out.empty());
+        CHECK_THAT(refused.err, Contains("'" + db + "' has schema version " + std::to_string(newer)) &&
+                                    Contains("this labdb knows schema version " +
+                                             std::to_string(lab::ResultStore::kSchemaVersion) + " at most") &&
+                                    Contains("hint:") && Contains("newer labrun") && Contains("rebuild labdb"));
+    }
+    CHECK(!fs::exists(study.dir.path / "merged.db"));
+    CHECK_THAT(run_labdb({"--help"}).out, Contains("1 failure (also: a database written by a newer labrun)"));
+}
+
+TEST_CASE("labdb prints a whole number without decimals", "[labdb]") {
+    TempDir dir;
+    const fs::path db_file = dir.path / "lab.db";
+    {
+        lab::ResultStore store(db_file);
+        lab::RunRecord record;
+        record.name = "counts";
+        record.experiment = "exp";
+        record.config_hash = "hash";
+        record.config_text = "[experiment]\n";
+        const int64_t id = store.begin_run(record, {});
+        store.add_metric(id, 100, "val/tokens", 111488.0);
+        store.add_metric(id, 200, "val/tokens", 222976.0);
+        store.add_metric(id, 100, "train/loss", 2.718281828);
+        store.add_metric(id, 200, "train/loss", 3.0);
+        store.add_metric(id, 100, "val/shift", -7.0);
+        // 2^53: integers from here on are no longer all exact in a double.
+        store.add_metric(id, 100, "val/huge", 9007199254740992.0);
+        store.finish_run(id, lab::RunStatus::finished, "");
+    }
+    const Outcome compared = run_labdb({"--db", db_file.string(), "compare", "counts"});
+    INFO(compared);
+    REQUIRE(compared.exit_code == kExitOk);
+    CHECK(compared.out ==
+          "                                                    1 counts\n"
+          "-------------------------------------------  ---------------\n"
+          "params (differing)\n"
+          "  (none: the runs have the same parameters)\n"
+          "metrics\n"
+          "  train/loss last                                     3 @200\n"
+          "  train/loss best                                2.7183 @100\n"
+          "  val/huge last                              9.0072e+15 @100\n"
+          "  val/huge best                              9.0072e+15 @100\n"
+          "  val/shift last                                     -7 @100\n"
+          "  val/shift best                                     -7 @100\n"
+          "  val/tokens last                                222976 @200\n"
+          "  val/tokens best                                111488 @100\n");
+
+    const Outcome shown = run_labdb({"--db", db_file.string(), "show", "counts"});
+    INFO(shown);
+    REQUIRE(shown.exit_code == kExitOk);
+    CHECK_THAT(shown.out, Contains("  val/tokens     2      222976      200      111488      100\n"));
+}
+
 TEST_CASE("labdb usage errors and help", "[labdb]") {
     CHECK(run_labdb({}).exit_code == kExitUsage);
     const Outcome unknown = run_labdb({"frobnicate"});
@@ -528,4 +690,30 @@ TEST_CASE("labdb reads and merges a schema version 1 file without changing it", 
 
     CHECK(table_counts(old_db) == before);
     CHECK(PlainSqlite(old_db, PlainSqlite::Access::read_only).one("PRAGMA user_version").integer == 1);
+}
+
+TEST_CASE("labdb tells a dead run of a schema version 1 file by its start time", "[labdb]") {
+    TempDir dir;
+    const fs::path old_db = dir.path / "old.db";
+    {
+        PlainSqlite plain(old_db);
+        plain.exec(kSchemaVersion1);
+        // No heartbeat_at column: the lease counts from started_at.
+        const std::string insert =
+            "INSERT INTO runs (id, uid, name, experiment, config_hash, config, status, host, pid, started_at)"
+            " VALUES (?1, ?2, ?3, 'old_exp', 'h', '[experiment]', 'running', ?4, ?5, ?6)";
+        plain.rows(insert, {int64_t{3}, "cccc000011112222", "old_dead", "elsewhere", int64_t{::getpid()},
+                            "2024-01-02T05:04:05.000Z"});
+        plain.rows(insert, {int64_t{4}, "dddd000011112222", "old_live", lab::host_name(), int64_t{::getpid()},
+                            lab::utc_now_iso()});
+    }
+    const std::string db = old_db.string();
+    const std::string bytes_before = read_text(old_db);
+
+    CHECK(status_by_id(run_json({"--db", db, "runs", "--json"})) ==
+          std::map<int64_t, std::string>{{1, "finished"}, {2, "finished"}, {3, "dead"}, {4, "running"}});
+    CHECK(ids_of(run_json({"--db", db, "runs", "--status", "dead", "--json"})) == std::vector<int64_t>{3});
+    CHECK(run_json({"--db", db, "show", "old_dead", "--json"})["run"]["status"] == "dead");
+    CHECK(run_json({"--db", db, "show", "old_live", "--json"})["run"]["status"] == "running");
+    CHECK(read_text(old_db) == bytes_before);
 }

@@ -649,6 +649,31 @@ TEST_CASE("a run whose heartbeat is older than the lease is interrupted, on any 
     CHECK(bad_lease.find("hint:") != std::string::npos);
 }
 
+TEST_CASE("run_writer_gone: a pid on this host, a heartbeat older than the lease on any host", "[results]") {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) ::_exit(0);
+    int child_status = 0;
+    REQUIRE(::waitpid(child, &child_status, 0) == child);
+    const int64_t lease = lab::kDefaultLeaseSeconds;
+
+    const auto ended = lab::run_writer_gone({lab::host_name(), int64_t(child), 1.0});
+    REQUIRE(ended);
+    CHECK(*ended == "the labrun process (pid " + std::to_string(child) + " on " + lab::host_name() +
+                        ") ended without finishing the run");
+    CHECK_FALSE(lab::run_writer_gone({"far-away-host", int64_t(child), 1.0}));  // a pid means nothing there
+    CHECK_FALSE(lab::run_writer_gone({lab::host_name(), int64_t(::getpid()), 1.0}));
+    CHECK_FALSE(lab::run_writer_gone({lab::host_name(), std::nullopt, 1.0}));
+
+    CHECK_FALSE(lab::run_writer_gone({"far-away-host", int64_t(::getpid()), double(lease)}));
+    const auto silent = lab::run_writer_gone({"far-away-host", std::nullopt, double(lease) + 1});
+    REQUIRE(silent);
+    CHECK(*silent == "the labrun process (pid unknown on far-away-host) sent no heartbeat for " +
+                         std::to_string(lease + 1) + " s, longer than the lease of " + std::to_string(lease) + " s");
+    CHECK(lab::run_writer_gone({lab::host_name(), int64_t(::getpid()), 61.0}, 60));
+    CHECK_FALSE(lab::run_writer_gone({"", std::nullopt, std::nullopt}));
+}
+
 TEST_CASE("resume: reopen a run and drop what it logged after the checkpoint", "[results]") {
     TempDir scratch;
     const fs::path file = scratch.path / "lab.db";

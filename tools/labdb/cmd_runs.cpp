@@ -16,7 +16,10 @@ const char* kUsage =
     "Lists the runs of the database, oldest first: id, uid, name, status, start time, wall time,\n"
     "the last step logged, the last and the best (lowest) val/loss, and the sweep the run belongs to.\n"
     "--where key=value keeps the runs whose parameter `key` (as in `labdb show`, e.g. model.layers)\n"
-    "equals `value` exactly; several --where are all required. --limit N keeps the N newest runs.";
+    "equals `value` exactly; several --where are all required. --limit N keeps the N newest runs.\n"
+    "A run left \"running\" by a process that is gone (its pid on this host no longer exists, or no\n"
+    "heartbeat for longer than the lease) shows as \"dead\"; the next labrun that opens the database\n"
+    "records it \"interrupted\".";
 
 struct WhereClause {
     std::string key, value;
@@ -57,7 +60,7 @@ int command_runs(const std::vector<std::string>& args, const GlobalOptions& glob
     po::options_description options("runs options");
     options.add_options()
         ("experiment", po::value<std::string>(), "only runs of this experiment")
-        ("status", po::value<std::string>(), "only runs with this status: running, finished, failed, interrupted")
+        ("status", po::value<std::string>(), "only runs with this status: running, finished, failed, interrupted, dead")
         ("where", po::value<std::vector<std::string>>()->composing(), "key=value: only runs with this parameter value")
         ("limit", po::value<int64_t>(), "only the N newest runs")
         ("json", po::bool_switch(), "print a JSON array of objects instead of a table");
@@ -69,12 +72,13 @@ int command_runs(const std::vector<std::string>& args, const GlobalOptions& glob
     if (values.count("where")) {
         for (const std::string& text : values["where"].as<std::vector<std::string>>()) wheres.push_back(parse_where(text));
     }
-    if (values.count("status")) {
-        const std::string status = values["status"].as<std::string>();
-        static const std::vector<std::string> kStatuses = {"running", "finished", "failed", "interrupted"};
-        if (std::find(kStatuses.begin(), kStatuses.end(), status) == kStatuses.end()) {
-            throw UsageError("--status '" + status + "' is not a run status; hint: use running, finished, failed " +
-                             "or interrupted");
+    const bool by_status = values.count("status") != 0;
+    const std::string wanted_status = by_status ? values["status"].as<std::string>() : "";
+    if (by_status) {
+        static const std::vector<std::string> kStatuses = {"running", "finished", "failed", "interrupted", kDeadStatus};
+        if (std::find(kStatuses.begin(), kStatuses.end(), wanted_status) == kStatuses.end()) {
+            throw UsageError("--status '" + wanted_status + "' is not a run status; hint: use running, finished, " +
+                             "failed, interrupted or dead");
         }
     }
     if (values.count("limit") && values["limit"].as<int64_t>() < 1) {
@@ -87,12 +91,13 @@ int command_runs(const std::vector<std::string>& args, const GlobalOptions& glob
     // Only fixed clauses and ?N placeholders are put together here; every value is bound below.
     const bool has_sweep = database.has_column("runs", "sweep");
     std::string sql =
-        "SELECT r.id, r.uid, r.name, r.experiment, r.status, r.started_at, r.wall_s,"
+        "SELECT r.id, r.uid, r.name, r.experiment, r.started_at, r.wall_s,"
         " (SELECT MAX(m.step) FROM metrics AS m WHERE m.run_id = r.id),"
         " (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'"
         "  ORDER BY m.step DESC, m.rowid DESC LIMIT 1),"
         " (SELECT MIN(m.value) FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'),";
-    sql += has_sweep ? " r.sweep" : " NULL";
+    sql += has_sweep ? " r.sweep, " : " NULL, ";
+    sql += run_state_columns(database);
     sql += " FROM runs AS r WHERE 1 = 1";
     int next_parameter = 1;
     auto placeholder = [&] {
@@ -101,39 +106,42 @@ int command_runs(const std::vector<std::string>& args, const GlobalOptions& glob
         return text;
     };
     if (values.count("experiment")) sql += " AND r.experiment = " + placeholder();
-    if (values.count("status")) sql += " AND r.status = " + placeholder();
+    // A dead run is "running" in the file; run_state() tells the two apart below.
+    if (by_status) sql += " AND r.status = " + placeholder();
     for (size_t i = 0; i < wheres.size(); ++i) {
         const std::string key = placeholder(), value = placeholder();
         sql += " AND EXISTS (SELECT 1 FROM params AS p WHERE p.run_id = r.id AND p.key = " + key +
                " AND p.value = " + value + ")";
     }
     sql += " ORDER BY r.id DESC";
-    if (values.count("limit")) sql += " LIMIT " + placeholder();
 
     Statement query(database, sql, "list the runs");
     int parameter = 1;
     if (values.count("experiment")) query.bind(parameter++, values["experiment"].as<std::string>());
-    if (values.count("status")) query.bind(parameter++, values["status"].as<std::string>());
+    if (by_status) query.bind(parameter++, wanted_status == kDeadStatus ? "running" : wanted_status);
     for (const WhereClause& where : wheres) {
         query.bind(parameter++, where.key);
         query.bind(parameter++, where.value);
     }
-    if (values.count("limit")) query.bind(parameter++, values["limit"].as<int64_t>());
 
+    // --limit counts the runs left after the status filter, so it is applied here and not in SQL.
+    const int64_t limit = values.count("limit") ? values["limit"].as<int64_t>() : -1;
     nlohmann::json rows = nlohmann::json::array();
-    while (query.step()) {
+    while ((limit < 0 || static_cast<int64_t>(rows.size()) < limit) && query.step()) {
+        const std::string status = run_state(query, 10);
+        if (by_status && status != wanted_status) continue;
         nlohmann::json row;
         row["id"] = query.column_int(0);
         row["uid"] = query.column_text(1);
         row["name"] = query.column_text(2);
         row["experiment"] = query.column_text(3);
-        row["status"] = query.column_text(4);
-        row["started_at"] = query.column_text(5);
-        row["wall_s"] = query.is_null(6) ? nlohmann::json() : nlohmann::json(query.column_double(6));
-        row["steps"] = query.is_null(7) ? nlohmann::json() : nlohmann::json(query.column_int(7));
-        row["last_val_loss"] = query.is_null(8) ? nlohmann::json() : nlohmann::json(query.column_double(8));
-        row["best_val_loss"] = query.is_null(9) ? nlohmann::json() : nlohmann::json(query.column_double(9));
-        row["sweep"] = query.is_null(10) ? nlohmann::json() : nlohmann::json(query.column_text(10));
+        row["status"] = status;
+        row["started_at"] = query.column_text(4);
+        row["wall_s"] = query.is_null(5) ? nlohmann::json() : nlohmann::json(query.column_double(5));
+        row["steps"] = query.is_null(6) ? nlohmann::json() : nlohmann::json(query.column_int(6));
+        row["last_val_loss"] = query.is_null(7) ? nlohmann::json() : nlohmann::json(query.column_double(7));
+        row["best_val_loss"] = query.is_null(8) ? nlohmann::json() : nlohmann::json(query.column_double(8));
+        row["sweep"] = query.is_null(9) ? nlohmann::json() : nlohmann::json(query.column_text(9));
         rows.push_back(std::move(row));
     }
     // Newest first was only for --limit; print in the order the runs were made.

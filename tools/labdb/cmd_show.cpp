@@ -19,6 +19,8 @@ const char* kUsage =
     "plugins that produced it (kind, name, version, file, sha256), the last and the best value of\n"
     "each metric with their steps, its artifacts and the last text sample of each name.\n"
     "RUN is a numeric id, a unique uid prefix (4 or more hex digits) or a run name.\n"
+    "The status of a run left \"running\" by a process that is gone shows as \"dead\" (as in\n"
+    "`labdb runs`); the next labrun that opens the database records it \"interrupted\".\n"
     "--json prints one JSON object with the same content.";
 
 nlohmann::json optional_number(const std::optional<double>& value) {
@@ -70,7 +72,11 @@ int command_show(const std::vector<std::string>& args, const GlobalOptions& glob
     const Database database(command_line.db, Database::Mode::read_only);
     const RunRef run = resolve_run(database, command_line.values["run"].as<std::string>());
 
-    const std::vector<std::pair<std::string, nlohmann::json>> row = runs_row(database, run.id);
+    std::vector<std::pair<std::string, nlohmann::json>> row = runs_row(database, run.id);
+    // The state (run_state), not the stored status: a dead run is "running" in the file.
+    for (auto& [name, value] : row) {
+        if (name == "status") value = run.status;
+    }
     nlohmann::json shown;
     shown["run"] = nlohmann::json::object();
     for (const auto& [name, value] : row) shown["run"][name] = value;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "lab/results.h"
+
 namespace labdb {
 namespace {
 
@@ -148,9 +150,17 @@ Database::Database(const std::filesystem::path& file, Mode mode) : file_(file) {
     // labrun may be writing the file right now; wait for its short transactions.
     sqlite3_busy_timeout(db_, 10000);
     if (mode == Mode::read_write) execute("PRAGMA foreign_keys=ON", "turn on foreign keys");
+    // A newer schema may have changed what the known columns mean; guessing could mislead.
+    const int version = user_version();
+    if (version > lab::ResultStore::kSchemaVersion) {
+        throw lab::Error("results database '" + file_.string() + "' has schema version " + std::to_string(version) +
+                         ", but this labdb knows schema version " + std::to_string(lab::ResultStore::kSchemaVersion) +
+                         " at most; hint: it was written by a newer labrun: use the labdb built with that labrun, " +
+                         "or rebuild labdb from the same source");
+    }
     if (!has_table("runs")) {
         throw lab::Error("'" + file_.string() + "' has no runs table, so it is not a labrun results database " +
-                         "(schema version " + std::to_string(user_version()) +
+                         "(schema version " + std::to_string(version) +
                          "); hint: pass the database labrun wrote with --db FILE");
     }
 }

@@ -4,7 +4,8 @@
 //
 // The schema grows (version 1: runs, params, metrics, plugins, artifacts, texts; version 2 adds
 // runs.sweep, runs.threads, runs.libraries, runs.heartbeat_at and the sweeps table), so queries
-// that use a newer column ask has_column() first instead of trusting user_version alone.
+// that use a newer column ask has_column() first instead of trusting user_version alone. A file of
+// a schema version newer than this build's labrun writes is refused.
 #pragma once
 #include <sqlite3.h>
 
@@ -79,7 +80,8 @@ class Database {
  public:
     enum class Mode { read_only, read_write };
     // Opens an existing results database. Throws NotFoundError when the file does not exist and
-    // lab::Error when it is not a SQLite file or has no runs table.
+    // lab::Error when it is not a SQLite file, has no runs table, or has a schema version newer
+    // than lab::ResultStore::kSchemaVersion (written by a newer labrun).
     Database(const std::filesystem::path& file, Mode mode);
     ~Database();
     Database(const Database&) = delete;

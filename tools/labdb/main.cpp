@@ -9,8 +9,9 @@
 //   labdb merge A.db B.db ... -o C.db [--force]
 //   labdb [--db FILE] ablate --by KEY... --metric NAME [--baseline VALUE,...] (cmd_ablate.cpp)
 //
-// This file is the one place that maps errors to exit codes: 0 ok, 1 other failure, 2 usage,
-// 3 run/sweep/metric/file not found or a run name that matches several runs.
+// This file is the one place that maps errors to exit codes: 0 ok, 1 other failure (a database of
+// a newer schema version included), 2 usage, 3 run/sweep/metric/file not found or a run name that
+// matches several runs.
 #include <cstring>
 #include <exception>
 #include <iostream>
@@ -57,7 +58,8 @@ void print_usage(std::ostream& out) {
            "  --db FILE   results database (default " << labdb::kDefaultDatabase << "; also accepted after COMMAND)\n"
            "  -h, --help  print this help; `labdb COMMAND --help` prints a command's options\n"
            "\n"
-           "exit codes: 0 ok, 1 failure, 2 usage error, 3 run/sweep/metric/file not found or ambiguous\n";
+           "exit codes: 0 ok, 1 failure (also: a database written by a newer labrun), 2 usage error,\n"
+           "            3 run/sweep/metric/file not found or ambiguous\n";
 }
 
 int run(int argc, char** argv) {

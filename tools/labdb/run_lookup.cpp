@@ -4,14 +4,18 @@
 #include <cctype>
 #include <set>
 
+#include "lab/results.h"
+
 namespace labdb {
 namespace {
 
-constexpr const char* kRunColumns = "SELECT id, uid, name, experiment, status FROM runs";
+std::string select_runs_sql(const Database& database) {
+    return "SELECT id, uid, name, experiment, " + run_state_columns(database) + " FROM runs";
+}
 
 RunRef read_run(const Statement& query) {
     return {query.column_int(0), query.column_text(1), query.column_text(2), query.column_text(3),
-            query.column_text(4)};
+            run_state(query, 4)};
 }
 
 bool all_of_class(const std::string& text, int (*is_class)(int)) {
@@ -41,6 +45,19 @@ std::string list_runs(const std::vector<RunRef>& runs) {
 
 }  // namespace
 
+std::string run_state_columns(const Database& database) {
+    return "status, host, pid, " + lab::run_silence_sql(database.has_column("runs", "heartbeat_at"));
+}
+
+std::string run_state(const Statement& query, int first) {
+    const std::string status = query.column_text(first);
+    if (status != lab::run_status_name(lab::RunStatus::running)) return status;
+    lab::RunWriter writer{query.column_text(first + 1), std::nullopt, std::nullopt};
+    if (!query.is_null(first + 2)) writer.pid = query.column_int(first + 2);
+    if (!query.is_null(first + 3)) writer.silent_s = query.column_double(first + 3);
+    return lab::run_writer_gone(writer) ? kDeadStatus : status;
+}
+
 std::string describe_run(const RunRef& run) {
     return std::to_string(run.id) + " (" + run.name + ", uid " + run.uid.substr(0, 8) + ")";
 }
@@ -64,7 +81,7 @@ std::vector<std::string> closest_matches(const std::string& target, const std::v
 }
 
 std::vector<RunRef> all_runs(const Database& database) {
-    Statement query(database, std::string(kRunColumns) + " ORDER BY id", "list the runs");
+    Statement query(database, select_runs_sql(database) + " ORDER BY id", "list the runs");
     std::vector<RunRef> runs;
     while (query.step()) runs.push_back(read_run(query));
     return runs;
@@ -72,7 +89,7 @@ std::vector<RunRef> all_runs(const Database& database) {
 
 RunRef resolve_run(const Database& database, const std::string& spec) {
     if (all_of_class(spec, std::isdigit) && spec.size() <= 18) {
-        Statement query(database, std::string(kRunColumns) + " WHERE id = ?1", "look up a run by id");
+        Statement query(database, select_runs_sql(database) + " WHERE id = ?1", "look up a run by id");
         query.bind(1, static_cast<int64_t>(std::stoll(spec)));
         if (query.step()) return read_run(query);
     }
@@ -90,13 +107,13 @@ RunRef resolve_run(const Database& database, const std::string& spec) {
         std::transform(prefix.begin(), prefix.end(), prefix.begin(),
                        [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
         // substr() rather than LIKE: a prefix is compared as plain text, never as a pattern.
-        Statement query(database, std::string(kRunColumns) + " WHERE substr(uid, 1, length(?1)) = ?1 ORDER BY id",
+        Statement query(database, select_runs_sql(database) + " WHERE substr(uid, 1, length(?1)) = ?1 ORDER BY id",
                         "look up a run by uid prefix");
         query.bind(1, prefix);
         add_candidates(query);
     }
     {
-        Statement query(database, std::string(kRunColumns) + " WHERE name = ?1 ORDER BY id", "look up a run by name");
+        Statement query(database, select_runs_sql(database) + " WHERE name = ?1 ORDER BY id", "look up a run by name");
         query.bind(1, spec);
         add_candidates(query);
     }

@@ -1,6 +1,11 @@
 // Naming runs on the command line: a numeric id, a unique prefix of the uid (at least 4 hex
 // digits), or a run name. A name or prefix that matches several runs is an error listing the
 // candidates; one that matches nothing lists the closest run names.
+//
+// The state of a run: labdb only reads, so a run whose labrun was killed stays "running" in the
+// file until the next labrun opens it and records it "interrupted". labdb shows such a run as
+// "dead" at once, by labrun's own rule (lab::run_writer_gone: its pid is gone on this host, or its
+// heartbeat is older than lab::kDefaultLeaseSeconds), and writes nothing.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,10 +15,20 @@
 
 namespace labdb {
 
+inline constexpr const char* kDeadStatus = "dead";
+
 struct RunRef {
     int64_t id = 0;
-    std::string uid, name, experiment, status;
+    std::string uid, name, experiment;
+    std::string status;  // the state: runs.status, or "dead" (run_state)
 };
+
+// SQL for the four columns run_state() reads from a row of runs: status, host, pid and the seconds
+// since the run's last sign of life (lab::run_silence_sql, for the columns this file has).
+std::string run_state_columns(const Database& database);
+// runs.status, or "dead" for a "running" run whose writer is gone, from the run_state_columns()
+// of `query` that start at column `first`.
+std::string run_state(const Statement& query, int first);
 
 // Throws NotFoundError (exit code 3) when `spec` matches no run or several runs.
 RunRef resolve_run(const Database& database, const std::string& spec);

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 
 #include "lab/error.h"
@@ -61,6 +62,11 @@ void TextTable::print(std::ostream& out, const std::string& indent) const {
 
 std::string format_number(double value) {
     if (std::isnan(value)) return "nan";
+    // Counts (val/tokens, parameters) read whole: %.5g would print 111488 as 1.1149e+05. Below 2^53
+    // every integer is exact in a double, so these digits are the stored value's.
+    if (std::trunc(value) == value && std::fabs(value) < 9007199254740992.0) {
+        return std::to_string(static_cast<int64_t>(value));
+    }
     char text[32];
     std::snprintf(text, sizeof text, "%.5g", value);
     return text;

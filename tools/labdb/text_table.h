@@ -26,7 +26,8 @@ class TextTable {
     std::vector<bool> right_aligned_;
 };
 
-// 5 significant digits ("2.3457", "1.2346e+05"); "nan" for NaN.
+// An integer below 2^53 in magnitude in full ("111488"), anything else with 5 significant digits
+// ("2.3457", "1.2346e+05"); "nan" for NaN.
 std::string format_number(double value);
 // format_number, or "-" when there is no value.
 std::string format_number(const std::optional<double>& value);

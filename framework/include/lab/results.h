@@ -33,6 +33,8 @@
 // Live or dead: a run is "running" until finish_run. A process that dies leaves it so; the next
 // labrun that opens the file calls mark_interrupted_runs(), which marks it "interrupted" when its
 // process is gone (pid check, same host only) or its heartbeat is older than the lease (any host).
+// run_writer_gone() is that rule on its own, for readers that must not write (labdb shows such a
+// run as "dead").
 // The store keeps the heartbeat of the runs it writes fresh: begin_run, reopen_run, every flush()
 // and heartbeat(). A labrun busy for longer than the lease without flushing (a long evaluation)
 // must call heartbeat() in between.
@@ -48,6 +50,10 @@
 namespace lab {
 
 enum class RunStatus { running, finished, failed, interrupted };
+
+// How long a "running" run may go without a heartbeat before its writer counts as gone, in
+// seconds: the default lease of mark_interrupted_runs(), and the one labdb uses.
+inline constexpr int64_t kDefaultLeaseSeconds = 600;
 
 // "running", "finished", "failed" or "interrupted": the value stored in runs.status.
 std::string run_status_name(RunStatus status);
@@ -118,7 +124,7 @@ class ResultStore {
     // never marked. Keep the lease well above the longest gap between heartbeats and the clock
     // skew between hosts. labrun calls this after opening the store. Throws lab::Error when
     // lease_seconds < 1.
-    std::vector<int64_t> mark_interrupted_runs(int64_t lease_seconds = 600);
+    std::vector<int64_t> mark_interrupted_runs(int64_t lease_seconds = kDefaultLeaseSeconds);
     // The most recent finished run whose config_hash matches, if any (a sweep rerun skips it).
     std::optional<int64_t> find_finished_run(const std::string& config_hash) const;
     struct RunRef {
@@ -152,6 +158,25 @@ class ResultStore {
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
+
+// What the runs row of a "running" run says about the process that writes it.
+struct RunWriter {
+    std::string host;                // runs.host
+    std::optional<int64_t> pid;      // runs.pid
+    std::optional<double> silent_s;  // seconds since its last sign of life: run_silence_sql()
+};
+
+// Why the writer of a "running" run is gone, e.g. "the labrun process (pid 42 on box) ended
+// without finishing the run", or nothing while it may be alive. Gone means: its process on this
+// host no longer exists (kill(pid, 0); a pid means nothing on another host, and this process is
+// alive by definition), or it has been silent for longer than `lease_seconds`, on any host. The
+// one rule behind mark_interrupted_runs() and labdb's "dead" status.
+std::optional<std::string> run_writer_gone(const RunWriter& writer, int64_t lease_seconds = kDefaultLeaseSeconds);
+
+// SQL that computes RunWriter::silent_s over a row of runs, by this host's clock: the seconds since
+// heartbeat_at, or since started_at when heartbeat_at is NULL or, for `has_heartbeat` false, when
+// the file has no such column (schema version 1).
+std::string run_silence_sql(bool has_heartbeat = true);
 
 // `git rev-parse HEAD` of source_dir (plus "-dirty" when `git status --porcelain` lists changes)
 // when source_dir is a git checkout and git works; "unknown" otherwise. Never throws.
