@@ -190,6 +190,16 @@ bool process_is_gone(int64_t pid) {
 
 }  // namespace
 
+std::string metric_goal_name(MetricGoal goal) {
+    switch (goal) {
+        case MetricGoal::none: return "none";
+        case MetricGoal::minimize: return "min";
+        case MetricGoal::maximize: return "max";
+    }
+    throw Error("metric_goal_name: MetricGoal value " + std::to_string(static_cast<int>(goal)) +
+                " is not an enumerator; hint: use one of the MetricGoal enumerators");
+}
+
 std::string run_status_name(RunStatus status) {
     switch (status) {
         case RunStatus::running: return "running";
@@ -231,6 +241,7 @@ struct ResultStore::Impl {
         int64_t run, step;
         std::string name, text;
     };
+    using MetricKey = std::pair<int64_t, std::string>;  // (run, metric name)
 
     // Declared first so that it is destroyed last, after the statements that use it.
     std::filesystem::path file;
@@ -238,6 +249,9 @@ struct ResultStore::Impl {
     mutable std::mutex mutex;
     std::vector<PendingMetric> pending_metrics;
     std::vector<PendingText> pending_texts;
+    // Goals declared and not yet written, and every goal this store has declared (so that
+    // declaring one again buffers nothing).
+    std::map<MetricKey, MetricGoal> pending_goals, declared_goals;
     // When each run this store knows started, for metrics.time and runs.wall_s. A monotonic clock,
     // so that a wall-clock adjustment mid-run does not bend the time axis.
     std::map<int64_t, SteadyClock::time_point> run_started;
@@ -246,7 +260,7 @@ struct ResultStore::Impl {
     std::set<int64_t> live_runs;
 
     Statement begin_immediate, commit, rollback;
-    Statement insert_run, insert_param, insert_plugin, insert_metric, insert_text, insert_artifact;
+    Statement insert_run, insert_param, insert_plugin, insert_metric, insert_text, insert_artifact, upsert_goal;
     Statement update_run_end, select_seconds_since_start;
     Statement update_heartbeat_if_running, update_heartbeat, reopen, delete_metrics_after, delete_texts_after;
     Statement insert_sweep, select_running, mark_run_interrupted, select_finished_by_hash;
@@ -384,6 +398,9 @@ struct ResultStore::Impl {
                                   "insert a metric row");
         insert_text = Statement(handle, file, "INSERT INTO texts (run_id, step, name, text) VALUES (?1, ?2, ?3, ?4)",
                                 "insert a text row");
+        upsert_goal = Statement(handle, file,
+                                "INSERT OR REPLACE INTO metric_goals (run_id, name, goal) VALUES (?1, ?2, ?3)",
+                                "record which way a metric improves");
         insert_artifact = Statement(handle, file, "INSERT INTO artifacts (run_id, kind, path) VALUES (?1, ?2, ?3)",
                                     "insert an artifact");
         update_run_end = Statement(handle, file,
@@ -498,7 +515,7 @@ struct ResultStore::Impl {
     void flush_locked() {
         for (const PendingMetric& metric : pending_metrics) live_runs.insert(metric.run);
         for (const PendingText& text : pending_texts) live_runs.insert(text.run);
-        if (pending_metrics.empty() && pending_texts.empty() && live_runs.empty()) return;
+        if (pending_metrics.empty() && pending_texts.empty() && pending_goals.empty() && live_runs.empty()) return;
         Transaction transaction(*this);
         for (const PendingMetric& metric : pending_metrics) {
             Query query(insert_metric);
@@ -508,6 +525,10 @@ struct ResultStore::Impl {
         for (const PendingText& text : pending_texts) {
             Query query(insert_text);
             query.bind(1, text.run).bind(2, text.step).bind(3, text.name).bind(4, text.text).run();
+        }
+        for (const auto& [key, goal] : pending_goals) {
+            Query query(upsert_goal);
+            query.bind(1, key.first).bind(2, key.second).bind(3, metric_goal_name(goal)).run();
         }
         // The heartbeat rides in the same transaction: one commit per flush, whatever it writes.
         const std::string now = utc_now_iso();
@@ -519,6 +540,7 @@ struct ResultStore::Impl {
         // Cleared only after COMMIT succeeded: a failed write keeps the rows for the next flush.
         pending_metrics.clear();
         pending_texts.clear();
+        pending_goals.clear();
     }
 };
 
@@ -589,6 +611,17 @@ void ResultStore::add_metric(int64_t run, int64_t step, const std::string& name,
     std::lock_guard<std::mutex> lock(impl_->mutex);
     const double time_s = impl_->seconds_since_start(run);
     impl_->pending_metrics.push_back({run, step, name, value, time_s});
+}
+
+void ResultStore::declare_metric(int64_t run, const std::string& name, MetricGoal goal) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    const Impl::MetricKey key{run, name};
+    const auto declared = impl_->declared_goals.find(key);
+    if (declared != impl_->declared_goals.end() && declared->second == goal) return;
+    // Checks that the run exists now, not at flush time, so a bad id cannot poison the buffer.
+    impl_->seconds_since_start(run);
+    impl_->declared_goals[key] = goal;
+    impl_->pending_goals[key] = goal;
 }
 
 void ResultStore::add_text(int64_t run, int64_t step, const std::string& name, const std::string& text) {

@@ -124,6 +124,19 @@ FROM (SELECT run_id, name, count(*) AS n, min(value) AS min_value, max(value) AS
       FROM metrics GROUP BY run_id, name) AS g;
 PRAGMA user_version = 2;
 )sql",
+
+    // 2 -> 3: which way each metric of a run improves, declared by whoever records it (the trainer
+    // for train/ and perf/, the task for its val/ metrics). Older runs have no rows: labdb then
+    // shows no "best" for their metrics rather than guess.
+    R"sql(
+CREATE TABLE metric_goals (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    name   TEXT NOT NULL,
+    goal   TEXT NOT NULL CHECK (goal IN ('none', 'min', 'max')),
+    PRIMARY KEY (run_id, name)
+);
+PRAGMA user_version = 3;
+)sql",
 };
 
 }  // namespace lab::results_schema

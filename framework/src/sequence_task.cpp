@@ -114,8 +114,8 @@ EvalResult SyntheticSequenceTask::evaluate(Model& model) {
     model.train(was_training);
     EvalResult result;
     double denominator = static_cast<double>(std::max<int64_t>(1, scored));
-    result.metrics["val/loss"] = loss_sum / denominator;
-    result.metrics["val/accuracy"] = static_cast<double>(correct) / denominator;
+    result.set("val/loss", loss_sum / denominator, MetricGoal::minimize);
+    result.set("val/accuracy", static_cast<double>(correct) / denominator, MetricGoal::maximize);
     return result;
 }
 

@@ -362,6 +362,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             auto t0 = Clock::now();
             EvalResult r = c.task->evaluate(*c.model);
             std::string text = "step " + std::to_string(step) + ":";
+            for (const auto& [name, goal] : r.goals) store.declare_metric(run, name, goal);
             for (const auto& [name, value] : r.metrics) {
                 store.add_metric(run, step, name, value);
                 text += " " + name + " " + fixed(value, 4);
@@ -394,15 +395,22 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 train_seconds += dt;
                 double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
                 double mean_loss = state.loss_sum / static_cast<double>(state.loss_count);
-                store.add_metric(run, step, "train/loss", mean_loss);
-                store.add_metric(run, step, "train/lr", lr);
-                store.add_metric(run, step, "train/grad_norm", grad_norm);
-                store.add_metric(run, step, "perf/tokens_per_s", tokens_per_s);
-                store.add_metric(run, step, "perf/ms_per_step", 1000.0 * dt / static_cast<double>(interval_steps));
+                // Each metric with the way it improves (stored once per run). The perf/ figures are
+                // costs to read at the end (labdb ablate's cost columns), not values to optimise over
+                // the steps of a run, so they declare no goal.
+                auto record = [&](const char* name, MetricGoal goal, double value) {
+                    store.declare_metric(run, name, goal);
+                    store.add_metric(run, step, name, value);
+                };
+                record("train/loss", MetricGoal::minimize, mean_loss);
+                record("train/lr", MetricGoal::none, lr);
+                record("train/grad_norm", MetricGoal::none, grad_norm);
+                record("perf/tokens_per_s", MetricGoal::none, tokens_per_s);
+                record("perf/ms_per_step", MetricGoal::none, 1000.0 * dt / static_cast<double>(interval_steps));
                 // The backend allocator's high-water mark since the run started (parameters,
                 // optimizer state, activations): the memory side of an ablation's cost.
-                store.add_metric(run, step, "perf/peak_mem_mb",
-                                 static_cast<double>(c.backend->stats().memory.peak_bytes_in_use) / (1024.0 * 1024.0));
+                record("perf/peak_mem_mb", MetricGoal::none,
+                    static_cast<double>(c.backend->stats().memory.peak_bytes_in_use) / (1024.0 * 1024.0));
                 store.flush();
                 double eta = train_seconds / static_cast<double>(step - first_step + 1) *
                              static_cast<double>(train.steps - step);

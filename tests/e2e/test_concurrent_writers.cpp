@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "lab/results.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -79,7 +80,7 @@ TEST_CASE("8 writer processes share one fresh results database without losing a 
 
     const PlainSqlite plain(db, PlainSqlite::Access::read_only);
     CHECK(plain.one("PRAGMA integrity_check").text == "ok");
-    CHECK(plain.one("PRAGMA user_version").integer == 2);
+    CHECK(plain.one("PRAGMA user_version").integer == lab::ResultStore::kSchemaVersion);
     CHECK(plain.one("SELECT COUNT(*) FROM runs").integer == kWriters);
     CHECK(plain.one("SELECT COUNT(*) FROM runs WHERE status = 'finished' AND ended_at IS NOT NULL").integer ==
           kWriters);

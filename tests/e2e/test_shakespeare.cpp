@@ -43,6 +43,11 @@ TEST_CASE("shakespeare_char learns in 300 steps and is recorded as finished", "[
     CHECK(db.one("SELECT value FROM metrics WHERE name = 'val/ppl' AND step = 300").real ==
           Approx(std::exp(val_loss)).epsilon(1e-6));
     CHECK(db.one("SELECT value FROM metrics WHERE name = 'val/tokens' AND step = 300").real >= 100000);
+    // Each metric's goal, declared by what recorded it: the trainer (train/, perf/) and the task (val/).
+    CHECK(db.text_rows("SELECT name || '=' || goal FROM metric_goals ORDER BY name") ==
+          std::vector<std::string>{"perf/ms_per_step=none", "perf/peak_mem_mb=none", "perf/tokens_per_s=none",
+                                   "train/grad_norm=none", "train/loss=min", "train/lr=none", "val/bpb=min",
+                                   "val/bytes=none", "val/loss=min", "val/ppl=min", "val/tokens=none"});
     CHECK(db.one("SELECT count(*) FROM metrics WHERE name = 'train/loss'").text == "30");
     CHECK(db.one("SELECT min(value) FROM metrics WHERE name = 'perf/tokens_per_s'").real > 0);
     // The first logged training loss is near ln(65) = 4.17: the model starts from chance.

@@ -52,7 +52,7 @@ std::string error_of(const std::function<void()>& action) {
 
 }  // namespace
 
-TEST_CASE("a new results database gets schema version 2 in WAL mode", "[results]") {
+TEST_CASE("a new results database gets the current schema version in WAL mode", "[results]") {
     TempDir scratch;
     const fs::path file = scratch.path / "nested" / "dirs" / "lab.db";
     {
@@ -61,14 +61,14 @@ TEST_CASE("a new results database gets schema version 2 in WAL mode", "[results]
     }
     REQUIRE(fs::exists(file));
     PlainSqlite plain(file);
-    CHECK(plain.one("PRAGMA user_version").integer == 2);
+    CHECK(plain.one("PRAGMA user_version").integer == 3);
     CHECK(plain.one("PRAGMA journal_mode").text == "wal");
     const std::vector<Row> objects = plain.rows("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
                                                 "ORDER BY type, name");
     std::vector<std::string> names;
     for (const Row& row : objects) names.push_back(row[0].text + " " + row[1].text);
     for (const char* expected : {"table runs", "table params", "table metrics", "table plugins", "table artifacts",
-                                 "table texts", "table sweeps", "view run_summary", "view metric_summary", "index metrics_by_run_name_step",
+                                 "table texts", "table sweeps", "table metric_goals", "view run_summary", "view metric_summary", "index metrics_by_run_name_step",
                                  "index runs_by_sweep"}) {
         INFO("schema object " << expected);
         CHECK(std::find(names.begin(), names.end(), expected) != names.end());
@@ -244,6 +244,36 @@ TEST_CASE("buffered metrics are written on flush and on destruction", "[results]
     CHECK(plain.one("SELECT SUM(value) FROM metrics WHERE run_id = ?1 AND step > 1", {run}).real == 5150.0);
 }
 
+TEST_CASE("metric goals are stored once per run and metric, on flush", "[results]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const int64_t first = store.begin_run(sample_record("first"), {});
+    const int64_t second = store.begin_run(sample_record("second"), {});
+    PlainSqlite plain(file);
+    store.declare_metric(first, "val/loss", lab::MetricGoal::minimize);
+    store.declare_metric(first, "val/accuracy", lab::MetricGoal::maximize);
+    store.declare_metric(first, "val/tokens", lab::MetricGoal::none);
+    store.declare_metric(second, "val/loss", lab::MetricGoal::minimize);
+    CHECK(plain.one("SELECT COUNT(*) FROM metric_goals").integer == 0);  // buffered
+    store.flush();
+    CHECK(plain.text_rows("SELECT run_id, name, goal FROM metric_goals ORDER BY run_id, name") ==
+          std::vector<std::string>{std::to_string(first) + "|val/accuracy|max", std::to_string(first) + "|val/loss|min",
+                                   std::to_string(first) + "|val/tokens|none", std::to_string(second) + "|val/loss|min"});
+    // The same declaration again writes nothing; a changed one replaces the row.
+    store.declare_metric(first, "val/loss", lab::MetricGoal::minimize);
+    store.declare_metric(second, "val/loss", lab::MetricGoal::maximize);
+    store.flush();
+    CHECK(plain.one("SELECT COUNT(*) FROM metric_goals").integer == 4);
+    CHECK(plain.one("SELECT goal FROM metric_goals WHERE run_id = ?1", {second}).text == "max");
+    // A run that does not exist is refused at once, so it cannot poison the buffer.
+    CHECK(error_of([&] { store.declare_metric(9999, "val/loss", lab::MetricGoal::minimize); })
+              .find("9999") != std::string::npos);
+    CHECK(lab::metric_goal_name(lab::MetricGoal::none) == "none");
+    CHECK(lab::metric_goal_name(lab::MetricGoal::minimize) == "min");
+    CHECK(lab::metric_goal_name(lab::MetricGoal::maximize) == "max");
+}
+
 TEST_CASE("a failed flush keeps its rows for the next flush", "[results]") {
     TempDir scratch;
     const fs::path file = scratch.path / "lab.db";
@@ -277,7 +307,7 @@ TEST_CASE("a database from a newer labrun is refused, naming both versions", "[r
     const std::string message = error_of([&] { lab::ResultStore store(file); });
     CHECK(message.find(file.string()) != std::string::npos);
     CHECK(message.find("schema version 7") != std::string::npos);
-    CHECK(message.find("schema version 2") != std::string::npos);
+    CHECK(message.find("schema version 3") != std::string::npos);
     CHECK(message.find("hint:") != std::string::npos);
     // Refused before touching the file.
     PlainSqlite plain(file);

@@ -119,7 +119,7 @@ std::vector<std::string> column_names(PlainSqlite& plain, const std::string& tab
 
 }  // namespace
 
-TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", "[results][migration]") {
+TEST_CASE("a version-1 database is migrated to version 3 with its rows intact", "[results][migration]") {
     TempDir scratch;
     const fs::path file = scratch.path / "v1.db";
     {
@@ -140,7 +140,7 @@ TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", 
 
     lab::ResultStore store(file);
     PlainSqlite plain(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "2");
+    CHECK(plain.text_row("PRAGMA user_version") == "3");
     CHECK(plain.text_row("PRAGMA journal_mode") == "wal");
     CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
     CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
@@ -176,6 +176,9 @@ TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", 
           std::vector<std::string>{"NULL|NULL|NULL|NULL", "NULL|NULL|NULL|NULL"});
     CHECK(column_names(plain, "sweeps") == std::vector<std::string>{"id", "experiment", "created_at", "size"});
     CHECK(plain.text_row("SELECT COUNT(*) FROM sweeps") == "0");
+    // Version 3: metric_goals, empty, since no old run declared which way its metrics improve.
+    CHECK(column_names(plain, "metric_goals") == std::vector<std::string>{"run_id", "name", "goal"});
+    CHECK(plain.text_row("SELECT COUNT(*) FROM metric_goals") == "0");
     CHECK(column_names(plain, "run_summary") ==
           std::vector<std::string>{"id", "name", "experiment", "sweep", "status", "started_at", "wall_s", "seed",
                                    "model", "attention", "lr", "steps", "val_loss", "best_val_loss", "train_loss"});
@@ -212,7 +215,7 @@ TEST_CASE("a version-1 database is migrated to version 2 with its rows intact", 
 
     // Reopening the migrated file is a no-op for the schema.
     lab::ResultStore again(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "2");
+    CHECK(plain.text_row("PRAGMA user_version") == "3");
     CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "3");
 }
 

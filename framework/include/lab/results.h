@@ -58,6 +58,14 @@ inline constexpr int64_t kDefaultLeaseSeconds = 600;
 // "running", "finished", "failed" or "interrupted": the value stored in runs.status.
 std::string run_status_name(RunStatus status);
 
+// Which way a metric improves, declared by whoever records it (ResultStore::declare_metric): a
+// loss is minimized, an accuracy maximized, and a count, a learning rate or a gradient norm has no
+// best value at all. labdb shows a "best" only for metrics declared minimize or maximize.
+enum class MetricGoal { none, minimize, maximize };
+
+// "none", "min" or "max": the value stored in metric_goals.goal.
+std::string metric_goal_name(MetricGoal goal);
+
 // What identifies and describes a run; the caller fills it from the resolved experiment.
 struct RunRecord {
     std::string name, experiment, config_hash, config_text, backend, device, precision, host, code_revision;
@@ -79,7 +87,7 @@ class ResultStore {
     ResultStore(const ResultStore&) = delete;
     ResultStore& operator=(const ResultStore&) = delete;
 
-    static constexpr int kSchemaVersion = 2;
+    static constexpr int kSchemaVersion = 3;
 
     const std::filesystem::path& file() const;
 
@@ -91,6 +99,9 @@ class ResultStore {
                     const std::string& file, const std::string& sha256);
     // Buffered in memory until flush(); the time column is taken now, not at flush.
     void add_metric(int64_t run, int64_t step, const std::string& name, double value);
+    // Which way metric `name` of `run` improves; buffered like add_metric and written with the next
+    // flush (INSERT OR REPLACE into metric_goals). Declaring the same goal again costs nothing.
+    void declare_metric(int64_t run, const std::string& name, MetricGoal goal);
     // Buffered like add_metric (generated samples).
     void add_text(int64_t run, int64_t step, const std::string& name, const std::string& text);
     void add_artifact(int64_t run, const std::string& kind, const std::string& path);

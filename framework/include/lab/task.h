@@ -10,6 +10,7 @@
 
 #include "lab/model.h"
 #include "lab/module.h"
+#include "lab/results.h"
 #include "lab/tensor.h"
 
 namespace lab {
@@ -24,7 +25,15 @@ struct Batch {
 
 struct EvalResult {
     std::map<std::string, double> metrics;                     // "val/loss" -> 1.93
+    std::map<std::string, MetricGoal> goals;                   // "val/loss" -> minimize
     std::vector<std::pair<std::string, std::string>> texts;   // ("sample", generated text)
+
+    // Records a metric with the way it improves; the trainer stores both (a metric put straight
+    // into `metrics` has no declared goal, and labdb shows no best value for it).
+    void set(const std::string& name, double value, MetricGoal goal) {
+        metrics[name] = value;
+        goals[name] = goal;
+    }
 };
 
 class Task : public Module {

@@ -155,11 +155,12 @@ public:
         }
         EvalResult result;
         double mean_loss = total / static_cast<double>(std::max<int64_t>(1, counted));
-        result.metrics["val/loss"] = mean_loss;
-        result.metrics["val/ppl"] = std::exp(mean_loss);
-        result.metrics["val/tokens"] = static_cast<double>(counted);
-        result.metrics["val/bytes"] = static_cast<double>(scored_bytes_);
-        result.metrics["val/bpb"] = total / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, scored_bytes_));
+        result.set("val/loss", mean_loss, MetricGoal::minimize);
+        result.set("val/ppl", std::exp(mean_loss), MetricGoal::minimize);
+        result.set("val/tokens", static_cast<double>(counted), MetricGoal::none);
+        result.set("val/bytes", static_cast<double>(scored_bytes_), MetricGoal::none);
+        result.set("val/bpb", total / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, scored_bytes_)),
+                   MetricGoal::minimize);
         if (sample_tokens_ > 0) result.texts.emplace_back("sample", sample(model));
         model.train(was_training);
         return result;

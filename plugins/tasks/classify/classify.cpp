@@ -233,10 +233,10 @@ public:
         int64_t correct = 0;
         for (int64_t k = 0; k < classes_; ++k) correct += confusion[static_cast<size_t>(k)][static_cast<size_t>(k)];
         EvalResult result;
-        result.metrics["val/loss"] = loss_sum / static_cast<double>(N);
-        result.metrics["val/accuracy"] = static_cast<double>(correct) / static_cast<double>(N);
-        result.metrics["val/f1"] = f1_score(confusion);
-        result.metrics["val/examples"] = static_cast<double>(N);
+        result.set("val/loss", loss_sum / static_cast<double>(N), MetricGoal::minimize);
+        result.set("val/accuracy", static_cast<double>(correct) / static_cast<double>(N), MetricGoal::maximize);
+        result.set("val/f1", f1_score(confusion), MetricGoal::maximize);
+        result.set("val/examples", static_cast<double>(N), MetricGoal::none);
         return result;
     }
 

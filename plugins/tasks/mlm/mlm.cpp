@@ -290,14 +290,14 @@ public:
         train(task_was_training);
         EvalResult result;
         double mean_loss = mlm_loss / static_cast<double>(std::max<int64_t>(1, masked));
-        result.metrics["val/loss"] = mean_loss;
-        result.metrics["val/ppl"] = std::exp(mean_loss);
-        result.metrics["val/mlm_accuracy"] =
-            static_cast<double>(mlm_correct) / static_cast<double>(std::max<int64_t>(1, masked));
-        result.metrics["val/masked_tokens"] = static_cast<double>(masked);
+        result.set("val/loss", mean_loss, MetricGoal::minimize);
+        result.set("val/ppl", std::exp(mean_loss), MetricGoal::minimize);
+        result.set("val/mlm_accuracy",
+                   static_cast<double>(mlm_correct) / static_cast<double>(std::max<int64_t>(1, masked)), MetricGoal::maximize);
+        result.set("val/masked_tokens", static_cast<double>(masked), MetricGoal::none);
         if (nsp_) {
-            result.metrics["val/nsp_loss"] = nsp_loss / static_cast<double>(val_count_);
-            result.metrics["val/nsp_accuracy"] = static_cast<double>(nsp_correct) / static_cast<double>(val_count_);
+            result.set("val/nsp_loss", nsp_loss / static_cast<double>(val_count_), MetricGoal::minimize);
+            result.set("val/nsp_accuracy", static_cast<double>(nsp_correct) / static_cast<double>(val_count_), MetricGoal::maximize);
         }
         return result;
     }
