@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building labrun and running its tests need on Debian 12 (or a close Ubuntu).
 # apt-get runs only when a package is missing, so CI on a prepared machine pays a few dpkg-query
-# calls and no root rights. --test also installs the Python modules the interop tests use
-# (safetensors, numpy); --bench installs PyTorch, NumPy, transformers and safetensors for bench/.
+# calls and no root rights. --test also installs what the tests alone use (Chromium and its driver
+# for the dashboard's browser test; the Python modules safetensors, numpy and selenium); --bench
+# installs PyTorch, NumPy, transformers and safetensors for bench/.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -11,15 +12,21 @@ repo_root=$(cd "$script_dir/.." && pwd)
 # libdnnl-dev only recommends OpenCL's headers and ICD loader, and apt-get here installs no
 # recommends, but Debian's oneDNN is built with the OpenCL GPU runtime and its CMake package
 # (dnnl-config.cmake) requires them: ocl-icd-opencl-dev and opencl-headers.
+# labdb's dashboard (`labdb serve`) uses cpp-httplib and Chart.js, its PNG charts Cairo with the
+# DejaVu fonts; all three are found with pkg-config or by path, and a build without them leaves the
+# feature out with one configure line.
 readonly BUILD_PACKAGES=(
-  cmake g++ make libdnnl-dev ocl-icd-opencl-dev opencl-headers libboost-dev
+  cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev opencl-headers libboost-dev
   libboost-program-options-dev catch2 libsqlite3-dev sqlite3 nlohmann-json3-dev python3
+  libcpp-httplib-dev libjs-chart.js libcairo2-dev fonts-dejavu-core
 )
+# The dashboard's browser test drives Debian's headless Chromium through Selenium (PyPI).
+readonly TEST_APT_PACKAGES=(chromium chromium-driver)
 # Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), so the tests and
 # the benchmarks get their own environment in .venv; bench/run.sh, the tests and
 # tools/get_pretrained.sh use .venv/bin/python3 when it exists.
 readonly PYTHON_VENV="$repo_root/.venv"
-readonly TEST_PYTHON_MODULES=(safetensors numpy)
+readonly TEST_PYTHON_MODULES=(safetensors numpy selenium)
 readonly BENCH_PYTHON_MODULES=(torch numpy transformers safetensors)
 readonly CUDNN_FRONTEND_PACKAGE="nvidia-cudnn-frontend==1.32.0"
 
@@ -34,8 +41,9 @@ When a CUDA toolkit is present (nvcc on PATH or /usr/local/cuda/bin/nvcc), also 
 C++ frontend headers for the cuda backend: pip install --no-deps $CUDNN_FRONTEND_PACKAGE.
 
 Options:
-  --test      also install the Python modules of the interop tests (${TEST_PYTHON_MODULES[*]}) with
-              pip (small; tools/test.sh passes this).
+  --test      also install what the tests alone need: ${TEST_APT_PACKAGES[*]} with apt-get (the
+              dashboard's browser test) and the Python modules ${TEST_PYTHON_MODULES[*]} with pip
+              (tools/test.sh passes this).
   --bench     also install the Python packages of bench/ (${BENCH_PYTHON_MODULES[*]}) with pip.
               When python3 is Debian's externally managed interpreter, they go into a virtual
               environment at $PYTHON_VENV (bench/run.sh picks it up).
@@ -171,6 +179,7 @@ if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
   install_cudnn_frontend
 fi
 if [[ $with_test -eq 1 ]]; then
+  apt_install_missing "${TEST_APT_PACKAGES[@]}"
   install_python_modules "${TEST_PYTHON_MODULES[@]}"
 fi
 if [[ $with_bench -eq 1 ]]; then
