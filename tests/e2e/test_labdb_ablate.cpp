@@ -60,6 +60,11 @@ struct AblationDatabase {
             const int64_t id = store.begin_run(record, {{"attention.type", spec.attention},
                                                         {"model.layers", "4"},
                                                         {"experiment.seed", std::to_string(spec.seed)}});
+            // Goals as the trainer and a task declare them.
+            store.declare_metric(id, "val/loss", lab::MetricGoal::minimize);
+            store.declare_metric(id, "val/accuracy", lab::MetricGoal::maximize);
+            store.declare_metric(id, "perf/tokens_per_s", lab::MetricGoal::none);
+            store.declare_metric(id, "perf/peak_mem_mb", lab::MetricGoal::none);
             store.add_metric(id, 0, "val/loss", 3.5);
             store.add_metric(id, 100, "val/loss", spec.final_loss - 0.1);
             store.add_metric(id, 200, "val/loss", spec.final_loss);
@@ -238,6 +243,16 @@ TEST_CASE("labdb ablate refuses unknown metrics, keys, groups and empty selectio
     CHECK(with({"--metric", "val/loss"}).exit_code == kExitUsage);
     CHECK(with({"--by", "attention.type"}).exit_code == kExitUsage);
     CHECK(with({"--by", "attention.type", "--metric", "val/loss", "--last", "--best"}).exit_code == kExitUsage);
+
+    // A metric declared without a goal has no best value and no best group.
+    const Outcome no_goal = with({"--by", "attention.type", "--metric", "perf/tokens_per_s", "--best"});
+    CHECK(no_goal.exit_code == kExitUsage);
+    CHECK_THAT(no_goal.err, Contains("perf/tokens_per_s") && Contains("goal") && Contains("--last"));
+    const Outcome throughput = with({"--by", "attention.type", "--metric", "perf/tokens_per_s", "--json"});
+    REQUIRE(throughput.exit_code == kExitOk);
+    for (const auto& group : nlohmann::json::parse(throughput.out)) CHECK(group["best"] == false);
+    const Outcome table = with({"--by", "attention.type", "--metric", "perf/tokens_per_s"});
+    CHECK_THAT(table.out, Contains("no declared goal, so no best group") && !Contains("*"));
     const Outcome values = with({"--by", "attention.type", "--metric", "val/loss", "--baseline", "softmax,4"});
     CHECK(values.exit_code == kExitUsage);
     CHECK_THAT(values.err, Contains("--by"));

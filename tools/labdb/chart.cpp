@@ -1,5 +1,5 @@
 // Chart layout (ranges, nice ticks, margins, legend), the SVG renderer and write_chart.
-// The PNG renderer (png.cpp) draws the same layout with its own rasteriser.
+// The PNG renderer (chart_png.cpp) draws the same layout with Cairo.
 #include "chart.h"
 
 #include <unistd.h>
@@ -255,6 +255,27 @@ bool is_drawable(const Series& series, size_t i, bool log_y) {
     return std::isfinite(x) && std::isfinite(y) && (!log_y || y > 0);
 }
 
+std::vector<std::vector<size_t>> drawable_runs(const Series& series, bool log_y, bool band) {
+    if (band && series.band_lo.size() != series.x.size()) return {};
+    const auto drawn = [&](size_t i) {
+        if (!band) return is_drawable(series, i, log_y);
+        const auto visible = [&](double y) { return std::isfinite(y) && (!log_y || y > 0); };
+        return std::isfinite(series.x[i]) && visible(series.band_lo[i]) && visible(series.band_hi[i]);
+    };
+    std::vector<std::vector<size_t>> runs;
+    bool in_run = false;
+    for (size_t i = 0; i < series.x.size(); ++i) {
+        if (!drawn(i)) {
+            in_run = false;
+            continue;
+        }
+        if (!in_run) runs.emplace_back();
+        runs.back().push_back(i);
+        in_run = true;
+    }
+    return runs;
+}
+
 namespace {
 
 // The byte offset where code point `index` of `text` starts (text.size() past the end).
@@ -283,6 +304,26 @@ std::string fit_text_middle(const std::string& text, size_t max_chars) {
     return text.substr(0, utf8_offset(text, head)) + "..." + text.substr(utf8_offset(text, length - tail));
 }
 
+std::string fit_width(const std::string& text, double max_px, const std::function<double(const std::string&)>& width,
+                      bool middle) {
+    if (width(text) <= max_px) return text;
+    // Fonts are not monospaced: try shorter cuts until one fits (a label is tens of characters).
+    for (size_t chars = utf8_length(text); chars-- > 0;) {
+        std::string cut = middle ? fit_text_middle(text, chars) : fit_text(text, chars);
+        if (width(cut) <= max_px) return cut;
+    }
+    return "";
+}
+
+TextMetrics fixed_width_metrics(double char_width, double text_height, double title_char_width, double title_height) {
+    TextMetrics metrics;
+    metrics.text_height = text_height;
+    metrics.title_height = title_height;
+    metrics.text_width = [char_width](const std::string& text) { return char_width * utf8_length(text); };
+    metrics.title_width = [title_char_width](const std::string& text) { return title_char_width * utf8_length(text); };
+    return metrics;
+}
+
 ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
     if (chart.width < kMinWidth || chart.height < kMinHeight || chart.width > kMaxSide || chart.height > kMaxSide)
         throw lab::ConfigError("chart size " + std::to_string(chart.width) + "x" + std::to_string(chart.height) +
@@ -298,6 +339,12 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
             throw lab::DataError("chart series '" + series.label + "' has " + std::to_string(series.x.size()) +
                                  " x values but " + std::to_string(series.y.size()) +
                                  " y values; hint: give one y per x, NaN where a value is missing");
+        const bool has_band = !series.band_lo.empty() || !series.band_hi.empty();
+        if (has_band && (series.band_lo.size() != series.x.size() || series.band_hi.size() != series.x.size()))
+            throw lab::DataError("chart series '" + series.label + "' has " + std::to_string(series.x.size()) +
+                                 " points but a band of " + std::to_string(series.band_lo.size()) + " low and " +
+                                 std::to_string(series.band_hi.size()) +
+                                 " high values; hint: give both band ends for every point, or no band");
         for (size_t i = 0; i < series.x.size(); ++i) {
             if (!is_drawable(series, i, chart.log_y)) continue;
             series_has_data[s] = true;
@@ -305,6 +352,12 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
             x_hi = std::max(x_hi, series.x[i]);
             y_lo = std::min(y_lo, series.y[i]);
             y_hi = std::max(y_hi, series.y[i]);
+            if (!has_band) continue;
+            for (double end : {series.band_lo[i], series.band_hi[i]}) {
+                if (!std::isfinite(end) || (chart.log_y && end <= 0)) continue;
+                y_lo = std::min(y_lo, end);
+                y_hi = std::max(y_hi, end);
+            }
         }
     }
     ChartLayout layout;
@@ -319,7 +372,12 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
         throw lab::DataError("chart '" + chart.title + "' spans x " + number_text(x_lo) + " .. " + number_text(x_hi) +
                              ", y " + number_text(y_lo) + " .. " + number_text(y_hi) +
                              ", too wide for one axis; hint: drop the extreme points or use a log y axis");
-    const double w = chart.width, h = chart.height, text_h = metrics.text_height, cw = metrics.char_width;
+    if (!metrics.text_width || !metrics.title_width)
+        throw lab::DataError("layout_chart: the text metrics measure no text; hint: pass fixed_width_metrics(...) or "
+                             "png_text_metrics()");
+    const double w = chart.width, h = chart.height, text_h = metrics.text_height;
+    const auto text_width = metrics.text_width, title_width = metrics.title_width;
+    const double digit_width = text_width("0");  // tick labels are mostly digits
 
     // Vertical blocks: title, plot, x tick labels, x label.
     const bool has_title = !chart.title.empty(), has_x_label = !chart.x_label.empty();
@@ -331,20 +389,20 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
                                 : linear_axis(y_lo, y_hi, layout.plot_height, std::max(40.0, 3 * text_h), 0);
 
     // Horizontal blocks: y label, y tick labels, plot, legend.
-    size_t y_tick_chars = 1;
-    for (const Tick& tick : layout.y_axis.ticks) y_tick_chars = std::max(y_tick_chars, tick.label.size());
+    double y_tick_width = digit_width;
+    for (const Tick& tick : layout.y_axis.ticks) y_tick_width = std::max(y_tick_width, text_width(tick.label));
     const bool has_y_label = !chart.y_label.empty();
     layout.y_label_center_x = kPad + text_h / 2;
-    layout.plot_left = kPad + (has_y_label ? text_h + kPad * 0.75 : 0) + y_tick_chars * cw + layout.tick_gap +
+    layout.plot_left = kPad + (has_y_label ? text_h + kPad * 0.75 : 0) + y_tick_width + layout.tick_gap +
                        layout.tick_length;
     layout.y_tick_label_right = layout.plot_left - layout.tick_length - layout.tick_gap;
 
     std::vector<std::string> legend_labels;
-    size_t legend_chars = 0;
+    double legend_text_width = 0;
     for (size_t s = 0; s < chart.series.size(); ++s) {
         std::string label = chart.series[s].label.empty() ? "series " + std::to_string(s + 1) : chart.series[s].label;
         if (!series_has_data[s]) label += " (no data)";
-        legend_chars = std::max(legend_chars, utf8_length(label));
+        legend_text_width = std::max(legend_text_width, text_width(label));
         legend_labels.push_back(std::move(label));
     }
     // Legend rows from the top of the plot; when they do not all fit, the last row says how many are missing.
@@ -353,31 +411,31 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
     const size_t shown = legend_labels.size() > rows_that_fit ? rows_that_fit - 1 : legend_labels.size();
     if (shown < legend_labels.size()) {
         layout.legend_more = "+" + std::to_string(legend_labels.size() - shown) + " more";
-        legend_chars = std::max(legend_chars, layout.legend_more.size());
+        legend_text_width = std::max(legend_text_width, text_width(layout.legend_more));
     }
+    // The legend takes what its widest label needs, up to 40% of the chart: labels of ablations
+    // ("attention.type=sigmoid experiment.seed=2") are long, and a cut label no longer names its run.
     const double swatch_and_gap = layout.swatch_width + 6;
-    const auto max_legend_chars = static_cast<size_t>(std::max(3.0, (0.3 * w - swatch_and_gap) / cw));
-    legend_chars = std::min(legend_chars, max_legend_chars);
-    const double legend_width = legend_labels.empty() ? 0 : swatch_and_gap + legend_chars * cw;
+    legend_text_width = std::min(legend_text_width, std::max(3 * digit_width, 0.4 * w - swatch_and_gap));
+    const double legend_width = legend_labels.empty() ? 0 : swatch_and_gap + legend_text_width;
     // Without a legend the right margin still holds half of the last x tick label.
-    const double right_margin = legend_labels.empty() ? kPad + 3 * cw : legend_width + 2 * kPad;
+    const double right_margin = legend_labels.empty() ? kPad + 3 * digit_width : legend_width + 2 * kPad;
     layout.plot_width = std::max(20.0, w - layout.plot_left - right_margin);
-    layout.x_axis = linear_axis(x_lo, x_hi, layout.plot_width, std::max(60.0, 6 * cw), cw);
+    layout.x_axis = linear_axis(x_lo, x_hi, layout.plot_width, std::max(60.0, 6 * digit_width), digit_width);
     layout.x_tick_label_center_y = layout.plot_bottom() + layout.tick_length + layout.tick_gap + text_h / 2;
     layout.x_label_center_y = layout.x_tick_label_center_y + text_h + kPad / 2;
 
-    const auto chars_in = [&](double px, double char_px) { return static_cast<size_t>(std::max(0.0, px / char_px)); };
-    layout.title = fit_text(chart.title, chars_in(w - 2 * kPad, metrics.title_char_width));
-    layout.x_label = fit_text(chart.x_label, chars_in(layout.plot_width, cw));
-    layout.y_label = fit_text(chart.y_label, chars_in(layout.plot_height, cw));
+    layout.title = fit_width(chart.title, w - 2 * kPad, title_width, false);
+    layout.x_label = fit_width(chart.x_label, layout.plot_width, text_width, false);
+    layout.y_label = fit_width(chart.y_label, layout.plot_height, text_width, false);
 
     layout.legend_left = layout.plot_right() + kPad;
     layout.legend_text_left = layout.legend_left + swatch_and_gap;
     layout.swatch_height = std::max(6.0, 0.75 * text_h);
     for (size_t s = 0; s < shown; ++s)
-        layout.legend.push_back({fit_text_middle(legend_labels[s], legend_chars), series_colour(s),
+        layout.legend.push_back({fit_width(legend_labels[s], legend_text_width, text_width, true), series_colour(s),
                                  layout.plot_top + row_height * (s + 0.5)});
-    layout.legend_more = fit_text(layout.legend_more, legend_chars);
+    layout.legend_more = fit_width(layout.legend_more, legend_text_width, text_width, false);
     layout.legend_more_center_y = layout.plot_top + row_height * (shown + 0.5);
     return layout;
 }
@@ -387,9 +445,51 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics) {
 
 namespace {
 
-// SVG text sizes: 12 px labels, 16 px bold title; DejaVu Sans (wider than Arial) advances ~0.6 em.
-constexpr double kSvgFont = 12, kSvgTitleFont = 16;
-const TextMetrics kSvgMetrics{7.3, kSvgFont, 10.0, kSvgTitleFont};
+// The SVG is written by hand rather than through Cairo's SVG surface, which would also make both
+// renderers one drawing routine: cairo-svg writes every glyph as an outline, so labels would no
+// longer be text that a browser can select, a report reader can search, and a test or a diff can
+// read; and `report` and `curves -o x.svg` keep working on machines without Cairo. Both renderers
+// draw the same ChartLayout, so only their drawing calls differ.
+//
+// The viewer picks the font, so text widths are an estimate: DejaVu Sans, the first choice of
+// font-family (and wider than Arial, the fallback), measured per character. The advances of ASCII
+// 0x20..0x7E in thousandths of an em, unhinted, as Cairo/FreeType report them for DejaVu Sans 2.37
+// (fonts-dejavu-core); any other character counts as 0.7 em.
+constexpr double kSvgFont = kLabelFontPx, kSvgTitleFont = kTitleFontPx;
+constexpr uint16_t kDejaVuSansAdvance[95] = {
+    318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636,
+    636, 636, 636, 636, 636, 636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698, 770, 632,
+    575, 775, 752, 295, 295, 656, 557, 863, 748, 787, 603, 787, 695, 635, 611, 732, 684, 989, 685,
+    611, 685, 390, 337, 390, 838, 500, 500, 613, 635, 550, 635, 615, 352, 635, 634, 278, 278, 579,
+    278, 974, 634, 612, 635, 635, 411, 521, 392, 634, 592, 818, 592, 592, 525, 636, 337, 636, 838,
+};
+constexpr uint16_t kDejaVuSansBoldAdvance[95] = {
+    348, 456, 521, 838, 696, 1002, 872, 306, 457, 457, 523, 838, 380, 415, 380, 365, 696, 696, 696,
+    696, 696, 696, 696, 696, 696, 696, 400, 400, 838, 838, 838, 580, 1000, 774, 762, 734, 830, 683,
+    683, 821, 837, 372, 372, 775, 637, 995, 837, 850, 733, 850, 770, 720, 682, 812, 774, 1103, 771,
+    724, 725, 457, 365, 457, 838, 500, 500, 675, 716, 593, 716, 678, 435, 716, 712, 343, 343, 665,
+    343, 1042, 712, 687, 716, 716, 493, 595, 478, 712, 652, 924, 645, 652, 582, 712, 365, 712, 838,
+};
+
+double dejavu_width(const std::string& text, const uint16_t (&advance)[95], double font_px) {
+    double thousandths = 0;
+    for (unsigned char c : text) {
+        if ((c & 0xC0) == 0x80) continue;  // a UTF-8 continuation byte: counted with its lead byte
+        thousandths += c >= 0x20 && c < 0x7F ? advance[c - 0x20] : 700;
+    }
+    return thousandths * font_px / 1000;
+}
+
+TextMetrics svg_text_metrics() {
+    TextMetrics metrics;
+    metrics.text_height = kSvgFont;
+    metrics.title_height = kSvgTitleFont;
+    metrics.text_width = [](const std::string& text) { return dejavu_width(text, kDejaVuSansAdvance, kSvgFont); };
+    metrics.title_width = [](const std::string& text) {
+        return dejavu_width(text, kDejaVuSansBoldAdvance, kSvgTitleFont);
+    };
+    return metrics;
+}
 
 // XML text and attribute values: the five special characters escaped, characters XML 1.0 forbids
 // (C0 controls other than tab/newline) and malformed UTF-8 replaced by U+FFFD, so that any label
@@ -470,45 +570,47 @@ void svg_text(std::ostringstream& out, double x, double center_y, const std::str
 // Polylines of one series: one per run of consecutive drawable points; a run of one point is a dot.
 // Sparse series also get a marker on every point so that single evaluations stay visible.
 void svg_series(std::ostringstream& out, const ChartLayout& layout, const Series& series, Rgb colour, bool log_y) {
+    const std::vector<std::vector<size_t>> runs = drawable_runs(series, log_y);
+    if (runs.empty()) return;
     const std::string hex = hex_colour(colour);
-    size_t drawable = 0;
-    for (size_t i = 0; i < series.x.size(); ++i) drawable += is_drawable(series, i, log_y);
-    if (drawable == 0) return;
     out << "<g class=\"series\" stroke=\"" << hex << "\">\n";
-    std::string points;
-    size_t run_length = 0;
-    double last_x = 0, last_y = 0;
-    const auto end_run = [&] {
-        if (run_length >= 2) out << "<polyline points=\"" << points << "\"/>\n";
-        if (run_length == 1)
-            out << "<circle cx=\"" << px(last_x) << "\" cy=\"" << px(last_y) << "\" r=\"3\" fill=\"" << hex
-                << "\" stroke=\"none\"/>\n";
-        points.clear();
-        run_length = 0;
-    };
-    for (size_t i = 0; i < series.x.size(); ++i) {
-        if (!is_drawable(series, i, log_y)) {
-            end_run();
+    size_t drawable = 0;
+    for (const std::vector<size_t>& run : runs) {
+        drawable += run.size();
+        if (run.size() == 1) {
+            out << "<circle cx=\"" << px(layout.px_x(series.x[run[0]])) << "\" cy=\"" << px(layout.px_y(series.y[run[0]]))
+                << "\" r=\"3\" fill=\"" << hex << "\" stroke=\"none\"/>\n";
             continue;
         }
-        last_x = layout.px_x(series.x[i]);
-        last_y = layout.px_y(series.y[i]);
-        if (run_length++ > 0) points += ' ';
-        points += px(last_x) + "," + px(last_y);
+        out << "<polyline points=\"";
+        for (size_t k = 0; k < run.size(); ++k)
+            out << (k ? " " : "") << px(layout.px_x(series.x[run[k]])) << "," << px(layout.px_y(series.y[run[k]]));
+        out << "\"/>\n";
     }
-    end_run();
-    if (drawable <= 25)
-        for (size_t i = 0; i < series.x.size(); ++i)
-            if (is_drawable(series, i, log_y))
+    if (drawable <= kMarkerMaxPoints)
+        for (const std::vector<size_t>& run : runs)
+            for (size_t i : run)
                 out << "<circle cx=\"" << px(layout.px_x(series.x[i])) << "\" cy=\"" << px(layout.px_y(series.y[i]))
                     << "\" r=\"2.5\" fill=\"" << hex << "\" stroke=\"none\"/>\n";
     out << "</g>\n";
 }
 
+// The band of one series: a polygon per run, along band_lo forwards and band_hi backwards.
+void svg_band(std::ostringstream& out, const ChartLayout& layout, const Series& series, Rgb colour, bool log_y) {
+    for (const std::vector<size_t>& run : drawable_runs(series, log_y, true)) {
+        out << "<polygon class=\"band\" points=\"";
+        for (size_t k = 0; k < run.size(); ++k)
+            out << (k ? " " : "") << px(layout.px_x(series.x[run[k]])) << "," << px(layout.px_y(series.band_lo[run[k]]));
+        for (size_t k = run.size(); k-- > 0;)
+            out << " " << px(layout.px_x(series.x[run[k]])) << "," << px(layout.px_y(series.band_hi[run[k]]));
+        out << "\" fill=\"" << hex_colour(colour) << "\" fill-opacity=\"" << px(kBandOpacity) << "\"/>\n";
+    }
+}
+
 }  // namespace
 
 std::string render_svg(const Chart& chart) {
-    const ChartLayout layout = layout_chart(chart, kSvgMetrics);
+    const ChartLayout layout = layout_chart(chart, svg_text_metrics());
     const double left = layout.plot_left, top = layout.plot_top, right = layout.plot_right(),
                  bottom = layout.plot_bottom(), center_x = left + layout.plot_width / 2;
     const std::string clip = clip_id(chart);
@@ -558,6 +660,9 @@ std::string render_svg(const Chart& chart) {
     out << "<rect class=\"frame\" x=\"" << px(left) << "\" y=\"" << px(top) << "\" width=\"" << px(layout.plot_width)
         << "\" height=\"" << px(layout.plot_height) << "\" fill=\"none\" stroke=\"#333333\" stroke-width=\"1\""
         << " shape-rendering=\"crispEdges\"/>\n";
+    out << "<g class=\"bands\" clip-path=\"url(#" << clip << ")\" stroke=\"none\">\n";
+    for (size_t s = 0; s < chart.series.size(); ++s) svg_band(out, layout, chart.series[s], series_colour(s), chart.log_y);
+    out << "</g>\n";
     out << "<g class=\"series-lines\" clip-path=\"url(#" << clip << ")\" fill=\"none\" stroke-width=\"2\""
         << " stroke-linejoin=\"round\" stroke-linecap=\"round\">\n";
     for (size_t s = 0; s < chart.series.size(); ++s)

@@ -1,9 +1,10 @@
-// Line charts of learning curves for `labdb curves`, written as SVG or PNG.
+// Line charts of learning curves for `labdb curves` and `labdb report`, written as SVG or PNG.
 //
-// A Chart is a list of Series (x in order, y with NaN marking a gap) plus a title and axis labels.
-// Both renderers share one layout (layout_chart): the same margins, axis ranges, "nice" ticks and
-// legend rows, so an SVG and a PNG of the same chart look alike. The layout only needs to know how
-// wide and tall text is, which each renderer states in TextMetrics.
+// A Chart is a list of Series (x in order, y with NaN marking a gap, optionally a shaded band
+// around y) plus a title and axis labels. Both renderers share one layout (layout_chart): the same
+// margins, axis ranges, "nice" ticks and legend rows, so an SVG and a PNG of the same chart look
+// alike. The layout only needs to know how wide and tall text is, which each renderer states in
+// TextMetrics: the PNG renderer measures its font (Cairo), the SVG one estimates the viewer's.
 //
 // Axis ranges always include every finite point (on a log axis: every point with y > 0; the others
 // are drawn as gaps). A linear axis ends on ticks spaced 1, 2 or 5 times a power of ten; a log axis
@@ -14,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,9 @@ namespace labdb {
 struct Series {
     std::string label;
     std::vector<double> x, y;  // (N) each; points in x order; a NaN y is a gap in the line
+    // Empty, or (N) each: a band shaded from band_lo to band_hi (the spread of a group of runs);
+    // a point whose band ends are not drawable is a gap in the band.
+    std::vector<double> band_lo = {}, band_hi = {};
 };
 
 struct Chart {
@@ -31,15 +36,21 @@ struct Chart {
     int width = 900, height = 540;  // pixels; at least 200 x 150, at most 8192 x 8192
 };
 
-// A complete standalone SVG document (UTF-8; every label is XML-escaped).
+// A complete standalone SVG document (UTF-8; every label is XML-escaped). Needs no library.
 std::string render_svg(const Chart& chart);
-// A complete PNG file: 8-bit RGB, width x height of the chart.
+// Whether this build draws PNG charts: labdb is built with Cairo when CMake finds it.
+bool png_charts_available();
+// A complete PNG file (compressed, by Cairo's writer) of width x height, anti-aliased lines and
+// text in DejaVu Sans. Throws lab::ConfigError when png_charts_available() is false.
 std::vector<uint8_t> render_png(const Chart& chart);
 // Writes render_svg or render_png by the file's extension (.svg or .png, any case) to a temporary
 // name beside `file`, then renames it, so a reader never sees half a chart. Throws a
-// std::runtime_error (lab::ConfigError for an unknown extension, lab::DataError when the file
-// cannot be written) that names the file.
+// std::runtime_error (lab::ConfigError for an unknown extension or a PNG without Cairo,
+// lab::DataError when the file cannot be written) that names the file.
 void write_chart(const Chart& chart, const std::filesystem::path& file);
+
+// Text sizes of both renderers, in pixels: labels, ticks and legend; the (bold) title.
+inline constexpr double kLabelFontPx = 12, kTitleFontPx = 16;
 
 // ---- Pieces shared by the two renderers, public so that tests can check them directly ----
 
@@ -84,11 +95,16 @@ Axis log_axis(double data_lo, double data_hi, double length_px);
 
 // How big each renderer draws its text, in pixels.
 struct TextMetrics {
-    double char_width;        // advance of one character of tick, legend and axis-label text
-    double text_height;       // height of one line of that text
-    double title_char_width;  // the same for the title
-    double title_height;
+    double text_height = kLabelFontPx;   // height of one line of tick, legend and axis-label text
+    double title_height = kTitleFontPx;  // the same for the title
+    std::function<double(const std::string&)> text_width = {};   // advance of a text in the label font
+    std::function<double(const std::string&)> title_width = {};  // the same in the title font
 };
+// Metrics of a font whose characters (UTF-8 code points) all advance alike: simple numbers for
+// tests of the layout. (The SVG renderer estimates DejaVu Sans per character.)
+TextMetrics fixed_width_metrics(double char_width, double text_height, double title_char_width, double title_height);
+// The metrics render_png draws with, measured with Cairo. Throws like render_png without Cairo.
+TextMetrics png_text_metrics();
 
 struct LegendRow {
     std::string label;  // already shortened to fit the legend column
@@ -124,10 +140,22 @@ ChartLayout layout_chart(const Chart& chart, const TextMetrics& metrics);
 
 // Whether point i of a series is drawn: finite x and y, and y > 0 on a log axis.
 bool is_drawable(const Series& series, size_t i, bool log_y);
+// The runs of consecutive drawable points of a series, as indices: a line each (a run of one
+// point is drawn as a dot). With `band`, the runs of points whose x and both band ends are
+// drawable instead: a shaded polygon each (none when the series has no band).
+std::vector<std::vector<size_t>> drawable_runs(const Series& series, bool log_y, bool band = false);
+// Series with at most this many drawable points get a marker on every point, so that single
+// evaluations stay visible.
+inline constexpr size_t kMarkerMaxPoints = 25;
+// How opaque a band's fill is, so that the lines and bands of other series show through it.
+inline constexpr double kBandOpacity = 0.2;
 
 // `text` cut to at most max_chars characters (UTF-8 code points), ending in "..." when cut.
 std::string fit_text(const std::string& text, size_t max_chars);
 // The same, cut in the middle ("attentio...seed=1"): legend labels often differ only at their end.
 std::string fit_text_middle(const std::string& text, size_t max_chars);
+// The longest fit_text (or, with `middle`, fit_text_middle) of `text` whose width is at most max_px.
+std::string fit_width(const std::string& text, double max_px, const std::function<double(const std::string&)>& width,
+                      bool middle);
 
 }  // namespace labdb

@@ -47,5 +47,6 @@ int command_export(const std::vector<std::string>& args, const GlobalOptions& gl
 int command_report(const std::vector<std::string>& args, const GlobalOptions& global);
 int command_merge(const std::vector<std::string>& args, const GlobalOptions& global);
 int command_ablate(const std::vector<std::string>& args, const GlobalOptions& global);
+int command_serve(const std::vector<std::string>& args, const GlobalOptions& global);
 
 }  // namespace labdb

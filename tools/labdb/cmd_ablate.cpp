@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli.h"
+#include "command_json.h"
 #include "run_data.h"
 #include "run_lookup.h"
 #include "text_table.h"
@@ -26,8 +27,8 @@ const char* kUsage =
     "Groups the finished runs (of one experiment or sweep, or of the whole database) by the values of\n"
     "the parameters KEY... (as `labdb show` names them, e.g. attention.type, model.layers) and prints\n"
     "per group: n (runs), mean, sample standard deviation (n-1; \"-\" for one run), min and max of the\n"
-    "metric's last value per run (--best: its best value, the lowest or for accuracy-like metrics the\n"
-    "highest). The best group is marked with *. --baseline names a group by its values in --by order,\n"
+    "metric's last value per run (--best: its best value, the lowest or the highest as the runs declared\n"
+    "the metric's goal). The best group (by that goal; none for a metric without one) is marked with *. --baseline names a group by its values in --by order,\n"
     "comma separated; every other group then gets delta = mean - baseline mean and a 95% confidence\n"
     "interval of delta: paired over seeds (experiment.seed) when both groups ran the same seeds,\n"
     "Welch's unpaired interval otherwise. Runs without a finite value of the metric are left out.\n"
@@ -172,28 +173,28 @@ Delta compare_with_baseline(const Group& group, const Group& baseline) {
 }
 
 // The ids of the finished runs of the experiment or sweep (or of the whole database).
-std::vector<int64_t> finished_runs(const Database& database, const po::variables_map& values) {
+std::vector<int64_t> finished_runs(const Database& database, const AblateRequest& request) {
     std::string sql = "SELECT id FROM runs WHERE status = 'finished'";
     std::string target;
-    if (values.count("experiment")) {
+    if (request.experiment) {
         sql += " AND experiment = ?1";
-        target = values["experiment"].as<std::string>();
-    } else if (values.count("sweep")) {
+        target = *request.experiment;
+    } else if (request.sweep) {
         if (!database.has_column("runs", "sweep")) {
             throw NotFoundError("'" + database.file().string() + "' records no sweeps (schema version " +
                                 std::to_string(database.user_version()) + "); hint: select the runs with --experiment");
         }
         sql += " AND sweep = ?1";
-        target = values["sweep"].as<std::string>();
+        target = *request.sweep;
     }
     Statement query(database, sql + " ORDER BY id", "select the finished runs");
-    if (values.count("experiment") || values.count("sweep")) query.bind(1, target);
+    if (request.experiment || request.sweep) query.bind(1, target);
     std::vector<int64_t> ids;
     while (query.step()) ids.push_back(query.column_int(0));
     if (ids.empty()) {
-        const std::string where = values.count("experiment") ? " of experiment '" + target + "'"
-                                  : values.count("sweep")    ? " of sweep '" + target + "'"
-                                                             : "";
+        const std::string where = request.experiment ? " of experiment '" + target + "'"
+                                  : request.sweep    ? " of sweep '" + target + "'"
+                                                     : "";
         throw NotFoundError("no finished runs" + where + " in '" + database.file().string() +
                             "'; hint: `labdb runs` lists the runs with their status, experiment and sweep");
     }
@@ -229,51 +230,82 @@ nlohmann::json optional_number(const std::optional<double>& value) {
     return value ? nlohmann::json(*value) : nlohmann::json();
 }
 
+// The table of `labdb ablate`, made from the rows of ablate_json.
+void print_ablation_table(const nlohmann::json& rows, const AblateRequest& request, lab::MetricGoal goal,
+                          std::ostream& out) {
+    const std::vector<std::string>& keys = request.by;
+    const std::vector<std::string> cost_metrics =
+        !request.costs.empty() ? request.costs : std::vector<std::string>{"perf/tokens_per_s", "perf/peak_mem_mb"};
+    const bool has_baseline = !rows.empty() && rows[0].contains("baseline");
+    auto number = [](const nlohmann::json& value) {
+        return value.is_null() ? std::string("-") : format_number(value.get<double>());
+    };
+    std::vector<std::string> headers = keys;
+    for (const char* header : {"n", "mean", "std", "min", "max"}) headers.emplace_back(header);
+    if (has_baseline) {
+        for (const char* header : {"delta", "95% CI", "method"}) headers.emplace_back(header);
+    }
+    for (const std::string& cost : cost_metrics) headers.push_back(cost);
+    headers.emplace_back("best");
+    TextTable table(headers);
+    for (size_t column = keys.size(); column + 1 < headers.size(); ++column)
+        if (headers[column] != "method") table.align_right(column);
+    for (const nlohmann::json& group : rows) {
+        std::vector<std::string> row;
+        for (const std::string& key : keys) {
+            const nlohmann::json& value = group["group"][key];
+            row.push_back(value.is_null() ? "-" : one_line(value.get<std::string>()));
+        }
+        row.push_back(std::to_string(group["n"].get<size_t>()));
+        for (const char* field : {"mean", "std", "min", "max"}) row.push_back(number(group[field]));
+        if (has_baseline) {
+            if (group["baseline"].get<bool>()) {
+                row.insert(row.end(), {"(baseline)", "", ""});
+            } else {
+                row.push_back(number(group["delta"]));
+                row.push_back(group["ci_low"].is_null()
+                                  ? std::string("-")
+                                  : "[" + number(group["ci_low"]) + ", " + number(group["ci_high"]) + "]");
+                row.push_back(group["ci_method"].get<std::string>());
+            }
+        }
+        for (const std::string& cost : cost_metrics) row.push_back(number(group["cost"][cost]));
+        row.push_back(group["best"].get<bool>() ? "*" : "");
+        table.add_row(std::move(row));
+    }
+    out << request.metric << " (" << (request.use_best ? "best" : "last") << " value per run, "
+        << (goal == lab::MetricGoal::maximize   ? "higher is better"
+            : goal == lab::MetricGoal::minimize ? "lower is better"
+                                                : "no declared goal, so no best group")
+        << ")\n";
+    table.print(out);
+}
+
 }  // namespace
 
-int command_ablate(const std::vector<std::string>& args, const GlobalOptions& global) {
-    po::options_description options("ablate options");
-    options.add_options()
-        ("experiment", po::value<std::string>(), "only runs of this experiment")
-        ("sweep", po::value<std::string>(), "only runs of this sweep (id)")
-        ("by", po::value<std::vector<std::string>>()->composing(), "parameter key to group by (repeatable)")
-        ("metric", po::value<std::string>(), "the metric compared, e.g. val/loss")
-        ("last", po::bool_switch(), "use each run's last value of the metric (the default)")
-        ("best", po::bool_switch(), "use each run's best value of the metric")
-        ("baseline", po::value<std::string>(), "VALUE[,VALUE2...]: the group the others are compared with")
-        ("cost", po::value<std::vector<std::string>>()->composing(),
-         "cost metric column (repeatable; default perf/tokens_per_s and perf/peak_mem_mb)")
-        ("json", po::bool_switch(), "print a JSON array of group objects instead of a table");
-    const CommandLine command_line = parse_command_line(kUsage, options, {}, {}, args, global);
-    if (command_line.help) return kExitOk;
-    const po::variables_map& values = command_line.values;
-
-    if (values.count("experiment") && values.count("sweep")) {
+Ablation ablate_json(const Database& database, const AblateRequest& request) {
+    if (request.experiment && request.sweep) {
         throw UsageError("--experiment and --sweep both select runs; hint: give one of them");
     }
-    if (!values.count("by")) {
+    if (request.by.empty()) {
         throw UsageError("ablate needs at least one --by KEY; hint: e.g. --by attention.type --by model.layers");
     }
-    if (!values.count("metric")) throw UsageError("ablate needs --metric NAME; hint: e.g. --metric val/loss");
-    if (values["last"].as<bool>() && values["best"].as<bool>()) {
-        throw UsageError("--last and --best exclude each other; hint: give one (--last is the default)");
-    }
-    const std::vector<std::string> keys = values["by"].as<std::vector<std::string>>();
-    const std::string metric = values["metric"].as<std::string>();
-    const bool use_best = values["best"].as<bool>();
+    if (request.metric.empty()) throw UsageError("ablate needs --metric NAME; hint: e.g. --metric val/loss");
+    const std::vector<std::string>& keys = request.by;
+    const std::string& metric = request.metric;
+    const bool use_best = request.use_best;
     std::optional<std::vector<std::string>> baseline_values;
-    if (values.count("baseline")) {
-        baseline_values = split_commas(values["baseline"].as<std::string>());
+    if (request.baseline) {
+        baseline_values = split_commas(*request.baseline);
         if (baseline_values->size() != keys.size()) {
-            throw UsageError("--baseline '" + values["baseline"].as<std::string>() + "' has " +
+            throw UsageError("--baseline '" + *request.baseline + "' has " +
                              std::to_string(baseline_values->size()) + " value(s) but there are " +
                              std::to_string(keys.size()) + " --by key(s); hint: give one value per --by key, " +
                              "comma separated, in --by order");
         }
     }
 
-    const Database database(command_line.db, Database::Mode::read_only);
-    const std::vector<int64_t> ids = finished_runs(database, values);
+    const std::vector<int64_t> ids = finished_runs(database, request);
 
     std::vector<std::map<std::string, std::string>> params_per_run;
     std::set<std::string> known_keys;
@@ -291,6 +323,12 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
                             "; hint: `labdb show RUN` lists a run's parameters");
     }
 
+    const lab::MetricGoal goal = metric_goal(database, ids, metric);
+    if (use_best && goal == lab::MetricGoal::none) {
+        throw UsageError("--best needs a metric whose runs declared which way it improves, and no selected run " +
+                         std::string("declared a goal for '") + metric +
+                         "' (a count, the learning rate, or a file older than schema version 3); hint: use --last");
+    }
     std::map<std::vector<std::optional<std::string>>, Group> groups_by_values;
     size_t left_out = 0;
     for (size_t r = 0; r < ids.size(); ++r) {
@@ -333,13 +371,9 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
         throw NotFoundError("no selected finished run has a finite value of '" + metric +
                             "'; hint: the runs diverged (NaN); try --best, or `labdb show RUN`");
     }
-    if (left_out > 0) {
-        std::cerr << "labdb: note: " << left_out << " finished run(s) left out: no finite value of " << metric << "\n";
-    }
 
     const std::vector<std::string> cost_metrics =
-        values.count("cost") ? values["cost"].as<std::vector<std::string>>()
-                             : std::vector<std::string>{"perf/tokens_per_s", "perf/peak_mem_mb"};
+        !request.costs.empty() ? request.costs : std::vector<std::string>{"perf/tokens_per_s", "perf/peak_mem_mb"};
     std::vector<Group> groups;
     for (auto& [group_values, group] : groups_by_values) {
         for (const std::string& cost : cost_metrics) {
@@ -360,10 +394,15 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
                                             value_less);
     });
 
-    const bool maximize = higher_is_better(metric);
-    size_t best = 0;
-    for (size_t g = 1; g < groups.size(); ++g) {
-        if (maximize ? groups[g].mean > groups[best].mean : groups[g].mean < groups[best].mean) best = g;
+    // The best group only for a metric declared minimize or maximize.
+    std::optional<size_t> best;
+    if (goal != lab::MetricGoal::none && !groups.empty()) {
+        best = 0;
+        for (size_t g = 1; g < groups.size(); ++g) {
+            const bool better = goal == lab::MetricGoal::maximize ? groups[g].mean > groups[*best].mean
+                                                                   : groups[g].mean < groups[*best].mean;
+            if (better) best = g;
+        }
     }
     std::optional<size_t> baseline;
     if (baseline_values) {
@@ -378,7 +417,7 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
         if (!baseline) {
             std::vector<std::string> names;
             for (const Group& group : groups) names.push_back(group_name(group));
-            throw NotFoundError("--baseline '" + values["baseline"].as<std::string>() + "' names no group of " +
+            throw NotFoundError("--baseline '" + *request.baseline + "' names no group of " +
                                 joined(keys) + "; the groups are: " + joined(names) +
                                 "; hint: give one of them, values comma separated in --by order");
         }
@@ -390,8 +429,12 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
         }
     }
 
-    if (values["json"].as<bool>()) {
-        nlohmann::json rows = nlohmann::json::array();
+    Ablation ablation;
+    ablation.left_out = left_out;
+    ablation.goal = goal;
+    nlohmann::json& rows = ablation.groups;
+    rows = nlohmann::json::array();
+    {
         for (size_t g = 0; g < groups.size(); ++g) {
             const Group& group = groups[g];
             nlohmann::json row;
@@ -421,47 +464,51 @@ int command_ablate(const std::vector<std::string>& args, const GlobalOptions& gl
             }
             rows.push_back(std::move(row));
         }
-        std::cout << json_text(rows) << "\n";
+    }
+    return ablation;
+}
+
+
+int command_ablate(const std::vector<std::string>& args, const GlobalOptions& global) {
+    po::options_description options("ablate options");
+    options.add_options()
+        ("experiment", po::value<std::string>(), "only runs of this experiment")
+        ("sweep", po::value<std::string>(), "only runs of this sweep (id)")
+        ("by", po::value<std::vector<std::string>>()->composing(), "parameter key to group by (repeatable)")
+        ("metric", po::value<std::string>(), "the metric compared, e.g. val/loss")
+        ("last", po::bool_switch(), "use each run's last value of the metric (the default)")
+        ("best", po::bool_switch(), "use each run's best value of the metric")
+        ("baseline", po::value<std::string>(), "VALUE[,VALUE2...]: the group the others are compared with")
+        ("cost", po::value<std::vector<std::string>>()->composing(),
+         "cost metric column (repeatable; default perf/tokens_per_s and perf/peak_mem_mb)")
+        ("json", po::bool_switch(), "print a JSON array of group objects instead of a table");
+    const CommandLine command_line = parse_command_line(kUsage, options, {}, {}, args, global);
+    if (command_line.help) return kExitOk;
+    const po::variables_map& values = command_line.values;
+
+    if (values["last"].as<bool>() && values["best"].as<bool>()) {
+        throw UsageError("--last and --best exclude each other; hint: give one (--last is the default)");
+    }
+    AblateRequest request;
+    if (values.count("experiment")) request.experiment = values["experiment"].as<std::string>();
+    if (values.count("sweep")) request.sweep = values["sweep"].as<std::string>();
+    if (values.count("by")) request.by = values["by"].as<std::vector<std::string>>();
+    if (values.count("metric")) request.metric = values["metric"].as<std::string>();
+    request.use_best = values["best"].as<bool>();
+    if (values.count("baseline")) request.baseline = values["baseline"].as<std::string>();
+    if (values.count("cost")) request.costs = values["cost"].as<std::vector<std::string>>();
+
+    const Database database(command_line.db, Database::Mode::read_only);
+    const Ablation ablation = ablate_json(database, request);
+    if (ablation.left_out > 0) {
+        std::cerr << "labdb: note: " << ablation.left_out << " finished run(s) left out: no finite value of "
+                  << request.metric << "\n";
+    }
+    if (values["json"].as<bool>()) {
+        std::cout << json_text(ablation.groups) << "\n";
         return kExitOk;
     }
-
-    std::vector<std::string> headers = keys;
-    for (const char* header : {"n", "mean", "std", "min", "max"}) headers.emplace_back(header);
-    if (baseline) {
-        for (const char* header : {"delta", "95% CI", "method"}) headers.emplace_back(header);
-    }
-    for (const std::string& cost : cost_metrics) headers.push_back(cost);
-    headers.emplace_back("best");
-    TextTable table(headers);
-    for (size_t column = keys.size(); column + 1 < headers.size(); ++column)
-        if (headers[column] != "method") table.align_right(column);
-    for (size_t g = 0; g < groups.size(); ++g) {
-        const Group& group = groups[g];
-        std::vector<std::string> row;
-        for (const auto& value : group.values) row.push_back(value_text(value));
-        row.push_back(std::to_string(group.runs.size()));
-        row.push_back(format_number(group.mean));
-        row.push_back(format_number(group.std_dev));
-        row.push_back(format_number(group.min));
-        row.push_back(format_number(group.max));
-        if (baseline) {
-            if (g == *baseline) {
-                row.insert(row.end(), {"(baseline)", "", ""});
-            } else {
-                const Delta& delta = *deltas[g];
-                row.push_back(format_number(delta.delta));
-                row.push_back(delta.low ? "[" + format_number(*delta.low) + ", " + format_number(*delta.high) + "]"
-                                        : std::string("-"));
-                row.push_back(delta.method);
-            }
-        }
-        for (const std::optional<double>& cost : group.costs) row.push_back(format_number(cost));
-        row.push_back(g == best ? "*" : "");
-        table.add_row(std::move(row));
-    }
-    std::cout << metric << " (" << (use_best ? "best" : "last") << " value per run, "
-              << (maximize ? "higher" : "lower") << " is better)\n";
-    table.print(std::cout);
+    print_ablation_table(ablation.groups, request, ablation.goal, std::cout);
     return kExitOk;
 }
 

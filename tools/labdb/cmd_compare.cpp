@@ -5,6 +5,7 @@
 #include <set>
 
 #include "cli.h"
+#include "command_json.h"
 #include "run_data.h"
 #include "run_lookup.h"
 #include "text_table.h"
@@ -17,15 +18,67 @@ const char* kUsage =
     "\n"
     "Shows runs side by side, one column per run: the parameters whose values differ between the\n"
     "runs (a parameter missing from a run counts as different; --all shows every parameter), then\n"
-    "for each metric logged by any of them the last value and the best value (the lowest, or the\n"
-    "highest for accuracy-like metrics), each with its step.\n"
+    "for each metric logged by any of them the last value and, where the run declared which way the\n"
+    "metric improves (losses: min, accuracies: max; counts and the learning rate: none), the best\n"
+    "value, each with its step.\n"
     "--json prints an array with one object per run: id, uid, name, experiment, status, params (the\n"
     "same keys as the table; null where the run lacks the key) and metrics (name -> last,\n"
     "last_step, best, best_step).";
 
 nlohmann::json number_or_null(double value) { return std::isnan(value) ? nlohmann::json() : nlohmann::json(value); }
 
+// The parameters and metric summaries of the runs, in the order given.
+struct ComparedData {
+    std::vector<std::map<std::string, std::string>> params_per_run;
+    std::vector<std::map<std::string, MetricSummary>> metrics_per_run;
+    std::set<std::string> metric_names_seen;
+};
+
+ComparedData read_compared(const std::vector<ComparedRun>& runs) {
+    ComparedData data;
+    for (const ComparedRun& compared : runs) {
+        const auto params = run_params(*compared.database, compared.run.id);
+        data.params_per_run.emplace_back(params.begin(), params.end());
+        std::map<std::string, MetricSummary> metrics;
+        for (MetricSummary& summary : metric_summaries(*compared.database, compared.run.id)) {
+            data.metric_names_seen.insert(summary.name);
+            metrics.emplace(summary.name, std::move(summary));
+        }
+        data.metrics_per_run.push_back(std::move(metrics));
+    }
+    return data;
+}
+
 }  // namespace
+
+nlohmann::json compare_json(const std::vector<ComparedRun>& runs, bool all_params) {
+    const ComparedData data = read_compared(runs);
+    const std::vector<std::string> keys = param_keys(data.params_per_run, all_params);
+    nlohmann::json rows = nlohmann::json::array();
+    for (size_t r = 0; r < runs.size(); ++r) {
+        const RunRef& run = runs[r].run;
+        nlohmann::json row = {{"id", run.id},
+                              {"uid", run.uid},
+                              {"name", run.name},
+                              {"experiment", run.experiment},
+                              {"status", run.status}};
+        row["params"] = nlohmann::json::object();
+        for (const std::string& key : keys) {
+            const auto found = data.params_per_run[r].find(key);
+            row["params"][key] = found == data.params_per_run[r].end() ? nlohmann::json() : nlohmann::json(found->second);
+        }
+        row["metrics"] = nlohmann::json::object();
+        for (const auto& [name, summary] : data.metrics_per_run[r]) {
+            row["metrics"][name] = {{"last", number_or_null(summary.last)},
+                                    {"last_step", summary.last_step},
+                                    {"best", summary.best ? nlohmann::json(*summary.best) : nlohmann::json()},
+                                    {"best_step", summary.best ? nlohmann::json(summary.best_step) : nlohmann::json()},
+                                    {"goal", lab::metric_goal_name(summary.goal)}};
+        }
+        rows.push_back(std::move(row));
+    }
+    return rows;
+}
 
 int command_compare(const std::vector<std::string>& args, const GlobalOptions& global) {
     po::options_description options("compare options");
@@ -48,56 +101,24 @@ int command_compare(const std::vector<std::string>& args, const GlobalOptions& g
 
     const Database database(command_line.db, Database::Mode::read_only);
     const std::vector<RunRef> runs = resolve_runs(database, specs);
-    std::vector<std::map<std::string, std::string>> params_per_run;
-    std::vector<std::map<std::string, MetricSummary>> metrics_per_run;
-    std::set<std::string> metric_names_seen;
-    for (const RunRef& run : runs) {
-        const auto params = run_params(database, run.id);
-        params_per_run.emplace_back(params.begin(), params.end());
-        std::map<std::string, MetricSummary> metrics;
-        for (MetricSummary& summary : metric_summaries(database, run.id)) {
-            metric_names_seen.insert(summary.name);
-            metrics.emplace(summary.name, std::move(summary));
-        }
-        metrics_per_run.push_back(std::move(metrics));
-    }
-    const std::vector<std::string> keys = param_keys(params_per_run, command_line.values["all"].as<bool>());
-
+    const bool all_params = command_line.values["all"].as<bool>();
+    std::vector<ComparedRun> compared;
+    for (const RunRef& run : runs) compared.push_back({&database, run});
     if (command_line.values["json"].as<bool>()) {
-        nlohmann::json rows = nlohmann::json::array();
-        for (size_t r = 0; r < runs.size(); ++r) {
-            nlohmann::json row = {{"id", runs[r].id},
-                                  {"uid", runs[r].uid},
-                                  {"name", runs[r].name},
-                                  {"experiment", runs[r].experiment},
-                                  {"status", runs[r].status}};
-            row["params"] = nlohmann::json::object();
-            for (const std::string& key : keys) {
-                const auto found = params_per_run[r].find(key);
-                row["params"][key] = found == params_per_run[r].end() ? nlohmann::json() : nlohmann::json(found->second);
-            }
-            row["metrics"] = nlohmann::json::object();
-            for (const auto& [name, summary] : metrics_per_run[r]) {
-                row["metrics"][name] = {
-                    {"last", number_or_null(summary.last)},
-                    {"last_step", summary.last_step},
-                    {"best", summary.best ? nlohmann::json(*summary.best) : nlohmann::json()},
-                    {"best_step", summary.best ? nlohmann::json(summary.best_step) : nlohmann::json()},
-                    {"best_is", summary.best_is_max ? "max" : "min"}};
-            }
-            rows.push_back(std::move(row));
-        }
-        std::cout << json_text(rows) << "\n";
+        std::cout << json_text(compare_json(compared, all_params)) << "\n";
         return kExitOk;
     }
 
+    const ComparedData data = read_compared(compared);
+    const auto& [params_per_run, metrics_per_run, metric_names_seen] = data;
+    const std::vector<std::string> keys = param_keys(params_per_run, all_params);
     std::vector<std::string> headers = {""};
     for (const RunRef& run : runs) headers.push_back(std::to_string(run.id) + " " + run.name);
     TextTable table(headers);
     const size_t columns = runs.size();
     for (size_t column = 1; column <= columns; ++column) table.align_right(column);
 
-    table.add_row({command_line.values["all"].as<bool>() ? "params" : "params (differing)"});
+    table.add_row({all_params ? "params" : "params (differing)"});
     for (const std::string& key : keys) {
         std::vector<std::string> row = {"  " + key};
         for (const auto& params : params_per_run) {
@@ -111,7 +132,15 @@ int command_compare(const std::vector<std::string>& args, const GlobalOptions& g
     table.add_row({"metrics"});
     for (const std::string& name : metric_names_seen) {
         std::vector<std::string> last_row = {"  " + name + " last"};
-        std::vector<std::string> best_row = {"  " + name + (higher_is_better(name) ? " best (max)" : " best")};
+        // A best row only where a run declared which way the metric improves (not for counts, the
+        // learning rate, or metrics of files that predate metric_goals).
+        lab::MetricGoal goal = lab::MetricGoal::none;
+        for (const auto& metrics : metrics_per_run) {
+            const auto found = metrics.find(name);
+            if (found != metrics.end() && goal == lab::MetricGoal::none) goal = found->second.goal;
+        }
+        const char* best_label = goal == lab::MetricGoal::maximize ? " best (max)" : " best (min)";
+        std::vector<std::string> best_row = {"  " + name + best_label};
         for (const auto& metrics : metrics_per_run) {
             const auto found = metrics.find(name);
             if (found == metrics.end()) {
@@ -125,7 +154,7 @@ int command_compare(const std::vector<std::string>& args, const GlobalOptions& g
                                             : std::string("-"));
         }
         table.add_row(std::move(last_row));
-        table.add_row(std::move(best_row));
+        if (goal != lab::MetricGoal::none) table.add_row(std::move(best_row));
     }
     if (metric_names_seen.empty()) table.add_row({"  (no metrics logged)"});
     table.print(std::cout);

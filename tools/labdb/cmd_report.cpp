@@ -12,6 +12,7 @@
 #include "lab/results.h"
 #include "output_file.h"
 #include "run_data.h"
+#include "run_labels.h"
 #include "run_lookup.h"
 #include "text_table.h"
 
@@ -24,8 +25,9 @@ const char* kUsage =
     "Writes one self-contained HTML file (inline CSS and SVG, no external resources) about the runs\n"
     "of a sweep (its id, where the database records sweeps) or else of an experiment (its name):\n"
     "a table of the runs with the parameters that differ and the final and best metrics, learning\n"
-    "curves of val/loss and train/loss, the last text sample of each run, and the provenance (code\n"
-    "revision, backend, device, host, plugins).";
+    "curves of val/loss and train/loss (each run named by the parameters that differ, as in `labdb\n"
+    "curves`), the last text sample of each run, and the provenance (code revision, backend, device,\n"
+    "host, plugins).";
 
 constexpr const char* kStyle = R"css(
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -220,11 +222,20 @@ void write_chart_section(std::ostream& html, const Database& database, const std
     chart.title = metric;
     chart.x_label = "step";
     chart.y_label = metric;
+    // Every chart of the report names a run alike: by what differs among all the report's runs.
+    std::vector<RunRef> refs;
+    std::vector<std::map<std::string, std::string>> params;
     for (const ReportRun& run : runs) {
+        refs.push_back(run.ref);
+        params.push_back(run.params);
+    }
+    const std::vector<std::string> labels = run_labels(refs, params);
+    for (size_t r = 0; r < runs.size(); ++r) {
+        const ReportRun& run = runs[r];
         const std::vector<SeriesPoint> points = metric_series(database, run.ref.id, metric);
         if (points.empty()) continue;
         Series series;
-        series.label = "run " + std::to_string(run.ref.id) + " " + run.ref.name;
+        series.label = labels[r];
         for (const SeriesPoint& point : points) {
             series.x.push_back(static_cast<double>(point.step));
             series.y.push_back(point.value);

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cli.h"
+#include "command_json.h"
 #include "run_data.h"
 #include "run_lookup.h"
 #include "text_table.h"
@@ -47,6 +48,15 @@ std::vector<std::pair<std::string, nlohmann::json>> runs_row(const Database& dat
     return row;
 }
 
+// runs_row with the state (run_state), not the stored status: a dead run is "running" in the file.
+std::vector<std::pair<std::string, nlohmann::json>> run_columns(const Database& database, const RunRef& run) {
+    std::vector<std::pair<std::string, nlohmann::json>> row = runs_row(database, run.id);
+    for (auto& [name, value] : row) {
+        if (name == "status") value = run.status;
+    }
+    return row;
+}
+
 std::string cell(const nlohmann::json& value) {
     if (value.is_null()) return "-";
     if (value.is_string()) return value.get<std::string>();
@@ -55,6 +65,39 @@ std::string cell(const nlohmann::json& value) {
 }
 
 }  // namespace
+
+nlohmann::json show_json(const Database& database, const RunRef& run) {
+    nlohmann::json shown;
+    shown["run"] = nlohmann::json::object();
+    for (const auto& [name, value] : run_columns(database, run)) shown["run"][name] = value;
+    shown["params"] = nlohmann::json::object();
+    for (const auto& [key, value] : run_params(database, run.id)) shown["params"][key] = value;
+    shown["plugins"] = nlohmann::json::array();
+    for (const PluginRow& plugin : run_plugins(database, run.id)) {
+        shown["plugins"].push_back({{"kind", plugin.kind}, {"name", plugin.name}, {"version", plugin.version},
+                                    {"file", plugin.file}, {"sha256", plugin.sha256}});
+    }
+    shown["metrics"] = nlohmann::json::array();
+    for (const MetricSummary& metric : metric_summaries(database, run.id)) {
+        shown["metrics"].push_back({{"name", metric.name},
+                                    {"count", metric.count},
+                                    {"last", optional_number(std::isnan(metric.last) ? std::nullopt
+                                                                                     : std::optional(metric.last))},
+                                    {"last_step", metric.last_step},
+                                    {"best", optional_number(metric.best)},
+                                    {"best_step", metric.best ? nlohmann::json(metric.best_step) : nlohmann::json()},
+                                    {"goal", lab::metric_goal_name(metric.goal)}});
+    }
+    shown["artifacts"] = nlohmann::json::array();
+    for (const auto& [kind, path] : run_artifacts(database, run.id)) {
+        shown["artifacts"].push_back({{"kind", kind}, {"path", path}});
+    }
+    shown["texts"] = nlohmann::json::array();
+    for (const TextSample& text : last_texts(database, run.id)) {
+        shown["texts"].push_back({{"name", text.name}, {"step", text.step}, {"text", text.text}});
+    }
+    return shown;
+}
 
 int command_show(const std::vector<std::string>& args, const GlobalOptions& global) {
     po::options_description options("show options");
@@ -72,41 +115,7 @@ int command_show(const std::vector<std::string>& args, const GlobalOptions& glob
     const Database database(command_line.db, Database::Mode::read_only);
     const RunRef run = resolve_run(database, command_line.values["run"].as<std::string>());
 
-    std::vector<std::pair<std::string, nlohmann::json>> row = runs_row(database, run.id);
-    // The state (run_state), not the stored status: a dead run is "running" in the file.
-    for (auto& [name, value] : row) {
-        if (name == "status") value = run.status;
-    }
-    nlohmann::json shown;
-    shown["run"] = nlohmann::json::object();
-    for (const auto& [name, value] : row) shown["run"][name] = value;
-    shown["params"] = nlohmann::json::object();
-    for (const auto& [key, value] : run_params(database, run.id)) shown["params"][key] = value;
-    shown["plugins"] = nlohmann::json::array();
-    for (const PluginRow& plugin : run_plugins(database, run.id)) {
-        shown["plugins"].push_back({{"kind", plugin.kind}, {"name", plugin.name}, {"version", plugin.version},
-                                    {"file", plugin.file}, {"sha256", plugin.sha256}});
-    }
-    shown["metrics"] = nlohmann::json::array();
-    for (const MetricSummary& metric : metric_summaries(database, run.id)) {
-        shown["metrics"].push_back({{"name", metric.name},
-                                    {"count", metric.count},
-                                    {"last", optional_number(std::isnan(metric.last) ? std::nullopt
-                                                                                     : std::optional(metric.last))},
-                                    {"last_step", metric.last_step},
-                                    {"best", optional_number(metric.best)},
-                                    {"best_step", metric.best ? nlohmann::json(metric.best_step) : nlohmann::json()},
-                                    {"best_is", metric.best_is_max ? "max" : "min"}});
-    }
-    shown["artifacts"] = nlohmann::json::array();
-    for (const auto& [kind, path] : run_artifacts(database, run.id)) {
-        shown["artifacts"].push_back({{"kind", kind}, {"path", path}});
-    }
-    shown["texts"] = nlohmann::json::array();
-    for (const TextSample& text : last_texts(database, run.id)) {
-        shown["texts"].push_back({{"name", text.name}, {"step", text.step}, {"text", text.text}});
-    }
-
+    const nlohmann::json shown = show_json(database, run);
     if (command_line.values["json"].as<bool>()) {
         std::cout << json_text(shown) << "\n";
         return kExitOk;
@@ -114,7 +123,9 @@ int command_show(const std::vector<std::string>& args, const GlobalOptions& glob
 
     std::ostream& out = std::cout;
     out << "run " << describe_run(run) << "\n";
-    // The resolved configuration is long and repeats the params; it comes last.
+    // The columns in schema order (a JSON object orders them by name). The resolved configuration
+    // is long and repeats the params; it comes last.
+    const std::vector<std::pair<std::string, nlohmann::json>> row = run_columns(database, run);
     size_t name_width = 0;
     for (const auto& [name, value] : row) name_width = std::max(name_width, name.size());
     for (const auto& [name, value] : row) {
@@ -146,7 +157,7 @@ int command_show(const std::vector<std::string>& args, const GlobalOptions& glob
     TextTable metrics({"name", "rows", "last", "at step", "best", "at step"});
     for (size_t column : {1, 2, 3, 4, 5}) metrics.align_right(column);
     for (const nlohmann::json& metric : shown["metrics"]) {
-        metrics.add_row({metric["name"].get<std::string>() + (metric["best_is"] == "max" ? " (max)" : ""),
+        metrics.add_row({metric["name"].get<std::string>() + (metric["goal"] == "max" ? " (max)" : ""),
                          std::to_string(metric["count"].get<int64_t>()),
                          metric["last"].is_null() ? "nan" : format_number(metric["last"].get<double>()),
                          std::to_string(metric["last_step"].get<int64_t>()),

@@ -8,6 +8,7 @@
 //   labdb [--db FILE] report SWEEP_OR_EXPERIMENT -o report.html
 //   labdb merge A.db B.db ... -o C.db [--force]
 //   labdb [--db FILE] ablate --by KEY... --metric NAME [--baseline VALUE,...] (cmd_ablate.cpp)
+//   labdb serve [--db FILE ...] [--port P] [--host ADDRESS]   (cmd_serve.cpp, serve/)
 //
 // This file is the one place that maps errors to exit codes: 0 ok, 1 other failure (a database of
 // a newer schema version included), 2 usage, 3 run/sweep/metric/file not found or a run name that
@@ -39,6 +40,7 @@ const std::map<std::string, CommandEntry>& commands() {
         {"report", {labdb::command_report, "one self-contained HTML report of a sweep or an experiment"}},
         {"merge", {labdb::command_merge, "join several result databases into a new one"}},
         {"ablate", {labdb::command_ablate, "group runs by parameters: metric mean, std, deltas with 95% CIs"}},
+        {"serve", {labdb::command_serve, "a live dashboard in the browser: runs, curves, run pages, ablations"}},
     };
     return table;
 }

@@ -2,19 +2,38 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
+#include <map>
 #include <set>
 
 namespace labdb {
 
-bool higher_is_better(const std::string& metric_name) {
-    const size_t slash = metric_name.rfind('/');
-    const std::string leaf = slash == std::string::npos ? metric_name : metric_name.substr(slash + 1);
-    static const std::array<const char*, 9> kHigherIsBetter = {
-        "acc", "accuracy", "f1", "mcc", "auc", "bleu", "exact_match", "tokens_per_s", "samples_per_s"};
-    for (const char* name : kHigherIsBetter) {
-        if (leaf == name) return true;
+namespace {
+
+// The goals run `run` declared, by metric name; empty for files without metric_goals.
+std::map<std::string, lab::MetricGoal> declared_goals(const Database& database, int64_t run) {
+    std::map<std::string, lab::MetricGoal> goals;
+    if (!database.has_table("metric_goals")) return goals;
+    Statement query(database, "SELECT name, goal FROM metric_goals WHERE run_id = ?1", "read the metric goals of a run");
+    query.bind(1, run);
+    while (query.step()) {
+        const std::string goal = query.column_text(1);
+        goals[query.column_text(0)] = goal == "min"   ? lab::MetricGoal::minimize
+                                      : goal == "max" ? lab::MetricGoal::maximize
+                                                      : lab::MetricGoal::none;
     }
-    return false;
+    return goals;
+}
+
+}  // namespace
+
+lab::MetricGoal metric_goal(const Database& database, const std::vector<int64_t>& runs, const std::string& name) {
+    for (int64_t run : runs) {
+        const std::map<std::string, lab::MetricGoal> goals = declared_goals(database, run);
+        const auto found = goals.find(name);
+        if (found != goals.end()) return found->second;
+    }
+    return lab::MetricGoal::none;
 }
 
 std::vector<std::pair<std::string, std::string>> run_params(const Database& database, int64_t run) {
@@ -26,6 +45,7 @@ std::vector<std::pair<std::string, std::string>> run_params(const Database& data
 }
 
 std::vector<MetricSummary> metric_summaries(const Database& database, int64_t run) {
+    const std::map<std::string, lab::MetricGoal> goals = declared_goals(database, run);
     Statement query(database, "SELECT name, step, value FROM metrics WHERE run_id = ?1 ORDER BY name, step, rowid",
                     "read the metrics of a run");
     query.bind(1, run);
@@ -35,7 +55,8 @@ std::vector<MetricSummary> metric_summaries(const Database& database, int64_t ru
         if (summaries.empty() || summaries.back().name != name) {
             MetricSummary summary;
             summary.name = name;
-            summary.best_is_max = higher_is_better(name);
+            const auto declared = goals.find(name);
+            if (declared != goals.end()) summary.goal = declared->second;
             summaries.push_back(summary);
         }
         MetricSummary& summary = summaries.back();
@@ -45,7 +66,9 @@ std::vector<MetricSummary> metric_summaries(const Database& database, int64_t ru
         summary.last_step = step;
         summary.last = value;
         if (std::isnan(value)) continue;
-        const bool better = !summary.best || (summary.best_is_max ? value > *summary.best : value < *summary.best);
+        if (summary.goal == lab::MetricGoal::none) continue;
+        const bool maximize = summary.goal == lab::MetricGoal::maximize;
+        const bool better = !summary.best || (maximize ? value > *summary.best : value < *summary.best);
         if (better) {
             summary.best = value;
             summary.best_step = step;
@@ -91,12 +114,13 @@ std::vector<TextSample> last_texts(const Database& database, int64_t run) {
     return texts;
 }
 
-std::vector<SeriesPoint> metric_series(const Database& database, int64_t run, const std::string& name) {
+std::vector<SeriesPoint> metric_series(const Database& database, int64_t run, const std::string& name,
+                                       std::optional<int64_t> after_step) {
     Statement query(database,
                     "SELECT step, time, value FROM metrics WHERE run_id = ?1 AND name = ?2 AND value IS NOT NULL"
-                    " ORDER BY step, rowid",
+                    " AND step > ?3 ORDER BY step, rowid",
                     "read a metric series");
-    query.bind(1, run).bind(2, name);
+    query.bind(1, run).bind(2, name).bind(3, after_step.value_or(std::numeric_limits<int64_t>::min()));
     std::vector<SeriesPoint> points;
     while (query.step()) points.push_back({query.column_int(0), query.column_double(1), query.column_double(2)});
     return points;

@@ -9,13 +9,14 @@
 #include <vector>
 
 #include "database.h"
+#include "lab/results.h"
 
 namespace labdb {
 
-// Whether a larger value of the metric is better (accuracy, F1, throughput). Every other metric
-// (losses, perplexity, error rates, times) is best at its minimum. Decided by the last component
-// of the name, so "val/accuracy" and "test/acc" both count as higher-is-better.
-bool higher_is_better(const std::string& metric_name);
+// Which way metric `name` improves, as the runs' recorders declared it (table metric_goals, schema
+// version 3): the goal of the first of `runs` that declared one. MetricGoal::none when none did
+// (files of older labruns, metrics recorded without a goal): labdb then shows no best value.
+lab::MetricGoal metric_goal(const Database& database, const std::vector<int64_t>& runs, const std::string& name);
 
 struct MetricSummary {
     std::string name;
@@ -23,10 +24,11 @@ struct MetricSummary {
     // The last row: the highest step, and among equal steps the one written last (as run_summary).
     int64_t last_step = 0;
     double last = 0;  // NaN when the last value was NaN
-    // The best non-NaN value (min, or max where higher_is_better) and the first step it was reached.
+    // Which way the metric improves, as the run declared it; the best non-NaN value (the lowest for
+    // minimize, the highest for maximize, none for MetricGoal::none) and the first step it was reached.
+    lab::MetricGoal goal = lab::MetricGoal::none;
     std::optional<double> best;
     int64_t best_step = 0;
-    bool best_is_max = false;
 };
 
 struct PluginRow {
@@ -54,8 +56,10 @@ std::vector<PluginRow> run_plugins(const Database& database, int64_t run);
 std::vector<std::pair<std::string, std::string>> run_artifacts(const Database& database, int64_t run);
 // The last sample of each text name (highest step, latest written), sorted by name.
 std::vector<TextSample> last_texts(const Database& database, int64_t run);
-// The rows of one metric in step order; NaN (NULL) values are left out.
-std::vector<SeriesPoint> metric_series(const Database& database, int64_t run, const std::string& name);
+// The rows of one metric in step order; NaN (NULL) values are left out. With `after_step`, only the
+// rows of later steps (what a live chart has not fetched yet).
+std::vector<SeriesPoint> metric_series(const Database& database, int64_t run, const std::string& name,
+                                       std::optional<int64_t> after_step = std::nullopt);
 // Every metric name logged by any run in the database (sorted).
 std::vector<std::string> metric_names(const Database& database);
 

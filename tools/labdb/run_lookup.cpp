@@ -87,11 +87,16 @@ std::vector<RunRef> all_runs(const Database& database) {
     return runs;
 }
 
+std::optional<RunRef> find_run(const Database& database, int64_t id) {
+    Statement query(database, select_runs_sql(database) + " WHERE id = ?1", "look up a run by id");
+    query.bind(1, id);
+    if (query.step()) return read_run(query);
+    return std::nullopt;
+}
+
 RunRef resolve_run(const Database& database, const std::string& spec) {
     if (all_of_class(spec, std::isdigit) && spec.size() <= 18) {
-        Statement query(database, select_runs_sql(database) + " WHERE id = ?1", "look up a run by id");
-        query.bind(1, static_cast<int64_t>(std::stoll(spec)));
-        if (query.step()) return read_run(query);
+        if (std::optional<RunRef> run = find_run(database, static_cast<int64_t>(std::stoll(spec)))) return *run;
     }
     std::vector<RunRef> candidates;
     auto add_candidates = [&](Statement& query) {

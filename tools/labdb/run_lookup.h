@@ -8,6 +8,7 @@
 // heartbeat is older than lab::kDefaultLeaseSeconds), and writes nothing.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,8 @@ std::string run_state_columns(const Database& database);
 // of `query` that start at column `first`.
 std::string run_state(const Statement& query, int first);
 
+// The run with this id, or nullopt.
+std::optional<RunRef> find_run(const Database& database, int64_t id);
 // Throws NotFoundError (exit code 3) when `spec` matches no run or several runs.
 RunRef resolve_run(const Database& database, const std::string& spec);
 // resolve_run for each spec, in the order given; a run named twice is kept once.
