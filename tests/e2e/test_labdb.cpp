@@ -13,29 +13,17 @@
 #include <set>
 
 #include "lab/results.h"
+#include "labdb_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace lab_test;
+using namespace lab_test::labdb;
 using Catch::Matchers::Contains;
 using Catch::Matchers::EndsWith;
 using nlohmann::json;
 
 namespace {
-
-const fs::path labdb_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labdb";
-
-constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2, kExitNotFound = 3;
-
-Outcome run_labdb(const std::vector<std::string>& args) { return run_program(labdb_binary, args); }
-
-// Runs labdb and parses its stdout as JSON, requiring exit code 0.
-json run_json(const std::vector<std::string>& args) {
-    const Outcome outcome = run_labdb(args);
-    INFO(outcome);
-    REQUIRE(outcome.exit_code == kExitOk);
-    return json::parse(outcome.out);
-}
 
 // Rows per table, read with the plain SQLite API: what "changes nothing" is checked against.
 std::map<std::string, int64_t> table_counts(const fs::path& db_file) {
@@ -186,7 +174,7 @@ TEST_CASE("labdb runs lists runs with last and best val/loss and filters them", 
           std::vector<int64_t>{study.ids[3], study.ids[4]});
 
     SECTION("the table names the columns and shows the values") {
-        const Outcome table = run_labdb({"--db", db, "runs", "--experiment", "exp1"});
+        const Outcome table = labdb::run({"--db", db, "runs", "--experiment", "exp1"});
         INFO(table);
         REQUIRE(table.exit_code == kExitOk);
         const std::vector<std::string> lines = lines_of(table.out);
@@ -197,10 +185,10 @@ TEST_CASE("labdb runs lists runs with last and best val/loss and filters them", 
         CHECK_THAT(lines[4], Contains("failed"));
     }
     SECTION("a bad status is a usage error, an unknown key a warning") {
-        const Outcome bad_status = run_labdb({"--db", db, "runs", "--status", "done"});
+        const Outcome bad_status = labdb::run({"--db", db, "runs", "--status", "done"});
         CHECK(bad_status.exit_code == kExitUsage);
         CHECK_THAT(bad_status.err, Contains("finished"));
-        const Outcome typo = run_labdb({"--db", db, "runs", "--where", "model.layer=4", "--json"});
+        const Outcome typo = labdb::run({"--db", db, "runs", "--where", "model.layer=4", "--json"});
         CHECK(typo.exit_code == kExitOk);
         CHECK(json::parse(typo.out).empty());
         CHECK_THAT(typo.err, Contains("model.layers"));
@@ -237,25 +225,25 @@ TEST_CASE("labdb show prints everything about one run, named by id, uid prefix o
     CHECK(run_json({"--db", db, "show", std::to_string(study.ids[2]), "--json"})["run"]["error"] ==
           "non-finite loss at step 50");
 
-    const Outcome text = run_labdb({"--db", db, "show", "wide_b"});
+    const Outcome text = labdb::run({"--db", db, "show", "wide_b"});
     INFO(text);
     REQUIRE(text.exit_code == kExitOk);
     CHECK_THAT(text.out, Contains("model.layers   = 8") && Contains("last text of wide_b") &&
                              Contains("0123456789ab") && Contains("2.25"));
 
     SECTION("an ambiguous name lists the candidates with ids") {
-        const Outcome ambiguous = run_labdb({"--db", db, "show", "rerun"});
+        const Outcome ambiguous = labdb::run({"--db", db, "show", "rerun"});
         CHECK(ambiguous.exit_code == kExitNotFound);
         CHECK_THAT(ambiguous.err, Contains("ambiguous") && Contains(std::to_string(study.ids[3]) + " (rerun") &&
                                       Contains(std::to_string(study.ids[4]) + " (rerun"));
     }
     SECTION("an unknown name lists the closest runs") {
-        const Outcome unknown = run_labdb({"--db", db, "show", "base_b"});
+        const Outcome unknown = labdb::run({"--db", db, "show", "base_b"});
         CHECK(unknown.exit_code == kExitNotFound);
         CHECK_THAT(unknown.err, Contains("no run matches 'base_b'") && Contains("(base_a"));
     }
     SECTION("a missing database is not found") {
-        const Outcome missing = run_labdb({"--db", (study.dir.path / "nope.db").string(), "show", "1"});
+        const Outcome missing = labdb::run({"--db", (study.dir.path / "nope.db").string(), "show", "1"});
         CHECK(missing.exit_code == kExitNotFound);
         CHECK_THAT(missing.err, Contains("nope.db"));
     }
@@ -278,12 +266,12 @@ TEST_CASE("labdb compare shows exactly the params that differ and the metrics", 
     CHECK(all[0]["params"].size() == 3);
     CHECK(all[1]["params"]["optimizer.lr"] == "0.001");
 
-    const Outcome table = run_labdb({"--db", db, "compare", "base_a", "wide_b", std::to_string(study.ids[2])});
+    const Outcome table = labdb::run({"--db", db, "compare", "base_a", "wide_b", std::to_string(study.ids[2])});
     INFO(table);
     REQUIRE(table.exit_code == kExitOk);
     CHECK_THAT(table.out, Contains("optimizer.lr") && Contains("model.layers") && Contains("val/loss best") &&
                               Contains("2.25 @100"));
-    const Outcome two = run_labdb({"--db", db, "compare", "base_a", "wide_b"});
+    const Outcome two = labdb::run({"--db", db, "compare", "base_a", "wide_b"});
     CHECK_THAT(two.out, !Contains("optimizer.lr") && Contains("attention.type"));
 }
 
@@ -293,7 +281,7 @@ TEST_CASE("labdb export writes long-format CSV and JSON", "[labdb]") {
     const int64_t metric_rows = table_counts(study.db)["metrics"];
     REQUIRE(metric_rows == 3 + 5 + 3 + 3 + 2 + 1 + 2 + 2);
 
-    const Outcome csv = run_labdb({"--db", db, "export", "--format", "csv"});
+    const Outcome csv = labdb::run({"--db", db, "export", "--format", "csv"});
     INFO(csv);
     REQUIRE(csv.exit_code == kExitOk);
     const std::vector<std::string> lines = lines_of(csv.out);
@@ -309,7 +297,7 @@ TEST_CASE("labdb export writes long-format CSV and JSON", "[labdb]") {
     CHECK(found == 2);
 
     const fs::path json_file = study.dir.path / "wide_b.json";
-    const Outcome to_file = run_labdb({"--db", db, "export", "wide_b", "--format", "json", "-o", json_file.string()});
+    const Outcome to_file = labdb::run({"--db", db, "export", "wide_b", "--format", "json", "-o", json_file.string()});
     INFO(to_file);
     REQUIRE(to_file.exit_code == kExitOk);
     const json rows = json::parse(read_text(json_file));
@@ -321,7 +309,7 @@ TEST_CASE("labdb export writes long-format CSV and JSON", "[labdb]") {
     CHECK(rows[5]["value"].get<double>() == 2.375);
     CHECK(rows[5]["time"].is_number());
 
-    CHECK(run_labdb({"--db", db, "export", "--format", "xml"}).exit_code == kExitUsage);
+    CHECK(labdb::run({"--db", db, "export", "--format", "xml"}).exit_code == kExitUsage);
 }
 
 TEST_CASE("labdb curves writes SVG and PNG charts", "[labdb]") {
@@ -329,7 +317,7 @@ TEST_CASE("labdb curves writes SVG and PNG charts", "[labdb]") {
     const std::string db = study.db.string();
     const fs::path svg = study.dir.path / "curves.svg", png = study.dir.path / "curves.png";
 
-    const Outcome svg_run = run_labdb({"--db", db, "curves", "--metric", "val/loss", "--metric", "train/loss",
+    const Outcome svg_run = labdb::run({"--db", db, "curves", "--metric", "val/loss", "--metric", "train/loss",
                                        "base_a", "wide_b", "-o", svg.string()});
     INFO(svg_run);
     REQUIRE(svg_run.exit_code == kExitOk);
@@ -340,7 +328,7 @@ TEST_CASE("labdb curves writes SVG and PNG charts", "[labdb]") {
                              Contains(">attention.type=linear model.layers=8 train/loss</text>"));
 
     const Outcome png_run =
-        run_labdb({"--db", db, "curves", "--metric", "val/loss", "wide_b", "-o", png.string(), "--log-y", "--x", "time"});
+        labdb::run({"--db", db, "curves", "--metric", "val/loss", "wide_b", "-o", png.string(), "--log-y", "--x", "time"});
     INFO(png_run);
     if (png_run.err.find("built without PNG charts") != std::string::npos) {
         // A labdb configured without Cairo: a usage error that points to .svg, and no file.
@@ -354,10 +342,10 @@ TEST_CASE("labdb curves writes SVG and PNG charts", "[labdb]") {
         CHECK(png_bytes.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
     }
 
-    const Outcome unknown_metric = run_labdb({"--db", db, "curves", "--metric", "val/los", "base_a", "-o", svg.string()});
+    const Outcome unknown_metric = labdb::run({"--db", db, "curves", "--metric", "val/los", "base_a", "-o", svg.string()});
     CHECK(unknown_metric.exit_code == kExitNotFound);
     CHECK_THAT(unknown_metric.err, Contains("val/loss"));
-    CHECK(run_labdb({"--db", db, "curves", "--metric", "val/loss", "base_a", "-o", "x.jpg"}).exit_code == kExitUsage);
+    CHECK(labdb::run({"--db", db, "curves", "--metric", "val/loss", "base_a", "-o", "x.jpg"}).exit_code == kExitUsage);
 }
 
 TEST_CASE("labdb report writes one self-contained HTML file for an experiment or a sweep", "[labdb]") {
@@ -365,7 +353,7 @@ TEST_CASE("labdb report writes one self-contained HTML file for an experiment or
     const std::string db = study.db.string();
     const fs::path html_file = study.dir.path / "report.html";
 
-    const Outcome report = run_labdb({"--db", db, "report", "exp1", "-o", html_file.string()});
+    const Outcome report = labdb::run({"--db", db, "report", "exp1", "-o", html_file.string()});
     INFO(report);
     REQUIRE(report.exit_code == kExitOk);
     const std::string html = read_text(html_file);
@@ -385,13 +373,13 @@ TEST_CASE("labdb report writes one self-contained HTML file for an experiment or
     const json swept = run_json({"--db", db, "runs", "--json"});
     CHECK(find_by_id(swept, study.ids[0])["sweep"] == "sw42");
     CHECK(find_by_id(swept, study.ids[2])["sweep"].is_null());
-    const Outcome sweep_report = run_labdb({"--db", db, "report", "sw42", "-o", html_file.string()});
+    const Outcome sweep_report = labdb::run({"--db", db, "report", "sw42", "-o", html_file.string()});
     INFO(sweep_report);
     REQUIRE(sweep_report.exit_code == kExitOk);
     const std::string sweep_html = read_text(html_file);
     CHECK_THAT(sweep_html, Contains("sweep sw42") && Contains("base_a") && Contains("wide_b") && !Contains("broken"));
 
-    const Outcome unknown = run_labdb({"--db", db, "report", "exp3", "-o", html_file.string()});
+    const Outcome unknown = labdb::run({"--db", db, "report", "exp3", "-o", html_file.string()});
     CHECK(unknown.exit_code == kExitNotFound);
     CHECK_THAT(unknown.err, Contains("exp1") && Contains("exp2"));
 }
@@ -408,7 +396,7 @@ TEST_CASE("labdb merge joins databases with new ids and remapped rows", "[labdb]
     const fs::path merged = study.dir.path / "merged.db";
 
     const Outcome merge =
-        run_labdb({"merge", study.db.string(), second.string(), copy.string(), "-o", merged.string()});
+        labdb::run({"merge", study.db.string(), second.string(), copy.string(), "-o", merged.string()});
     INFO(merge);
     REQUIRE(merge.exit_code == kExitOk);
     CHECK_THAT(merge.err, Contains("already copied"));
@@ -438,18 +426,18 @@ TEST_CASE("labdb merge joins databases with new ids and remapped rows", "[labdb]
 
     SECTION("an existing output is refused unless --force") {
         const auto before = table_counts(merged);
-        const Outcome refused = run_labdb({"merge", second.string(), "-o", merged.string()});
+        const Outcome refused = labdb::run({"merge", second.string(), "-o", merged.string()});
         CHECK(refused.exit_code == kExitFailure);
         CHECK_THAT(refused.err, Contains("--force"));
         CHECK(table_counts(merged) == before);
-        const Outcome forced = run_labdb({"merge", second.string(), "-o", merged.string(), "--force"});
+        const Outcome forced = labdb::run({"merge", second.string(), "-o", merged.string(), "--force"});
         INFO(forced);
         REQUIRE(forced.exit_code == kExitOk);
         CHECK(table_counts(merged)["runs"] == 2);
     }
     SECTION("a missing input leaves no output") {
         const fs::path target = study.dir.path / "never.db";
-        const Outcome missing = run_labdb({"merge", study.db.string(), "nope.db", "-o", target.string()});
+        const Outcome missing = labdb::run({"merge", study.db.string(), "nope.db", "-o", target.string()});
         CHECK(missing.exit_code == kExitNotFound);
         CHECK(!fs::exists(target));
     }
@@ -464,11 +452,11 @@ TEST_CASE("labdb treats hostile names and filters as plain values", "[labdb]") {
     CHECK(run_json({"--db", db, "runs", "--where", "model.layers' OR '1'='1=4", "--json"}).empty());
     CHECK(run_json({"--db", db, "runs", "--experiment", "x' OR '1'='1", "--json"}).empty());
     CHECK(run_json({"--db", db, "runs", "--experiment", "exp1'; DROP TABLE runs; --", "--json"}).empty());
-    const Outcome show = run_labdb({"--db", db, "show", "x' OR '1'='1"});
+    const Outcome show = labdb::run({"--db", db, "show", "x' OR '1'='1"});
     CHECK(show.exit_code == kExitNotFound);
-    const Outcome compare = run_labdb({"--db", db, "compare", "base_a", "1; DELETE FROM metrics"});
+    const Outcome compare = labdb::run({"--db", db, "compare", "base_a", "1; DELETE FROM metrics"});
     CHECK(compare.exit_code == kExitNotFound);
-    const Outcome report = run_labdb({"--db", db, "report", "exp1' OR '1'='1", "-o", (study.dir.path / "r.html").string()});
+    const Outcome report = labdb::run({"--db", db, "report", "exp1' OR '1'='1", "-o", (study.dir.path / "r.html").string()});
     CHECK(report.exit_code == kExitNotFound);
 
     CHECK(table_counts(study.db) == before);
@@ -523,7 +511,7 @@ TEST_CASE("labdb shows a running run whose process is gone as dead and writes no
     CHECK(ids_of(run_json({"--db", db, "runs", "--status", "dead", "--limit", "1", "--json"})) ==
           std::vector<int64_t>{ids["silent"]});
 
-    const Outcome table = run_labdb({"--db", db, "runs"});
+    const Outcome table = labdb::run({"--db", db, "runs"});
     INFO(table);
     REQUIRE(table.exit_code == kExitOk);
     const std::vector<std::string> lines = lines_of(table.out);
@@ -535,7 +523,7 @@ TEST_CASE("labdb shows a running run whose process is gone as dead and writes no
     CHECK(run_json({"--db", db, "show", "gone", "--json"})["run"]["status"] == "dead");
     CHECK(run_json({"--db", db, "show", "silent", "--json"})["run"]["status"] == "dead");
     CHECK(run_json({"--db", db, "show", "live", "--json"})["run"]["status"] == "running");
-    const Outcome shown = run_labdb({"--db", db, "show", "gone"});
+    const Outcome shown = labdb::run({"--db", db, "show", "gone"});
     INFO(shown);
     REQUIRE(shown.exit_code == kExitOk);
     bool status_line_seen = false;
@@ -562,7 +550,7 @@ TEST_CASE("labdb refuses a database of a newer schema version", "[labdb]") {
     const std::vector<std::vector<std::string>> commands = {
         {"--db", db, "runs"}, {"--db", db, "show", "base_a"}, {"merge", db, "-o", (study.dir.path / "merged.db").string()}};
     for (const std::vector<std::string>& args : commands) {
-        const Outcome refused = run_labdb(args);
+        const Outcome refused = labdb::run(args);
         INFO(refused);
         CHECK(refused.exit_code == kExitFailure);
         CHECK(refused.out.empty());
@@ -572,7 +560,7 @@ TEST_CASE("labdb refuses a database of a newer schema version", "[labdb]") {
                                     Contains("hint:") && Contains("newer labrun") && Contains("rebuild labdb"));
     }
     CHECK(!fs::exists(study.dir.path / "merged.db"));
-    CHECK_THAT(run_labdb({"--help"}).out, Contains("1 failure (also: a database written by a newer labrun)"));
+    CHECK_THAT(labdb::run({"--help"}).out, Contains("1 failure (also: a database written by a newer labrun)"));
 }
 
 TEST_CASE("labdb prints a whole number without decimals", "[labdb]") {
@@ -600,7 +588,7 @@ TEST_CASE("labdb prints a whole number without decimals", "[labdb]") {
         store.add_metric(id, 100, "val/huge", 9007199254740992.0);
         store.finish_run(id, lab::RunStatus::finished, "");
     }
-    const Outcome compared = run_labdb({"--db", db_file.string(), "compare", "counts"});
+    const Outcome compared = labdb::run({"--db", db_file.string(), "compare", "counts"});
     INFO(compared);
     REQUIRE(compared.exit_code == kExitOk);
     CHECK(compared.out ==
@@ -617,7 +605,7 @@ TEST_CASE("labdb prints a whole number without decimals", "[labdb]") {
           "  val/shift best (max)                               -7 @100\n"
           "  val/tokens last                                222976 @200\n");
 
-    const Outcome shown = run_labdb({"--db", db_file.string(), "show", "counts"});
+    const Outcome shown = labdb::run({"--db", db_file.string(), "show", "counts"});
     INFO(shown);
     REQUIRE(shown.exit_code == kExitOk);
     // A count's row has its last value as an integer and, with no goal, no best value.
@@ -626,18 +614,18 @@ TEST_CASE("labdb prints a whole number without decimals", "[labdb]") {
 }
 
 TEST_CASE("labdb usage errors and help", "[labdb]") {
-    CHECK(run_labdb({}).exit_code == kExitUsage);
-    const Outcome unknown = run_labdb({"frobnicate"});
+    CHECK(labdb::run({}).exit_code == kExitUsage);
+    const Outcome unknown = labdb::run({"frobnicate"});
     CHECK(unknown.exit_code == kExitUsage);
     CHECK_THAT(unknown.err, Contains("runs") && Contains("merge"));
-    CHECK(run_labdb({"runs", "--no-such-option"}).exit_code == kExitUsage);
+    CHECK(labdb::run({"runs", "--no-such-option"}).exit_code == kExitUsage);
     for (const char* command : {"runs", "show", "compare", "curves", "export", "report", "merge"}) {
-        const Outcome help = run_labdb({command, "--help"});
+        const Outcome help = labdb::run({command, "--help"});
         INFO(command << "\n" << help);
         CHECK(help.exit_code == kExitOk);
         CHECK_THAT(help.out, Contains(std::string("usage: labdb ") + command));
     }
-    const Outcome top = run_labdb({"--help"});
+    const Outcome top = labdb::run({"--help"});
     CHECK(top.exit_code == kExitOk);
     CHECK_THAT(top.out, Contains("compare") && Contains("report"));
 }
@@ -691,14 +679,14 @@ TEST_CASE("labdb reads and merges a schema version 1 file without changing it", 
     CHECK(shown["texts"][0]["text"] == "old sample");
 
     const fs::path html = dir.path / "old.html";
-    const Outcome report = run_labdb({"--db", db, "report", "old_exp", "-o", html.string()});
+    const Outcome report = labdb::run({"--db", db, "report", "old_exp", "-o", html.string()});
     INFO(report);
     REQUIRE(report.exit_code == kExitOk);
     CHECK_THAT(read_text(html), Contains("old_run") && Contains("old_two") && Contains("<svg"));
 
     // Merged into a file of the store's current schema: the rows come along, newer columns are NULL.
     const fs::path merged = dir.path / "merged.db";
-    const Outcome merge = run_labdb({"merge", db, "-o", merged.string()});
+    const Outcome merge = labdb::run({"merge", db, "-o", merged.string()});
     INFO(merge);
     REQUIRE(merge.exit_code == kExitOk);
     CHECK(table_counts(merged) == before);
@@ -768,7 +756,7 @@ TEST_CASE("labdb runs shows what a sweep varied for each of its runs", "[labdb]"
     REQUIRE(softmax.size() == 3);
     CHECK(find_by_id(softmax, ids["softmax/2"])["swept"] == "attention.type=softmax experiment.seed=2");
 
-    const Outcome table = run_labdb({"--db", db_file.string(), "runs"});
+    const Outcome table = labdb::run({"--db", db_file.string(), "runs"});
     INFO(table);
     REQUIRE(table.exit_code == kExitOk);
     CHECK_THAT(table.out, Contains("swept") && Contains("attention.type=sigmoid experiment.seed=1"));

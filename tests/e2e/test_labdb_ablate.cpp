@@ -8,18 +8,16 @@
 #include <nlohmann/json.hpp>
 
 #include "lab/results.h"
+#include "labdb_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace lab_test;
+using namespace lab_test::labdb;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 
 namespace {
-
-const fs::path labdb_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labdb";
-
-constexpr int kExitOk = 0, kExitUsage = 2, kExitNotFound = 3;
 
 struct AblationRunSpec {
     std::string attention, experiment;
@@ -79,15 +77,6 @@ struct AblationDatabase {
         }
     }
 };
-
-Outcome run_labdb(const std::vector<std::string>& args) { return run_program(labdb_binary, args); }
-
-json run_json(const std::vector<std::string>& args) {
-    const Outcome outcome = run_labdb(args);
-    INFO(outcome);
-    REQUIRE(outcome.exit_code == kExitOk);
-    return json::parse(outcome.out);
-}
 
 json group_row(const json& rows, const std::string& attention) {
     for (const json& row : rows) {
@@ -168,7 +157,7 @@ TEST_CASE("labdb ablate groups finished runs and compares them with a baseline",
         CHECK(window["ci_high"].get<double>() == Approx(0.05 + half_width));
     }
     SECTION("the table shows the same numbers and marks the best group") {
-        const Outcome table = run_labdb({"--db", db, "ablate", "--experiment", "abl", "--by", "attention.type",
+        const Outcome table = labdb::run({"--db", db, "ablate", "--experiment", "abl", "--by", "attention.type",
                                          "--metric", "val/loss", "--baseline", "softmax"});
         INFO(table);
         REQUIRE(table.exit_code == kExitOk);
@@ -220,7 +209,7 @@ TEST_CASE("labdb ablate refuses unknown metrics, keys, groups and empty selectio
     auto with = [&](std::vector<std::string> extra) {
         std::vector<std::string> args = base;
         args.insert(args.end(), extra.begin(), extra.end());
-        return run_labdb(args);
+        return labdb::run(args);
     };
 
     const Outcome metric = with({"--by", "attention.type", "--metric", "val/los"});
@@ -236,7 +225,7 @@ TEST_CASE("labdb ablate refuses unknown metrics, keys, groups and empty selectio
     CHECK_THAT(group.err, Contains("flash") && Contains("linear") && Contains("softmax") && Contains("window"));
 
     const Outcome nothing =
-        run_labdb({"--db", db, "ablate", "--experiment", "nope", "--by", "attention.type", "--metric", "val/loss"});
+        labdb::run({"--db", db, "ablate", "--experiment", "nope", "--by", "attention.type", "--metric", "val/loss"});
     CHECK(nothing.exit_code == kExitNotFound);
     CHECK_THAT(nothing.err, Contains("no finished runs") && Contains("nope"));
 
@@ -256,7 +245,7 @@ TEST_CASE("labdb ablate refuses unknown metrics, keys, groups and empty selectio
     const Outcome values = with({"--by", "attention.type", "--metric", "val/loss", "--baseline", "softmax,4"});
     CHECK(values.exit_code == kExitUsage);
     CHECK_THAT(values.err, Contains("--by"));
-    CHECK(run_labdb({"--db", db, "ablate", "--experiment", "abl", "--sweep", "s1", "--by", "attention.type",
+    CHECK(labdb::run({"--db", db, "ablate", "--experiment", "abl", "--sweep", "s1", "--by", "attention.type",
                      "--metric", "val/loss"})
               .exit_code == kExitUsage);
 }
@@ -274,7 +263,7 @@ TEST_CASE("labdb ablate: cost columns average each run's mean throughput and pea
     CHECK(rows[2]["cost"]["perf/peak_mem_mb"].get<double>() == Approx(64.5));
 
     // The table shows the columns; --cost chooses them, and a metric no run logged shows "-".
-    const Outcome table = run_labdb({"--db", fixture.db.string(), "ablate", "--experiment", "abl", "--by",
+    const Outcome table = labdb::run({"--db", fixture.db.string(), "ablate", "--experiment", "abl", "--by",
                                      "attention.type", "--metric", "val/loss", "--cost", "perf/peak_mem_mb", "--cost",
                                      "perf/nothing"});
     INFO(table);

@@ -12,26 +12,16 @@
 #include <sstream>
 
 #include "lab/results.h"
+#include "labdb_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace lab_test;
+using namespace lab_test::labdb;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 
 namespace {
-
-const fs::path labdb_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labdb";
-constexpr int kExitOk = 0, kExitUsage = 2, kExitNotFound = 3;
-
-Outcome run_labdb(const std::vector<std::string>& args) { return run_program(labdb_binary, args); }
-
-json run_json(const std::vector<std::string>& args) {
-    const Outcome outcome = run_labdb(args);
-    INFO(outcome);
-    REQUIRE(outcome.exit_code == kExitOk);
-    return json::parse(outcome.out);
-}
 
 struct AblationRun {
     std::string name, attention, seed;
@@ -104,7 +94,7 @@ TEST_CASE("labdb curves names runs by the parameters that differ", "[labdb]") {
     AblationDatabase study;
     const fs::path svg = study.dir.path / "runs.svg";
     const Outcome drawn =
-        run_labdb(study.args(with({"curves", "--metric", "val/loss", "-o", svg.string()}, study.all_runs())));
+        labdb::run(study.args(with({"curves", "--metric", "val/loss", "-o", svg.string()}, study.all_runs())));
     INFO(drawn);
     REQUIRE(drawn.exit_code == kExitOk);
     const std::string text = read_text(svg);
@@ -131,7 +121,7 @@ TEST_CASE("labdb curves names runs by the parameters that differ", "[labdb]") {
 
     // The report names runs the same way.
     const fs::path html = study.dir.path / "report.html";
-    const Outcome report = run_labdb(study.args({"report", "attn_ablation", "-o", html.string()}));
+    const Outcome report = labdb::run(study.args({"report", "attn_ablation", "-o", html.string()}));
     INFO(report);
     REQUIRE(report.exit_code == kExitOk);
     CHECK_THAT(read_text(html), Contains(">attention.type=sigmoid experiment.seed=2</text>"));
@@ -225,18 +215,18 @@ TEST_CASE("labdb curves --by draws group means with a spread band", "[labdb]") {
         CHECK(single["points"][3]["band_lo"].is_null());
     }
     SECTION("bad flags name the flag and what was expected") {
-        const Outcome unknown = run_labdb(study.args({"curves", "--metric", "val/loss", "--by", "attention.typ", "sm_s1", "--json"}));
+        const Outcome unknown = labdb::run(study.args({"curves", "--metric", "val/loss", "--by", "attention.typ", "sm_s1", "--json"}));
         CHECK(unknown.exit_code == kExitNotFound);
         CHECK_THAT(unknown.err, Contains("--by 'attention.typ'") && Contains("attention.type"));
-        const Outcome time = run_labdb(study.args({"curves", "--metric", "val/loss", "--by", "attention.type", "--x", "time",
+        const Outcome time = labdb::run(study.args({"curves", "--metric", "val/loss", "--by", "attention.type", "--x", "time",
                                                    "sm_s1", "--json"}));
         CHECK(time.exit_code == kExitUsage);
         CHECK_THAT(time.err, Contains("--x step"));
-        const Outcome band = run_labdb(study.args({"curves", "--metric", "val/loss", "--by", "attention.type", "--band", "iqr",
+        const Outcome band = labdb::run(study.args({"curves", "--metric", "val/loss", "--by", "attention.type", "--band", "iqr",
                                                    "sm_s1", "--json"}));
         CHECK(band.exit_code == kExitUsage);
         CHECK_THAT(band.err, Contains("--band 'iqr'") && Contains("minmax"));
-        const Outcome lonely = run_labdb(study.args({"curves", "--metric", "val/loss", "--band", "minmax", "sm_s1", "--json"}));
+        const Outcome lonely = labdb::run(study.args({"curves", "--metric", "val/loss", "--band", "minmax", "sm_s1", "--json"}));
         CHECK(lonely.exit_code == kExitUsage);
         CHECK_THAT(lonely.err, Contains("--by"));
     }
@@ -245,7 +235,7 @@ TEST_CASE("labdb curves --by draws group means with a spread band", "[labdb]") {
 TEST_CASE("labdb curves writes a compressed PNG with the group legend", "[labdb]") {
     AblationDatabase study;
     const fs::path png = study.dir.path / "groups.png";
-    const Outcome drawn = run_labdb(
+    const Outcome drawn = labdb::run(
         study.args(with({"curves", "--metric", "val/loss", "--by", "attention.type", "-o", png.string()}, study.all_runs())));
     INFO(drawn);
     if (drawn.exit_code == kExitUsage && drawn.err.find("without PNG charts") != std::string::npos) {
@@ -271,7 +261,7 @@ TEST_CASE("labdb curves writes a compressed PNG with the group legend", "[labdb]
 
 TEST_CASE("labdb export --wide writes one row per run and step with params and metrics as columns", "[labdb]") {
     AblationDatabase study;
-    const Outcome csv = run_labdb(study.args({"export", "--format", "csv", "--wide"}));
+    const Outcome csv = labdb::run(study.args({"export", "--format", "csv", "--wide"}));
     INFO(csv);
     REQUIRE(csv.exit_code == kExitOk);
     const std::vector<std::string> lines = lines_of(csv.out);
@@ -292,7 +282,7 @@ TEST_CASE("labdb export --wide writes one row per run and step with params and m
     CHECK(std::vector<std::string>(step_300.begin() + 7, step_300.end()) == std::vector<std::string>{"", "2.25"});
     CHECK(split_csv_line(lines[13])[1] == "sg_s2");
 
-    const Outcome exported = run_labdb(study.args({"export", "sg_s1", "--format", "json", "--wide"}));
+    const Outcome exported = labdb::run(study.args({"export", "sg_s1", "--format", "json", "--wide"}));
     INFO(exported);
     REQUIRE(exported.exit_code == kExitOk);
     const auto rows = nlohmann::ordered_json::parse(exported.out);  // keeps the columns' order
@@ -309,5 +299,5 @@ TEST_CASE("labdb export --wide writes one row per run and step with params and m
     CHECK(rows[2]["val/loss"].get<double>() == 2.75);
 
     // The long format stays the default.
-    CHECK(lines_of(run_labdb(study.args({"export", "--format", "csv"})).out)[0] == "run_id,run_name,step,name,value,time");
+    CHECK(lines_of(labdb::run(study.args({"export", "--format", "csv"})).out)[0] == "run_id,run_name,step,name,value,time");
 }

@@ -17,16 +17,17 @@
 #include <thread>
 
 #include "lab/results.h"
+#include "labdb_test_support.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace lab_test;
+using namespace lab_test::labdb;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 
 namespace {
 
-const fs::path labdb_binary = fs::path(LAB_BINARY_DIR) / "bin" / "labdb";
 
 const std::string kSha = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 const std::string kScript = "<script>alert(1)</script>";
@@ -99,20 +100,13 @@ struct ServeDatabase {
 
 #ifdef LABDB_WITH_SERVE
 
-json run_json(const std::vector<std::string>& args) {
-    const Outcome outcome = run_program(labdb_binary, args);
-    INFO(outcome);
-    REQUIRE(outcome.exit_code == 0);
-    return json::parse(outcome.out);
-}
-
 // A `labdb serve` child process; SIGTERM and its exit code in stop(), or SIGKILL if a check failed.
 class Server {
  public:
     explicit Server(const std::vector<std::string>& args, const fs::path& log) : log_(log) {
         std::vector<std::string> all = {"serve", "--port", "0"};
         all.insert(all.end(), args.begin(), args.end());
-        pid_ = spawn_program(labdb_binary, all, log_);
+        pid_ = spawn_program(labdb::kBinary, all, log_);
         const std::regex first_line(R"(labdb serve: http://127\.0\.0\.1:(\d+)/ \(databases: (.*)\))");
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         std::smatch match;
@@ -186,13 +180,13 @@ json without(json rows, const std::vector<std::string>& fields) {
 
 TEST_CASE("labdb serve refuses bad flags, naming the flag or the file", "[labdb][serve]") {
     ServeDatabase study;
-    const Outcome port = run_program(labdb_binary, {"serve", "--db", study.db.string(), "--port", "abc"});
+    const Outcome port = run_program(labdb::kBinary, {"serve", "--db", study.db.string(), "--port", "abc"});
     CHECK(port.exit_code == 2);
     CHECK_THAT(port.err, Contains("--port") && Contains("abc"));
-    const Outcome range = run_program(labdb_binary, {"serve", "--db", study.db.string(), "--port", "70000"});
+    const Outcome range = run_program(labdb::kBinary, {"serve", "--db", study.db.string(), "--port", "70000"});
     CHECK(range.exit_code == 2);
     CHECK_THAT(range.err, Contains("--port 70000") && Contains("0 for any free port"));
-    const Outcome missing = run_program(labdb_binary, {"serve", "--db", (study.dir.path / "nope.db").string()});
+    const Outcome missing = run_program(labdb::kBinary, {"serve", "--db", (study.dir.path / "nope.db").string()});
 #ifdef LABDB_WITH_SERVE
     CHECK(missing.exit_code == 3);
     CHECK_THAT(missing.err, Contains("nope.db") && Contains("--db"));

@@ -50,15 +50,41 @@ std::string csv_field(const std::string& text) {
     return quoted + "\"";
 }
 
-// Streams rows rather than building one document: an export of a long study can be large.
-class RowWriter {
+// The frame both exports stream their rows in (rather than building one document: an export of a
+// long study can be large): CSV's header line, or a JSON array of objects, one a line.
+class TableStream {
  public:
-    RowWriter(std::ostream& out, bool csv) : out_(out), csv_(csv) {
-        if (csv_) {
-            out_ << "run_id,run_name,step,name,value,time\n";
-        } else {
+    TableStream(std::ostream& out, bool csv) : out_(out), csv_(csv) {}
+    void begin(const std::vector<std::string>& columns) {
+        if (!csv_) {
             out_ << "[";
+            return;
         }
+        for (size_t c = 0; c < columns.size(); ++c) out_ << (c ? "," : "") << csv_field(columns[c]);
+        out_ << '\n';
+    }
+    void json_row(const nlohmann::ordered_json& object) {
+        out_ << (rows_ == 0 ? "\n  " : ",\n  ")
+             << object.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+        ++rows_;
+    }
+    void finish() {
+        if (!csv_) out_ << (rows_ == 0 ? "]\n" : "\n]\n");
+    }
+
+ protected:
+    std::ostream& out_;
+    bool csv_;
+
+ private:
+    int64_t rows_ = 0;
+};
+
+// The long format: one row per metric value.
+class RowWriter : public TableStream {
+ public:
+    RowWriter(std::ostream& out, bool csv) : TableStream(out, csv) {
+        begin({"run_id", "run_name", "step", "name", "value", "time"});
     }
     void write(const Statement& row) {
         const int64_t run_id = row.column_int(0), step = row.column_int(2);
@@ -73,25 +99,15 @@ class RowWriter {
         const nlohmann::ordered_json object = {
             {"run_id", run_id}, {"run_name", run_name}, {"step", step}, {"name", name},
             {"value", std::isnan(value) ? nlohmann::ordered_json() : nlohmann::ordered_json(value)}, {"time", time_s}};
-        out_ << (rows_ == 0 ? "\n  " : ",\n  ")
-             << object.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-        ++rows_;
+        json_row(object);
     }
-    void finish() {
-        if (!csv_) out_ << (rows_ == 0 ? "]\n" : "\n]\n");
-    }
-
- private:
-    std::ostream& out_;
-    bool csv_;
-    int64_t rows_ = 0;
 };
 
 // The wide table: columns fixed before the first row, rows streamed run by run.
-class WideWriter {
+class WideWriter : public TableStream {
  public:
     WideWriter(std::ostream& out, bool csv, std::vector<std::string> param_keys, std::vector<std::string> metrics)
-        : out_(out), csv_(csv), param_keys_(std::move(param_keys)), metrics_(std::move(metrics)) {
+        : TableStream(out, csv), param_keys_(std::move(param_keys)), metrics_(std::move(metrics)) {
         columns_ = {"run_id", "run_name"};
         for (const std::string& key : param_keys_) columns_.push_back(kParamPrefix + key);
         columns_.push_back("step");
@@ -103,12 +119,7 @@ class WideWriter {
                                      "hint: export it in the long format (without --wide)");
             columns_.push_back(metric);
         }
-        if (csv_) {
-            for (size_t c = 0; c < columns_.size(); ++c) out_ << (c ? "," : "") << csv_field(columns_[c]);
-            out_ << '\n';
-        } else {
-            out_ << "[";
-        }
+        begin(columns_);
     }
 
     // One row: the run, its parameters, the step and its time, and a value (NaN: none) per metric.
@@ -134,19 +145,11 @@ class WideWriter {
         object["time"] = time_s;
         for (size_t m = 0; m < metrics_.size(); ++m)
             object[metrics_[m]] = std::isnan(values[m]) ? nlohmann::ordered_json() : nlohmann::ordered_json(values[m]);
-        out_ << (rows_ == 0 ? "\n  " : ",\n  ")
-             << object.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-        ++rows_;
-    }
-    void finish() {
-        if (!csv_) out_ << (rows_ == 0 ? "]\n" : "\n]\n");
+        json_row(object);
     }
 
  private:
-    std::ostream& out_;
-    bool csv_;
     std::vector<std::string> param_keys_, metrics_, columns_;
-    int64_t rows_ = 0;
 };
 
 void write_wide(std::ostream& out, const Database& database, const std::vector<RunRef>& runs, bool csv) {

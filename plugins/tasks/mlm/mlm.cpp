@@ -292,12 +292,13 @@ public:
         double mean_loss = mlm_loss / static_cast<double>(std::max<int64_t>(1, masked));
         result.set("val/loss", mean_loss, MetricGoal::minimize);
         result.set("val/ppl", std::exp(mean_loss), MetricGoal::minimize);
-        result.set("val/mlm_accuracy",
-                   static_cast<double>(mlm_correct) / static_cast<double>(std::max<int64_t>(1, masked)), MetricGoal::maximize);
+        const double mlm_accuracy = static_cast<double>(mlm_correct) / static_cast<double>(std::max<int64_t>(1, masked));
+        result.set("val/mlm_accuracy", mlm_accuracy, MetricGoal::maximize);
         result.set("val/masked_tokens", static_cast<double>(masked), MetricGoal::none);
         if (nsp_) {
             result.set("val/nsp_loss", nsp_loss / static_cast<double>(val_count_), MetricGoal::minimize);
-            result.set("val/nsp_accuracy", static_cast<double>(nsp_correct) / static_cast<double>(val_count_), MetricGoal::maximize);
+            const double nsp_accuracy = static_cast<double>(nsp_correct) / static_cast<double>(val_count_);
+            result.set("val/nsp_accuracy", nsp_accuracy, MetricGoal::maximize);
         }
         return result;
     }
