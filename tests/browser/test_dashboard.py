@@ -252,6 +252,41 @@ def main():
             'const c = window.labdb.charts.curves; return c.options.scales.y.type === "linear" && '
             'c.data.datasets[0].data.map(p => p.y)') == raw)
 
+        # ---- grouped: one mean line and band per attention.type, as `labdb curves --by` draws them ----
+        soft_2 = next(r for r in by_name['copy'] if r['params'].get('attention.type') == 'softmax'
+                      and r['params'].get('experiment.seed') == '2')
+        click('input.select-run[data-run="0:%d"]' % soft_2['id'])
+        wait_for('attention.type among the group-by choices', lambda: js(
+            "return [...document.querySelectorAll('#group-by option')].some(o => o.value === 'attention.type')"))
+        js("const s = document.getElementById('group-by'); s.value = 'attention.type';"
+           " s.dispatchEvent(new Event('change'));")
+        means_js = ('return window.labdb.charts.curves.data.datasets.filter(d => !d.isBand)'
+                    '.map(d => ({label: d.label, data: d.data.map(p => [p.x, p.y])}))')
+        means = wait_for('two group means on the chart', lambda: (lambda ds: ds if len(ds) == 2 and all(
+            '(n=' in d['label'] for d in ds) else None)(js(means_js)))
+        expected = get_json(base_url, '/api/curves?db=0&run=%d&run=%d&run=%d&metric=%s&by=attention.type' % (
+            soft_1['id'], linear_1['id'], soft_2['id'], metric))
+        check(len(expected['series']) == 2, '/api/curves has %d groups, not 2' % len(expected['series']))
+        for drawn, series in zip(means, expected['series']):
+            check(drawn['label'] == series['label'], 'group legend %r, /api/curves says %r' % (drawn['label'],
+                                                                                                 series['label']))
+            check(drawn['data'] == [[p['x'], p['y']] for p in series['points']],
+                  'the mean line of %s differs from /api/curves' % series['label'])
+        softmax = next(d for d in means if d['label'].startswith('attention.type=softmax'))
+        check(softmax['label'] == 'attention.type=softmax (n=2)', 'the softmax group is %r' % softmax['label'])
+        values = [{p['step']: p['value'] for p in get_json(base_url, '/api/metrics?db=0&run=%d&name=%s' % (
+            row['id'], metric))['points']} for row in (soft_1, soft_2)]
+        step, mean = softmax['data'][-1]
+        check(abs(mean - (values[0][step] + values[1][step]) / 2) < 1e-12,
+              'the softmax mean at step %d is %r, not the mean of its two runs %r' % (step, mean, values))
+        bands = js('return window.labdb.charts.curves.data.datasets.filter(d => d.isBand).length')
+        check(bands == 4, 'expected a band (two edges) per group, found %d band datasets' % bands)
+        driver.save_screenshot(os.path.join(artifacts, 'labdb_serve_groups.png'))
+        js("const s = document.getElementById('group-by'); s.value = ''; s.dispatchEvent(new Event('change'));")
+        click('input.select-run[data-run="0:%d"]' % soft_2['id'])
+        wait_for('one line per run again', lambda: js(
+            'const ds = window.labdb.charts.curves.data.datasets; return ds.length === 2 && ds.every(d => d.runKey)'))
+
         # ---- the live run: a new point appears while it writes ----
         live_key = '0:%d' % live_row['id']
         click('input.select-run[data-run="%s"]' % live_key)

@@ -8,6 +8,7 @@
 
 #include "chart.h"
 #include "cli.h"
+#include "command_json.h"
 #include "run_data.h"
 #include "run_labels.h"
 #include "run_lookup.h"
@@ -102,8 +103,8 @@ using Json = nlohmann::ordered_json;  // keys in the order written, as a reader 
 
 Json number_or_null(double value) { return std::isfinite(value) ? Json(value) : Json(); }
 
-Json curves_json(const std::vector<Curve>& curves, const std::vector<std::string>& metrics,
-                           const std::string& x_axis, const std::vector<std::string>& by, const std::string& band) {
+Json to_json(const std::vector<Curve>& curves, const CurvesRequest& request) {
+    const std::vector<std::string>& by = request.by;
     Json series = Json::array();
     for (const Curve& curve : curves) {
         Json points = Json::array();
@@ -120,73 +121,33 @@ Json curves_json(const std::vector<Curve>& curves, const std::vector<std::string
         entry["points"] = points;
         series.push_back(entry);
     }
-    Json result = {{"metrics", metrics}, {"x", x_axis}};
+    Json result = {{"metrics", request.metrics}, {"x", request.x_axis}};
     if (!by.empty()) {
         result["by"] = by;
-        result["band"] = band;
+        result["band"] = request.band;
     }
     result["series"] = series;
     return result;
 }
 
-}  // namespace
-
-int command_curves(const std::vector<std::string>& args, const GlobalOptions& global) {
-    po::options_description options("curves options");
-    options.add_options()
-        ("metric,m", po::value<std::vector<std::string>>()->composing(), "metric to draw (repeatable), e.g. val/loss")
-        ("output,o", po::value<std::string>(), "chart file: .svg or .png")
-        ("log-y", po::bool_switch(), "logarithmic y axis")
-        ("x", po::value<std::string>()->default_value("step"), "x axis: step or time (seconds since the run started)")
-        ("by", po::value<std::vector<std::string>>()->composing(),
-         "group runs by this parameter (repeatable): one mean line and band per group")
-        ("band", po::value<std::string>()->default_value("std"), "with --by: std (mean +- std), minmax or none")
-        ("json", po::bool_switch(), "print the series as JSON on stdout");
-    po::options_description hidden;
-    hidden.add_options()("run", po::value<std::vector<std::string>>(), "runs");
-    po::positional_options_description positional;
-    positional.add("run", -1);
-    const CommandLine command_line = parse_command_line(kUsage, options, hidden, positional, args, global);
-    if (command_line.help) return kExitOk;
-    const po::variables_map& values = command_line.values;
-
-    if (!values.count("metric")) throw UsageError("curves needs --metric NAME; hint: e.g. --metric val/loss");
-    if (!values.count("run")) throw UsageError("curves needs at least one run; hint: `labdb runs` lists the runs");
-    const bool json = values["json"].as<bool>();
-    if (!values.count("output") && !json)
-        throw UsageError("curves needs -o FILE.svg or -o FILE.png (or --json to print the series)");
-    std::optional<std::filesystem::path> output;
-    if (values.count("output")) {
-        output = values["output"].as<std::string>();
-        const std::string extension = lower_extension(*output);
-        if (extension != ".svg" && extension != ".png") {
-            throw UsageError("-o '" + output->string() + "' has neither a .svg nor a .png extension; hint: the " +
-                             "extension chooses the chart format, e.g. -o curves.svg");
-        }
-        if (extension == ".png" && !png_charts_available()) {
-            throw UsageError("-o '" + output->string() + "': this labdb was built without PNG charts (Cairo was " +
-                             "not found when it was configured); hint: write an SVG chart, e.g. -o " +
-                             std::filesystem::path(*output).replace_extension(".svg").string() + ", or install libcairo2-dev and rebuild labdb");
-        }
-    }
-    const std::string x_axis = values["x"].as<std::string>();
+// The lines to draw: one per (run, metric), or with request.by one mean line (and band) per
+// (group, metric). Throws UsageError for a bad request and NotFoundError for a --by key or a metric
+// none of the runs has; a run without a metric is left out with a warning on stderr.
+std::vector<Curve> compute_curves(const Database& database, const std::vector<RunRef>& runs,
+                                  const CurvesRequest& request) {
+    const std::string& x_axis = request.x_axis;
     if (x_axis != "step" && x_axis != "time") {
         throw UsageError("--x '" + x_axis + "' is neither step nor time; hint: --x step or --x time");
     }
-    const std::vector<std::string> by =
-        values.count("by") ? values["by"].as<std::vector<std::string>>() : std::vector<std::string>{};
-    const std::string band_name = values["band"].as<std::string>();
+    const std::vector<std::string>& by = request.by;
+    const std::string& band_name = request.band;
     const Band band = band_name == "std" ? Band::std_dev : band_name == "minmax" ? Band::min_max : Band::none;
     if (band_name != "std" && band_name != "minmax" && band_name != "none")
         throw UsageError("--band '" + band_name + "' is none of std, minmax, none; hint: --band std");
-    if (!values["band"].defaulted() && by.empty())
-        throw UsageError("--band draws the spread of a group of runs and needs --by KEY; hint: e.g. --by attention.type");
     if (!by.empty() && x_axis != "step")
         throw UsageError("--by averages the runs of a group at equal steps and needs --x step; hint: drop --x time");
-    const std::vector<std::string> metrics = values["metric"].as<std::vector<std::string>>();
-
-    const Database database(command_line.db, Database::Mode::read_only);
-    const std::vector<RunRef> runs = resolve_runs(database, values["run"].as<std::vector<std::string>>());
+    const std::vector<std::string>& metrics = request.metrics;
+    if (metrics.empty()) throw UsageError("curves needs --metric NAME; hint: e.g. --metric val/loss");
     std::vector<std::map<std::string, std::string>> params;
     for (const RunRef& run : runs) {
         const auto pairs = run_params(database, run.id);
@@ -280,6 +241,63 @@ int command_curves(const std::vector<std::string>& args, const GlobalOptions& gl
                             "; hint: `labdb show RUN` lists a run's metrics");
     }
 
+    return curves;
+}
+
+}  // namespace
+
+int command_curves(const std::vector<std::string>& args, const GlobalOptions& global) {
+    po::options_description options("curves options");
+    options.add_options()
+        ("metric,m", po::value<std::vector<std::string>>()->composing(), "metric to draw (repeatable), e.g. val/loss")
+        ("output,o", po::value<std::string>(), "chart file: .svg or .png")
+        ("log-y", po::bool_switch(), "logarithmic y axis")
+        ("x", po::value<std::string>()->default_value("step"), "x axis: step or time (seconds since the run started)")
+        ("by", po::value<std::vector<std::string>>()->composing(),
+         "group runs by this parameter (repeatable): one mean line and band per group")
+        ("band", po::value<std::string>()->default_value("std"), "with --by: std (mean +- std), minmax or none")
+        ("json", po::bool_switch(), "print the series as JSON on stdout");
+    po::options_description hidden;
+    hidden.add_options()("run", po::value<std::vector<std::string>>(), "runs");
+    po::positional_options_description positional;
+    positional.add("run", -1);
+    const CommandLine command_line = parse_command_line(kUsage, options, hidden, positional, args, global);
+    if (command_line.help) return kExitOk;
+    const po::variables_map& values = command_line.values;
+
+    if (!values.count("metric")) throw UsageError("curves needs --metric NAME; hint: e.g. --metric val/loss");
+    if (!values.count("run")) throw UsageError("curves needs at least one run; hint: `labdb runs` lists the runs");
+    const bool json = values["json"].as<bool>();
+    if (!values.count("output") && !json)
+        throw UsageError("curves needs -o FILE.svg or -o FILE.png (or --json to print the series)");
+    std::optional<std::filesystem::path> output;
+    if (values.count("output")) {
+        output = values["output"].as<std::string>();
+        const std::string extension = lower_extension(*output);
+        if (extension != ".svg" && extension != ".png") {
+            throw UsageError("-o '" + output->string() + "' has neither a .svg nor a .png extension; hint: the " +
+                             "extension chooses the chart format, e.g. -o curves.svg");
+        }
+        if (extension == ".png" && !png_charts_available()) {
+            throw UsageError("-o '" + output->string() + "': this labdb was built without PNG charts (Cairo was " +
+                             "not found when it was configured); hint: write an SVG chart, e.g. -o " +
+                             std::filesystem::path(*output).replace_extension(".svg").string() + ", or install libcairo2-dev and rebuild labdb");
+        }
+    }
+    CurvesRequest request;
+    request.metrics = values["metric"].as<std::vector<std::string>>();
+    request.x_axis = values["x"].as<std::string>();
+    if (values.count("by")) request.by = values["by"].as<std::vector<std::string>>();
+    request.band = values["band"].as<std::string>();
+    if (!values["band"].defaulted() && request.by.empty())
+        throw UsageError("--band draws the spread of a group of runs and needs --by KEY; hint: e.g. --by attention.type");
+
+    const Database database(command_line.db, Database::Mode::read_only);
+    const std::vector<RunRef> runs = resolve_runs(database, values["run"].as<std::vector<std::string>>());
+    const std::vector<Curve> curves = compute_curves(database, runs, request);
+    const std::vector<std::string>& metrics = request.metrics;
+    const std::string& x_axis = request.x_axis;
+
     if (output) {
         Chart chart;
         chart.title = join(metrics, ", ");
@@ -291,10 +309,12 @@ int command_curves(const std::vector<std::string>& args, const GlobalOptions& gl
         // With --json, stdout holds the JSON alone.
         (json ? std::cerr : std::cout) << "wrote " << output->string() << " (" << chart.series.size() << " series)\n";
     }
-    if (json)
-        std::cout << curves_json(curves, metrics, x_axis, by, band_name).dump(2, ' ', false, Json::error_handler_t::replace)
-                  << "\n";
+    if (json) std::cout << to_json(curves, request).dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     return kExitOk;
+}
+
+Json curves_json(const Database& database, const std::vector<RunRef>& runs, const CurvesRequest& request) {
+    return to_json(compute_curves(database, runs, request), request);
 }
 
 }  // namespace labdb

@@ -59,6 +59,19 @@ struct AblateRequest {
     std::vector<std::string> costs;             // cost metric columns; empty: the default two
 };
 
+// What `labdb curves` draws.
+struct CurvesRequest {
+    std::vector<std::string> metrics;  // at least one
+    std::string x_axis = "step";       // step or time
+    std::vector<std::string> by;       // group by these parameters; empty: one line per run
+    std::string band = "std";          // with `by`: std, minmax or none
+};
+// `labdb curves --json`: the series of `runs` of `database` (labels, run ids, points; with `by`
+// the group values and the band ends). UsageError for a bad request, NotFoundError for a `by` key
+// or a metric that none of the runs has.
+nlohmann::ordered_json curves_json(const Database& database, const std::vector<RunRef>& runs,
+                                   const CurvesRequest& request);
+
 struct Ablation {
     nlohmann::json groups;  // `labdb ablate --json`: one object per group
     size_t left_out = 0;    // finished runs without a finite value of the metric

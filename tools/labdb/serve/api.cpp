@@ -106,6 +106,8 @@ const std::vector<Api::Route>& Api::routes() {
          "`labdb ablate --json` groups (n, mean, std, deltas with 95% CIs, costs), left_out", &Api::ablate},
         {"/api/compare", false, "GET /api/compare?run=DB:ID&run=DB:ID&all=1",
          "`labdb compare --json` rows (params that differ, metrics), each with db and label (legend)", &Api::compare},
+        {"/api/curves", false, "GET /api/curves?db=&run=ID&run=ID&metric=&by=KEY&by=KEY2&band=std|minmax|none",
+         "`labdb curves --json` of runs of one database: with by, one mean line and band per group", &Api::curves},
     };
     return table;
 }
@@ -239,6 +241,27 @@ nlohmann::json Api::metric_points(const std::string&, const Query& query) const 
         points.push_back({{"step", point.step}, {"time", point.time_s}, {"value", point.value}});
     }
     return {{"db", index}, {"run", id}, {"name", name}, {"status", run.status}, {"points", std::move(points)}};
+}
+
+nlohmann::json Api::curves(const std::string&, const Query& query) const {
+    const size_t index = database_index(optional_param(query, "db").value_or("0"));
+    const std::unique_ptr<Database> database = open(index);
+    std::vector<RunRef> runs;
+    for (const std::string& id : all_params(query, "run")) {
+        runs.push_back(existing_run(*database, index, parse_integer(id, "run")));
+    }
+    if (runs.empty()) throw UsageError("curves needs run=ID for each run; hint: e.g. run=3&run=4");
+    CurvesRequest request;
+    request.metrics = {required_param(query, "metric", "metric=val/loss")};
+    for (const std::string& key : all_params(query, "by")) {
+        if (!key.empty()) request.by.push_back(key);
+    }
+    if (const std::optional<std::string> band = optional_param(query, "band"); band && !band->empty()) {
+        request.band = *band;
+    }
+    nlohmann::json reply = nlohmann::json::parse(curves_json(*database, runs, request).dump());
+    reply["db"] = index;
+    return reply;
 }
 
 nlohmann::json Api::list_metric_names(const std::string&, const Query& query) const {

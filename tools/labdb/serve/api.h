@@ -56,6 +56,7 @@ class Api {
     nlohmann::json list_metric_names(const std::string& path, const Query& query) const;
     nlohmann::json ablate(const std::string& path, const Query& query) const;
     nlohmann::json compare(const std::string& path, const Query& query) const;
+    nlohmann::json curves(const std::string& path, const Query& query) const;
 
     std::vector<std::filesystem::path> databases_;
 };

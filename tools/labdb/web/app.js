@@ -21,6 +21,7 @@
     metric: 'train/loss',
     logScale: false,
     smoothing: 0,
+    groupBy: '',                 // a parameter: one mean line and band (mean +- std) per group of runs
     series: new Map(),           // "db:id|metric" -> { points: [{step, time, value}], lastStep }
     labels: new Map(),           // "db:id" -> legend label (/api/compare)
     polls: 0,                    // completed polls of the current view
@@ -311,7 +312,8 @@
           x: { type: 'linear', title: { display: true, text: 'step' } },
           y: { type: 'linear', title: { display: true, text: state.metric } },
         },
-        plugins: { legend: { position: 'bottom', labels: { boxWidth: 14 } } },
+        plugins: { legend: { position: 'bottom', labels: { boxWidth: 14,
+          filter: (item, data) => !data.datasets[item.datasetIndex].isBand } } },
       },
     });
     return charts.curves;
@@ -336,12 +338,68 @@
     return next;
   }
 
+  // The parameters whose values differ among the selected runs: what the curves can be grouped by.
+  function groupKeys() {
+    const rows = state.selected.map((key) => state.runs.find((row) => runKey(row) === key)).filter(Boolean);
+    const keys = new Set();
+    for (const row of rows) for (const key of Object.keys(row.params)) keys.add(key);
+    return [...keys].filter((key) => new Set(rows.map((row) => row.params[key])).size > 1).sort();
+  }
+
+  function refreshGroupOptions() {
+    const groupSelect = document.getElementById('group-by');
+    if (!groupSelect) return;
+    const keys = groupKeys();
+    if (state.groupBy && !keys.includes(state.groupBy)) keys.push(state.groupBy);
+    fill(groupSelect, ...[['', 'none (one line per run)']].concat(keys.map((key) => [key, key]))
+      .map(([value, text]) => el('option', { value, text })));
+    groupSelect.value = state.groupBy;
+  }
+
+  // One mean line per group of the selected runs, with a band of mean +- the sample standard
+  // deviation, exactly as `labdb curves --by KEY` draws them (GET /api/curves).
+  async function groupedDatasets() {
+    const dbs = [...new Set(state.selected.map((key) => key.split(':')[0]))];
+    const hint = document.getElementById('group-hint');
+    if (hint) hint.textContent = dbs.length > 1 ? 'grouping needs runs of one database' : '';
+    if (dbs.length !== 1) return null;
+    const reply = await api('/api/curves', { db: dbs[0], run: state.selected.map((key) => key.split(':')[1]),
+      metric: state.metric, by: state.groupBy, band: 'std' });
+    const datasets = [];
+    reply.series.forEach((series, index) => {
+      const color = PALETTE[index % PALETTE.length];
+      const points = (field) => smooth(series.points.filter((p) => p[field] !== null && p[field] !== undefined)
+        .map((p) => ({ step: p.x, value: p[field] })), state.smoothing);
+      const band = { isBand: true, label: '', borderWidth: 0, pointRadius: 0, showLine: true,
+        backgroundColor: color + '33', borderColor: color + '00' };
+      datasets.push(Object.assign({}, band, { data: points('band_hi'), fill: '+1' }));
+      datasets.push(Object.assign({}, band, { data: points('band_lo'), fill: false }));
+      datasets.push({ label: series.label, groupKey: JSON.stringify(series.group), runs: series.runs,
+        rawPoints: series.points, data: points('y'), borderColor: color, backgroundColor: color, showLine: true });
+    });
+    return datasets;
+  }
+
   // Fetches what is new of each selected run's metric (after_step) and redraws the chart.
   async function updateCurves(selectionChanged) {
     const canvas = document.getElementById('curves');
     if (!canvas) return;
     const chart = ensureChart(canvas);
-    if (selectionChanged) await refreshLabels();
+    if (selectionChanged) {
+      await refreshLabels();
+      refreshGroupOptions();
+    }
+    const grouped = state.groupBy && state.selected.length ? await groupedDatasets() : null;
+    if (grouped) {
+      chart.data.datasets = grouped;
+      chart.options.scales.y.type = state.logScale ? 'logarithmic' : 'linear';
+      chart.options.scales.y.title.text = state.metric + ' (mean \u00b1 std by ' + state.groupBy + ')' +
+        (state.smoothing ? ' (EMA ' + state.smoothing + ')' : '');
+      chart.update('none');
+      const hint = document.getElementById('curves-hint');
+      if (hint) hint.hidden = true;
+      return;
+    }
     await Promise.all(state.selected.map(async (key) => {
       const [db, run] = key.split(':');
       const seriesKey = key + '|' + state.metric;
@@ -425,10 +483,16 @@
       refreshCurves(false).catch(showError);
     } });
     logInput.checked = state.logScale;
+    const groupSelect = select('group-by', [['', 'none (one line per run)']], state.groupBy, (value) => {
+      state.groupBy = value;
+      refreshCurves(false).catch(showError);
+    });
     const chartPanel = el('section', { className: 'panel chart-panel' },
       el('div', { className: 'toolbar' },
         el('h2', { text: 'Learning curves' }),
         el('label', {}, 'metric ', metricSelect),
+        el('label', {}, 'group by ', groupSelect),
+        el('span', { id: 'group-hint', className: 'muted' }),
         el('label', {}, logInput, ' log scale'),
         el('label', {}, 'smoothing ', smoothingInput, ' ', smoothingValue)),
       el('p', { id: 'curves-hint', className: 'muted', text: 'Tick runs in the table to plot them.' }),
