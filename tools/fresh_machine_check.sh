@@ -7,7 +7,8 @@
 # installed, holds a clean clone of the committed tree (HEAD, not the working tree) at
 # /work/labrun and the data mirror at /work/shared/data (so that the README's
 # `../shared/data` resolves), and runs one command as root under chroot. The root gets what a
-# container on this network is given, no more: /etc/resolv.conf, the host's CA certificates
+# container on this network is given, no more: /etc/resolv.conf, an /etc/hosts naming localhost,
+# the host's CA certificates
 # (/etc/ssl/certs/ca-certificates.crt, /usr/local/share/ca-certificates), /etc/pip.conf and the
 # CA-bundle environment variables (PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE).
 # The commands are read from the README's "The two commands" section, so the check follows it.
@@ -162,6 +163,13 @@ deb $MIRROR_URL $SUITE-updates main
 deb http://deb.debian.org/debian-security $SUITE-security main
 EOF
 cp -L /etc/resolv.conf "$base/etc/resolv.conf"
+# debootstrap writes no /etc/hosts, and every container gets one: without it "localhost" does not
+# resolve (Selenium reaches chromedriver through that name).
+cat >"$base/etc/hosts" <<EOF
+127.0.0.1 localhost
+::1 localhost ip6-localhost ip6-loopback
+127.0.1.1 $(hostname)
+EOF
 mkdir -p "$base/etc/ssl/certs" "$base/usr/local/share/ca-certificates"
 if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
   cp -L /etc/ssl/certs/ca-certificates.crt "$base/etc/ssl/certs/ca-certificates.crt"

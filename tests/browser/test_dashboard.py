@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,14 @@ def main():
     serve_help = subprocess.run([labdb, 'serve', '--help'], capture_output=True, text=True)
     if 'JSON API' not in serve_help.stdout:
         skip('labdb serve not built (apt-get install libcpp-httplib-dev libjs-chart.js, then configure again)')
+    # Selenium reaches chromedriver at http://localhost:PORT; without a localhost entry (a bare
+    # chroot has no /etc/hosts) it can only say "Can not connect to the Service".
+    try:
+        socket.getaddrinfo('localhost', None)
+    except socket.gaierror as error:
+        print('FAIL: the name localhost does not resolve (%s), and Selenium reaches chromedriver through it; '
+              'hint: add "127.0.0.1 localhost" to /etc/hosts' % error)
+        return 1
     artifacts = args.artifacts or os.path.join(args.build, 'tests', 'browser_artifacts')
     os.makedirs(artifacts, exist_ok=True)
     for name in os.listdir(artifacts):
