@@ -227,7 +227,9 @@ run_command() {
   tail -n "$tail_lines" "$log" | sed 's/^/    /'
   if [[ $with_data -eq 0 ]]; then
     local data_files
-    data_files=$(find "$root/work/labrun/data" -type f 2>/dev/null | wc -l)
+    # No data/ at all is the good case (find fails there, and pipefail would end the script).
+    data_files=0
+    if [[ -d "$root/work/labrun/data" ]]; then data_files=$(find "$root/work/labrun/data" -type f | wc -l); fi
     results[$index]+=" $data_files"
     grep -q 'Traceback' "$log" && results[$index]+=" traceback" || true
     echo "---- [$index] files left in data/: $data_files"
