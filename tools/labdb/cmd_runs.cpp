@@ -137,6 +137,7 @@ nlohmann::json runs_json(const Database& database, const RunFilter& filter) {
     // every run of the sweep in the file, not only the ones listed), e.g.
     // "attention.type=sigmoid experiment.seed=2"; null for a run outside a sweep.
     std::map<std::string, std::vector<std::string>> swept_keys;
+    std::map<int64_t, std::map<std::string, std::string>> member_params;  // every run of those sweeps
     for (nlohmann::json& row : rows) {
         row["swept"] = nlohmann::json();
         if (row["sweep"].is_null()) continue;
@@ -146,13 +147,14 @@ nlohmann::json runs_json(const Database& database, const RunFilter& filter) {
             members.bind(1, sweep);
             std::vector<std::map<std::string, std::string>> params_per_run;
             while (members.step()) {
-                const auto params = run_params(database, members.column_int(0));
-                params_per_run.emplace_back(params.begin(), params.end());
+                const int64_t member = members.column_int(0);
+                const auto params = run_params(database, member);
+                member_params[member] = {params.begin(), params.end()};
+                params_per_run.push_back(member_params[member]);
             }
             swept_keys[sweep] = label_keys(params_per_run);
         }
-        const auto params = run_params(database, row["id"].get<int64_t>());
-        const std::string swept = param_assignments(swept_keys[sweep], {params.begin(), params.end()});
+        const std::string swept = param_assignments(swept_keys[sweep], member_params[row["id"].get<int64_t>()]);
         if (!swept.empty()) row["swept"] = swept;
     }
     return rows;

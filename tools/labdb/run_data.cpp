@@ -10,28 +10,34 @@ namespace labdb {
 
 namespace {
 
+// metric_goals.goal as written by lab::metric_goal_name (the table's CHECK admits nothing else).
+lab::MetricGoal goal_of(const std::string& text) {
+    for (lab::MetricGoal goal : {lab::MetricGoal::minimize, lab::MetricGoal::maximize}) {
+        if (text == lab::metric_goal_name(goal)) return goal;
+    }
+    return lab::MetricGoal::none;
+}
+
 // The goals run `run` declared, by metric name; empty for files without metric_goals.
 std::map<std::string, lab::MetricGoal> declared_goals(const Database& database, int64_t run) {
     std::map<std::string, lab::MetricGoal> goals;
     if (!database.has_table("metric_goals")) return goals;
     Statement query(database, "SELECT name, goal FROM metric_goals WHERE run_id = ?1", "read the metric goals of a run");
     query.bind(1, run);
-    while (query.step()) {
-        const std::string goal = query.column_text(1);
-        goals[query.column_text(0)] = goal == "min"   ? lab::MetricGoal::minimize
-                                      : goal == "max" ? lab::MetricGoal::maximize
-                                                      : lab::MetricGoal::none;
-    }
+    while (query.step()) goals[query.column_text(0)] = goal_of(query.column_text(1));
     return goals;
 }
 
 }  // namespace
 
 lab::MetricGoal metric_goal(const Database& database, const std::vector<int64_t>& runs, const std::string& name) {
+    if (!database.has_table("metric_goals")) return lab::MetricGoal::none;
+    Statement query(database, "SELECT goal FROM metric_goals WHERE run_id = ?1 AND name = ?2",
+                    "read the goal of a metric");
     for (int64_t run : runs) {
-        const std::map<std::string, lab::MetricGoal> goals = declared_goals(database, run);
-        const auto found = goals.find(name);
-        if (found != goals.end()) return found->second;
+        query.reset();
+        query.bind(1, run).bind(2, name);
+        if (query.step()) return goal_of(query.column_text(0));
     }
     return lab::MetricGoal::none;
 }

@@ -259,7 +259,7 @@ nlohmann::json Api::curves(const std::string&, const Query& query) const {
     if (const std::optional<std::string> band = optional_param(query, "band"); band && !band->empty()) {
         request.band = *band;
     }
-    nlohmann::json reply = nlohmann::json::parse(curves_json(*database, runs, request).dump());
+    nlohmann::json reply = curves_json(*database, runs, request);
     reply["db"] = index;
     return reply;
 }
