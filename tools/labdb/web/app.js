@@ -23,7 +23,8 @@
     smoothing: 0,
     groupBy: '',                 // a parameter: one mean line and band (mean +- std) per group of runs
     series: new Map(),           // "db:id|metric" -> { points: [{step, time, value}], lastStep }
-    labels: new Map(),           // "db:id" -> legend label (/api/compare)
+    labels: new Map(),           // "db:id" -> legend label (/api/compare) among the runs of labelsKey
+    labelsKey: null,             // the selection (keys joined by spaces) the labels were computed for
     polls: 0,                    // completed polls of the current view
   };
   const charts = {};
@@ -319,14 +320,21 @@
     return charts.curves;
   }
 
-  async function refreshLabels() {
-    if (state.selected.length === 0) return;
-    const rows = await api('/api/compare', { run: state.selected });
-    state.labels = new Map();
-    for (const row of rows) {
-      const prefix = multipleDatabases() ? 'db' + row.db + ' ' : '';
-      state.labels.set(runKey(row), prefix + (row.label || row.name));
+  // A run's legend label depends on which other runs are drawn beside it, so the labels are kept
+  // with the selection they were computed for and computed again when it differs.
+  async function labelsFor(selected) {
+    const selectionKey = selected.join(' ');
+    if (state.labelsKey === selectionKey) return state.labels;
+    const labels = new Map();
+    if (selected.length) {
+      for (const row of await api('/api/compare', { run: selected })) {
+        const prefix = multipleDatabases() ? 'db' + row.db + ' ' : '';
+        labels.set(runKey(row), prefix + (row.label || row.name));
+      }
     }
+    state.labels = labels;
+    state.labelsKey = selectionKey;
+    return labels;
   }
 
   // One update of the chart at a time, in the order asked: a tick and a poll that overlapped would
@@ -358,12 +366,12 @@
 
   // One mean line per group of the selected runs, with a band of mean +- the sample standard
   // deviation, exactly as `labdb curves --by KEY` draws them (GET /api/curves).
-  async function groupedDatasets() {
-    const dbs = [...new Set(state.selected.map((key) => key.split(':')[0]))];
+  async function groupedDatasets(selected) {
+    const dbs = [...new Set(selected.map((key) => key.split(':')[0]))];
     const hint = document.getElementById('group-hint');
     if (hint) hint.textContent = dbs.length > 1 ? 'grouping needs runs of one database' : '';
     if (dbs.length !== 1) return null;
-    const reply = await api('/api/curves', { db: dbs[0], run: state.selected.map((key) => key.split(':')[1]),
+    const reply = await api('/api/curves', { db: dbs[0], run: selected.map((key) => key.split(':')[1]),
       metric: state.metric, by: state.groupBy, band: 'std' });
     const datasets = [];
     reply.series.forEach((series, index) => {
@@ -380,16 +388,17 @@
     return datasets;
   }
 
-  // Fetches what is new of each selected run's metric (after_step) and redraws the chart.
+  // Fetches what is new of each selected run's metric (after_step) and redraws the chart. It works
+  // on the selection as it was when it started: a click while it waits on the server queues the
+  // next update instead of mixing two selections in one drawing.
   async function updateCurves(selectionChanged) {
     const canvas = document.getElementById('curves');
     if (!canvas) return;
     const chart = ensureChart(canvas);
-    if (selectionChanged) {
-      await refreshLabels();
-      refreshGroupOptions();
-    }
-    const grouped = state.groupBy && state.selected.length ? await groupedDatasets() : null;
+    const selected = [...state.selected];
+    const labels = await labelsFor(selected);
+    if (selectionChanged) refreshGroupOptions();
+    const grouped = state.groupBy && selected.length ? await groupedDatasets(selected) : null;
     if (grouped) {
       chart.data.datasets = grouped;
       chart.options.scales.y.type = state.logScale ? 'logarithmic' : 'linear';
@@ -400,7 +409,7 @@
       if (hint) hint.hidden = true;
       return;
     }
-    await Promise.all(state.selected.map(async (key) => {
+    await Promise.all(selected.map(async (key) => {
       const [db, run] = key.split(':');
       const seriesKey = key + '|' + state.metric;
       const known = state.series.get(seriesKey);
@@ -411,12 +420,12 @@
       if (series.points.length) series.lastStep = series.points[series.points.length - 1].step;
       state.series.set(seriesKey, series);
     }));
-    chart.data.datasets = state.selected.map((key, index) => {
+    chart.data.datasets = selected.map((key, index) => {
       const series = state.series.get(key + '|' + state.metric) || { points: [] };
       const run = state.runs.find((row) => runKey(row) === key);
       const color = PALETTE[index % PALETTE.length];
       return {
-        label: state.labels.get(key) || (run ? run.name : key),
+        label: labels.get(key) || (run ? run.name : key),
         runKey: key,
         rawPoints: series.points,
         data: smooth(series.points, state.smoothing),
@@ -429,7 +438,7 @@
     chart.options.scales.y.title.text = state.metric + (state.smoothing ? ' (EMA ' + state.smoothing + ')' : '');
     chart.update('none');
     const hint = document.getElementById('curves-hint');
-    if (hint) hint.hidden = state.selected.length > 0;
+    if (hint) hint.hidden = selected.length > 0;
   }
 
   async function renderRunsView(root) {
