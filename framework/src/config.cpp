@@ -136,6 +136,8 @@ public:
 
     void read_file(const fs::path& file, const std::string& included_from);
     void apply_override(const std::string& text);
+    // `--sweep KEY=V1,V2,...`: a line of [sweep] given on the command line (see load_config).
+    void apply_sweep_flag(const std::string& text, std::set<std::string>& given);
 
 private:
     // Loads every file of a sweep's `include = a.ini, b.ini` (relative to `file`) into
@@ -263,11 +265,47 @@ void Loader::apply_override(const std::string& text) {
     std::string section = trim(target.substr(0, dot)), key = trim(target.substr(dot + 1));
     if (!is_valid_name(section) || !is_valid_key(key)) throw ConfigError(malformed);
     if (section == grid_section)
-        throw ConfigError(origin + ": sweeps are defined in the experiment file, not by overrides; add the key to "
-                          "its [sweep] section, or override the swept key with one value (e.g. experiment.seed=2)");
+        throw ConfigError(origin + ": sweeps are not overrides; sweep from the command line with --sweep " +
+                          key + (equals + 1 < text.size() ? "=" + text.substr(equals + 1) : "=a,b") +
+                          ", or override the swept key with one value (e.g. experiment.seed=2)");
     Assignment assignment = parse_assignment(key + " = " + text.substr(equals + 1), section, origin);
     raw_.section_origins.emplace(section, origin);
     set(section, key, expand(assignment.value, origin, "[" + section + "] " + key), origin);
+}
+
+void Loader::apply_sweep_flag(const std::string& text, std::set<std::string>& given) {
+    const std::string origin = "--sweep '" + text + "'";
+    size_t equals = text.find('=');
+    std::string target = trim(text.substr(0, equals));
+    if (equals == std::string::npos || target.empty())
+        throw ConfigError(origin + " is malformed: expected --sweep section.key=value1,value2,..., e.g. "
+                          "--sweep experiment.seed=1,2,3");
+    if (!is_valid_key(target) || target.find('.') == std::string::npos || target.rfind(grid_section + ".", 0) == 0)
+        throw ConfigError(origin + ": '" + target + "' is not a 'section.key' to sweep; write e.g. "
+                          "--sweep experiment.seed=1,2,3 (sweeping over files is written in a [sweep] section)");
+    if (!given.insert(target).second)
+        throw ConfigError(origin + ": " + target + " is already swept by another --sweep flag; list all its values "
+                          "in one flag, e.g. --sweep " + target + "=a,b,c");
+    auto value_of = [this](const std::string& section, const std::string& key) -> const OptionValue* {
+        auto keys = raw_.sections.find(section);
+        if (keys == raw_.sections.end()) return nullptr;
+        auto value = keys->second.find(key);
+        return value == keys->second.end() ? nullptr : &value->second;
+    };
+    if (const OptionValue* zipped = value_of(zip_section, target))
+        throw ConfigError(origin + ": " + target + " is zipped in the file's [" + zip_section + "] (" +
+                          zipped->origin + "); a command-line sweep cannot replace one key of a zip group: "
+                          "edit the file, or drop the flag");
+    const size_t dot = target.find('.');
+    if (const OptionValue* fixed = value_of(target.substr(0, dot), target.substr(dot + 1));
+        fixed && is_override(fixed->origin))
+        throw ConfigError(origin + " and " + fixed->origin + " both set " + target +
+                          "; give it one value (the override) or several (--sweep), not both");
+    Assignment assignment = parse_assignment(target + " = " + text.substr(equals + 1), grid_section, origin);
+    // Replaces the file's own list of the key (in place, so the expansion order stays the file's):
+    // the command line wins, as an override wins over a file's value.
+    raw_.section_origins.emplace(grid_section, origin);
+    set(grid_section, target, expand(assignment.value, origin, "--sweep " + target), origin);
 }
 
 // ${data} -> the data directory, ${env:NAME} -> the environment; nothing else is expanded, so a
@@ -462,12 +500,20 @@ constexpr PluginSectionRule plugin_section_rules[] = {
 
 // ---- public API ------------------------------------------------------------------------------
 
-RawConfig load_config(const fs::path& file, const std::vector<std::string>& overrides, const ConfigEnv& env) {
+RawConfig load_config(const fs::path& file, const std::vector<std::string>& overrides, const ConfigEnv& env,
+                      const std::vector<std::string>& sweeps) {
     RawConfig raw;
     Loader loader(env, raw);
     loader.read_file(file.lexically_normal(), "");
     for (const std::string& text : overrides) loader.apply_override(text);
+    std::set<std::string> swept;
+    for (const std::string& text : sweeps) loader.apply_sweep_flag(text, swept);
     return raw;
+}
+
+void apply_overrides(RawConfig& raw, const std::vector<std::string>& overrides, const ConfigEnv& env) {
+    Loader loader(env, raw);
+    for (const std::string& text : overrides) loader.apply_override(text);
 }
 
 const OptionSchema& experiment_schema() {

@@ -263,6 +263,7 @@ struct ResultStore::Impl {
     Statement insert_run, insert_param, insert_plugin, insert_metric, insert_text, insert_artifact, upsert_goal;
     Statement update_run_end, select_seconds_since_start;
     Statement update_heartbeat_if_running, update_heartbeat, reopen, delete_metrics_after, delete_texts_after;
+    Statement delete_metric_at;
     Statement insert_sweep, select_running, mark_run_interrupted, select_finished_by_hash;
     Statement select_metrics_all, select_metrics_named, select_status, select_uid, select_config;
     Statement select_latest_by_hash, select_run_exists, select_by_uid_prefix, select_latest_artifact;
@@ -418,6 +419,8 @@ struct ResultStore::Impl {
                            "reopen a run");
         delete_metrics_after = Statement(handle, file, "DELETE FROM metrics WHERE run_id = ?1 AND step > ?2",
                                          "delete the metrics of a run after a step");
+        delete_metric_at = Statement(handle, file, "DELETE FROM metrics WHERE run_id = ?1 AND step = ?2 AND name = ?3",
+                                     "delete a metric of a run at a step");
         delete_texts_after = Statement(handle, file, "DELETE FROM texts WHERE run_id = ?1 AND step > ?2",
                                        "delete the texts of a run after a step");
         insert_sweep = Statement(handle, file,
@@ -693,6 +696,35 @@ void ResultStore::delete_metrics_after(int64_t run, int64_t step) {
     // After COMMIT, so that a failed delete leaves the buffer as it was.
     std::erase_if(impl_->pending_metrics, after);
     std::erase_if(impl_->pending_texts, after);
+}
+
+void ResultStore::replace_metrics(int64_t run, int64_t step, const std::map<std::string, double>& values,
+                                  const std::map<std::string, MetricGoal>& goals) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    const double time_s = impl_->seconds_since_start(run);  // throws for a run that does not exist
+    auto replaced = [&](const Impl::PendingMetric& row) {
+        return row.run == run && row.step == step && values.count(row.name) > 0;
+    };
+    Impl::Transaction transaction(*impl_);
+    for (const auto& [name, value] : values) {
+        {
+            Query query(impl_->delete_metric_at);
+            query.bind(1, run).bind(2, step).bind(3, name).run();
+        }
+        Query query(impl_->insert_metric);
+        query.bind(1, run).bind(2, step).bind(3, name).bind(4, value).bind(5, time_s).run();
+    }
+    for (const auto& [name, goal] : goals) {
+        Query query(impl_->upsert_goal);
+        query.bind(1, run).bind(2, name).bind(3, metric_goal_name(goal)).run();
+    }
+    transaction.commit();
+    // After COMMIT, so that a failed write leaves the buffer as it was.
+    std::erase_if(impl_->pending_metrics, replaced);
+    for (const auto& [name, goal] : goals) {
+        impl_->declared_goals[{run, name}] = goal;
+        impl_->pending_goals.erase({run, name});
+    }
 }
 
 void ResultStore::add_sweep(const std::string& id, const std::string& experiment, int64_t size) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "lab/config.h"
+#include "lab/evaluation.h"
 #include "lab/error.h"
 #include "lab/hash.h"
 #include "lab/options.h"
@@ -699,7 +700,119 @@ TEST_CASE("sweep errors name file:line", "[config][sweep]") {
     CHECK_THAT(sweep_error_of(dir, sweep + "experiment.name = a, b\n"),
                Contains(at(dir, 19) + ": [sweep] experiment.name: every run of a sweep keeps the experiment's name"));
     CHECK_THAT(sweep_error_of(dir, valid_ini, {"sweep.experiment.seed=1,2"}),
-               Contains("override 'sweep.experiment.seed=1,2': sweeps are defined in the experiment file"));
+               Contains("override 'sweep.experiment.seed=1,2': sweeps are not overrides; sweep from the command "
+                        "line with --sweep experiment.seed=1,2"));
     CHECK_THAT(sweep_error_of(dir, valid_ini + "[sweep.grid]\n"),
                Contains(at(dir, 18) + ": '[sweep.grid]' is not a valid section name"));
+}
+
+std::vector<lab::RunSpec> resolve_with_flags(const TempDir& dir, const std::string& text,
+                                             const std::vector<std::string>& overrides,
+                                             const std::vector<std::string>& sweeps) {
+    fs::path file = dir.write("x.ini", text);
+    return lab::resolve_runs(lab::load_config(file, overrides, {dir.path / "data"}, sweeps), make_registry());
+}
+
+std::string flag_error_of(const TempDir& dir, const std::string& text, const std::vector<std::string>& sweeps,
+                          const std::vector<std::string>& overrides = {}) {
+    try {
+        resolve_with_flags(dir, text, overrides, sweeps);
+    } catch (const lab::ConfigError& e) {
+        return e.what();
+    }
+    return "<no error>";
+}
+
+TEST_CASE("command-line sweep flags (--sweep) are lines of [sweep]: the same runs and sweep id as the file",
+          "[config][sweep]") {
+    TempDir dir;
+    const std::string written = sweep_base + "[sweep]\nattention.type = softmax, linear\nexperiment.seed = 1, 2\n";
+    const std::vector<lab::RunSpec> from_file = resolve_all(dir, written);
+    const std::vector<lab::RunSpec> from_flags =
+        resolve_with_flags(dir, sweep_base, {}, {"attention.type=softmax,linear", "experiment.seed= 1,2 "});
+    REQUIRE(from_flags.size() == 4);
+    REQUIRE(from_file.size() == 4);
+    for (size_t i = 0; i < 4; ++i) {
+        CHECK(from_flags[i].sweep_id == from_file[i].sweep_id);
+        CHECK(from_flags[i].sweep_values == from_file[i].sweep_values);
+        CHECK(from_flags[i].hash() == from_file[i].hash());
+        CHECK(from_flags[i].sweep_size == 4);
+    }
+    CHECK(from_flags[1].sweep_values == SweepValues{{"attention.type", "softmax"}, {"experiment.seed", "2"}});
+    CHECK(from_flags[1].experiment.origin("seed") == "--sweep 'experiment.seed= 1,2 ' [sweep]");
+
+    // A flag replaces the file's list of its key in place and crosses with the file's other keys.
+    std::vector<lab::RunSpec> replaced =
+        resolve_with_flags(dir, written, {}, {"attention.type=linear", "train.batch=4,8"});
+    REQUIRE(replaced.size() == 4);
+    CHECK(replaced[3].sweep_values ==
+          SweepValues{{"attention.type", "linear"}, {"experiment.seed", "2"}, {"train.batch", "8"}});
+    CHECK(replaced[0].sweep_id != from_file[0].sweep_id);
+
+    CHECK_THAT(flag_error_of(dir, sweep_base, {"experiment.seed"}),
+               Contains("--sweep 'experiment.seed' is malformed: expected --sweep section.key=value1,value2"));
+    CHECK_THAT(flag_error_of(dir, sweep_base, {"seed=1,2"}),
+               Contains("--sweep 'seed=1,2': 'seed' is not a 'section.key'"));
+    CHECK_THAT(flag_error_of(dir, sweep_base, {"experiment.seed="}),
+               Contains("--sweep 'experiment.seed=': [sweep] experiment.seed has an empty list"));
+    CHECK_THAT(flag_error_of(dir, sweep_base, {"model.hiden=1,2"}), Contains("--sweep 'model.hiden=1,2' [sweep]"));
+    CHECK_THAT(flag_error_of(dir, sweep_base, {"experiment.seed=1,2", "experiment.seed=3"}),
+               Contains("--sweep 'experiment.seed=3': experiment.seed is already swept by another --sweep flag"));
+    CHECK_THAT(flag_error_of(dir, sweep_base, {"experiment.seed=1,2"}, {"experiment.seed=5"}),
+               Contains("--sweep 'experiment.seed=1,2' and override 'experiment.seed=5' both set experiment.seed"));
+    CHECK_THAT(flag_error_of(dir, grid_and_zip, {"optimizer.lr=1,2"}),
+               Contains("--sweep 'optimizer.lr=1,2': optimizer.lr is zipped in the file's [sweep.zip] (" +
+                        at(dir, 24)));
+}
+
+TEST_CASE("plan_evaluation tags what an evaluation changes and keeps the trained context", "[config][eval]") {
+    TempDir dir;
+    lab::Registry registry = make_registry();
+    lab::OptionSchema learned;
+    learned.integer("heads", 1, "heads").at_least(1);
+    learned.integer("layers", 1, "blocks").at_least(1);
+    learned.integer("max_seq_len", 0, "learned positions (0: [train] seq_len)").at_least(0);
+    registry.add_model({"learned", "1.0", "test model with learned positions", learned}, unused_factory<lab::Model>());
+    auto plan = [&](const std::string& text, const std::vector<std::string>& overrides) {
+        return lab::plan_evaluation(lab::load_config(dir.write("x.ini", text), {}, {dir.path / "data"}), overrides,
+                                    {dir.path / "data"}, registry);
+    };
+    auto error_of_plan = [&](const std::string& text, const std::vector<std::string>& overrides) -> std::string {
+        try {
+            plan(text, overrides);
+        } catch (const lab::ConfigError& e) {
+            return e.what();
+        }
+        return "<no error>";
+    };
+
+    CHECK(plan(valid_ini, {}).tag == "64");  // [train] seq_len's default
+    CHECK(plan(valid_ini, {"train.seq_len=256"}).tag == "256");
+    CHECK(plan(valid_ini, {"train.seq_len=256", "optimizer.lr=5e-4"}).tag == "256");  // the recorded value
+    lab::EvaluationPlan changed = plan(valid_ini, {"task.valid=data/a,b=c@d%.txt", "train.seq_len=32"});
+    CHECK(changed.tag == "32,task.valid=data%2Fa%2Cb%3Dc%40d%25.txt");
+    CHECK(changed.changed == std::vector<std::string>{"task.valid=data/a,b=c@d%.txt"});
+    CHECK(plan(valid_ini, {"attention.type=linear"}).tag == "64,attention.feature_dim=16,attention.type=linear");
+    CHECK(lab::tagged_metric_name("val/loss", "256") == "val@256/loss");
+    CHECK(lab::tagged_metric_name("val/a/b", "256,x.y=1") == "val@256,x.y=1/a/b");
+    CHECK(lab::tagged_metric_name("perplexity", "256") == "perplexity@256");
+    CHECK_THAT(error_of_plan(valid_ini, {"experiment.db=other.db"}),
+               Contains("override 'experiment.db=other.db': eval cannot change experiment.db"));
+    CHECK_THAT(error_of_plan(valid_ini, {"train.init_from=x.safetensors"}),
+               Contains("eval cannot change train.init_from"));
+
+    // max_seq_len = 0 follows [train] seq_len: pinned to the trained 64, so a shorter evaluation
+    // keeps the table and a longer one is refused.
+    const std::string learned_ini = with_line(7, "type = learned");
+    lab::EvaluationPlan shorter = plan(learned_ini, {"train.seq_len=32"});
+    CHECK(shorter.tag == "32");
+    CHECK(shorter.evaluated.plugins.at("model").options.get_int("max_seq_len") == 64);
+    CHECK(shorter.evaluated.train.get_int("seq_len") == 32);
+    CHECK_THAT(error_of_plan(learned_ini, {"train.seq_len=65"}),
+               Contains("override 'train.seq_len=65': train.seq_len = 65 is longer than the 64 positions of the "
+                        "trained model/learned (model.max_seq_len = 0, i.e. the trained train.seq_len)"));
+    // Trained with 128 positions: evaluation may use them.
+    const std::string wide_ini = learned_ini + "[model]\nmax_seq_len = 128\n";
+    CHECK(plan(wide_ini, {"train.seq_len=128"}).tag == "128");
+    CHECK_THAT(error_of_plan(wide_ini, {"train.seq_len=129"}), Contains("longer than the 128 positions"));
 }

@@ -274,6 +274,40 @@ TEST_CASE("metric goals are stored once per run and metric, on flush", "[results
     CHECK(lab::metric_goal_name(lab::MetricGoal::maximize) == "max");
 }
 
+TEST_CASE("replace_metrics writes at once and replaces rows of the same run, step and name", "[results]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    const int64_t run = store.begin_run(sample_record("evaluated"), {});
+    const int64_t other = store.begin_run(sample_record("other"), {});
+    PlainSqlite plain(file);
+    store.add_metric(run, 40, "val/loss", 2.5);
+    store.add_metric(run, 40, "val@64/loss", 9.0);  // buffered, and replaced before it is written
+    store.add_metric(other, 40, "val@64/loss", 7.0);
+    store.flush();
+    store.add_metric(run, 40, "val@64/loss", 8.0);
+    store.replace_metrics(run, 40, {{"val@64/loss", 2.25}, {"val@64/accuracy", 0.5}},
+                          {{"val@64/loss", lab::MetricGoal::minimize}});
+    auto rows = [&] {
+        return plain.text_rows("SELECT run_id, step, name, value FROM metrics ORDER BY run_id, name, step");
+    };
+    const std::string r = std::to_string(run), o = std::to_string(other);
+    const std::vector<std::string> expected = {r + "|40|val/loss|2.5", r + "|40|val@64/accuracy|0.5",
+                                               r + "|40|val@64/loss|2.25", o + "|40|val@64/loss|7.0"};
+    CHECK(rows() == expected);  // written at once: no flush
+    store.flush();              // the replaced buffered row stays replaced
+    CHECK(rows() == expected);
+    CHECK(plain.one("SELECT goal FROM metric_goals WHERE run_id = ?1 AND name = 'val@64/loss'", {run}).text == "min");
+
+    // Again: the same names at the same step are replaced; another step is another row.
+    store.replace_metrics(run, 40, {{"val@64/loss", 2.0}}, {});
+    store.replace_metrics(run, 20, {{"val@64/loss", 3.0}}, {});
+    CHECK(plain.text_rows("SELECT step, value FROM metrics WHERE run_id = " + r +
+                          " AND name = 'val@64/loss' ORDER BY step") == std::vector<std::string>{"20|3.0", "40|2.0"});
+    CHECK(error_of([&] { store.replace_metrics(9999, 1, {{"val@64/loss", 1.0}}, {}); }).find("9999") !=
+          std::string::npos);
+}
+
 TEST_CASE("a failed flush keeps its rows for the next flush", "[results]") {
     TempDir scratch;
     const fs::path file = scratch.path / "lab.db";

@@ -2,6 +2,8 @@
 //
 //   labrun EXPERIMENT.ini [section.key=value ...]   train (results go to [experiment] db)
 //   labrun EXPERIMENT.ini --dry-run                 print the resolved run, do nothing
+//   labrun EXPERIMENT.ini --sweep KEY=V1,V2         a sweep from the command line
+//   labrun eval RUN [section.key=value ...]         evaluate a trained run's checkpoint again
 //   labrun --list                                   every loaded plugin
 //   labrun --describe KIND/NAME                     a plugin's options
 //   labrun --check attention/NAME [key=value ...]   the attention conformance check and cost profile
@@ -31,6 +33,7 @@
 #include "lab/checkpoint.h"
 #include "lab/config.h"
 #include "lab/error.h"
+#include "lab/evaluation.h"
 #include "lab/registry.h"
 #include "lab/results.h"
 #include "lab/generate.h"
@@ -48,11 +51,12 @@ namespace {
 enum ExitCode { kOk = 0, kRunFailed = 1, kUsage = 2, kConfig = 3, kPlugin = 4, kData = 5, kNoDevice = 6, kInternal = 70 };
 
 const char* kUsageText =
-    "usage: labrun [options] EXPERIMENT.ini [section.key=value ...]\n"
+    "usage: labrun [options] EXPERIMENT.ini [section.key=value ...] [--sweep KEY=V1,V2,... ...]\n"
     "       labrun --resume RUN [--db FILE]\n"
     "       labrun --list | --describe KIND/NAME\n"
     "       labrun --check attention/NAME [key=value ...] [--backend NAME] [--no-profile] [--db FILE]\n"
     "       labrun tokenize NAME [key=value ...] [--decode]\n"
+    "       labrun eval RUN [section.key=value ...] [--db FILE]\n"
     "       labrun generate (RUN | RUN_FOLDER | CHECKPOINT) --prompt TEXT [--max-tokens N] [--temperature T]\n"
     "                       [--top-k K] [--top-p P] [--seed S] [--no-cache] [--db FILE]\n"
     "\n"
@@ -62,6 +66,19 @@ const char* kUsageText =
     "A file with [sweep] runs every combination; rerunning it skips finished runs and resumes\n"
     "interrupted ones; --jobs N runs N of them at once (each with cores / N threads, its output in\n"
     "<db folder>/logs/). SIGINT/SIGTERM checkpoint a run and mark it interrupted; --resume continues it.\n"
+    "--sweep section.key=V1,V2,... adds that line to [sweep] (repeatable): the same runs, sweep id and\n"
+    "records as the file with the line. Values are split at every comma (a value cannot contain one).\n"
+    "A key the file's [sweep] lists is replaced by the flag's values; a key of [sweep.zip], a key given\n"
+    "twice, or given both to --sweep and as an override, is an error.\n"
+    "\n"
+    "eval: evaluates a finished or interrupted run (id or uid of --db, default results/lab.db) on its\n"
+    "validation data from its latest checkpoint, with section.key=value overrides of its recorded\n"
+    "configuration (e.g. train.seq_len=256, task.val_tokens=0); overrides may not change the shapes of\n"
+    "trained parameters, and seq_len may not exceed the trained model's context (model.max_seq_len).\n"
+    "Prints the metrics and records each as a metric of the run at the checkpoint's step, named\n"
+    "GROUP@TAG/NAME (val/loss -> val@256/loss): TAG is the evaluated seq_len followed by each other\n"
+    "changed key as ,section.key=value (sorted; '%', '/', ',', '=' and '@' in a value are written %25,\n"
+    "%2F, %2C, %3D, %40). Evaluating the same again replaces those values.\n"
     "\n"
     "--check: builds the attention plugin with the options given as key=value and checks output shapes,\n"
     "gradients (finite differences), causality, padding invariance, agreement with attention/softmax where\n"
@@ -328,6 +345,59 @@ int generate_text(const lab::Registry& registry, const std::vector<std::string>&
     return kOk;
 }
 
+// `labrun eval RUN [section.key=value ...]`: the run's latest checkpoint evaluated with its
+// recorded configuration plus the overrides (lab/evaluation.h); the metrics are printed and
+// recorded as tagged metrics of the run.
+int evaluate_run(lab::Registry& registry, const std::vector<std::string>& args, const po::variables_map& vm,
+                 const lab::ConfigEnv& config_env, const lab::RunEnvironment& env) {
+    if (args.size() < 2)
+        throw lab::ConfigError("eval: name one run (id or uid), e.g. "
+                               "`labrun eval 3 train.seq_len=256 --db results/lab.db`");
+    const fs::path db = vm.count("db") ? fs::path(vm["db"].as<std::string>()) : fs::path("results/lab.db");
+    if (!fs::exists(db))
+        throw lab::ConfigError("eval: results database '" + db.string() + "' does not exist; name it with --db FILE");
+    lab::ResultStore store(db);
+    store.mark_interrupted_runs();
+    int64_t run = 0;
+    try {
+        run = store.find_run(args[1]);
+    } catch (const lab::Error& e) {
+        throw lab::ConfigError(std::string("eval: ") + e.what());
+    }
+    const std::string which = "run " + std::to_string(run) + " of " + db.string();
+    const std::string status = store.status(run);
+    if (status == "running")
+        throw lab::ConfigError("eval: " + which + " is still running in a live process; evaluate it when it has "
+                               "finished, or stop it (SIGINT checkpoints it and marks it interrupted)");
+    if (status != "finished" && status != "interrupted")
+        throw lab::ConfigError("eval: " + which + " " + status + "; only finished or interrupted runs, which have a "
+                               "checkpoint, can be evaluated (rerun the experiment to train it)");
+    const lab::RawConfig recorded = raw_config_from_text(store.config_text(run), which);
+    for (const auto& p : lab::experiment_plugin_paths(recorded)) load_path(registry, p);
+    const lab::EvaluationPlan plan =
+        lab::plan_evaluation(recorded, {args.begin() + 2, args.end()}, config_env, registry);
+    const fs::path run_dir = lab::run_folder(db, plan.trained.name, store.uid(run));
+    auto checkpoint = lab::latest_checkpoint(run_dir);
+    if (!checkpoint)
+        throw lab::DataError("eval: " + which + " has no checkpoint in " + run_dir.string() +
+                             "; there are no weights to evaluate (a run writes one at each evaluation and at the end; "
+                             "was the folder moved or deleted?)");
+    const lab::CheckpointEvaluation evaluation = lab::evaluate_checkpoint(plan, registry, env, *checkpoint);
+    std::map<std::string, double> metrics;
+    std::map<std::string, lab::MetricGoal> goals;
+    for (const auto& [name, value] : evaluation.result.metrics)
+        metrics[lab::tagged_metric_name(name, plan.tag)] = value;
+    for (const auto& [name, goal] : evaluation.result.goals) goals[lab::tagged_metric_name(name, plan.tag)] = goal;
+    store.replace_metrics(run, evaluation.step, metrics, goals);
+    std::cout << "run " << run << " (" << store.uid(run) << ") step " << evaluation.step;
+    for (const auto& [name, value] : metrics) std::cout << "  " << name << " " << value;
+    std::cout << "\n";
+    if (!env.quiet)
+        std::cerr << "evaluated " << checkpoint->string() << " in " << std::fixed << std::setprecision(1)
+                  << evaluation.seconds << " s; recorded as metrics of " << which << "\n";
+    return kOk;
+}
+
 int report_outcome(const lab::RunOutcome& outcome) {
     if (outcome.interrupted) return 128 + outcome.stop_signal;  // as a shell reports a signal
     std::cout << "run " << outcome.run_id << " (" << outcome.uid << ") finished";
@@ -485,7 +555,8 @@ int run_main(int argc, char** argv) {
          "--check: sequence lengths of the cost profile (default 128,256,512,1024,2048,4096)")
         ("no-profile", "--check: skip the cost profile")
         ("db", po::value<std::string>()->value_name("FILE"),
-         "results database of --resume (default results/lab.db), or where --check records its report")
+         "results database of --resume, eval and generate (default results/lab.db), or where --check records "
+         "its report")
         ("force", "rerun runs of a sweep that already finished")
         ("jobs,j", po::value<int>()->default_value(1)->value_name("N"),
          "run N runs of a sweep at once, each with cores / N OpenMP threads")
@@ -500,6 +571,8 @@ int run_main(int argc, char** argv) {
         ("top-p", po::value<double>()->default_value(1.0)->value_name("P"), "generate: nucleus probability")
         ("seed", po::value<uint64_t>()->default_value(1)->value_name("S"), "generate: sampling seed")
         ("no-cache", "generate: recompute the whole context for every token")
+        ("sweep", po::value<std::vector<std::string>>()->value_name("KEY=V1,V2")->composing(),
+         "sweep section.key over the comma-separated values, as a line of [sweep] (repeatable)")
         ("quiet,q", "no log output")
         ("no-progress", "plain log lines even on a terminal");
     po::options_description hidden;
@@ -558,7 +631,13 @@ int run_main(int argc, char** argv) {
     run_env.quiet = vm.count("quiet") > 0;
     run_env.progress = !vm.count("no-progress") && isatty(STDERR_FILENO);
 
+    const std::vector<std::string> sweeps =
+        vm.count("sweep") ? vm["sweep"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    if (!sweeps.empty() && (args.empty() || args[0] == "generate" || args[0] == "eval" || vm.count("resume")))
+        throw lab::ConfigError("--sweep '" + sweeps.front() + "': --sweep sweeps an experiment file; give one, e.g. "
+                               "`labrun experiments/copy.ini --sweep experiment.seed=1,2`");
     if (!args.empty() && args[0] == "generate") return generate_text(registry, args, vm, run_env);
+    if (!args.empty() && args[0] == "eval") return evaluate_run(registry, args, vm, env, run_env);
 
     if (vm.count("resume")) {
         if (!args.empty())
@@ -591,7 +670,7 @@ int run_main(int argc, char** argv) {
         return kUsage;
     }
     std::vector<std::string> overrides(args.begin() + 1, args.end());
-    lab::RawConfig raw = lab::load_config(args[0], overrides, env);
+    lab::RawConfig raw = lab::load_config(args[0], overrides, env, sweeps);
     for (const auto& p : lab::experiment_plugin_paths(raw)) load_path(registry, p);
     std::vector<lab::RunSpec> specs = lab::resolve_runs(raw, registry);
     if (vm.count("dry-run")) {

@@ -35,6 +35,12 @@
 // normalisation) with the origin "file:line [sweep]"; an actual override of the same key wins and
 // takes the key out of the sweep.
 //
+// `labrun FILE.ini --sweep KEY=V1,V2 ...` (load_config's `sweeps`) adds lines to [sweep] from the
+// command line: the same expansion, sweep id and records as the file with those lines (origin
+// "--sweep 'KEY=V1,V2' [sweep]"). Values are split at every comma, as in the file (a value
+// cannot contain one). A flag's key that the file's [sweep] also lists replaces the file's list
+// in place; a key of [sweep.zip], a key given by two flags, or by a flag and an override is an error.
+//
 // Loading (load_config) knows nothing about plugins: it produces raw text with origins.
 // Resolving (resolve_runs) checks every section against the framework schemas and the schema of
 // the plugin each section selects from the Registry, and fills in defaults. Errors are
@@ -87,8 +93,14 @@ struct RawConfig {
 // Reads `file` (and its includes), applies `overrides` ("section.key=value", in order) and expands
 // ${data} / ${env:NAME}. Throws ConfigError for a missing or unreadable file, a malformed line,
 // an include cycle, a malformed override or an unknown expansion, naming file:line.
+// `sweeps` ("section.key=v1,v2,...", the --sweep flags) are read after the overrides into [sweep];
+// errors name the flag.
 RawConfig load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides,
-                      const ConfigEnv& env);
+                      const ConfigEnv& env, const std::vector<std::string>& sweeps = {});
+
+// Applies "section.key=value" overrides to an already loaded configuration (e.g. a recorded run's,
+// for `labrun eval`), with load_config's validation, expansion and errors.
+void apply_overrides(RawConfig& raw, const std::vector<std::string>& overrides, const ConfigEnv& env);
 
 // One plugin section after validation: [model] type = gpt -> {"model", "model", "gpt", options}.
 struct SectionChoice {

@@ -41,6 +41,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -124,6 +125,11 @@ class ResultStore {
     // greater than `step` (written after the checkpoint, and about to be written again), buffered
     // ones included, in one transaction.
     void delete_metrics_after(int64_t run, int64_t step);
+    // Writes `values` as metrics of `run` at `step` at once (not buffered), with the goals of those
+    // named in `goals`, in one transaction. A row of the same run, step and name is replaced, not
+    // added to: what a re-evaluation (`labrun eval`) records. Throws lab::Error for an unknown run.
+    void replace_metrics(int64_t run, int64_t step, const std::map<std::string, double>& values,
+                         const std::map<std::string, MetricGoal>& goals);
     // Records a sweep; a second call with the same id changes nothing (INSERT OR IGNORE), so every
     // process of a sweep may call it.
     void add_sweep(const std::string& id, const std::string& experiment, int64_t size);
