@@ -56,7 +56,10 @@ TEST_CASE("generate: the KV cache gives the hidden states and tokens of full rec
              {"local", {{"window", "4"}}},  // the window slides past the prompt while generating
              {"local", {{"window", "4"}, {"fused", "false"}}},
              {"alibi", {}},
-             {"alibi", {{"fused", "true"}}}}) {
+             {"alibi", {{"fused", "true"}}},
+             {"sigmoid", {}},  // n counts each query's visible keys, so chunks of 5, 1, 6 see the same n
+             {"differential", {}},
+             {"differential", {{"fused", "true"}}}}) {
         std::string described = "attention/" + attention;
         for (const auto& [key, value] : values) described += " " + key + "=" + value;
         INFO(described);

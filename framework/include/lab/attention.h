@@ -26,6 +26,7 @@ struct AttentionShape {
     int64_t heads = 0;     // H (D = C / H)
     float dropout = 0.0f;  // on attention probabilities and the output projection
     bool bias = true;      // biases on the projections
+    int64_t layer = 0;  // 0-based index of the block this attention sits in (set by the model)
 };
 
 // Keys and values of the positions decoded so far (incremental decoding, one per attention

@@ -222,6 +222,7 @@ public:
             ops::fill_normal(table, 0.0f, 0.02f, ctx.init_rng.next(static_cast<uint64_t>(table.numel())));
         embedding_norm_ = add_module("embeddings.LayerNorm", std::make_shared<LayerNorm>(backend_, C_, true, eps));
         for (int64_t l = 0; l < c.layers; ++l) {
+            shape.layer = l;
             auto layer = add_module("encoder.layer." + std::to_string(l),
                                     std::make_shared<BertLayer>(ctx, shape, c.intermediate, dropout_, eps));
             for (const auto& [name, t] : layer->attention().state_dict())

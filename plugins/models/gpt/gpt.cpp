@@ -87,9 +87,11 @@ public:
         ops::fill_normal(wte_, 0.0f, 0.02f, ctx.init_rng.next(V * C_));
         ops::fill_normal(wpe_, 0.0f, 0.02f, ctx.init_rng.next(max_T_ * C_));
         const int64_t mlp_hidden = opts.get_int("mlp_ratio") * C_;
-        for (int64_t l = 0; l < L; ++l)
+        for (int64_t l = 0; l < L; ++l) {
+            shape.layer = l;
             blocks_.push_back(add_module("h." + std::to_string(l),
                                          std::make_shared<Block>(ctx, shape, mlp_hidden, eps, gelu_tanh)));
+        }
         ln_f_ = add_module("ln_f", std::make_shared<LayerNorm>(backend_, C_, shape.bias, eps));
 
         float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(L));

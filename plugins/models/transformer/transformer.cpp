@@ -86,9 +86,11 @@ public:
         ops::fill_normal(embedding_, 0.0f, 1.0f / std::sqrt(static_cast<float>(C_)),
                          ctx.init_rng.next(static_cast<uint64_t>(V * C_)));
         positional_ = add_buffer("positional_encoding", sinusoid_table(be, max_T_, C_));
-        for (int64_t l = 0; l < L; ++l)
+        for (int64_t l = 0; l < L; ++l) {
+            shape.layer = l;
             layers_.push_back(add_module("layers." + std::to_string(l),
                                          std::make_shared<EncoderLayer>(ctx, shape, ffn, activation, eps)));
+        }
     }
 
     // ids [B, T] i32, padding_mask [B, T] u8 (optional) -> [B, T, C]. Segments are not used.
