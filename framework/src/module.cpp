@@ -40,6 +40,15 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
     return unique;
 }
 
+std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modules() const {
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> out;
+    for (const auto& [name, child] : children_) {
+        out.emplace_back(name, child);
+        for (auto& [below, module] : child->named_modules()) out.emplace_back(name + "." + below, module);
+    }
+    return out;
+}
+
 std::vector<Tensor> Module::parameters() const {
     std::vector<Tensor> out;
     for (auto& [name, t] : named_parameters()) out.push_back(t);

@@ -18,7 +18,28 @@ const std::vector<std::string>& Registry::kinds() {
 
 std::string Registry::abi_tag() { return LAB_ABI_TAG; }
 
+namespace {
+
+// Where a registry looked, for the error about a name it does not know.
+std::string searched_text(const std::vector<std::filesystem::path>& searched) {
+    if (searched.empty()) return "nowhere yet (no plugin folder or file was loaded)";
+    std::string out;
+    for (const auto& p : searched) out += (out.empty() ? "" : ", ") + p.string();
+    return out;
+}
+
+void remember(std::vector<std::filesystem::path>& searched, const std::filesystem::path& p) {
+    if (std::find(searched.begin(), searched.end(), p) == searched.end()) searched.push_back(p);
+}
+
+}  // namespace
+
 void Registry::load_library(const std::filesystem::path& file) {
+    load_file(file);
+    remember(searched_, file);
+}
+
+void Registry::load_file(const std::filesystem::path& file) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(file, ec))
         throw PluginError("plugin '" + file.string() + "': no such file; check the path (plugins are the .so files " +
@@ -72,7 +93,8 @@ void Registry::load_directory(const std::filesystem::path& dir) {
     for (const auto& entry : std::filesystem::directory_iterator(dir))
         if (entry.is_regular_file() && entry.path().extension() == ".so") libs.push_back(entry.path());
     std::sort(libs.begin(), libs.end());
-    for (const auto& lib : libs) load_library(lib);
+    remember(searched_, dir);
+    for (const auto& lib : libs) load_file(lib);
 }
 
 void Registry::add(const std::string& kind, PluginDecl decl, std::any factory) {
@@ -111,7 +133,9 @@ const PluginInfo& Registry::find(const std::string& kind, const std::string& nam
     std::string hint = closest_match(name, known);
     throw PluginError("unknown " + kind + " '" + name + "'" + (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
                       " (known " + kind + "s: " + (known.empty() ? std::string("none loaded") : join(known, ", ")) +
-                      ")");
+                      "); load the plugin that registers it with labrun --plugin-path DIR, `plugins = DIR` in "
+                      "[experiment] or the environment variable LAB_PLUGIN_PATH=DIR (folders or .so files; looked in: " +
+                      searched_text(searched_) + ")");
 }
 
 bool Registry::has(const std::string& kind, const std::string& name) const {

@@ -267,6 +267,7 @@ struct ResultStore::Impl {
     Statement insert_sweep, select_running, mark_run_interrupted, select_finished_by_hash;
     Statement select_metrics_all, select_metrics_named, select_status, select_uid, select_config;
     Statement select_latest_by_hash, select_run_exists, select_by_uid_prefix, select_latest_artifact;
+    Statement select_plugins;
 
     explicit Impl(const std::filesystem::path& db_file) : file(db_file) {
         open();
@@ -455,6 +456,9 @@ struct ResultStore::Impl {
             handle, file, "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
             "look up the latest run by configuration hash");
         select_run_exists = Statement(handle, file, "SELECT id FROM runs WHERE id = ?1", "look up a run by id");
+        select_plugins = Statement(handle, file,
+                                   "SELECT kind, name, version, file, sha256 FROM plugins WHERE run_id = ?1 ORDER BY rowid",
+                                   "read the plugins of a run");
         select_latest_artifact = Statement(
             handle, file,
             "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE r.status = 'finished' AND a.kind = ?1"
@@ -863,6 +867,17 @@ std::string ResultStore::config_text(int64_t run) const {
     query.bind(1, run);
     if (!query.step()) impl_->throw_no_run(run, "reading the configuration of a run");
     return query.column_text(0);
+}
+
+std::vector<ResultStore::PluginRow> ResultStore::plugins(int64_t run) const {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Query query(impl_->select_plugins);
+    query.bind(1, run);
+    std::vector<PluginRow> rows;
+    while (query.step())
+        rows.push_back({query.column_text(0), query.column_text(1), query.column_text(2), query.column_text(3),
+                        query.column_text(4)});
+    return rows;
 }
 
 std::string ResultStore::uid(int64_t run) const {

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lab/autograd.h"
+#include "lab/causality_probe.h"
 #include "lab/version.h"
 #include "lab/checkpoint.h"
 #include "lab/error.h"
@@ -245,6 +246,25 @@ std::filesystem::path init_model(Model& model, const std::string& init_from, Bac
     return file;
 }
 
+// Before a run whose model or task needs causal attention trains: the assembled model must not see
+// later tokens (causality_probe.h), whatever its plugins declare. The probe's few small tensors are
+// no cost of the run, so a peak of the allocator they raised is started again.
+void probe_causal_model(const RunSpec& spec, const Registry& registry, TrainingStack& c, Reporter& report) {
+    bool needs_causal = c.model->causal() || c.task->needs_causal_model();
+    for (const char* section : {"model", "task"}) {
+        const SectionChoice& choice = spec.plugins.at(section);
+        needs_causal = needs_causal || registry.find(choice.kind, choice.plugin).needs_attention.causal;
+    }
+    if (!needs_causal) return;
+    CausalityProbeSettings settings;
+    settings.model = "model/" + spec.plugins.at("model").plugin;
+    settings.seq_len = std::min<int64_t>(c.train.seq_len, 32);
+    const size_t peak_before = c.backend->stats().memory.peak_bytes_in_use;
+    CausalityProbeResult probe = probe_causality(*c.model, *c.ctx, settings);
+    if (c.backend->stats().memory.peak_bytes_in_use > peak_before) c.backend->reset_peak_memory();
+    report.line(probe.summary(settings.model));
+}
+
 // The parameters ("model.*", then "task.*"), the optimizer over them and the schedule.
 void build_optimizer(const RunSpec& spec, const Registry& registry, TrainingStack& c) {
     for (auto& [name, p] : c.model->named_parameters()) c.params.emplace_back("model." + name, p);
@@ -322,6 +342,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
             store.add_artifact(run, "init_from", file.string());
         }
+        probe_causal_model(spec, registry, c, report);
         build_optimizer(spec, registry, c);
         std::error_code ec;
         if (env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))

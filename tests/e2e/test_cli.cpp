@@ -125,6 +125,9 @@ TEST_CASE("labrun --help names the commands and exits 0", "[cli]") {
     CHECK(help.exit_code == kExitOk);
     for (const char* word : {"--list", "--describe", "--dry-run", "tokenize", "--data-dir", "section.key=value"})
         CHECK_THAT(help.out, Contains(word));
+    // What a rerun skips, and when it refuses instead.
+    CHECK_THAT(help.out, Contains("A finished run is skipped only while the plugin files it ran with are unchanged"));
+    CHECK_THAT(help.out, Contains("those whose plugins were rebuilt since"));  // --force (wrapped before it)
     CHECK(help.err.empty());
 }
 
@@ -261,6 +264,11 @@ TEST_CASE("labrun --describe of an unknown plugin exits 4 and suggests the close
     CHECK(gtp.exit_code == kExitPlugin);
     CHECK_THAT(gtp.err, Contains("unknown model 'gtp'"));
     CHECK_THAT(gtp.err, Contains("did you mean 'gpt'?"));
+    // The three ways to load more plugins, and the build's plugin folder labrun looked in.
+    CHECK_THAT(gtp.err, Contains("--plugin-path DIR"));
+    CHECK_THAT(gtp.err, Contains("`plugins = DIR` in [experiment]"));
+    CHECK_THAT(gtp.err, Contains("LAB_PLUGIN_PATH=DIR"));
+    CHECK_THAT(gtp.err, Contains("looked in: " + fs::canonical(fs::path(LAB_BINARY_DIR) / "plugins").string()));
     CHECK(gtp.out.empty());
 
     Outcome no_slash = run_labrun({"--describe", "gpt"});

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <string>
 
 #include "test_support.h"
@@ -25,6 +26,14 @@ TEST_CASE("shakespeare_char learns in 300 steps and is recorded as finished", "[
                                             "task.sample_tokens=100", "experiment.db=" + db_file.string()});
     INFO(r);
     REQUIRE(r.exit_code == 0);
+    // The run started with the causality probe of its model, which passed bitwise (the line says
+    // what it cost).
+    const size_t probe = r.err.find("causality probe: model/gpt sees no later token in training or evaluation mode "
+                                    "(2 x 32 random tokens, replaced from t = 1, 16, 31 on: 8 forward passes, ");
+    REQUIRE(probe != std::string::npos);
+    const std::string probe_line = r.err.substr(probe, r.err.find('\n', probe) - probe);
+    CHECK(probe_line.find("outputs before t bitwise equal)") != std::string::npos);
+    std::cout << probe_line << "\n";
 
     const PlainSqlite db(db_file, PlainSqlite::Access::read_only);
     CHECK(db.one("SELECT status FROM runs").text == "finished");

@@ -151,6 +151,10 @@ TEST_CASE("an unknown plugin name lists the known names and the closest one", "[
     CHECK_THAT(message, Contains("unknown model 'gtp'"));
     CHECK_THAT(message, Contains("did you mean 'gpt'?"));
     CHECK_THAT(message, Contains("known models: bert, gpt, transformer"));
+    // How to load more, and where this registry looked.
+    CHECK_THAT(message, Contains("labrun --plugin-path DIR, `plugins = DIR` in [experiment] or the environment "
+                                 "variable LAB_PLUGIN_PATH=DIR"));
+    CHECK_THAT(message, Contains("looked in: " + plugin_dir.string() + ")"));
 
     message = plugin_error_of([&] { registry.find("optimizer", "adam"); });
     CHECK_THAT(message, Contains("did you mean 'adamw'?"));
@@ -170,6 +174,15 @@ TEST_CASE("an unknown name of a kind with no plugins says none are loaded", "[re
     std::string message = plugin_error_of([&] { registry.find("attention", "softmax"); });
     CHECK_THAT(message, Contains("unknown attention 'softmax'"));
     CHECK_THAT(message, Contains("none loaded"));
+    CHECK_THAT(message, Contains("LAB_PLUGIN_PATH"));
+    CHECK_THAT(message, Contains("looked in: nowhere yet (no plugin folder or file was loaded)"));
+
+    // A library loaded on its own is named as the place looked in, not its folder.
+    const fs::path gpt = real_plugin("model", "gpt");
+    registry.load_library(gpt);
+    message = plugin_error_of([&] { registry.find("attention", "softmax"); });
+    CHECK_THAT(message, Contains("looked in: " + gpt.string() + ")"));
+    CHECK(registry.searched_paths() == std::vector<fs::path>{gpt});
 }
 
 TEST_CASE("an unknown plugin kind lists the kinds", "[registry]") {

@@ -846,3 +846,27 @@ TEST_CASE("runs are found by id, uid or uid prefix, and by configuration hash", 
           std::string::npos);
     CHECK(error_of([&] { store.find_run(""); }).find("hint:") != std::string::npos);
 }
+
+TEST_CASE("plugins reads back a run's plugin rows in the order they were recorded", "[results]") {
+    TempDir scratch;
+    lab::ResultStore store(scratch.path / "lab.db");
+    const int64_t run = store.begin_run(sample_record("plugins"), {});
+    const int64_t other = store.begin_run(sample_record("other"), {});
+    store.add_plugin(run, "model", "gpt", "1.0", "/plugins/model_gpt.so", std::string(64, 'a'));
+    store.add_plugin(other, "model", "bert", "1.0", "/plugins/model_bert.so", std::string(64, 'b'));
+    store.add_plugin(run, "attention", "softmax", "", "<builtin>", "");  // version and sha256 stored as NULL
+
+    const std::vector<lab::ResultStore::PluginRow> rows = store.plugins(run);
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].kind == "model");
+    CHECK(rows[0].name == "gpt");
+    CHECK(rows[0].version == "1.0");
+    CHECK(rows[0].file == "/plugins/model_gpt.so");
+    CHECK(rows[0].sha256 == std::string(64, 'a'));
+    CHECK(rows[1].name == "softmax");
+    CHECK(rows[1].version.empty());
+    CHECK(rows[1].file == "<builtin>");
+    CHECK(rows[1].sha256.empty());
+    CHECK(store.plugins(other).size() == 1);
+    CHECK(store.plugins(other + 1).empty());  // no such run: no rows
+}

@@ -40,6 +40,7 @@
 #include "lab/trainer.h"
 #include "lab/version.h"
 #include "check.h"
+#include "rerun.h"
 
 extern char** environ;
 
@@ -70,6 +71,9 @@ const char* kUsageText =
     "records as the file with the line. Values are split at every comma (a value cannot contain one).\n"
     "A key the file's [sweep] lists is replaced by the flag's values; a key of [sweep.zip], a key given\n"
     "twice, or given both to --sweep and as an override, is an error.\n"
+    "A finished run is skipped only while the plugin files it ran with are unchanged (their sha256);\n"
+    "when one was rebuilt since, the rerun is refused before anything runs, naming the run and the\n"
+    "plugin: --force runs it again (a new run; the old one stays), or restore the old plugin build.\n"
     "\n"
     "eval: evaluates a finished or interrupted run (id or uid of --db, default results/lab.db) on its\n"
     "validation data from its latest checkpoint, with section.key=value overrides of its recorded\n"
@@ -557,7 +561,7 @@ int run_main(int argc, char** argv) {
         ("db", po::value<std::string>()->value_name("FILE"),
          "results database of --resume, eval and generate (default results/lab.db), or where --check records "
          "its report")
-        ("force", "rerun runs of a sweep that already finished")
+        ("force", "rerun runs of a sweep that already finished (also those whose plugins were rebuilt since)")
         ("jobs,j", po::value<int>()->default_value(1)->value_name("N"),
          "run N runs of a sweep at once, each with cores / N OpenMP threads")
         ("data-dir", po::value<std::string>()->value_name("DIR"), "where ${data} points (default: $LAB_DATA, else data/)")
@@ -681,7 +685,8 @@ int run_main(int argc, char** argv) {
         return kOk;
     }
     // A sweep (or a single run) continues where it stopped: finished runs are skipped (unless
-    // --force), interrupted ones resume from their checkpoint, failed ones run again.
+    // --force), interrupted ones resume from their checkpoint, failed ones run again. A finished
+    // run whose plugin files were rebuilt since is no longer the same run: refused (rerun.h).
     const int jobs = vm["jobs"].as<int>();
     if (jobs < 1) throw lab::ConfigError("--jobs " + std::to_string(jobs) + ": expected a number of runs >= 1");
     size_t first = 0, last = specs.size();
@@ -692,7 +697,9 @@ int run_main(int argc, char** argv) {
                                    std::to_string(specs.size()) + " runs (0 .. " + std::to_string(specs.size() - 1) + ")");
         first = static_cast<size_t>(index);
         last = first + 1;
-    } else if (jobs > 1 && specs.size() > 1) {
+    }
+    if (!vm.count("force")) refuse_finished_runs_with_rebuilt_plugins(specs, first, last, registry);
+    if (jobs > 1 && specs.size() > 1 && !vm.count("sweep-index")) {
         std::vector<size_t> todo;
         for (size_t i = 0; i < specs.size(); ++i) {
             auto previous = previous_run(specs[i]);

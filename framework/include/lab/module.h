@@ -28,6 +28,10 @@ public:
     virtual ~Module() = default;
 
     std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+    // Every submodule below this one with its dotted path ("h.3.attn"), each parent before its
+    // children, in the order they were added: how a tool finds the modules of one kind in a model
+    // (dynamic_cast), e.g. the causality probe naming the first attention block that leaks.
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_modules() const;
     std::vector<Tensor> parameters() const;
     std::map<std::string, Tensor> state_dict() const;  // parameters and buffers
     // Copies values in. Throws DataError naming the first mismatched or missing tensor.

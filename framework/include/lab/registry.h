@@ -106,12 +106,15 @@ public:
     void add_task(PluginDecl decl, TaskFactory f) { add("task", std::move(decl), std::move(f)); }
 
     // Throws PluginError for an unknown kind or name, listing the known names of that kind and
-    // the closest match.
+    // the closest match; for an unknown name also the ways to load more plugins and the folders
+    // and files this registry has loaded from.
     const PluginInfo& find(const std::string& kind, const std::string& name) const;
     bool has(const std::string& kind, const std::string& name) const;
     std::vector<const PluginInfo*> list() const;  // sorted by kind, then name
     std::vector<std::string> names(const std::string& kind) const;
     std::vector<std::filesystem::path> loaded_files() const { return files_; }
+    // The folders given to load_directory and the files given to load_library, in that order.
+    std::vector<std::filesystem::path> searched_paths() const { return searched_; }
 
     template <class Factory>
     const Factory& factory(const std::string& kind, const std::string& name) const {
@@ -120,8 +123,10 @@ public:
 
 private:
     void add(const std::string& kind, PluginDecl decl, std::any factory);
+    void load_file(const std::filesystem::path& file);
     std::map<std::pair<std::string, std::string>, PluginInfo> plugins_;
     std::vector<std::filesystem::path> files_;
+    std::vector<std::filesystem::path> searched_;
     std::string loading_file_ = "<builtin>";
 };
 

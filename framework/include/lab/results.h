@@ -170,6 +170,12 @@ class ResultStore {
     std::string uid(int64_t run) const;
     // runs.config: the resolved configuration text the run was started with (for resume).
     std::string config_text(int64_t run) const;
+    // The plugins rows of a run, in the order they were recorded (sha256 and version empty where
+    // NULL: factories built into the host).
+    struct PluginRow {
+        std::string kind, name, version, file, sha256;
+    };
+    std::vector<PluginRow> plugins(int64_t run) const;
 
  private:
     struct Impl;
