@@ -19,6 +19,13 @@ MultiHeadAttention::MultiHeadAttention(std::string name, const AttentionShape& s
     if (kv_heads_ > shape.heads || shape.heads % kv_heads_ != 0)
         throw ConfigError(name_ + ": kv_heads = " + std::to_string(kv_heads_) + " must divide heads = " +
                           std::to_string(shape.heads) + " (e.g. 1 for multi-query attention)");
+    if (shape.rope && head_dim() % 2 != 0)
+        throw ConfigError(name_ + ": rotary position embedding turns channel pairs, but the head size " +
+                          "hidden / heads = " + std::to_string(head_dim()) +
+                          " is odd; choose [model] hidden and heads with an even quotient");
+    if (shape.rope && !(shape.rope_base > 1.0f))
+        throw ConfigError(name_ + ": rope_base = " + std::to_string(shape.rope_base) +
+                          " must be above 1 (RoPE's usual base is 10000)");
     Backend& be = *ctx.backend;
     int64_t C = shape.hidden, D = head_dim(), rows = (shape.heads + 2 * kv_heads_) * D;
     qkv_weight_ = add_parameter("c_attn.weight", Tensor::empty(be, {rows, C}));
@@ -60,6 +67,22 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
         return ops::transpose(ops::reshape(ops::linear(x, w, b), {B, T, heads, D}), 1, 2);
     };
     Tensor q = project(0, H), k = project(H, Hkv), v = project(H + Hkv, Hkv);
+    if (shape_.rope) {
+        // New keys are rotated before they join the cache, so cached keys keep their positions.
+        if (ctx.position_offset < 0)
+            throw ShapeError(name_ + ": position_offset = " + std::to_string(ctx.position_offset) +
+                             " is negative; positions start at 0");
+        const int64_t first = ctx.position_offset + (ctx.kv_cache ? ctx.kv_cache->length() : 0);
+        if (!rope_cos_.defined() || rope_cos_.size(0) < first + T) {
+            const int64_t P = std::max(first + T, rope_cos_.defined() ? 2 * rope_cos_.size(0) : int64_t{0});
+            attention::RotaryTables tables = attention::rotary_tables(x.backend(), D, shape_.rope_base, 0, P);
+            rope_cos_ = tables.cos;
+            rope_sin_ = tables.sin;
+        }
+        Tensor cos = ops::slice(rope_cos_, 0, first, first + T), sin = ops::slice(rope_sin_, 0, first, first + T);
+        q = ops::rotary(q, cos, sin);
+        k = ops::rotary(k, cos, sin);
+    }
     if (KvCache* cache = ctx.kv_cache) {
         if (!supports_kv_cache())
             throw ConfigError(name_ + " has no KV cache (its core assumes queries and keys of the same positions); "
@@ -131,6 +154,30 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, cons
     Tensor probs = ops::softmax(scores);
     if (args.dropout_rng) probs = ops::dropout(probs, args.dropout, args.training, *args.dropout_rng);
     return ops::matmul(probs, vr);  // [B, H, T, D]
+}
+
+RotaryTables rotary_tables(Backend& backend, int64_t head_dim, float base, int64_t first, int64_t T) {
+    if (head_dim < 2 || head_dim % 2 != 0)
+        throw ShapeError("rotary_tables: head size " + std::to_string(head_dim) + " must be even and at least 2");
+    const int64_t half = head_dim / 2;
+    std::vector<float> cos(static_cast<size_t>(T * half)), sin(cos.size());
+    for (int64_t i = 0; i < half; ++i) {
+        // Su et al. (2021), eq. 15: theta_i = base^(-2i / D).
+        const double theta =
+            std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+        for (int64_t t = 0; t < T; ++t) {
+            const double angle = static_cast<double>(first + t) * theta;
+            cos[static_cast<size_t>(t * half + i)] = static_cast<float>(std::cos(angle));
+            sin[static_cast<size_t>(t * half + i)] = static_cast<float>(std::sin(angle));
+        }
+    }
+    return {Tensor::from_floats(backend, {T, half}, cos), Tensor::from_floats(backend, {T, half}, sin)};
+}
+
+Tensor rotary_embedding(const Tensor& x, int64_t first, float base) {
+    if (x.dim() != 4) throw ShapeError("rotary_embedding: expected x [B, H, T, D], got " + shape_str(x.shape()));
+    RotaryTables tables = rotary_tables(x.backend(), x.size(3), base, first, x.size(2));
+    return ops::rotary(x, tables.cos, tables.sin);
 }
 
 std::vector<float> alibi_slopes(int64_t heads) {

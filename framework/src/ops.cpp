@@ -687,6 +687,61 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
     return y;
 }
 
+// ---- positions ----
+
+namespace {
+
+// y = the pairs (x1, x2) of x's two halves rotated by the angles whose cosines and sines are given,
+// or by minus them (inverse):  y1 = x1 cos -/+ x2 sin,  y2 = x2 cos +/- x1 sin.
+// x [..., T, D] in any layout; y contiguous [..., T, D]; cos, sin [T, D/2]. Composed of binary
+// kernels, each writing a contiguous half that a copy puts in place (binary outputs are
+// contiguous), so every backend runs it.
+void rotate_halves(const Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse) {
+    Backend& be = x.backend();
+    const int64_t half = x.size(-1) / 2;
+    Shape half_shape = x.shape();
+    half_shape.back() = half;
+    const Tensor x1 = x.view(half_shape, x.strides(), x.offset());
+    const Tensor x2 = x.view(half_shape, x.strides(), x.offset() + half * x.strides().back());
+    const Tensor c = expand(cos, half_shape), s = expand(sin, half_shape);
+    Tensor a = new_f32(x, half_shape), b = new_f32(x, half_shape), r = new_f32(x, half_shape);
+    auto write = [&](const Tensor& first, const Tensor& second, BinaryOp combine, int64_t at) {
+        be.binary(BinaryOp::mul, a, first, c);
+        be.binary(BinaryOp::mul, b, second, s);
+        be.binary(combine, r, a, b);
+        y.view(half_shape, y.strides(), y.offset() + at).copy_(r);
+    };
+    write(x1, x2, inverse ? BinaryOp::add : BinaryOp::sub, 0);
+    write(x2, x1, inverse ? BinaryOp::sub : BinaryOp::add, half);
+}
+
+}  // namespace
+
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+    require_float(x, "rotary");
+    require_float(cos, "rotary");
+    require_float(sin, "rotary");
+    if (x.dim() < 2 || x.size(-1) % 2 != 0)
+        throw ShapeError("rotary: expected x [..., T, D] with an even head size D, got " + shape_str(x.shape()));
+    const Shape table{x.size(-2), x.size(-1) / 2};
+    if (cos.shape() != table || sin.shape() != table)
+        throw ShapeError("rotary: cos " + shape_str(cos.shape()) + " and sin " + shape_str(sin.shape()) +
+                         " must be [T, D/2] = " + shape_str(table) + " for x " + shape_str(x.shape()));
+    Tensor y = new_f32(x, x.shape());
+    rotate_halves(y, x, cos, sin, false);
+    if (any_requires_grad({&x})) {
+        // A rotation's Jacobian is its transpose, the rotation by minus the angles: the backward
+        // needs only the tables, not x.
+        Tensor saved_cos = cos.detach(), saved_sin = sin.detach();
+        record(y, "rotary", {x}, [saved_cos, saved_sin](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dx = new_f32(dout, dout.shape());
+            rotate_halves(dx, dout, saved_cos, saved_sin, true);
+            d[0] = dx;
+        });
+    }
+    return y;
+}
+
 // ---- initialisation ----
 
 void fill_normal(const Tensor& t, float mean_value, float std, RngKey key) {

@@ -21,12 +21,22 @@ namespace lab {
 
 struct BuildContext;
 
+// Rotary position embedding (RoPE, Su et al. 2021, "RoFormer"), when `rope` is on:
+// MultiHeadAttention::forward rotates q and k after the projection, before core(), so every
+// variant gets it without a line of its own. Position p turns the channel pair (i, i + D/2) of
+// each head, i < D/2, by the angle p * rope_base^(-2i / D): the half-split pairing of GPT-NeoX
+// and Hugging Face Llama (`rotate_half`), not the paper's adjacent pairs (2i, 2i + 1), so Llama
+// weights would load as they are. Then q_m . k_n depends on m - n only (eq. 16). Positions are
+// AttentionContext::position_offset + the KV cache's length + t; cached keys are stored rotated.
+// Needs an even head size D.
 struct AttentionShape {
     int64_t hidden = 0;    // C
     int64_t heads = 0;     // H (D = C / H)
     float dropout = 0.0f;  // on attention probabilities and the output projection
     bool bias = true;      // biases on the projections
-    int64_t layer = 0;  // 0-based index of the block this attention sits in (set by the model)
+    bool rope = false;            // rotary position embedding on q and k (above)
+    float rope_base = 10000.0f;   // RoPE's base: pair i turns by base^(-2i / D) per position (> 1)
+    int64_t layer = 0;            // 0-based index of the block the attention sits in (depth-dependent init)
 };
 
 // Keys and values of the positions decoded so far (incremental decoding, one per attention
@@ -41,6 +51,9 @@ struct AttentionContext {
     bool causal = false;
     Tensor padding_mask;        // optional [B, T] u8, nonzero = padding (never attended to)
     KvCache* kv_cache = nullptr;  // incremental decoding (variants that declare kv_cache)
+    // Position of the first input (after the KV cache's length); only AttentionShape::rope reads
+    // positions. >= 0.
+    int64_t position_offset = 0;
 };
 
 // What an attention implementation supports, or what a model or task needs of one.
@@ -89,12 +102,12 @@ public:
 // Initialisation: N(0, 0.02), biases zero (the model may rescale c_proj).
 class MultiHeadAttention : public Attention {
 public:
-    // `name` ("attention/gqa") prefixes errors. Throws ConfigError when heads do not divide hidden
-    // or kv_heads does not divide heads.
+    // `name` ("attention/gqa") prefixes errors. Throws ConfigError when heads do not divide hidden,
+    // kv_heads does not divide heads, or rope is on with an odd head size or a base <= 1.
     MultiHeadAttention(std::string name, const AttentionShape& shape, BuildContext& ctx, int64_t kv_heads = 0);
 
-    // Checks x [B, T, C] and the mask, projects, calls core(), merges heads, projects out, applies
-    // output dropout.
+    // Checks x [B, T, C] and the mask, projects, rotates q and k (AttentionShape::rope), calls
+    // core(), merges heads, projects out, applies output dropout.
     Tensor forward(const Tensor& x, const AttentionContext& ctx) final;
 
     // Whether core() computes the right thing for queries that are the last T of S > T positions
@@ -119,6 +132,9 @@ private:
     int64_t kv_heads_;
     Generator* dropout_rng_;
     Tensor qkv_weight_, qkv_bias_, proj_weight_, proj_bias_;
+    // RoPE's cos and sin [P, D/2] for positions 0 .. P - 1, grown (doubled) on demand; a step
+    // reads rows as views, so decoding token by token builds nothing.
+    Tensor rope_cos_, rope_sin_;
 };
 
 // ---- building blocks for cores (differentiable) ----
@@ -143,6 +159,18 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, cons
 // adds the ALiBi bias -slope_h * |i - j| (Press et al. 2022).
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
                        int64_t window = 0, const Tensor& slopes = Tensor());
+
+// RoPE's tables (AttentionShape::rope): cos and sin [T, D/2] f32 of the angles
+// (first + t) * base^(-2i / D), t < T, i < D/2, for ops::rotary. Computed in double and rounded
+// once, so large positions lose no accuracy to an f32 product.
+struct RotaryTables {
+    Tensor cos, sin;
+};
+RotaryTables rotary_tables(Backend& backend, int64_t head_dim, float base, int64_t first, int64_t T);
+
+// x [B, H, T, D] at positions first .. first + T - 1 rotated as MultiHeadAttention rotates q and
+// k: ops::rotary with rotary_tables (made per call; the layer caches its own).
+Tensor rotary_embedding(const Tensor& x, int64_t first, float base);
 
 // ALiBi slopes for `heads` heads: the geometric sequence 2^(-8 h / n) of Press et al. (2022),
 // with their interleaving rule when heads is not a power of two.

@@ -5,7 +5,7 @@
 //
 // Length: a prompt longer than the model's context (max_seq_len) is refused; generation stops
 // after max_tokens new tokens or when prompt + new tokens fill the context, whichever is first
-// (learned positions cannot go past it).
+// (learned positions cannot go past it; model/gpt keeps the limit with rope or no positions too).
 #pragma once
 #include <cstdint>
 #include <string>

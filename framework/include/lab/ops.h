@@ -69,6 +69,15 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
 // Inverted dropout; identity when p == 0 or !training. Draws numel numbers from gen.
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen);
 
+// ---- positions ----
+// Rotary position embedding (Su et al. 2021, eq. 34) in the half-split pairing of GPT-NeoX and
+// Hugging Face Llama ("rotate_half"): channel i < D/2 turns together with channel i + D/2, by
+// the angle whose cosine and sine are cos[t, i] and sin[t, i] at position t:
+//   x [..., T, D], cos and sin [T, D/2] (constants, no gradient)
+//   -> y[..., :D/2] = x1 cos - x2 sin,  y[..., D/2:] = x2 cos + x1 sin   (x1, x2 = x's halves)
+// attention::rotary_tables makes the tables. Differentiable in x; the backward rotates back.
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
+
 // ---- initialisation (no autograd) ----
 void fill_normal(const Tensor& t, float mean, float std, RngKey key);
 void fill_uniform(const Tensor& t, float lo, float hi, RngKey key);

@@ -2,6 +2,11 @@
 // pre-LayerNorm blocks x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), a final LayerNorm. The
 // attention in each block is the experiment's [attention] choice. Parameter names follow the
 // Hugging Face GPT2Model layout (wte, wpe, h.N.ln_1, h.N.attn, h.N.mlp.c_fc, ..., ln_f).
+// `position` picks the position signal: learned (GPT-2's wpe table, the default), rope (no wpe;
+// every block's attention rotates q and k, AttentionShape::rope, as GPT-NeoX and Llama do) or
+// none (no wpe and no rotation: the attention must supply one, e.g. attention/alibi; with plain
+// softmax attention only the causal mask tells positions apart). max_seq_len bounds the sequence
+// in all three.
 // Initialisation as GPT-2/nanoGPT: N(0, 0.02), biases 0, and residual projections (c_proj)
 // N(0, 0.02 / sqrt(2 * layers)) so the residual stream's variance does not grow with depth.
 #include <cmath>
@@ -76,6 +81,10 @@ public:
             throw ConfigError("model/gpt: max_seq_len is 0 and [train] seq_len is not set; set one of them");
         dropout_ = static_cast<float>(opts.get_float("dropout"));
         AttentionShape shape{C_, opts.get_int("heads"), dropout_, opts.get_bool("bias")};
+        const std::string position = opts.get_string("position");  // the schema's choices checked it
+        learned_positions_ = position == "learned";
+        shape.rope = position == "rope";
+        shape.rope_base = static_cast<float>(opts.get_float("rope_base"));
         if (C_ % shape.heads != 0)
             throw ConfigError("[model] hidden = " + std::to_string(C_) + " is not divisible by heads = " +
                               std::to_string(shape.heads) + " (" + opts.origin("heads") + ")");
@@ -83,9 +92,9 @@ public:
         const bool gelu_tanh = opts.get_string("activation") == "gelu_tanh";
 
         wte_ = add_parameter("wte.weight", Tensor::empty(backend_, {V, C_}));
-        wpe_ = add_parameter("wpe.weight", Tensor::empty(backend_, {max_T_, C_}));
+        if (learned_positions_) wpe_ = add_parameter("wpe.weight", Tensor::empty(backend_, {max_T_, C_}));
         ops::fill_normal(wte_, 0.0f, 0.02f, ctx.init_rng.next(V * C_));
-        ops::fill_normal(wpe_, 0.0f, 0.02f, ctx.init_rng.next(max_T_ * C_));
+        if (learned_positions_) ops::fill_normal(wpe_, 0.0f, 0.02f, ctx.init_rng.next(max_T_ * C_));
         const int64_t mlp_hidden = opts.get_int("mlp_ratio") * C_;
         for (int64_t l = 0; l < L; ++l) {
             shape.layer = l;
@@ -120,11 +129,15 @@ private:
         if (past + T > max_T_)
             throw ShapeError("model/gpt: sequence length " + std::to_string(past + T) +
                              " exceeds the model's max_seq_len " + std::to_string(max_T_));
-        Tensor pos = ops::slice(positions(past + T), 0, past, past + T);
-        Tensor x = ops::add(ops::embedding(ids, wte_), ops::embedding(pos, wpe_));  // [B, T, C]
+        Tensor x = ops::embedding(ids, wte_);  // [B, T, C]
+        if (learned_positions_) {
+            Tensor pos = ops::slice(positions(past + T), 0, past, past + T);
+            x = ops::add(x, ops::embedding(pos, wpe_));
+        }
         x = ops::dropout(x, dropout_, training(), *rng_);
         if (state) state->layers.resize(blocks_.size());
         for (size_t l = 0; l < blocks_.size(); ++l) {
+            // RoPE's positions continue after the cache's length (MultiHeadAttention reads it).
             AttentionContext actx{true, in.padding_mask, state ? &state->layers[l] : nullptr};
             x = blocks_[l]->forward(x, actx);
         }
@@ -138,7 +151,8 @@ private:
     Generator* rng_;
     int64_t C_ = 0, max_T_ = 0;
     float dropout_ = 0.0f;
-    Tensor wte_, wpe_;
+    bool learned_positions_ = true;  // position = learned: wpe is added to the token embeddings
+    Tensor wte_, wpe_;               // wpe undefined unless learned_positions_
     std::vector<std::shared_ptr<Block>> blocks_;
     std::shared_ptr<LayerNorm> ln_f_;
     PositionIds position_ids_;
@@ -153,13 +167,23 @@ LAB_PLUGIN(registry) {
     schema.integer("hidden", 128, "model width (C)").at_least(1);
     schema.real("dropout", 0.0, "dropout on embeddings, attention and residual branches").range(0, 0.99);
     schema.boolean("bias", true, "biases in linear layers and LayerNorms (GPT-2: true; nanoGPT's default: false)");
-    schema.integer("max_seq_len", 0, "number of learned positions (0: [train] seq_len)").at_least(0);
+    schema.integer("max_seq_len", 0,
+                   "longest sequence the model takes, and with position = learned its number of learned positions "
+                   "(0: [train] seq_len)")
+        .at_least(0);
     schema.integer("mlp_ratio", 4, "feed-forward width as a multiple of hidden").at_least(1);
     schema.real("ln_eps", 1e-5, "LayerNorm epsilon").range(1e-12, 1e-1);
     schema.choice("activation", "gelu", {"gelu", "gelu_tanh"},
                   "MLP nonlinearity: gelu (erf form, nanoGPT's nn.GELU) or gelu_tanh (GPT-2's tanh approximation, "
                   "gelu_new; fused into the matmul on the cuda backend)");
-    lab::PluginDecl decl{"gpt", "1.0", "GPT-2 style pre-LayerNorm decoder with learned positions", schema};
+    schema.choice("position", "learned", {"learned", "rope", "none"},
+                  "position signal: learned (GPT-2's wpe table of max_seq_len rows), rope (rotary embeddings on "
+                  "every block's queries and keys, Su et al. 2021; no wpe) or none (no wpe, no rotation: for "
+                  "attention that brings its own, e.g. attention/alibi)");
+    schema.real("rope_base", 10000.0, "RoPE's base (position = rope): channel pair i turns by base^(-2i / D) per "
+                                      "position; Llama 3 uses 500000")
+        .at_least(1.0);
+    lab::PluginDecl decl{"gpt", "1.1", "GPT-2 style pre-LayerNorm decoder (learned, rotary or no positions)", schema};
     decl.needs_attention.causal = true;  // every block attends causally
     registry.add_model(std::move(decl),
                        [](const lab::Options& opts, lab::BuildContext& ctx) {
