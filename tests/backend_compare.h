@@ -1,6 +1,7 @@
 // What the tests comparing a backend with lab::HostBackend share (test_backend_conformance.cpp for
-// oneDNN, test_cuda_*.cpp for cuda): seeded random values, and the matmul cases, whose operands
-// are laid out and multiplied the same way on any backend.
+// oneDNN, test_cuda_*.cpp for cuda): seeded random values, the matmul cases, whose operands are
+// laid out and multiplied the same way on any backend, and the binary op cases with size-1 dims,
+// run forward and backward through lab::ops.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -9,7 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "lab/autograd.h"
 #include "lab/backend.h"
+#include "lab/ops.h"
 #include "lab/tensor.h"
 
 namespace lab_test {
@@ -96,5 +99,76 @@ private:
     lab::Shape c_shape_;
     std::vector<float> a_, b_, bias_, c_initial_;
 };
+
+// A broadcast binary op whose operands both have size-1 dims, as in linear attention at T = 1:
+// numerator [B, H, 1, D] over normaliser [B, H, 1, 1]. Its backward sums the gradient of the
+// broadcast operand over the broadcast dims and, for mul and div, runs the op again on broadcast
+// views, so a kernel that mislays a size-1 dim shows in the output or in either gradient.
+struct BinaryGradCase {
+    std::string name;
+    lab::Shape a_shape, b_shape;  // broadcast against each other
+    // a and b are slices [..., 0:D] and [..., D:D+1] of one leaf [..., D + 1] (strided views,
+    // how linear attention splits numerator and normaliser); b_shape must be a_shape with last dim 1.
+    bool one_leaf = false;
+};
+
+inline std::vector<BinaryGradCase> size_one_binary_cases() {
+    return {
+        {"[3,4,1,4] by [3,4,1,1]", {3, 4, 1, 4}, {3, 4, 1, 1}},
+        {"[3,4,2,4] by [3,4,2,1]", {3, 4, 2, 4}, {3, 4, 2, 1}},
+        {"slices [3,4,1,0:4] by [3,4,1,4:5]", {3, 4, 1, 4}, {3, 4, 1, 1}, true},
+        {"[3,4,1,1] by [3,4,1,4]", {3, 4, 1, 1}, {3, 4, 1, 4}},
+        {"[1,4,1,4] by [1,4,1,1]", {1, 4, 1, 4}, {1, 4, 1, 1}},
+        {"[3,1,5] by [1,1,5]", {3, 1, 5}, {1, 1, 5}},
+        {"[2,1,3,1] by [2,1,1,1]", {2, 1, 3, 1}, {2, 1, 1, 1}},
+        {"[2,3,1] by [1,3,1]", {2, 3, 1}, {1, 3, 1}},
+        {"[1,4,1] by [3,1,1]", {1, 4, 1}, {3, 1, 1}},
+    };
+}
+
+// The op's output and the gradients of its leaves for a seeded upstream gradient. With one_leaf,
+// da holds the leaf's gradient and db is empty.
+struct BinaryGrads {
+    std::vector<float> out, da, db;
+};
+
+inline BinaryGrads binary_with_grads(lab::Backend& backend, const BinaryGradCase& c, lab::BinaryOp op) {
+    // b in [0.5, 2], away from 0 for div.
+    lab::Tensor a_leaf, b_leaf, a, b;
+    if (c.one_leaf) {
+        lab::Shape leaf_shape = c.a_shape;
+        const int64_t d = c.a_shape.back();
+        leaf_shape.back() = d + 1;
+        std::vector<float> values = random_values(lab::shape_numel(leaf_shape), 91, -2.0f, 2.0f);
+        const std::vector<float> divisors = random_values(lab::shape_numel(c.b_shape), 92, 0.5f, 2.0f);
+        for (size_t row = 0; row < divisors.size(); ++row) values[row * static_cast<size_t>(d + 1) + d] = divisors[row];
+        a_leaf = lab::Tensor::from_floats(backend, leaf_shape, values);
+        a_leaf.set_requires_grad(true);
+        a = lab::ops::slice(a_leaf, -1, 0, d);
+        b = lab::ops::slice(a_leaf, -1, d, d + 1);
+    } else {
+        a_leaf = lab::Tensor::from_floats(backend, c.a_shape,
+                                          random_values(lab::shape_numel(c.a_shape), 91, -2.0f, 2.0f));
+        b_leaf = lab::Tensor::from_floats(backend, c.b_shape,
+                                          random_values(lab::shape_numel(c.b_shape), 92, 0.5f, 2.0f));
+        a_leaf.set_requires_grad(true);
+        b_leaf.set_requires_grad(true);
+        a = a_leaf;
+        b = b_leaf;
+    }
+    lab::Tensor out;
+    switch (op) {
+        case lab::BinaryOp::add: out = lab::ops::add(a, b); break;
+        case lab::BinaryOp::sub: out = lab::ops::sub(a, b); break;
+        case lab::BinaryOp::mul: out = lab::ops::mul(a, b); break;
+        case lab::BinaryOp::div: out = lab::ops::div(a, b); break;
+    }
+    const lab::Tensor upstream =
+        lab::Tensor::from_floats(backend, out.shape(), random_values(out.numel(), 93, -1.0f, 1.0f));
+    lab::backward(out, upstream);
+    BinaryGrads grads{out.to_floats(), a_leaf.grad().to_floats(), {}};
+    if (!c.one_leaf) grads.db = b_leaf.grad().to_floats();
+    return grads;
+}
 
 }  // namespace lab_test

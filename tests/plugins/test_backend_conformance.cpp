@@ -348,6 +348,35 @@ TEST_CASE("onednn binary ops match the host backend, broadcasting either operand
     }
 }
 
+// Regression: size-1 dims used to get the operand's largest stride, so oneDNN read dst [3,4,1,4]
+// as permuted (`cabd`) and its normaliser [3,4,1,1] as `cdab`; the jit binary kernel then left
+// most of dst unwritten, and linear attention's gradients at T = 1 were wrong.
+TEST_CASE("onednn binary ops with size-1 dims in both operands match the host backend, forward and backward",
+          "[onednn]") {
+    REQUIRE_ONEDNN_PLUGIN();
+    using lab::BinaryOp;
+    for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul, BinaryOp::div}) {
+        for (const lab_test::BinaryGradCase& c : lab_test::size_one_binary_cases()) {
+            lab::HostBackend host;
+            std::shared_ptr<Backend> onednn = make_backend("onednn");
+            const lab_test::BinaryGrads want = lab_test::binary_with_grads(host, c, op);
+            const lab_test::BinaryGrads got = lab_test::binary_with_grads(*onednn, c, op);
+            const std::string what = std::string(lab::binary_op_name(op)) + " " + c.name;
+            const auto check = [&](const std::string& tensor, const std::vector<float>& got_values,
+                                   const std::vector<float>& want_values) {
+                const double difference = relative_difference(got_values, want_values);
+                std::printf("[onednn] %-62s max rel diff %.2e\n", (what + " " + tensor).c_str(), difference);
+                INFO(what << " " << tensor << ": max relative difference " << difference << " (tolerance "
+                          << kF32Tolerance << ")");
+                CHECK(difference <= kF32Tolerance);
+            };
+            check("out", got.out, want.out);
+            check(c.one_leaf ? "d leaf" : "da", got.da, want.da);
+            if (!c.one_leaf) check("db", got.db, want.db);
+        }
+    }
+}
+
 TEST_CASE("onednn softmax and log-softmax forward and backward match the host backend", "[onednn]") {
     REQUIRE_ONEDNN_PLUGIN();
     const std::vector<Shape> shapes = {{4, 10}, {3, 5, 33}, {2, 1000}};

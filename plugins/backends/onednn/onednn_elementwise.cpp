@@ -137,8 +137,14 @@ bool has_broadcast_dim(const Tensor& t) {
 }
 
 // oneDNN descriptors of a binary operand: stride-0 dims become size-1 dims (oneDNN broadcasts
-// src1 over them); strides of size-1 dims are made positive. Rank 0 is [1]. False for negative
-// strides.
+// src1 over them). Rank 0 is [1]. False for negative strides.
+//
+// A size-1 dim is never stepped over, but oneDNN still reads its stride to classify the layout,
+// so it gets the stride it would have in place in a row-major layout: that of the next inner dim
+// times its size (1 for the innermost), as contiguous_strides gives it. A stride out of that
+// order makes oneDNN 2.6 read the operand as permuted: with the largest stride on every size-1
+// dim, dst [3,4,1,4] became `cabd` and src1 [3,4,1,1] `cdab`, and its jit:uni binary kernel then
+// left most of dst unwritten.
 bool operand_layout(const Tensor& t, Shape* dims, Shape* strides) {
     *dims = t.shape();
     *strides = t.strides();
@@ -147,14 +153,12 @@ bool operand_layout(const Tensor& t, Shape* dims, Shape* strides) {
         *strides = {1};
         return true;
     }
-    int64_t extent = 1;
     for (size_t i = 0; i < dims->size(); ++i) {
         if ((*strides)[i] < 0) return false;
         if ((*strides)[i] == 0) (*dims)[i] = 1;
-        if ((*dims)[i] > 1) extent = std::max(extent, (*dims)[i] * (*strides)[i]);
     }
-    for (size_t i = 0; i < dims->size(); ++i)
-        if ((*dims)[i] == 1) (*strides)[i] = extent;
+    for (size_t i = dims->size(); i-- > 0;)
+        if ((*dims)[i] == 1) (*strides)[i] = i + 1 < dims->size() ? (*strides)[i + 1] * (*dims)[i + 1] : 1;
     return true;
 }
 
