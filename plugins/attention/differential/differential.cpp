@@ -19,8 +19,9 @@
 //     plus 3 D per layer (the four lambda vectors and the norm weight). Halve heads yourself for
 //     the paper's setting.
 //   - The value is not split: both maps multiply the same v of D, as in the paper's eq. (1).
-//   - Dropout (AttentionShape::dropout) acts on each softmax map before the subtraction (the maps
-//     of attention::softmax_attention / fused_attention), an implementation choice.
+//   - Dropout (AttentionShape::dropout) acts on the difference map, as in the authors' code: both
+//     maps draw the same mask (the generator is rewound between them), so dropping each map's
+//     weights is dropping A1 - lambda A2's.
 //   - The paper's SwiGLU and pre-RMSNorm of the surrounding block belong to the model.
 // Each map is attention::softmax_attention (fused = false: q1 and k1 as D / 2 slices) or
 // attention::fused_attention (fused = true: the backend's tiled kernel takes q, k and v of one
@@ -84,12 +85,20 @@ protected:
         const int64_t D = q.size(3), half = D / 2;
         AttentionCoreArgs map_args = args;
         map_args.scale = 1.0f / std::sqrt(static_cast<float>(half));
+        // Dropout acts on the difference map A1 - lambda A2 (as in the authors' code), i.e. one mask
+        // for both maps: the second map draws from the generator position the first drew from, so
+        // (M A1 / (1 - p)) v - lambda (M A2 / (1 - p)) v = (M (A1 - lambda A2) / (1 - p)) v.
+        Generator* rng = args.training && args.dropout > 0.0f ? args.dropout_rng : nullptr;
+        const uint64_t mask_offset = rng ? rng->offset() : 0;
+        auto same_mask = [&] { if (rng) rng->set_offset(mask_offset); };
         Tensor a1v, a2v;  // A1 v, A2 v: [B, H, T, D]
         if (fused_) {
             a1v = attention::fused_attention(ops::mul(q, first_half_), k, v, map_args);
+            same_mask();
             a2v = attention::fused_attention(ops::mul(q, second_half_), k, v, map_args);
         } else {
             a1v = attention::softmax_attention(ops::slice(q, 3, 0, half), ops::slice(k, 3, 0, half), v, map_args);
+            same_mask();
             a2v = attention::softmax_attention(ops::slice(q, 3, half, D), ops::slice(k, 3, half, D), v, map_args);
         }
         Tensor diff = ops::sub(a1v, ops::mul(a2v, lambda()));  // eq. (1)
