@@ -215,9 +215,10 @@ TEST_CASE("the plugin guide's example builds against the installed SDK, passes i
     CHECK_THAT(described.out, Contains("one of: both, logits, weights, none"));
 
     // The conformance check ran every check its declarations call for (bash -e already stopped on
-    // a failing one): causality and padding because it declares them, exact because of mix=none.
-    for (const char* check : {"PASS shapes", "PASS gradients", "PASS causality", "PASS padding", "PASS exact",
-                              "PASS determinism"})
+    // a failing one): causality and padding because it declares them, exact because of mix=none,
+    // dropout because its weights take it; no KV cache declared.
+    for (const char* check : {"PASS shapes", "PASS gradients", "PASS causality", "PASS batch_independence",
+                              "PASS padding", "SKIP kv_cache", "PASS dropout", "PASS exact", "PASS determinism"})
         CHECK_THAT(outcome.out, Contains(check));
 
     // The sweep: four finished runs, one per attention.mix, each of which learned to copy (chance

@@ -612,8 +612,8 @@ TEST_CASE("variants: each plugin declares its capabilities, exact options and op
 // ---------------------------------------------------------------- conformance
 
 // The shared check (lab::check_attention): shapes, gradients against finite differences,
-// causality, padding, exactness where declared, determinism. The composite and fused paths of
-// each variant are checked on their own.
+// causality, batch independence, padding, KV cache, dropout, exactness where declared,
+// determinism. The composite and fused paths of each variant are checked on their own.
 TEST_CASE("gqa: conformance (multi-query composite, grouped fused)", "[attention][variants]") {
     lab_test::require_conformant("gqa", {{"kv_heads", "1"}});
     lab_test::require_conformant("gqa", {{"kv_heads", "2"}, {"fused", "true"}});

@@ -2,15 +2,31 @@
 // attention plugin's tests call (tests/attention_conformance.h). It builds the plugin through the
 // Registry at small sizes and checks, on the given backend:
 //   shapes       output [B, T, C] for several B and T, finite values
-//   gradients    input and parameter gradients against central finite differences (causal and not)
-//   causality    (if supported) perturbing tokens t.. changes no output before t
-//   padding      (if supported) outputs at real positions do not depend on padded positions, and
-//                equal those of the unpadded shorter sequence
+//   gradients    input and parameter gradients against central finite differences (causal and not,
+//                padded and not; T <= 5)
+//   causality    (if supported) changing the input at a later position changes no earlier output,
+//                at T = S = 1, 17, 63, 64, 65, 129, 257 (across the fused kernels' 64-wide tiles) and,
+//                for kv_cache plugins, at T < S (queries the last T of S positions, through a cache);
+//                every position changed alone up to T = 65, beyond that every position from t on
+//                for t at and after each multiple of 32
+//   batch_independence  changing one sequence of a batch changes no other sequence's outputs or
+//                input gradients, at the same lengths
+//   padding      (if supported) a padded sequence's outputs at its real positions equal those of the
+//                same sequence run alone, and do not move when its padded inputs change
+//   kv_cache     (if declared) decoding token by token and in chunks equals the full causal forward
+//   dropout      at p = 0.1 in training, a share p of the attention weights is dropped (within five
+//                binomial standard deviations) and the rest scaled by 1 / (1 - p); eval mode drops
+//                nothing. Skipped where no weight changes and the plugin declares no softmax
+//                equivalence (it has no probabilities to drop, e.g. attention/linear)
 //   exact        (if the plugin declares AttentionTraits::equals_softmax_with) with those options
 //                and the same parameters, outputs and gradients equal attention/softmax's
 //   determinism  two identical forward+backward passes agree bit for bit
-// and, unless disabled, a cost profile: forward and forward+backward time and peak memory at
-// sequence lengths 128 ... 4096.
+// Causality, batch independence and padding run in train and in eval mode (the block's training
+// flag off, as validation and `labrun generate` run it), each with dropout 0 and 0.1; comparisons
+// across shapes (padded against alone, cached against full) without dropout, whose masks depend on
+// the shape. A failure names the property, the mode, the lengths (T and S)
+// and the first offending position (sequence, query, key where known). Unless disabled, a cost
+// profile follows: forward and forward+backward time and peak memory at sequence lengths 128 ... 4096.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -33,7 +49,8 @@ struct AttentionCheckSettings {
 
 struct AttentionCheckResult {
     enum class Status { passed, failed, skipped };
-    std::string name;    // "shapes", "gradients", "causality", "padding", "exact", "determinism"
+    std::string name;    // "shapes", "gradients", "causality", "batch_independence", "padding", "kv_cache",
+                         // "dropout", "exact", "determinism" (in that order)
     Status status = Status::skipped;
     std::string detail;  // what was measured (worst errors), or why it failed / was skipped
 };
