@@ -506,4 +506,11 @@ TEST_CASE("every experiment file in experiments/ resolves (labrun --dry-run)", "
         ++files;
     }
     CHECK(files >= 10);
+    // experiments/ablation/ holds files that only make sense included by a sweep, and one study of
+    // its own: 3 position schemes x 3 seeds.
+    Outcome study = run_labrun({(fs::path(LAB_SOURCE_DIR) / "experiments/ablation/length_extrapolation.ini").string(),
+                                "--dry-run"});
+    INFO(study);
+    CHECK(study.exit_code == 0);
+    CHECK_THAT(study.out, Catch::Matchers::StartsWith("# 9 runs of sweep"));
 }
