@@ -386,6 +386,7 @@ AttentionCheckReport check_attention(const Registry& registry, Backend& backend,
     report.plugin = "attention/" + name;
     for (const auto& [key, value] : settings.options)
         report.options += (report.options.empty() ? "" : " ") + key + "=" + value;
+    if (settings.rope) report.options += std::string(report.options.empty() ? "" : " ") + "rope";
     report.backend = backend.name();
     // A plugin that cannot be built at the checks' shape is a configuration problem, not a
     // failed check: let its ConfigError through before any check runs.

@@ -252,7 +252,9 @@ public:
         ctx.data_rng = Generator(settings_.seed, kStreamData);
         ctx.train.batch = batch;  // for plugins that size buffers by the longest sequence
         ctx.train.seq_len = seq_len;
-        inst.module = registry_.factory<AttentionFactory>("attention", plugin)(options, shape, ctx);
+        AttentionShape built = shape;
+        built.rope = settings_.rope;
+        inst.module = registry_.factory<AttentionFactory>("attention", plugin)(options, built, ctx);
         if (!inst.module)
             throw PluginError("attention/" + plugin + ": the factory returned no module; it must return the "
                               "attention block it built");

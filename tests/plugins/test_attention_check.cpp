@@ -322,6 +322,30 @@ TEST_CASE("attention check: every shipped attention plugin passes every check it
     }
 }
 
+TEST_CASE("attention check: with rotary positions (--rope) every softmax-family plugin passes, KV cache included",
+          "[attention][check][rope]") {
+    CheckFixture f;
+    for (const auto& [name, options] : std::vector<std::pair<std::string, std::map<std::string, std::string>>>{
+             {"softmax", {}},
+             {"softmax", {{"fused", "true"}}},
+             {"gqa", {{"kv_heads", "1"}}},
+             {"local", {}},
+             {"alibi", {}},
+             {"sigmoid", {}},
+             {"differential", {}}}) {
+        lab::AttentionCheckSettings settings;
+        settings.options = options;
+        settings.profile_lengths.clear();
+        settings.rope = true;
+        lab::AttentionCheckReport report = lab::check_attention(f.registry, f.backend, name, settings);
+        INFO(report.format());
+        CHECK(report.passed());
+        CHECK_THAT(report.options, Contains("rope"));
+        // The KV cache is checked at T < S, where the new positions' rotation must start at S - T.
+        CHECK(find_check(report, "kv_cache").status == Status::passed);
+    }
+}
+
 TEST_CASE("attention check: errors and a profile length that fails", "[attention][check]") {
     CheckFixture f;
     CHECK_THROWS_AS(f.check("sofmax"), lab::PluginError);

@@ -93,6 +93,7 @@ CheckRecord describe_check(const std::string& name, const lab::Options& options,
                      {"check.profile_lengths", join_lengths(settings.profile_lengths)},
                      {"experiment.backend", backend},
                      {"experiment.seed", std::to_string(settings.seed)},
+                     {"check.rope", settings.rope ? "true" : "false"},
                      {"attention.type", name}};
     for (const auto& [key, value] : options.values()) record.params.emplace_back("attention." + key, value.text);
     for (const auto& [key, value] : record.params) record.config_text += key + " = " + value + "\n";
@@ -116,6 +117,7 @@ int run_attention_check(const lab::Registry& registry, const std::vector<std::st
     lab::AttentionCheckSettings settings;
     settings.options = parse_plugin_options(args);
     settings.seed = cli.seed;
+    settings.rope = cli.rope;
     if (cli.no_profile) settings.profile_lengths.clear();
     else if (!cli.profile_lengths.empty()) settings.profile_lengths = parse_lengths(cli.profile_lengths);
     // Every argument is checked before anything runs or is recorded.

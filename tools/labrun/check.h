@@ -17,6 +17,7 @@ struct CheckCliOptions {
     std::string backend;          // --backend; empty: onednn when loaded, else reference
     std::string profile_lengths;  // --profile-lengths "128,256,..."; empty: the default lengths
     bool no_profile = false;      // --no-profile
+    bool rope = false;            // --rope: blocks built with rotary position embeddings
     std::string db;               // --db FILE; empty: nothing is recorded
     uint64_t seed = 1;            // inputs and the check's parameters
     std::ostream* out = nullptr;  // where the report goes; null: std::cout

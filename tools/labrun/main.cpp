@@ -55,7 +55,8 @@ const char* kUsageText =
     "usage: labrun [options] EXPERIMENT.ini [section.key=value ...] [--sweep KEY=V1,V2,... ...]\n"
     "       labrun --resume RUN [--db FILE]\n"
     "       labrun --list | --describe KIND/NAME\n"
-    "       labrun --check attention/NAME [key=value ...] [--backend NAME] [--no-profile] [--db FILE]\n"
+    "       labrun --check attention/NAME [key=value ...] [--backend NAME] [--no-profile] [--rope]\n"
+    "                     [--db FILE]\n"
     "       labrun tokenize NAME [key=value ...] [--decode]\n"
     "       labrun eval RUN [section.key=value ...] [--db FILE]\n"
     "       labrun generate (RUN | RUN_FOLDER | CHECKPOINT) --prompt TEXT [--max-tokens N] [--temperature T]\n"
@@ -88,7 +89,8 @@ const char* kUsageText =
     "gradients (finite differences), causality, batch independence, padding, KV cache decoding, dropout\n"
     "(lengths 1 ... 257 across kernel tiles, train and eval mode), agreement with attention/softmax where\n"
     "the plugin declares it exact, and determinism; then times it at sequence lengths 128 ... 4096. Exit\n"
-    "code 0 when every check passed, 1 otherwise; --db FILE records the report and the profile as a run.\n"
+    "code 0 when every check passed, 1 otherwise; --db FILE records the report and the profile as a run;\n"
+    "--rope builds the blocks with rotary position embeddings (as model/gpt position = rope).\n"
     "\n"
     "tokenize: reads UTF-8 lines from stdin and prints one line of space-separated ids per line\n"
     "(with --decode: reads lines of ids and prints the text). key=value pairs are the tokenizer's\n"
@@ -559,6 +561,7 @@ int run_main(int argc, char** argv) {
         ("profile-lengths", po::value<std::string>()->value_name("N,N,..."),
          "--check: sequence lengths of the cost profile (default 128,256,512,1024,2048,4096)")
         ("no-profile", "--check: skip the cost profile")
+        ("rope", "--check: build the blocks with rotary position embeddings (as model/gpt position = rope)")
         ("db", po::value<std::string>()->value_name("FILE"),
          "results database of --resume, eval and generate (default results/lab.db), or where --check records "
          "its report")
@@ -617,6 +620,7 @@ int run_main(int argc, char** argv) {
         if (vm.count("backend")) check.backend = vm["backend"].as<std::string>();
         if (vm.count("profile-lengths")) check.profile_lengths = vm["profile-lengths"].as<std::string>();
         check.no_profile = vm.count("no-profile") > 0;
+        check.rope = vm.count("rope") > 0;
         if (vm.count("db")) check.db = vm["db"].as<std::string>();
         std::vector<std::string> check_args{vm["check"].as<std::string>()};
         check_args.insert(check_args.end(), args.begin(), args.end());

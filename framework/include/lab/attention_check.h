@@ -41,6 +41,10 @@ namespace lab {
 struct AttentionCheckSettings {
     std::map<std::string, std::string> options;  // the plugin's options (validated against its schema)
     uint64_t seed = 1;
+    // Build every block with rotary position embeddings (AttentionShape::rope, base 10000), as
+    // model/gpt's position = rope does: the checks then cover the rotation under causal masks,
+    // padding and the KV cache's positions.
+    bool rope = false;
     // Cost profile: empty lengths = no profile.
     std::vector<int64_t> profile_lengths = {128, 256, 512, 1024, 2048, 4096};
     int64_t profile_batch = 1, profile_hidden = 256, profile_heads = 4;
