@@ -31,14 +31,29 @@ Outcome run_with_plugin(const fs::path& ini, const std::string& plugin_stem) {
     return run_program(kLabrunBinary, {ini.string(), "--no-progress", "--plugin-path", plugin.string()});
 }
 
+// copy_run with `attention` (loaded from the test plugin `plugin_stem`), in a directory of its own.
+struct ProbeRun {
+    TempDir dir;
+    fs::path db = dir.path / "r.db";
+    Outcome outcome;
+
+    ProbeRun(const std::string& attention, const std::string& plugin_stem)
+        : outcome(run_with_plugin(dir.write("probe.ini", copy_run(db, attention)), plugin_stem)) {}
+};
+
+// What a run refused before its first step leaves in its database: a failed run without one metric.
+void check_refused(const PlainSqlite& sql) {
+    CHECK(sql.one("SELECT status FROM runs").text == "failed");
+    CHECK(sql.one("SELECT COUNT(*) FROM metrics").integer == 0);  // not one step was taken
+}
+
 }  // namespace
 
 TEST_CASE("a GPT run whose attention sees the next token is refused before its first step", "[e2e][probe]") {
-    TempDir dir;
-    fs::path db = dir.path / "r.db";
     // attention/leaky (from = 0): query i also sees key i + 1, in both modes; `labrun --check` would
     // fail it, but nothing made the user run the check after rebuilding.
-    Outcome outcome = run_with_plugin(dir.write("leaky.ini", copy_run(db, "leaky")), "leaky_attention");
+    ProbeRun run("leaky", "leaky_attention");
+    const Outcome& outcome = run.outcome;
     INFO(outcome);
     CHECK(outcome.exit_code == 1);  // a refused run: "run failed"
     CHECK_THAT(outcome.err, Contains("causality probe: model/gpt sees the future in training mode: its output at "
@@ -47,40 +62,36 @@ TEST_CASE("a GPT run whose attention sees the next token is refused before its f
     CHECK_THAT(outcome.err, Contains("the first attention block that leaks on its own is h.0.attn (attention/leaky)"));
     CHECK_THAT(outcome.err, Contains("labrun --check attention/NAME"));
 
-    PlainSqlite sql(db, PlainSqlite::Access::read_only);
-    CHECK(sql.one("SELECT status FROM runs").text == "failed");
+    PlainSqlite sql(run.db, PlainSqlite::Access::read_only);
+    check_refused(sql);
     CHECK_THAT(sql.one("SELECT error FROM runs").text, Contains("sees the future in training mode") &&
                                                            Contains("h.0.attn (attention/leaky)"));
-    CHECK(sql.one("SELECT COUNT(*) FROM metrics").integer == 0);  // not one step was taken
     CHECK(sql.one("SELECT COUNT(*) FROM plugins WHERE kind = 'attention' AND name = 'leaky'").integer == 1);
 }
 
 TEST_CASE("an attention that leaks only in evaluation mode is refused too", "[e2e][probe]") {
-    TempDir dir;
-    fs::path db = dir.path / "r.db";
-    Outcome outcome = run_with_plugin(dir.write("eval.ini", copy_run(db, "eval_leaky")), "eval_leaky_attention");
+    ProbeRun run("eval_leaky", "eval_leaky_attention");
+    const Outcome& outcome = run.outcome;
     INFO(outcome);
     CHECK(outcome.exit_code == 1);
     CHECK_THAT(outcome.err, Contains("causality probe: model/gpt sees the future in evaluation mode: its output at "
                                      "position 0 changed by"));
     CHECK_THAT(outcome.err, Contains("h.0.attn (attention/eval_leaky)"));
     CHECK_THAT(outcome.err, !Contains("training mode:"));
-    PlainSqlite sql(db, PlainSqlite::Access::read_only);
-    CHECK(sql.one("SELECT status FROM runs").text == "failed");
+    PlainSqlite sql(run.db, PlainSqlite::Access::read_only);
+    check_refused(sql);
     CHECK_THAT(sql.one("SELECT error FROM runs").text, Contains("in evaluation mode"));
-    CHECK(sql.one("SELECT COUNT(*) FROM metrics").integer == 0);
 }
 
 TEST_CASE("an honest causal run reports the probe and trains", "[e2e][probe]") {
-    TempDir dir;
-    fs::path db = dir.path / "r.db";
     // attention/leaky with its leak beyond every position is softmax attention: the probe passes.
-    Outcome outcome = run_with_plugin(dir.write("ok.ini", copy_run(db, "leaky\nfrom = 1000000")), "leaky_attention");
+    ProbeRun run("leaky\nfrom = 1000000", "leaky_attention");
+    const Outcome& outcome = run.outcome;
     INFO(outcome);
     REQUIRE(outcome.exit_code == 0);
     CHECK_THAT(outcome.err, Contains("causality probe: model/gpt sees no later token in training or evaluation mode "
                                      "(2 x 9 random tokens, replaced from t = 1, 4, 8 on: 8 forward passes, "));
     CHECK_THAT(outcome.err, Contains("outputs before t bitwise equal)"));
-    PlainSqlite sql(db, PlainSqlite::Access::read_only);
+    PlainSqlite sql(run.db, PlainSqlite::Access::read_only);
     CHECK(sql.one("SELECT status FROM runs").text == "finished");
 }

@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstddef>
-#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "attention_conformance.h"
+#include "attention_test_support.h"
 #include "gradcheck.h"
 #include "lab/autograd.h"
 #include "lab/error.h"
@@ -25,109 +25,19 @@
 #include "lab/ops.h"
 #include "lab/registry.h"
 
-using lab::Shape;
 using lab::Tensor;
 using Catch::Matchers::Contains;
+using namespace lab_test;
 
 namespace {
 
-using Doubles = std::vector<double>;
-using OptionMap = std::map<std::string, std::string>;
+// Every parameter N(0, 0.5^2) (randomize): at the default N(0, 0.02) every score is near 0, every
+// sigmoid near 1 / (1 + n) and both differential maps nearly uniform, which would hide a wrong map.
+constexpr float kWeightStd = 0.5f;
 
-struct Fixture {
-    lab::Registry registry;
-    lab::HostBackend backend;
-    lab::BuildContext ctx;
-
-    Fixture() {
-        registry.load_directory(LAB_PLUGIN_DIR);
-        ctx.backend = &backend;
-        ctx.registry = &registry;
-        ctx.init_rng = lab::Generator(13, lab::kStreamInit);
-        ctx.dropout_rng = lab::Generator(13, lab::kStreamDropout);
-    }
-
-    // attention/`name` with `options` for hidden C, H heads, block `layer`, no dropout.
-    std::shared_ptr<lab::Attention> make(const std::string& name, const OptionMap& options, int64_t C, int64_t H,
-                                         int64_t layer = 0) {
-        lab::AttentionShape shape;
-        shape.hidden = C;
-        shape.heads = H;
-        shape.layer = layer;
-        lab::Options opts = lab::plugin_options(registry, "attention", name, options, "test");
-        return registry.factory<lab::AttentionFactory>("attention", name)(opts, shape, ctx);
-    }
+struct Fixture : AttentionFixture {
+    Fixture() : AttentionFixture(13) {}
 };
-
-Tensor param(const lab::Module& m, const std::string& name) {
-    for (const auto& [n, t] : m.named_parameters())
-        if (n == name) return t;
-    FAIL("no parameter " << name);
-    return Tensor();
-}
-
-void set_param(const lab::Module& m, const std::string& name, const std::vector<float>& values) {
-    Tensor t = param(m, name);
-    REQUIRE(static_cast<int64_t>(values.size()) == t.numel());
-    t.copy_(Tensor::from_floats(t.backend(), t.shape(), values));
-}
-
-// Every parameter N(0, std^2): at the default N(0, 0.02) every score is near 0, every sigmoid
-// near 1 / (1 + n) and both differential maps nearly uniform, which would hide a wrong map.
-void randomize(const lab::Module& m, uint32_t seed, float std = 0.5f) {
-    for (const auto& [name, t] : m.named_parameters()) {
-        std::vector<float> v = lab::testing::normal_floats(static_cast<size_t>(t.numel()), seed++);
-        for (float& x : v) x *= std;
-        set_param(m, name, v);
-    }
-}
-
-Doubles read(const lab::Module& m, const std::string& name) {
-    std::vector<float> v = param(m, name).to_floats();
-    return Doubles(v.begin(), v.end());
-}
-
-// q, k, v [B, H, T, D] of a MultiHeadAttention with H kv heads: c_attn rows are q heads, then k
-// heads, then v heads, D rows each.
-struct Projected {
-    int64_t B = 0, T = 0, C = 0, H = 0, D = 0;
-    Doubles q, k, v;
-    double& at(Doubles& t, int64_t b, int64_t h, int64_t i, int64_t d) const {
-        return t[static_cast<size_t>(((b * H + h) * T + i) * D + d)];
-    }
-};
-
-Projected project(const lab::Module& m, const std::vector<float>& x, int64_t B, int64_t T, int64_t C, int64_t H) {
-    Projected p{B, T, C, H, C / H, {}, {}, {}};
-    const Doubles w = read(m, "c_attn.weight"), bias = read(m, "c_attn.bias");
-    p.q.assign(static_cast<size_t>(B * C * T), 0.0);
-    p.k = p.v = p.q;
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t)
-            for (int64_t r = 0; r < 3 * C; ++r) {
-                double y = bias[static_cast<size_t>(r)];
-                for (int64_t c = 0; c < C; ++c)
-                    y += w[static_cast<size_t>(r * C + c)] * x[static_cast<size_t>((b * T + t) * C + c)];
-                Doubles& target = r < C ? p.q : r < 2 * C ? p.k : p.v;
-                p.at(target, b, (r % C) / p.D, t, r % p.D) = y;
-            }
-    return p;
-}
-
-// context [B, H, T, D] -> heads merged -> c_proj -> [B, T, C].
-Doubles project_out(const lab::Module& m, Projected& p, Doubles& context) {
-    const Doubles w = read(m, "c_proj.weight"), bias = read(m, "c_proj.bias");
-    Doubles out(static_cast<size_t>(p.B * p.T * p.C));
-    for (int64_t b = 0; b < p.B; ++b)
-        for (int64_t t = 0; t < p.T; ++t)
-            for (int64_t o = 0; o < p.C; ++o) {
-                double y = bias[static_cast<size_t>(o)];
-                for (int64_t c = 0; c < p.C; ++c)
-                    y += w[static_cast<size_t>(o * p.C + c)] * p.at(context, b, c / p.D, t, c % p.D);
-                out[static_cast<size_t>((b * p.T + t) * p.C + o)] = y;
-            }
-    return out;
-}
 
 // Whether query i of sequence b attends to key j: causal and key padding (padding [B, T], 1 = padded).
 bool attends(bool causal, const std::vector<int64_t>& padding, int64_t T, int64_t b, int64_t i, int64_t j) {
@@ -138,7 +48,8 @@ bool attends(bool causal, const std::vector<int64_t>& padding, int64_t T, int64_
 // query i attends to, 0 for the others; n = fixed_n, or (fixed_n = 0) the number of those keys.
 Doubles sigmoid_output(const lab::Module& m, const std::vector<float>& x, int64_t B, int64_t T, int64_t C, int64_t H,
                        bool causal, const std::vector<int64_t>& padding, int64_t fixed_n) {
-    Projected p = project(m, x, B, T, C, H);
+    const HostAttention a = read_back(m, C, H);
+    Projected p = project(a, x, B, T);
     Doubles context(p.q.size(), 0.0);
     for (int64_t b = 0; b < B; ++b)
         for (int64_t h = 0; h < H; ++h)
@@ -149,13 +60,13 @@ Doubles sigmoid_output(const lab::Module& m, const std::vector<float>& x, int64_
                 for (int64_t j = 0; j < T; ++j) {
                     if (!attends(causal, padding, T, b, i, j)) continue;
                     double s = 0.0;
-                    for (int64_t d = 0; d < p.D; ++d) s += p.at(p.q, b, h, i, d) * p.at(p.k, b, h, j, d);
+                    for (int64_t d = 0; d < p.D; ++d) s += p.q[p.at(b, h, i, d)] * p.k[p.kv_at(b, h, j, d)];
                     s = s / std::sqrt(static_cast<double>(p.D)) - std::log(static_cast<double>(n));
                     const double weight = 1.0 / (1.0 + std::exp(-s));
-                    for (int64_t d = 0; d < p.D; ++d) p.at(context, b, h, i, d) += weight * p.at(p.v, b, h, j, d);
+                    for (int64_t d = 0; d < p.D; ++d) context[p.at(b, h, i, d)] += weight * p.v[p.kv_at(b, h, j, d)];
                 }
             }
-    return project_out(m, p, context);
+    return project_out(a, context, B, T);
 }
 
 double lambda_init_of(int64_t layer) { return 0.8 - 0.6 * std::exp(-0.3 * static_cast<double>(layer)); }
@@ -166,7 +77,8 @@ double lambda_init_of(int64_t layer) { return 0.8 - 0.6 * std::exp(-0.3 * static
 Doubles differential_output(const lab::Module& m, const std::vector<float>& x, int64_t B, int64_t T, int64_t C,
                             int64_t H, int64_t layer, bool causal, const std::vector<int64_t>& padding,
                             double eps = 1e-5) {
-    Projected p = project(m, x, B, T, C, H);
+    const HostAttention a = read_back(m, C, H);
+    Projected p = project(a, x, B, T);
     const int64_t D = p.D, half = D / 2;
     const Doubles q1 = read(m, "lambda_q1"), k1 = read(m, "lambda_k1"), q2 = read(m, "lambda_q2"),
                   k2 = read(m, "lambda_k2"), gain = read(m, "subln.weight");
@@ -180,7 +92,7 @@ Doubles differential_output(const lab::Module& m, const std::vector<float>& x, i
         for (int64_t j = 0; j < T; ++j) {
             if (!attends(causal, padding, T, b, i, j)) continue;
             double s = 0.0;
-            for (int64_t d = first; d < first + half; ++d) s += p.at(p.q, b, h, i, d) * p.at(p.k, b, h, j, d);
+            for (int64_t d = first; d < first + half; ++d) s += p.q[p.at(b, h, i, d)] * p.k[p.kv_at(b, h, j, d)];
             w[static_cast<size_t>(j)] = s / std::sqrt(static_cast<double>(half));
             top = std::max(top, w[static_cast<size_t>(j)]);
         }
@@ -203,43 +115,16 @@ Doubles differential_output(const lab::Module& m, const std::vector<float>& x, i
                 for (int64_t d = 0; d < D; ++d) {
                     for (int64_t j = 0; j < T; ++j)
                         diff[static_cast<size_t>(d)] +=
-                            (a1[static_cast<size_t>(j)] - lambda * a2[static_cast<size_t>(j)]) * p.at(p.v, b, h, j, d);
+                            (a1[static_cast<size_t>(j)] - lambda * a2[static_cast<size_t>(j)]) *
+                            p.v[p.kv_at(b, h, j, d)];
                     square_sum += diff[static_cast<size_t>(d)] * diff[static_cast<size_t>(d)];
                 }
                 const double rms = std::sqrt(square_sum / static_cast<double>(D) + eps);
                 for (int64_t d = 0; d < D; ++d)
-                    p.at(context, b, h, i, d) =
+                    context[p.at(b, h, i, d)] =
                         (1.0 - init) * diff[static_cast<size_t>(d)] / rms * gain[static_cast<size_t>(d)];
             }
-    return project_out(m, p, context);
-}
-
-std::vector<float> run(lab::Attention& attention, lab::Backend& backend, const std::vector<float>& x, int64_t B,
-                       int64_t T, int64_t C, bool causal, const std::vector<int64_t>& padding = {}) {
-    lab::NoGradGuard no_grad;
-    lab::AttentionContext context;
-    context.causal = causal;
-    if (!padding.empty()) context.padding_mask = Tensor::from_ints(backend, {B, T}, padding, lab::DType::u8);
-    return attention.forward(Tensor::from_floats(backend, {B, T, C}, x), context).to_floats();
-}
-
-// The rows [B, T, C] of `values` at unpadded positions (outputs at padded positions are unspecified).
-template <class Values>
-Values real_rows(const Values& values, const std::vector<int64_t>& padding, int64_t C) {
-    if (padding.empty()) return values;
-    Values out;
-    for (size_t r = 0; r < padding.size(); ++r)
-        if (!padding[r])
-            out.insert(out.end(), values.begin() + static_cast<std::ptrdiff_t>(r * C),
-                       values.begin() + static_cast<std::ptrdiff_t>((r + 1) * C));
-    return out;
-}
-
-double max_abs_diff(const std::vector<float>& got, const Doubles& want) {
-    REQUIRE(got.size() == want.size());
-    double worst = 0.0;
-    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(got[i]) - want[i]));
-    return worst;
+    return project_out(a, context, B, T);
 }
 
 // Decodes x [B, T, C] one position at a time through a KV cache, causal: the outputs [B, T, C].
@@ -265,22 +150,6 @@ std::vector<float> decode_with_cache(lab::Attention& attention, lab::Backend& ba
     return out;
 }
 
-// Padding for B = 2: the first sequence has none, the second its last two positions.
-std::vector<int64_t> tail_padding(int64_t T) {
-    std::vector<int64_t> padding(static_cast<size_t>(2 * T), 0);
-    padding[static_cast<size_t>(2 * T - 1)] = padding[static_cast<size_t>(2 * T - 2)] = 1;
-    return padding;
-}
-
-std::string config_error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const lab::ConfigError& e) {
-        return e.what();
-    }
-    return "(no ConfigError)";
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- sigmoid
@@ -297,7 +166,7 @@ TEST_CASE("sigmoid: output equals sigmoid(q k^T / sqrt(D) - log n) v by hand", "
         std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(c.B * c.T * C), 31);
         for (const char* bias_n : {"0", "5"}) {
             auto attention = f.make("sigmoid", {{"bias_n", bias_n}}, C, H);
-            randomize(*attention, 32);
+            randomize(*attention, 32, kWeightStd);
             for (bool causal : {false, true}) {
                 INFO("B " << c.B << ", T " << c.T << ", bias_n " << bias_n << ", causal " << causal << ", padded "
                           << !c.padding.empty());
@@ -317,21 +186,11 @@ TEST_CASE("sigmoid: the bias is -log(n) with n the keys a query attends to, mask
     // output[b, i, h D + j] = w^h_ij.
     Fixture f;
     const int64_t T = 6, H = 2, D = 8, C = H * D, B = 2;
-    std::vector<float> x(static_cast<size_t>(B * T * C), 0.0f);
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t) x[static_cast<size_t>((b * T + t) * C + t)] = 1.0f;
-    std::vector<float> c_attn(static_cast<size_t>(3 * C * C), 0.0f);
-    for (int64_t h = 0; h < H; ++h)
-        for (int64_t d = 0; d < D; ++d) c_attn[static_cast<size_t>((2 * C + h * D + d) * C + d)] = 1.0f;
-    std::vector<float> identity(static_cast<size_t>(C * C), 0.0f);
-    for (int64_t c = 0; c < C; ++c) identity[static_cast<size_t>(c * C + c)] = 1.0f;
+    const std::vector<float> x = one_hot_positions(B, T, C);
     const std::vector<int64_t> padding = tail_padding(T);  // sequence 1 has 4 real keys
     for (int64_t fixed_n : {int64_t{0}, int64_t{10}}) {
         auto attention = f.make("sigmoid", {{"bias_n", std::to_string(fixed_n)}}, C, H);
-        set_param(*attention, "c_attn.weight", c_attn);
-        set_param(*attention, "c_attn.bias", std::vector<float>(static_cast<size_t>(3 * C), 0.0f));
-        set_param(*attention, "c_proj.weight", identity);
-        set_param(*attention, "c_proj.bias", std::vector<float>(static_cast<size_t>(C), 0.0f));
+        set_weight_readout(*attention, C, H);
         for (bool causal : {false, true}) {
             std::vector<float> out = run(*attention, f.backend, x, B, T, C, causal, padding);
             for (int64_t b = 0; b < B; ++b)
@@ -358,21 +217,12 @@ TEST_CASE("sigmoid: a masked key has exactly zero gradient and zero influence", 
     Fixture f;
     const int64_t T = 7, C = 8, H = 2;
     auto attention = f.make("sigmoid", {}, C, H);
-    randomize(*attention, 33);
+    randomize(*attention, 33, kWeightStd);
     std::vector<float> x_values = lab::testing::normal_floats(static_cast<size_t>(T * C), 34);
     const int64_t i = 3;  // d output_i / d x_j, causal: zero for every j > i
-    Tensor x = Tensor::from_floats(f.backend, {1, T, C}, x_values);
-    x.set_requires_grad(true);
-    lab::AttentionContext context;
-    context.causal = true;
-    Tensor out = attention->forward(x, context);
-    std::vector<float> seed(static_cast<size_t>(T * C), 0.0f);
-    for (int64_t c = 0; c < C; ++c) seed[static_cast<size_t>(i * C + c)] = 1.0f;
-    lab::backward(out, Tensor::from_floats(f.backend, {1, T, C}, seed));
-    std::vector<float> grad = x.grad().to_floats();
+    const std::vector<float> influence = input_influence(*attention, f.backend, x_values, T, C, true, i);
     for (int64_t j = 0; j < T; ++j) {
-        float largest = 0.0f;
-        for (int64_t c = 0; c < C; ++c) largest = std::max(largest, std::fabs(grad[static_cast<size_t>(j * C + c)]));
+        const float largest = influence[static_cast<size_t>(j)];
         INFO("input " << j << ": max |d output_" << i << " / d x| " << largest);
         if (j <= i) CHECK(largest > 1e-6f);
         else CHECK(largest == 0.0f);
@@ -388,7 +238,7 @@ TEST_CASE("sigmoid and differential: decoding with a KV cache equals the full ca
         {"sigmoid", {}}, {"sigmoid", {{"bias_n", "32"}}}, {"differential", {}}, {"differential", {{"fused", "true"}}}};
     for (const auto& [name, options] : variants) {
         auto attention = f.make(name, options, C, H, 1);
-        randomize(*attention, 36);
+        randomize(*attention, 36, kWeightStd);
         std::vector<float> full = run(*attention, f.backend, x, B, T, C, true);
         std::vector<float> cached = decode_with_cache(*attention, f.backend, x, B, T, C);
         INFO("attention/" << name << (options.empty() ? "" : " " + options.begin()->first + "=" +
@@ -410,7 +260,7 @@ TEST_CASE("differential: output equals eq. (1)-(3) by hand, composite and fused"
         std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(c.B * c.T * C), 41);
         for (const char* fused : {"false", "true"}) {
             auto attention = f.make("differential", {{"fused", fused}}, C, H, layer);
-            randomize(*attention, 42);
+            randomize(*attention, 42, kWeightStd);
             for (bool causal : {false, true}) {
                 INFO("B " << c.B << ", T " << c.T << ", fused " << fused << ", causal " << causal << ", padded "
                           << !c.padding.empty());
@@ -433,8 +283,7 @@ TEST_CASE("differential: lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1)) scales the he
     x[0] = 1.0f;
     std::vector<float> c_attn(static_cast<size_t>(3 * C * C), 0.0f);
     for (int64_t c = 0; c < C; ++c) c_attn[static_cast<size_t>((2 * C + c) * C)] = c % 2 == 0 ? 1.0f : -1.0f;
-    std::vector<float> identity(static_cast<size_t>(C * C), 0.0f);
-    for (int64_t c = 0; c < C; ++c) identity[static_cast<size_t>(c * C + c)] = 1.0f;
+    const std::vector<float> identity = identity_matrix(C);
     for (int64_t layer : {0, 1, 2, 5, 11}) {
         auto attention = f.make("differential", {{"norm_eps", "1e-12"}}, C, H, layer);
         set_param(*attention, "c_attn.weight", c_attn);
@@ -456,7 +305,7 @@ TEST_CASE("differential: the lambda vectors receive gradients that match finite 
     Fixture f;
     const int64_t B = 1, T = 4, C = 8, H = 2;
     auto attention = f.make("differential", {}, C, H, 3);
-    randomize(*attention, 43);
+    randomize(*attention, 43, kWeightStd);
     const std::vector<float> x_values = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 44);
     const std::vector<float> weights = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 45);
     lab::AttentionContext context;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attention_conformance.h"
+#include "attention_test_support.h"
 #include "gradcheck.h"
 #include "lab/autograd.h"
 #include "lab/error.h"
@@ -25,121 +26,17 @@
 using lab::Shape;
 using lab::Tensor;
 using Catch::Matchers::Contains;
+using namespace lab_test;
 
 namespace {
 
-using Doubles = std::vector<double>;
-using OptionMap = std::map<std::string, std::string>;
+// Every parameter N(0, 0.4^2) (randomize): the default N(0, 0.02) makes all scores near 0 and
+// every attention nearly uniform, which would hide wrong masks and wrong head mappings.
+constexpr float kWeightStd = 0.4f;
 
-struct VariantFixture {
-    lab::Registry registry;
-    lab::HostBackend backend;
-    lab::BuildContext ctx;
-
-    VariantFixture() {
-        registry.load_directory(LAB_PLUGIN_DIR);
-        ctx.backend = &backend;
-        ctx.registry = &registry;
-        ctx.init_rng = lab::Generator(11, lab::kStreamInit);
-        ctx.dropout_rng = lab::Generator(11, lab::kStreamDropout);
-    }
-
-    // attention/`name` with `options` for hidden C and H heads, no dropout.
-    std::shared_ptr<lab::Attention> make(const std::string& name, const OptionMap& options, int64_t C, int64_t H) {
-        lab::AttentionShape shape;
-        shape.hidden = C;
-        shape.heads = H;
-        lab::Options opts = lab::plugin_options(registry, "attention", name, options, "test");
-        return registry.factory<lab::AttentionFactory>("attention", name)(opts, shape, ctx);
-    }
+struct VariantFixture : AttentionFixture {
+    VariantFixture() : AttentionFixture(11) {}
 };
-
-Tensor param(const lab::Module& m, const std::string& name) {
-    for (const auto& [n, t] : m.named_parameters())
-        if (n == name) return t;
-    FAIL("no parameter " << name);
-    return Tensor();
-}
-
-void set_param(const lab::Module& m, const std::string& name, const std::vector<float>& values) {
-    Tensor t = param(m, name);
-    REQUIRE(static_cast<int64_t>(values.size()) == t.numel());
-    t.copy_(Tensor::from_floats(t.backend(), t.shape(), values));
-}
-
-// Every parameter N(0, std^2): the default N(0, 0.02) makes all scores near 0 and every
-// attention nearly uniform, which would hide wrong masks and wrong head mappings.
-void randomize(const lab::Module& m, uint32_t seed, float std = 0.4f) {
-    for (const auto& [name, t] : m.named_parameters()) {
-        std::vector<float> v = lab::testing::normal_floats(static_cast<size_t>(t.numel()), seed++);
-        for (float& x : v) x *= std;
-        set_param(m, name, v);
-    }
-}
-
-// ---- host references (doubles, plain loops) ----
-
-// The parameters of a MultiHeadAttention read back to the host.
-struct HostAttention {
-    int64_t C = 0, H = 0, Hkv = 0, D = 0;
-    std::vector<float> w_attn, b_attn, w_proj, b_proj;  // [(H + 2 Hkv) D, C], [.], [C, C], [C]
-};
-
-HostAttention read_back(const lab::Module& m, int64_t C, int64_t H) {
-    HostAttention a;
-    a.C = C;
-    a.H = H;
-    a.D = C / H;
-    Tensor w = param(m, "c_attn.weight");
-    a.Hkv = (w.size(0) / a.D - H) / 2;
-    a.w_attn = w.to_floats();
-    a.b_attn = param(m, "c_attn.bias").to_floats();
-    a.w_proj = param(m, "c_proj.weight").to_floats();
-    a.b_proj = param(m, "c_proj.bias").to_floats();
-    return a;
-}
-
-struct Projected {
-    Doubles q, k, v;  // [B, H, T, D], [B, Hkv, T, D], [B, Hkv, T, D]
-};
-
-// x [B, T, C] -> q, k, v: rows of c_attn are q heads, then k heads, then v heads, D rows each.
-Projected project(const HostAttention& a, const std::vector<float>& x, int64_t B, int64_t T) {
-    Projected p;
-    p.q.assign(static_cast<size_t>(B * a.H * T * a.D), 0.0);
-    p.k.assign(static_cast<size_t>(B * a.Hkv * T * a.D), 0.0);
-    p.v = p.k;
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t)
-            for (int64_t r = 0; r < (a.H + 2 * a.Hkv) * a.D; ++r) {
-                double y = a.b_attn[static_cast<size_t>(r)];
-                for (int64_t c = 0; c < a.C; ++c)
-                    y += static_cast<double>(a.w_attn[static_cast<size_t>(r * a.C + c)]) *
-                         x[static_cast<size_t>((b * T + t) * a.C + c)];
-                int64_t slot = r / a.D, d = r % a.D;
-                if (slot < a.H) p.q[static_cast<size_t>(((b * a.H + slot) * T + t) * a.D + d)] = y;
-                else if (slot < a.H + a.Hkv) p.k[static_cast<size_t>(((b * a.Hkv + slot - a.H) * T + t) * a.D + d)] = y;
-                else p.v[static_cast<size_t>(((b * a.Hkv + slot - a.H - a.Hkv) * T + t) * a.D + d)] = y;
-            }
-    return p;
-}
-
-// context [B, H, T, D] -> heads merged -> c_proj -> [B, T, C].
-Doubles project_out(const HostAttention& a, const Doubles& context, int64_t B, int64_t T) {
-    Doubles out(static_cast<size_t>(B * T * a.C));
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t)
-            for (int64_t o = 0; o < a.C; ++o) {
-                double y = a.b_proj[static_cast<size_t>(o)];
-                for (int64_t c = 0; c < a.C; ++c) {
-                    int64_t h = c / a.D, d = c % a.D;
-                    y += static_cast<double>(a.w_proj[static_cast<size_t>(o * a.C + c)]) *
-                         context[static_cast<size_t>(((b * a.H + h) * T + t) * a.D + d)];
-                }
-                out[static_cast<size_t>((b * T + t) * a.C + o)] = y;
-            }
-    return out;
-}
 
 using Visible = std::function<bool(int64_t i, int64_t j)>;
 using Bias = std::function<double(int64_t h, int64_t i, int64_t j)>;
@@ -161,9 +58,7 @@ Doubles softmax_output(const HostAttention& a, const std::vector<float>& x, int6
                 for (int64_t j = 0; j < T; ++j) {
                     if (!visible(i, j) || (!padding.empty() && padding[static_cast<size_t>(b * T + j)])) continue;
                     double s = 0.0;
-                    for (int64_t d = 0; d < D; ++d)
-                        s += p.q[static_cast<size_t>(((b * H + h) * T + i) * D + d)] *
-                             p.k[static_cast<size_t>(((b * a.Hkv + kvh) * T + j) * D + d)];
+                    for (int64_t d = 0; d < D; ++d) s += p.q[p.at(b, h, i, d)] * p.k[p.kv_at(b, kvh, j, d)];
                     s = s * scale + (bias ? bias(h, i, j) : 0.0);
                     weight[static_cast<size_t>(j)] = s;
                     top = std::max(top, s);
@@ -178,9 +73,8 @@ Doubles softmax_output(const HostAttention& a, const std::vector<float>& x, int6
                 }
                 for (int64_t j = 0; j < T; ++j)
                     for (int64_t d = 0; d < D; ++d)
-                        context[static_cast<size_t>(((b * H + h) * T + i) * D + d)] +=
-                            weight[static_cast<size_t>(j)] / total *
-                            p.v[static_cast<size_t>(((b * a.Hkv + kvh) * T + j) * D + d)];
+                        context[p.at(b, h, i, d)] +=
+                            weight[static_cast<size_t>(j)] / total * p.v[p.kv_at(b, kvh, j, d)];
             }
         }
     return project_out(a, context, B, T);
@@ -203,68 +97,15 @@ Doubles linear_output(const HostAttention& a, const std::vector<float>& x, int64
                     if (!padding.empty() && padding[static_cast<size_t>(b * T + j)]) continue;
                     double kernel = 0.0;
                     for (int64_t d = 0; d < D; ++d)
-                        kernel += phi(p.q[static_cast<size_t>(((b * H + h) * T + i) * D + d)]) *
-                                  phi(p.k[static_cast<size_t>(((b * H + h) * T + j) * D + d)]);
+                        kernel += phi(p.q[p.at(b, h, i, d)]) * phi(p.k[p.kv_at(b, h, j, d)]);
                     denominator += kernel;
                     for (int64_t d = 0; d < D; ++d)
-                        numerator[static_cast<size_t>(d)] +=
-                            kernel * p.v[static_cast<size_t>(((b * H + h) * T + j) * D + d)];
+                        numerator[static_cast<size_t>(d)] += kernel * p.v[p.kv_at(b, h, j, d)];
                 }
                 for (int64_t d = 0; d < D; ++d)
-                    context[static_cast<size_t>(((b * H + h) * T + i) * D + d)] =
-                        numerator[static_cast<size_t>(d)] / (denominator + eps);
+                    context[p.at(b, h, i, d)] = numerator[static_cast<size_t>(d)] / (denominator + eps);
             }
     return project_out(a, context, B, T);
-}
-
-// ---- running the plugins ----
-
-std::vector<float> run(lab::Attention& attention, lab::Backend& backend, const std::vector<float>& x, int64_t B,
-                       int64_t T, int64_t C, bool causal, const std::vector<int64_t>& padding = {}) {
-    lab::NoGradGuard no_grad;
-    lab::AttentionContext context;
-    context.causal = causal;
-    if (!padding.empty()) context.padding_mask = Tensor::from_ints(backend, {B, T}, padding, lab::DType::u8);
-    return attention.forward(Tensor::from_floats(backend, {B, T, C}, x), context).to_floats();
-}
-
-double max_abs_diff(const std::vector<float>& got, const Doubles& want) {
-    REQUIRE(got.size() == want.size());
-    double worst = 0.0;
-    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(got[i]) - want[i]));
-    return worst;
-}
-
-double max_abs_diff(const std::vector<float>& got, const std::vector<float>& want) {
-    return max_abs_diff(got, Doubles(want.begin(), want.end()));
-}
-
-// Padding pattern for B = 2: the first sequence has none, the second its last two positions.
-std::vector<int64_t> tail_padding(int64_t T) {
-    std::vector<int64_t> padding(static_cast<size_t>(2 * T), 0);
-    padding[static_cast<size_t>(2 * T - 1)] = padding[static_cast<size_t>(2 * T - 2)] = 1;
-    return padding;
-}
-
-// Rows of `values` [B, T, C] at the positions where `padding` is 0 (outputs at padded positions
-// are not specified by any variant).
-template <class Values>
-Values real_rows(const Values& values, const std::vector<int64_t>& padding, int64_t C) {
-    Values out;
-    for (size_t r = 0; r < padding.size(); ++r)
-        if (!padding[r])
-            out.insert(out.end(), values.begin() + static_cast<std::ptrdiff_t>(r * C),
-                       values.begin() + static_cast<std::ptrdiff_t>((r + 1) * C));
-    return out;
-}
-
-std::string config_error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const lab::ConfigError& e) {
-        return e.what();
-    }
-    return "(no ConfigError)";
 }
 
 const Visible kAll = [](int64_t, int64_t) { return true; };
@@ -280,7 +121,7 @@ TEST_CASE("gqa: kv_heads = 1 projects one key/value head that every query head r
     auto attention = f.make("gqa", {{"kv_heads", "1"}}, C, H);
     CHECK(param(*attention, "c_attn.weight").shape() == Shape{(H + 2) * D, C});
     CHECK(param(*attention, "c_attn.bias").shape() == Shape{(H + 2) * D});
-    randomize(*attention, 3);
+    randomize(*attention, 3, kWeightStd);
     HostAttention host = read_back(*attention, C, H);
     REQUIRE(host.Hkv == 1);
     std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 5);
@@ -299,7 +140,7 @@ TEST_CASE("gqa: query head h reads kv head h / (H / kv_heads), composite and fus
     for (const char* kv_heads : {"2", "3", "0"}) {
         for (const char* fused : {"false", "true"}) {
             auto attention = f.make("gqa", {{"kv_heads", kv_heads}, {"fused", fused}}, C, H);
-            randomize(*attention, 7);
+            randomize(*attention, 7, kWeightStd);
             HostAttention host = read_back(*attention, C, H);
             CHECK(host.Hkv == (std::string(kv_heads) == "0" ? H : std::stoll(kv_heads)));
             for (bool causal : {false, true}) {
@@ -317,7 +158,7 @@ TEST_CASE("gqa: kv_heads = 0 computes exactly what attention/softmax computes", 
     const int64_t B = 2, T = 5, C = 16, H = 4;
     auto gqa = f.make("gqa", {{"kv_heads", "0"}}, C, H);
     auto softmax = f.make("softmax", {}, C, H);
-    randomize(*gqa, 9);
+    randomize(*gqa, 9, kWeightStd);
     softmax->load_state_dict(gqa->state_dict());
     std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 10);
     for (bool causal : {false, true})
@@ -339,7 +180,7 @@ TEST_CASE("local: the composite path attends exactly to the window", "[attention
     VariantFixture f;
     const int64_t B = 2, T = 10, C = 16, H = 2, window = 3;
     auto attention = f.make("local", {{"window", std::to_string(window)}, {"fused", "false"}}, C, H);
-    randomize(*attention, 12);
+    randomize(*attention, 12, kWeightStd);
     HostAttention host = read_back(*attention, C, H);
     std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 13);
     std::vector<int64_t> padding = tail_padding(T);
@@ -363,7 +204,7 @@ TEST_CASE("local: fused and composite paths agree", "[attention][variants]") {
     for (const char* window : {"1", "5", "16", "1000000"}) {
         auto fused = f.make("local", {{"window", window}, {"fused", "true"}}, C, H);
         auto composite = f.make("local", {{"window", window}, {"fused", "false"}}, C, H);
-        randomize(*fused, 15);
+        randomize(*fused, 15, kWeightStd);
         composite->load_state_dict(fused->state_dict());
         for (bool causal : {false, true}) {
             INFO("window " << window << ", causal " << causal);
@@ -382,23 +223,12 @@ TEST_CASE("local: a token outside the window has exactly zero influence on an ou
     std::vector<float> x_values = lab::testing::normal_floats(static_cast<size_t>(T * C), 16);
     for (const char* fused : {"false", "true"}) {
         auto attention = f.make("local", {{"window", std::to_string(window)}, {"fused", fused}}, C, H);
-        randomize(*attention, 17);
+        randomize(*attention, 17, kWeightStd);
         for (bool causal : {false, true}) {
             for (int64_t i : {int64_t{0}, int64_t{5}, T - 1}) {
-                // d output_i / d x_j through one backward seeded with ones at row i.
-                Tensor x = Tensor::from_floats(f.backend, {1, T, C}, x_values);
-                x.set_requires_grad(true);
-                lab::AttentionContext context;
-                context.causal = causal;
-                Tensor out = attention->forward(x, context);
-                std::vector<float> seed(static_cast<size_t>(T * C), 0.0f);
-                for (int64_t c = 0; c < C; ++c) seed[static_cast<size_t>(i * C + c)] = 1.0f;
-                lab::backward(out, Tensor::from_floats(f.backend, {1, T, C}, seed));
-                std::vector<float> grad = x.grad().to_floats();
+                const std::vector<float> influence = input_influence(*attention, f.backend, x_values, T, C, causal, i);
                 for (int64_t j = 0; j < T; ++j) {
-                    float largest = 0.0f;
-                    for (int64_t c = 0; c < C; ++c)
-                        largest = std::max(largest, std::fabs(grad[static_cast<size_t>(j * C + c)]));
+                    const float largest = influence[static_cast<size_t>(j)];
                     bool inside = causal ? (j <= i && j > i - window) : std::abs(i - j) < window;
                     INFO("fused " << fused << ", causal " << causal << ", output " << i << ", input " << j
                                   << ": max |gradient| " << largest);
@@ -415,7 +245,7 @@ TEST_CASE("local: window 1000000 equals attention/softmax, window 0 is refused",
     const int64_t B = 1, T = 9, C = 16, H = 4;
     auto local = f.make("local", {{"window", "1000000"}, {"fused", "false"}}, C, H);
     auto softmax = f.make("softmax", {}, C, H);
-    randomize(*local, 18);
+    randomize(*local, 18, kWeightStd);
     softmax->load_state_dict(local->state_dict());
     std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 19);
     for (bool causal : {false, true})
@@ -434,7 +264,7 @@ TEST_CASE("linear: causal chunked output equals the naive O(T^2) formula", "[att
         std::vector<int64_t> padding = tail_padding(T);
         for (const char* chunk : {"1", "7", "64"}) {
             auto attention = f.make("linear", {{"chunk", chunk}}, C, H);
-            randomize(*attention, 21);
+            randomize(*attention, 21, kWeightStd);
             HostAttention host = read_back(*attention, C, H);
             INFO("T " << T << ", chunk " << chunk);
             CHECK(max_abs_diff(run(*attention, f.backend, x, B, T, C, true), linear_output(host, x, B, T, true, 1e-6)) <
@@ -450,7 +280,7 @@ TEST_CASE("linear: non-causal output equals the naive formula", "[attention][var
     VariantFixture f;
     const int64_t B = 2, T = 11, C = 12, H = 3;
     auto attention = f.make("linear", {}, C, H);
-    randomize(*attention, 22);
+    randomize(*attention, 22, kWeightStd);
     HostAttention host = read_back(*attention, C, H);
     std::vector<float> x = lab::testing::normal_floats(static_cast<size_t>(B * T * C), 23);
     CHECK(max_abs_diff(run(*attention, f.backend, x, B, T, C, false), linear_output(host, x, B, T, false, 1e-6)) <
@@ -465,7 +295,7 @@ TEST_CASE("linear: gradients of the chunked causal form match finite differences
     VariantFixture f;
     const int64_t T = 7, C = 8, H = 2;
     auto attention = f.make("linear", {{"chunk", "3"}}, C, H);
-    randomize(*attention, 24);
+    randomize(*attention, 24, kWeightStd);
     lab::AttentionContext context;
     context.causal = true;
     // Through the input, every path of the chunked form is checked: phi and the within-chunk
@@ -524,7 +354,7 @@ TEST_CASE("alibi: composite output equals softmax with the distance bias, fused 
     const int64_t B = 2, T = 9, C = 24, H = 6;
     auto composite = f.make("alibi", {{"fused", "false"}}, C, H);
     auto fused = f.make("alibi", {{"fused", "true"}}, C, H);
-    randomize(*composite, 27);
+    randomize(*composite, 27, kWeightStd);
     fused->load_state_dict(composite->state_dict());
     HostAttention host = read_back(*composite, C, H);
     std::vector<float> slopes = lab::attention::alibi_slopes(H);
@@ -553,20 +383,11 @@ TEST_CASE("alibi: with all scores 0 the attention weights decay as exp(-m (i - j
     // are input channels 0 .. D - 1), c_proj = identity, biases 0: output[i, h D + j] = p^h_ij.
     VariantFixture f;
     const int64_t T = 8, H = 2, D = 8, C = H * D;
-    std::vector<float> x(static_cast<size_t>(T * C), 0.0f);
-    for (int64_t t = 0; t < T; ++t) x[static_cast<size_t>(t * C + t)] = 1.0f;
-    std::vector<float> c_attn(static_cast<size_t>(3 * C * C), 0.0f);  // q rows 0, k rows 0
-    for (int64_t h = 0; h < H; ++h)
-        for (int64_t d = 0; d < D; ++d) c_attn[static_cast<size_t>((2 * C + h * D + d) * C + d)] = 1.0f;
-    std::vector<float> identity(static_cast<size_t>(C * C), 0.0f);
-    for (int64_t c = 0; c < C; ++c) identity[static_cast<size_t>(c * C + c)] = 1.0f;
+    const std::vector<float> x = one_hot_positions(1, T, C);
     std::vector<float> slopes = lab::attention::alibi_slopes(H);
     for (const char* fused : {"false", "true"}) {
         auto attention = f.make("alibi", {{"fused", fused}}, C, H);
-        set_param(*attention, "c_attn.weight", c_attn);
-        set_param(*attention, "c_attn.bias", std::vector<float>(static_cast<size_t>(3 * C), 0.0f));
-        set_param(*attention, "c_proj.weight", identity);
-        set_param(*attention, "c_proj.bias", std::vector<float>(static_cast<size_t>(C), 0.0f));
+        set_weight_readout(*attention, C, H);
         for (bool causal : {false, true}) {
             std::vector<float> out = run(*attention, f.backend, x, 1, T, C, causal);
             for (int64_t h = 0; h < H; ++h) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_test_support.h"
 #include "gradcheck.h"
 #include "lab/attention.h"
 #include "lab/autograd.h"
@@ -23,7 +24,7 @@
 #include "lab/registry.h"
 
 using lab::Tensor;
-using OptionMap = std::map<std::string, std::string>;
+using lab_test::OptionMap;
 
 namespace {
 
@@ -47,18 +48,8 @@ const std::vector<Variant> kVariants = {
     {"alibi", {}},                     {"alibi", {{"fused", "true"}}},
 };
 
-struct RopeFixture {
-    lab::Registry registry;
-    lab::HostBackend backend;
-    lab::BuildContext ctx;
-
-    RopeFixture() {
-        registry.load_directory(LAB_PLUGIN_DIR);
-        ctx.backend = &backend;
-        ctx.registry = &registry;
-        ctx.init_rng = lab::Generator(5, lab::kStreamInit);
-        ctx.dropout_rng = lab::Generator(5, lab::kStreamDropout);
-    }
+struct RopeFixture : lab_test::AttentionFixture {
+    RopeFixture() : AttentionFixture(5) {}
 
     // The variant with rope on or off, parameters N(0, 0.4^2) drawn from `seed`: the default
     // N(0, 0.02) makes every score near 0, and near-uniform attention hides where the keys are.
@@ -70,11 +61,7 @@ struct RopeFixture {
         shape.rope_base = base;
         lab::Options opts = lab::plugin_options(registry, "attention", v.name, v.options, "test");
         auto attention = registry.factory<lab::AttentionFactory>("attention", v.name)(opts, shape, ctx);
-        for (const auto& [name, t] : attention->named_parameters()) {
-            std::vector<float> values = lab::testing::normal_floats(static_cast<size_t>(t.numel()), seed++);
-            for (float& x : values) x *= 0.4f;
-            t.copy_(Tensor::from_floats(backend, t.shape(), values));
-        }
+        lab_test::randomize(*attention, seed, 0.4f);
         return attention;
     }
 };
