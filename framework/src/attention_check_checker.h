@@ -108,10 +108,7 @@ inline std::string index_text(const Shape& shape, size_t flat) {
 }
 
 inline std::vector<float> normal_values(Generator& gen, int64_t n, float std_dev = 1.0f) {
-    RngKey key = gen.next(2 * static_cast<uint64_t>(n));  // philox_normal uses two numbers per value
-    std::vector<float> v(static_cast<size_t>(n));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = std_dev * philox_normal(key, i);
-    return v;
+    return gen.normals(static_cast<size_t>(n), std_dev);
 }
 
 inline double max_abs(const std::vector<float>& v) {

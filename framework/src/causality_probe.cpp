@@ -14,6 +14,7 @@
 #include "lab/attention.h"
 #include "lab/autograd.h"
 #include "lab/error.h"
+#include "lab/options.h"
 #include "lab/registry.h"
 #include "lab/rng.h"
 
@@ -167,13 +168,6 @@ std::vector<V> replaced_from(const std::vector<V>& original, const std::vector<V
     return out;
 }
 
-std::vector<float> normal_values(Generator& rng, int64_t n) {
-    const RngKey key = rng.next(2 * static_cast<uint64_t>(n));  // philox_normal uses two numbers per value
-    std::vector<float> v(static_cast<size_t>(n));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = philox_normal(key, i);
-    return v;
-}
-
 // The rows the model's token embedding accepts (the tokenizer's vocabulary when it has none).
 int64_t vocabulary(const Model& model, const BuildContext& ctx) {
     const Tensor wte = model.embedding_weight();
@@ -192,7 +186,8 @@ std::string find_leaking_attention(Model& model, BuildContext& ctx, int64_t B, i
         const auto* heads = dynamic_cast<const MultiHeadAttention*>(attention);
         const int64_t C = heads ? heads->shape().hidden : model.hidden_size();
         const std::string who = heads ? path + " (" + heads->name() + ")" : path;
-        const std::vector<float> x = normal_values(probe_rng, B * T * C), fresh = normal_values(probe_rng, B * T * C);
+        const size_t n = static_cast<size_t>(B * T * C);
+        const std::vector<float> x = probe_rng.normals(n), fresh = probe_rng.normals(n);
         ModeProbe r;
         try {
             r = probe_mode(
@@ -213,9 +208,7 @@ std::string find_leaking_attention(Model& model, BuildContext& ctx, int64_t B, i
                    " on changed, under causal = true";
     }
     if (probed.empty()) return "the model has no attention module the probe could run on its own";
-    std::string list;
-    for (const std::string& p : probed) list += (list.empty() ? "" : ", ") + p;
-    return "no attention block leaks on its own (probed " + list + "), so the leak is in the model's own code";
+    return "no attention block leaks on its own (probed " + join(probed, ", ") + "), so the leak is in the model's own code";
 }
 
 }  // namespace

@@ -17,6 +17,13 @@ float philox_normal(const RngKey& k, uint64_t i) {
     return static_cast<float>(radius * std::cos(2.0 * 3.14159265358979323846 * u2));
 }
 
+std::vector<float> Generator::normals(size_t n, float std_dev) {
+    const RngKey key = next(2 * static_cast<uint64_t>(n));  // philox_normal uses two numbers per value
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = std_dev * philox_normal(key, i);
+    return v;
+}
+
 uint64_t Generator::uniform_int(uint64_t n) {
     if (n == 0) {
         throw Error("Generator::uniform_int: the range [0, n) is empty (n = 0); hint: the caller must "

@@ -4,7 +4,9 @@
 // k is uniform(k.seed, k.stream, k.offset + i) everywhere.
 #pragma once
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -115,6 +117,8 @@ public:
     void set_offset(uint64_t o) { offset_ = o; }
     uint64_t uniform_int(uint64_t n);  // uniform in [0, n) using one reserved number pair
     float uniform() { return philox_uniform(next(1), 0); }
+    // n normal draws N(0, std_dev^2), reserving the 2n numbers philox_normal uses.
+    std::vector<float> normals(size_t n, float std_dev = 1.0f);
 
 private:
     uint64_t seed_, stream_, offset_ = 0;
