@@ -910,18 +910,28 @@ std::vector<RunSpec> resolve_runs(const RawConfig& raw, const Registry& registry
     return runs;
 }
 
-std::string RunSpec::canonical_text() const {
-    std::vector<std::pair<std::string, std::string>> entries;
-    for (const auto& [key, value] : experiment.values()) entries.emplace_back("experiment." + key, value.text);
-    for (const auto& [key, value] : train.values()) entries.emplace_back("train." + key, value.text);
+std::string RunSpec::sweep_values_text() const {
+    std::vector<std::string> parts;
+    for (const auto& [key, value] : sweep_values) parts.push_back(key + "=" + value);
+    return join(parts, ", ");
+}
+
+std::vector<std::pair<std::string, std::string>> RunSpec::entries() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [key, value] : experiment.values()) out.emplace_back("experiment." + key, value.text);
+    for (const auto& [key, value] : train.values()) out.emplace_back("train." + key, value.text);
     for (const auto& [section, choice] : plugins) {
         // The backend's name is already experiment.backend.
-        if (section != "backend") entries.emplace_back(section + ".type", choice.plugin);
-        for (const auto& [key, value] : choice.options.values()) entries.emplace_back(section + "." + key, value.text);
+        if (section != "backend") out.emplace_back(section + ".type", choice.plugin);
+        for (const auto& [key, value] : choice.options.values()) out.emplace_back(section + "." + key, value.text);
     }
-    std::sort(entries.begin(), entries.end());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::string RunSpec::canonical_text() const {
     std::string text;
-    for (const auto& [key, value] : entries) text += key + " = " + value + "\n";
+    for (const auto& [key, value] : entries()) text += key + " = " + value + "\n";
     return text;
 }
 

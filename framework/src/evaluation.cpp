@@ -26,15 +26,6 @@ const std::map<std::string, std::string>& fixed_keys() {
     return keys;
 }
 
-// RunSpec::canonical_text() as "section.key" -> value.
-std::map<std::string, std::string> resolved_values(const RunSpec& spec) {
-    std::map<std::string, std::string> values;
-    std::istringstream lines(spec.canonical_text());
-    for (std::string line; std::getline(lines, line);)
-        if (auto eq = line.find(" = "); eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 3);
-    return values;
-}
-
 // A value as it appears in a tag: the characters that structure a tagged name percent-encoded.
 std::string tag_value(const std::string& value) {
     std::string out;
@@ -101,8 +92,9 @@ EvaluationPlan plan_evaluation(const RawConfig& recorded, const std::vector<std:
     apply_overrides(raw, overrides, env);
     plan.evaluated = resolve_run(raw, registry);
 
-    const std::map<std::string, std::string> before = resolved_values(plan.trained);
-    for (const auto& [key, value] : resolved_values(plan.evaluated)) {
+    const auto trained_entries = plan.trained.entries();
+    const std::map<std::string, std::string> before(trained_entries.begin(), trained_entries.end());
+    for (const auto& [key, value] : plan.evaluated.entries()) {
         if (key == "train.seq_len") continue;
         auto was = before.find(key);
         if (was == before.end() || was->second != value) plan.changed.push_back(key + "=" + value);

@@ -6,6 +6,7 @@
 #include <boost/dll/shared_library.hpp>
 
 #include "lab/error.h"
+#include "lab/hash.h"
 #include "lab/version.h"
 
 namespace lab {
@@ -18,14 +19,14 @@ const std::vector<std::string>& Registry::kinds() {
 
 std::string Registry::abi_tag() { return LAB_ABI_TAG; }
 
+std::string plugin_sha256(const PluginInfo& info) { return info.file == "<builtin>" ? "" : sha256_file(info.file); }
+
 namespace {
 
 // Where a registry looked, for the error about a name it does not know.
 std::string searched_text(const std::vector<std::filesystem::path>& searched) {
     if (searched.empty()) return "nowhere yet (no plugin folder or file was loaded)";
-    std::string out;
-    for (const auto& p : searched) out += (out.empty() ? "" : ", ") + p.string();
-    return out;
+    return join(std::vector<std::string>(searched.begin(), searched.end()), ", ");
 }
 
 void remember(std::vector<std::filesystem::path>& searched, const std::filesystem::path& p) {

@@ -21,7 +21,6 @@
 #include "lab/version.h"
 #include "lab/checkpoint.h"
 #include "lab/error.h"
-#include "lab/hash.h"
 #include "lab/results.h"
 #include "lab/safetensors.h"
 
@@ -39,18 +38,6 @@ std::string fixed(double v, int digits) {
     std::ostringstream os;
     os << std::fixed << std::setprecision(digits) << v;
     return os.str();
-}
-
-// params rows: the canonical "section.key = value" lines, split.
-std::vector<std::pair<std::string, std::string>> flatten(const RunSpec& spec) {
-    std::vector<std::pair<std::string, std::string>> out;
-    std::istringstream lines(spec.canonical_text());
-    std::string line;
-    while (std::getline(lines, line)) {
-        auto eq = line.find(" = ");
-        if (eq != std::string::npos) out.emplace_back(line.substr(0, eq), line.substr(eq + 3));
-    }
-    return out;
 }
 
 class Reporter {
@@ -319,7 +306,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         record.sweep = spec.sweep_id;
         record.threads = omp_get_max_threads();
         record.libraries = library_versions(*c.backend);
-        run = store.begin_run(record, flatten(spec));
+        run = store.begin_run(record, spec.entries());
     }
     outcome.run_id = run;
     outcome.uid = store.uid(run);
@@ -329,8 +316,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         if (env.resume_run == 0)
             for (const auto& [section, choice] : spec.plugins) {
                 const PluginInfo& info = registry.find(choice.kind, choice.plugin);
-                std::string sha = info.file == "<builtin>" ? "" : sha256_file(info.file);
-                store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, sha);
+                store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info));
             }
 
         ctx.run_dir = run_folder(outcome.db, spec.name, outcome.uid);

@@ -101,8 +101,7 @@ CheckRecord describe_check(const std::string& name, const lab::Options& options,
 }
 
 void add_plugin(lab::ResultStore& store, int64_t run, const lab::PluginInfo& info) {
-    std::string sha = info.file == "<builtin>" ? "" : lab::sha256_file(info.file);
-    store.add_plugin(run, info.kind, info.name, info.version, info.file, sha);
+    store.add_plugin(run, info.kind, info.name, info.version, info.file, lab::plugin_sha256(info));
 }
 
 }  // namespace

@@ -434,12 +434,6 @@ int available_cores() {
     return std::max(1u, std::thread::hardware_concurrency());
 }
 
-std::string sweep_values_text(const lab::RunSpec& spec) {
-    std::string out;
-    for (const auto& [key, value] : spec.sweep_values) out += (out.empty() ? "" : ", ") + key + "=" + value;
-    return out;
-}
-
 std::string last_lines(const fs::path& file, size_t n) {
     std::ifstream in(file);
     std::vector<std::string> lines;
@@ -512,7 +506,7 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
             if (err != 0) throw lab::Error("--jobs: cannot start " + self + ": " + std::strerror(err));
             running[pid] = index;
             logs[index] = log;
-            if (!quiet) std::cerr << label(index) << "started: " << sweep_values_text(specs[index]) << "\n";
+            if (!quiet) std::cerr << label(index) << "started: " << specs[index].sweep_values_text() << "\n";
         }
         int status = 0;
         pid_t pid = waitpid(-1, &status, 0);

@@ -3,7 +3,6 @@
 #include <filesystem>
 
 #include "lab/error.h"
-#include "lab/hash.h"
 
 namespace {
 
@@ -14,9 +13,8 @@ std::string short_sha(const std::string& sha) { return sha.empty() ? "(built in)
 std::string run_label(const lab::RunSpec& spec, size_t index, int64_t run, const std::string& uid) {
     std::string text = "run " + std::to_string(run) + " (uid " + uid + ") of '" + spec.name + "'";
     if (spec.sweep_values.empty()) return text;
-    std::string values;
-    for (const auto& [key, value] : spec.sweep_values) values += (values.empty() ? "" : ", ") + key + "=" + value;
-    return text + " [" + std::to_string(index + 1) + "/" + std::to_string(spec.sweep_size) + ": " + values + "]";
+    return text + " [" + std::to_string(index + 1) + "/" + std::to_string(spec.sweep_size) + ": " +
+           spec.sweep_values_text() + "]";
 }
 
 }  // namespace
@@ -29,12 +27,9 @@ std::vector<RebuiltPlugin> rebuilt_plugins(const lab::ResultStore& store, int64_
         if (registry.has(row.kind, row.name)) {
             const lab::PluginInfo& info = registry.find(row.kind, row.name);
             p.file = info.file;
-            if (info.file != "<builtin>") {  // as the trainer records it: no hash for a factory built into the host
-                auto cached = sha_of_file.find(info.file);
-                if (cached == sha_of_file.end())
-                    cached = sha_of_file.emplace(info.file, lab::sha256_file(info.file)).first;
-                p.current = cached->second;
-            }
+            auto cached = sha_of_file.find(info.file);
+            if (cached == sha_of_file.end()) cached = sha_of_file.emplace(info.file, lab::plugin_sha256(info)).first;
+            p.current = cached->second;
             if (p.current == p.recorded) continue;
         }
         out.push_back(std::move(p));

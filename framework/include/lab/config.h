@@ -129,7 +129,12 @@ struct RunSpec {
     // "section.key" -> normalised value set by the sweep for this run, in expansion order (keys
     // fixed by a command-line override are not listed: they are no longer swept).
     std::vector<std::pair<std::string, std::string>> sweep_values;
+    // "attention.type=local, experiment.seed=1": sweep_values as one line ("" outside a sweep).
+    std::string sweep_values_text() const;
 
+    // Sorted ("section.key", value) pairs, one per resolved value including defaults, plus
+    // ("section.type", name) for each plugin section: the lines of canonical_text(), unjoined.
+    std::vector<std::pair<std::string, std::string>> entries() const;
     // Sorted "section.key = value" lines, one per resolved value including defaults, plus
     // "section.type = name" for each plugin section (the backend's name is experiment.backend).
     // Equal text <=> the same run; it is what the results database stores as the run's config.

@@ -64,6 +64,10 @@ struct PluginInfo {
     std::any factory;
 };
 
+// The sha256 of the library `info` came from, in hex ("" for a factory built into the host): what
+// the plugins table records of a run, so that a rerun can tell two builds of a plugin apart.
+std::string plugin_sha256(const PluginInfo& info);
+
 // Everything a factory may need while an experiment is being built.
 struct TrainSettings {
     int64_t steps = 0, batch = 0, seq_len = 0, eval_every = 0, log_every = 0;
