@@ -70,13 +70,13 @@ TEST_CASE("a GPT run whose attention sees the next token is refused before its f
 }
 
 TEST_CASE("an attention that leaks only in evaluation mode is refused too", "[e2e][probe]") {
-    ProbeRun run("eval_leaky", "eval_leaky_attention");
+    ProbeRun run("eval_leak", "eval_leak_attention");
     const Outcome& outcome = run.outcome;
     INFO(outcome);
     CHECK(outcome.exit_code == 1);
     CHECK_THAT(outcome.err, Contains("causality probe: model/gpt sees the future in evaluation mode: its output at "
                                      "position 0 changed by"));
-    CHECK_THAT(outcome.err, Contains("h.0.attn (attention/eval_leaky)"));
+    CHECK_THAT(outcome.err, Contains("h.0.attn (attention/eval_leak)"));
     CHECK_THAT(outcome.err, !Contains("training mode:"));
     PlainSqlite sql(run.db, PlainSqlite::Access::read_only);
     check_refused(sql);

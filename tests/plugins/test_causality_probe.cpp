@@ -32,7 +32,7 @@ struct ProbeFixture {
     ProbeFixture(int64_t odd_layer, const std::string& odd_attention, const std::map<std::string, std::string>& odd_options,
                  const std::string& backend_name = "reference") {
         registry.load_directory(LAB_PLUGIN_DIR);
-        for (const char* stem : {"leaky_attention", "eval_leaky_attention"}) {
+        for (const char* stem : {"leaky_attention", "eval_leak_attention"}) {
             fs::path file = fs::path(LAB_TEST_PLUGIN_DIR) / ("test_" + std::string(stem) + ".so");
             INFO("test plugin " << file << " is built by the lab_test_plugins target");
             REQUIRE(fs::is_regular_file(file));
@@ -87,12 +87,12 @@ TEST_CASE("the causality probe names the first attention block that leaks", "[pr
 }
 
 TEST_CASE("the causality probe catches a leak in evaluation mode only", "[probe][plugins]") {
-    ProbeFixture f(1, "eval_leaky", {});
+    ProbeFixture f(1, "eval_leak", {});
     std::string message = f.refusal();
     INFO(message);
     CHECK_THAT(message, Contains("sees the future in evaluation mode: its output at position 0 changed by"));
     CHECK_THAT(message, Contains("when only the tokens from position 1 on changed"));
-    CHECK_THAT(message, Contains("is h.1.attn (attention/eval_leaky)"));
+    CHECK_THAT(message, Contains("is h.1.attn (attention/eval_leak)"));
     CHECK(f.model->training());
 }
 
