@@ -525,7 +525,14 @@ const OptionSchema& train_schema() {
     static const OptionSchema schema = [] {
         OptionSchema s;
         s.integer("steps", std::nullopt, "optimizer steps to train").at_least(1);
-        s.integer("batch", 12, "sequences per batch").at_least(1);
+        s.integer("batch", 12,
+                  "sequences per optimizer step: the global batch, which data-parallel ranks split (each takes its "
+                  "slice of every batch, so results do not depend on the number of ranks)")
+            .at_least(1);
+        s.integer("micro_batch", 0,
+                  "gradient accumulation: sequences per forward/backward pass; each rank's slice of the batch is "
+                  "split into parts of this size whose gradients add up before the step (0 = the whole slice)")
+            .at_least(0);
         s.integer("seq_len", 64, "tokens per sequence").at_least(1);
         s.integer("eval_every", 0, "evaluate every N steps (0 = only at the end)").at_least(0);
         s.integer("log_every", 10, "log the training loss every N steps").at_least(1);

@@ -154,6 +154,7 @@ TrainSettings train_settings(const RunSpec& spec) {
     train.eval_every = spec.train.get_int("eval_every");
     train.log_every = spec.train.get_int("log_every");
     train.grad_clip = spec.train.get_float("grad_clip");
+    train.micro_batch = spec.train.get_int("micro_batch");
     return train;
 }
 
@@ -281,7 +282,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
 
 
     RunOutcome outcome;
-    outcome.db = ex.get_string("db");
+    outcome.db = env.results_db.empty() ? std::filesystem::path(ex.get_string("db")) : env.results_db;
     ResultStore store(outcome.db);
     for (int64_t id : store.mark_interrupted_runs())
         report.line("note: run " + std::to_string(id) + " in " + outcome.db.string() +

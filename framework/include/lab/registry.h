@@ -71,6 +71,7 @@ std::string plugin_sha256(const PluginInfo& info);
 // Everything a factory may need while an experiment is being built.
 struct TrainSettings {
     int64_t steps = 0, batch = 0, seq_len = 0, eval_every = 0, log_every = 0;
+    int64_t micro_batch = 0;  // sequences per forward/backward pass (0: a rank's whole slice of the batch)
     double grad_clip = 0;
 };
 

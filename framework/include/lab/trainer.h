@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "lab/communicator.h"
 #include "lab/config.h"
 #include "lab/registry.h"
 
@@ -27,6 +28,11 @@ struct RunEnvironment {
     bool quiet = false;                // no log lines at all
     std::ostream* out = nullptr;       // where log lines go (default std::cerr)
     int64_t resume_run = 0;            // > 0: continue this run of the database from its latest checkpoint
+    // The results database to record in, instead of [experiment] db (a Slurm array task writes its
+    // own file beside the experiment's, merged afterwards). Run folders stay beside this file.
+    std::filesystem::path results_db;
+    // The ranks of a data-parallel run (lab/communicator.h); null for a run of one process.
+    Communicator* comm = nullptr;
 };
 
 struct RunOutcome {
