@@ -15,10 +15,12 @@ repo_root=$(cd "$script_dir/.." && pwd)
 # labdb's dashboard (`labdb serve`) uses cpp-httplib and Chart.js, its PNG charts Cairo with the
 # DejaVu fonts; all three are found with pkg-config or by path, and a build without them leaves the
 # feature out with one configure line.
+# Open MPI (libopenmpi-dev, and openmpi-bin's mpirun) is what data-parallel training builds on;
+# a build without it leaves that feature out with one configure line.
 readonly BUILD_PACKAGES=(
   cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev opencl-headers libboost-dev
   libboost-program-options-dev catch2 libsqlite3-dev sqlite3 nlohmann-json3-dev python3
-  libcpp-httplib-dev libjs-chart.js libcairo2-dev fonts-dejavu-core
+  libcpp-httplib-dev libjs-chart.js libcairo2-dev fonts-dejavu-core libopenmpi-dev openmpi-bin
 )
 # The dashboard's browser test drives Debian's headless Chromium through Selenium (PyPI).
 readonly TEST_APT_PACKAGES=(chromium chromium-driver)

@@ -1,15 +1,20 @@
 #include "lab/trainer.h"
 
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include <sqlite3.h>
 
@@ -18,6 +23,7 @@
 
 #include "lab/autograd.h"
 #include "lab/causality_probe.h"
+#include "lab/ops.h"
 #include "lab/version.h"
 #include "lab/checkpoint.h"
 #include "lab/error.h"
@@ -266,11 +272,43 @@ void build_optimizer(const RunSpec& spec, const Registry& registry, TrainingStac
 
 }  // namespace
 
+namespace {
+
+// Every rank says whether it failed (`error` non-empty); when one did, every rank throws
+// RankFailedError, whose text on rank 0 names each failed rank and its error.
+void agree_ranks(Communicator& comm, const std::string& error, const std::string& phase) {
+    double failed = error.empty() ? 0 : 1;
+    comm.allreduce_sum(&failed, 1);
+    if (failed == 0) return;
+    std::vector<std::string> errors = comm.gather(error, 0);
+    std::string text;
+    for (size_t r = 0; r < errors.size(); ++r)
+        if (!errors[r].empty()) text += (text.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": " + errors[r]);
+    if (comm.rank() != 0) text = "another rank failed (rank 0 records why)";
+    throw RankFailedError(text + " (" + phase + ", on " + std::to_string(comm.size()) + " ranks)");
+}
+
+// OpenMP threads of each rank when [experiment] threads is 0: the cores this process may use,
+// shared by the ranks of its node (a launcher that binds each rank to its cores already divided them).
+int threads_per_rank(const Communicator& comm) {
+    cpu_set_t set;
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < cores) return std::max(1, CPU_COUNT(&set));
+    return std::max(1, cores / std::max(1, comm.local_size()));
+}
+
+}  // namespace
+
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
     Reporter report(env);
     const Options& ex = spec.experiment;
+    Communicator* comm = env.comm;
+    const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+    const bool lead = rank == 0;  // rank 0 alone writes the database, checkpoints and samples
     if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
+    else if (comm) omp_set_num_threads(threads_per_rank(*comm));
     TrainingStack c = new_stack(spec, registry);
+    c.comm = comm;
     const TrainSettings& train = c.train;
     BuildContext& ctx = *c.ctx;
     bool eval_at_end = spec.train.get_bool("eval_at_end");
@@ -279,147 +317,198 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         throw ConfigError("[train] ckpt_every = " + std::to_string(ckpt_every) + " (" + spec.train.origin("ckpt_every") +
                           ") must be a multiple of log_every = " + std::to_string(train.log_every) +
                           ", so that a resumed run logs the same intervals");
-
+    if (train.batch < world)
+        throw ConfigError("[train] batch = " + std::to_string(train.batch) + " (" + spec.train.origin("batch") +
+                          ") is smaller than the " + std::to_string(world) +
+                          " ranks of this run; each rank takes at least one sequence of every batch: start fewer "
+                          "ranks or raise the batch");
 
     RunOutcome outcome;
     outcome.db = env.results_db.empty() ? std::filesystem::path(ex.get_string("db")) : env.results_db;
-    ResultStore store(outcome.db);
-    for (int64_t id : store.mark_interrupted_runs())
-        report.line("note: run " + std::to_string(id) + " in " + outcome.db.string() +
-                    " was left running by a process that no longer exists; marked interrupted");
-
-    int64_t run = 0;
-    if (env.resume_run > 0) {
-        run = env.resume_run;
-        store.reopen_run(run);
-    } else {
-        RunRecord record;
-        record.name = spec.name;
-        record.experiment = spec.name;
-        record.config_hash = spec.hash();
-        record.config_text = spec.canonical_text();
-        record.backend = spec.plugins.at("backend").plugin;
-        record.device = c.backend->device_info();
-        record.precision = ex.get_string("precision");
-        record.host = host_name();
-        record.code_revision = env.source_dir.empty() ? "unknown" : code_revision(env.source_dir);
-        record.seed = ex.get_int("seed");
-        record.sweep = spec.sweep_id;
-        record.threads = omp_get_max_threads();
-        record.libraries = library_versions(*c.backend);
-        run = store.begin_run(record, spec.entries());
+    // Rank 0 records the run (or reopens it to resume) and tells the other ranks its uid.
+    std::optional<ResultStore> store;
+    int64_t run = env.resume_run;
+    std::string record_error;
+    try {
+        if (lead) {
+            store.emplace(outcome.db);
+            for (int64_t id : store->mark_interrupted_runs())
+                report.line("note: run " + std::to_string(id) + " in " + outcome.db.string() +
+                            " was left running by a process that no longer exists; marked interrupted");
+            if (env.resume_run > 0) {
+                store->reopen_run(run);
+            } else {
+                RunRecord record;
+                record.name = spec.name;
+                record.experiment = spec.name;
+                record.config_hash = spec.hash();
+                record.config_text = spec.canonical_text();
+                record.backend = spec.plugins.at("backend").plugin;
+                record.device = c.backend->device_info();
+                record.precision = ex.get_string("precision");
+                record.host = host_name();
+                record.code_revision = env.source_dir.empty() ? "unknown" : code_revision(env.source_dir);
+                record.seed = ex.get_int("seed");
+                record.sweep = spec.sweep_id;
+                record.threads = omp_get_max_threads();
+                record.world_size = world;
+                record.communicator = comm ? comm->name(c.backend->device_kind()) : "";
+                record.libraries = library_versions(*c.backend);
+                run = store->begin_run(record, spec.entries());
+            }
+            outcome.uid = store->uid(run);
+        }
+    } catch (const std::exception& e) {
+        if (!comm) throw;
+        record_error = e.what();
+    }
+    if (comm) {
+        std::string shared = record_error.empty() ? "ok " + outcome.uid : "error " + record_error;
+        comm->broadcast(shared, 0);
+        if (shared.rfind("ok ", 0) != 0)
+            throw RankFailedError(lead ? record_error : "rank 0 could not record the run: " + shared.substr(6));
+        outcome.uid = shared.substr(3);
     }
     outcome.run_id = run;
-    outcome.uid = store.uid(run);
     auto start = Clock::now();
 
     try {
-        if (env.resume_run == 0)
-            for (const auto& [section, choice] : spec.plugins) {
-                const PluginInfo& info = registry.find(choice.kind, choice.plugin);
-                store.add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info));
-            }
-
-        ctx.run_dir = run_folder(outcome.db, spec.name, outcome.uid);
-        ctx.log = [&report](const std::string& msg) { report.line(msg); };
-        report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
-                    outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info());
-        build_model_stack(spec, registry, env, c);
-        if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
-            std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
-            store.add_artifact(run, "init_from", file.string());
-        }
-        probe_causal_model(spec, registry, c, report);
-        build_optimizer(spec, registry, c);
-        std::error_code ec;
-        if (env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
-            store.add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
-        int64_t n_params = 0;
-        for (auto& [name, p] : c.params) n_params += p.numel();
-        report.line("model: " + std::to_string(n_params) + " parameters; " + std::to_string(train.steps) +
-                    " steps of batch " + std::to_string(train.batch) + " x " + std::to_string(train.seq_len) +
-                    " tokens");
-
-        // Where training starts: after the latest checkpoint when resuming (step 0 when the run
-        // was killed before its first checkpoint: the same seed rebuilds the same start).
         TrainerState state;
         state.config_hash = spec.hash();
-        if (env.resume_run > 0) {
-            if (auto dir = latest_checkpoint(ctx.run_dir)) {
-                state = load_checkpoint(*dir, *c.model, *c.task, *c.optimizer, spec.hash());
-                c.task->set_data_position(state.data_position);
-                ctx.dropout_rng.set_offset(state.dropout_offset);
-                report.line("resumed from " + dir->string() + " at step " + std::to_string(state.step));
-            } else {
-                report.line("no checkpoint in " + ctx.run_dir.string() + "; starting the run again from step 0");
+        const std::filesystem::path run_dir = run_folder(outcome.db, spec.name, outcome.uid);
+        // Building (every rank builds the same model from the same seed) and restoring; every rank
+        // agrees that it succeeded before the first step.
+        std::string setup_error;
+        try {
+            if (lead && env.resume_run == 0)
+                for (const auto& [section, choice] : spec.plugins) {
+                    const PluginInfo& info = registry.find(choice.kind, choice.plugin);
+                    store->add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info));
+                }
+            if (lead) ctx.run_dir = run_dir;  // the other ranks write nothing
+            ctx.log = [&report](const std::string& msg) { report.line(msg); };
+            report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
+                        outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info() +
+                        (comm ? ", " + std::to_string(world) + " ranks (" + comm->name(c.backend->device_kind()) +
+                                    ") with " + std::to_string(omp_get_max_threads()) + " threads each"
+                              : ""));
+            build_model_stack(spec, registry, env, c);
+            if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
+                std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
+                if (lead) store->add_artifact(run, "init_from", file.string());
             }
-            store.delete_metrics_after(run, state.step);
+            probe_causal_model(spec, registry, c, report);
+            build_optimizer(spec, registry, c);
+            std::error_code ec;
+            if (lead && env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
+                store->add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
+            int64_t n_params = 0;
+            for (auto& [name, p] : c.params) n_params += p.numel();
+            report.line("model: " + std::to_string(n_params) + " parameters; " + std::to_string(train.steps) +
+                        " steps of batch " + std::to_string(train.batch) + " x " + std::to_string(train.seq_len) +
+                        " tokens" +
+                        (comm ? " (" + std::to_string(train.batch / world) + (train.batch % world ? "-" +
+                                    std::to_string(train.batch / world + 1) : "") + " sequences per rank)"
+                              : "") +
+                        (train.micro_batch > 0 ? ", in micro-batches of " + std::to_string(train.micro_batch) : ""));
+
+            // Where training starts: after the latest checkpoint when resuming (step 0 when the
+            // run was killed before its first checkpoint: the same seed rebuilds the same start).
+            if (env.resume_run > 0) {
+                if (auto dir = latest_checkpoint(run_dir)) {
+                    state = load_checkpoint(*dir, *c.model, *c.task, *c.optimizer, spec.hash());
+                    c.task->set_data_position(state.data_position);
+                    ctx.dropout_rng.set_offset(state.dropout_offset);
+                    report.line("resumed from " + dir->string() + " at step " + std::to_string(state.step));
+                } else {
+                    report.line("no checkpoint in " + run_dir.string() + "; starting the run again from step 0");
+                }
+                if (lead) store->delete_metrics_after(run, state.step);
+            }
+            // Each rank draws its dropout masks from its own stretch of the dropout stream (rank 0's
+            // is the one-process run's, and the checkpoint keeps its position).
+            if (rank > 0) ctx.dropout_rng.set_offset(ctx.dropout_rng.offset() + (static_cast<uint64_t>(rank) << 48));
+        } catch (const std::exception& e) {
+            if (!comm) throw;
+            setup_error = e.what();
         }
+        if (comm) agree_ranks(*comm, setup_error, "building the run");
+
         bool has_checkpoint = state.step > 0;
         auto checkpoint = [&](int64_t step) {
+            if (!lead) return;
             state.step = step;
             state.data_position = c.task->data_position();
             state.dropout_offset = ctx.dropout_rng.offset();
-            std::filesystem::path dir = save_checkpoint(ctx.run_dir, *c.model, *c.task, *c.optimizer, state);
-            if (!has_checkpoint) store.add_artifact(run, "checkpoints", ctx.run_dir.string());
+            save_checkpoint(ctx.run_dir, *c.model, *c.task, *c.optimizer, state);
+            if (!has_checkpoint) store->add_artifact(run, "checkpoints", ctx.run_dir.string());
             has_checkpoint = true;
-            return dir;
         };
 
+        // Every rank evaluates (the same weights give the same figures); rank 0 records them.
         auto evaluate = [&](int64_t step) {
             auto t0 = Clock::now();
             EvalResult r = c.task->evaluate(*c.model);
             std::string text = "step " + std::to_string(step) + ":";
-            for (const auto& [name, goal] : r.goals) store.declare_metric(run, name, goal);
-            for (const auto& [name, value] : r.metrics) {
-                store.add_metric(run, step, name, value);
-                text += " " + name + " " + fixed(value, 4);
+            for (const auto& [name, value] : r.metrics) text += " " + name + " " + fixed(value, 4);
+            if (lead) {
+                for (const auto& [name, goal] : r.goals) store->declare_metric(run, name, goal);
+                for (const auto& [name, value] : r.metrics) store->add_metric(run, step, name, value);
+                for (const auto& [name, sample] : r.texts) store->add_text(run, step, name, sample);
+                store->flush();
             }
-            for (const auto& [name, sample] : r.texts) store.add_text(run, step, name, sample);
-            store.flush();
             report.line(text + " (" + fixed(seconds_since(t0), 1) + "s)");
             outcome.final_metrics = r.metrics;
             return r;
         };
 
         StopSignals signals;
+        if (comm) comm->set_stop_check([&signals] { return signals.pending() != 0; }, env.stop_grace_s);
         c.model->train(true);
         c.task->train(true);
-        double grad_norm = 0, train_seconds = 0;
+        double grad_norm = 0, train_seconds = 0, interval_comm_seconds = 0;
         int64_t interval_tokens = 0, interval_steps = 0, first_step = state.step + 1;
         auto interval_start = Clock::now();
         EvalResult last_eval;
         for (int64_t step = first_step; step <= train.steps; ++step) {
-            StepResult result = train_step(c, step);
+            StepResult result = train_step(c, step, signals.pending() != 0);
             grad_norm = result.grad_norm;
             double lr = result.lr;
             state.loss_sum += result.loss;
             ++state.loss_count;
             interval_tokens += result.tokens;
+            interval_comm_seconds += result.comm_seconds;
             ++interval_steps;
 
             if (step % train.log_every == 0 || step == train.steps) {
                 double dt = seconds_since(interval_start);
                 train_seconds += dt;
+                // Every rank's tokens: each step trains on the whole batch, shared by the ranks.
                 double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
                 double mean_loss = state.loss_sum / static_cast<double>(state.loss_count);
                 // Each metric with the way it improves (stored once per run). The perf/ figures are
                 // costs to read at the end (labdb ablate's cost columns), not values to optimise over
                 // the steps of a run, so they declare no goal.
                 auto record = [&](const char* name, MetricGoal goal, double value) {
-                    store.declare_metric(run, name, goal);
-                    store.add_metric(run, step, name, value);
+                    if (!lead) return;
+                    store->declare_metric(run, name, goal);
+                    store->add_metric(run, step, name, value);
                 };
                 record("train/loss", MetricGoal::minimize, mean_loss);
                 record("train/lr", MetricGoal::none, lr);
                 record("train/grad_norm", MetricGoal::none, grad_norm);
                 record("perf/tokens_per_s", MetricGoal::none, tokens_per_s);
                 record("perf/ms_per_step", MetricGoal::none, 1000.0 * dt / static_cast<double>(interval_steps));
+                // Data parallel: rank 0's time in the ranks' exchange and the gradient all-reduce,
+                // waiting for slower ranks included.
+                if (comm)
+                    record("perf/comm_ms_per_step", MetricGoal::none,
+                           1000.0 * interval_comm_seconds / static_cast<double>(interval_steps));
                 // The backend allocator's high-water mark since the run started (parameters,
-                // optimizer state, activations): the memory side of an ablation's cost.
+                // optimizer state, activations): the memory side of an ablation's cost (rank 0's).
                 record("perf/peak_mem_mb", MetricGoal::none,
                     static_cast<double>(c.backend->stats().memory.peak_bytes_in_use) / (1024.0 * 1024.0));
-                store.flush();
+                if (lead) store->flush();
                 double eta = train_seconds / static_cast<double>(step - first_step + 1) *
                              static_cast<double>(train.steps - step);
                 std::string status = "step " + std::to_string(step) + "/" + std::to_string(train.steps) +
@@ -431,6 +520,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 state.loss_sum = 0;
                 state.loss_count = 0;
                 interval_tokens = 0;
+                interval_comm_seconds = 0;
                 interval_steps = 0;
                 interval_start = Clock::now();
             }
@@ -443,13 +533,17 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             bool ckpt_now = step == train.steps || (ckpt_every > 0 ? step % ckpt_every == 0 : eval_now);
             if (ckpt_now) checkpoint(step);
             outcome.steps = step;
-            if (int sig = signals.pending(); sig != 0 && step < train.steps) {
+            // One process stops at its own signal; the ranks of a data-parallel run stop together,
+            // after the step in which one of them reported a signal.
+            const bool stop = comm ? result.stop : signals.pending() != 0;
+            if (stop && step < train.steps) {
                 if (!ckpt_now) checkpoint(step);
                 report.clear_progress();
+                const int sig = signals.pending() != 0 ? signals.pending() : SIGTERM;
                 std::string why = std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
-                                  std::to_string(step) + "; continue with: labrun --resume " + outcome.uid +
-                                  " --db " + outcome.db.string();
-                store.finish_run(run, RunStatus::interrupted, why);
+                                  std::to_string(step) + (comm && signals.pending() == 0 ? " (on another rank)" : "") +
+                                  "; continue with: labrun --resume " + outcome.uid + " --db " + outcome.db.string();
+                if (lead) store->finish_run(run, RunStatus::interrupted, why);
                 report.line("interrupted: " + why);
                 outcome.interrupted = true;
                 outcome.stop_signal = sig;
@@ -457,20 +551,29 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
                 return outcome;
             }
         }
-        store.flush();
+        if (lead) store->flush();
         report.clear_progress();
         for (const auto& [name, sample] : last_eval.texts)
             report.line("--- " + name + " ---\n" + sample + "\n---");
         outcome.wall_s = seconds_since(start);
-        store.finish_run(run, RunStatus::finished, "");
+        if (lead) store->finish_run(run, RunStatus::finished, "");
         report.line("finished run " + std::to_string(run) + " in " + format_duration(outcome.wall_s) + "; results in " +
                     outcome.db.string());
     } catch (const std::exception& e) {
         report.clear_progress();
-        try {
-            store.finish_run(run, RunStatus::failed, e.what());
-        } catch (const std::exception& db_error) {
-            report.line(std::string("error: could not record the failure in the database: ") + db_error.what());
+        if (lead) {
+            // Ranks lost while waiting (one died, or the launcher is ending the job): the run can
+            // go on from its last checkpoint, so it is interrupted rather than failed.
+            const bool lost = dynamic_cast<const RanksLostError*>(&e) != nullptr;
+            const std::string why = lost ? std::string(e.what()) + "; continue from the last checkpoint with: labrun "
+                                                                   "--resume " + outcome.uid + " --db " +
+                                               outcome.db.string()
+                                         : e.what();
+            try {
+                store->finish_run(run, lost ? RunStatus::interrupted : RunStatus::failed, why);
+            } catch (const std::exception& db_error) {
+                report.line(std::string("error: could not record the failure in the database: ") + db_error.what());
+            }
         }
         throw;
     }
@@ -490,12 +593,154 @@ TrainingStack build_training_stack(const RunSpec& spec, const Registry& registry
     return c;
 }
 
-StepResult train_step(TrainingStack& c, int64_t step) {
+namespace {
+
+// This rank's rows of `batch` ([B r / N, B (r + 1) / N) of B), forward and backward in parts of
+// [train] micro_batch rows; the gradients add up in the parameters' .grad. Returns the sum of the
+// parts' losses: this rank's share of the whole batch's loss, times N.
+double accumulate_gradients(TrainingStack& c, const Batch& batch, int rank, int world) {
+    const int64_t rows = c.task->rows(batch);
+    const int64_t first = rows * rank / world, last = rows * (rank + 1) / world;
+    const int64_t micro = c.train.micro_batch > 0 ? c.train.micro_batch : last - first;
+    if (world == 1 && micro >= rows) {  // the whole batch in one pass: no part, no share
+        Tensor loss = c.task->loss(*c.model, batch);
+        backward(loss);
+        return loss.item();
+    }
+    double total = 0;
+    for (int64_t at = first; at < last; at += micro) {
+        Tensor loss = c.task->loss(*c.model, c.task->part(batch, at, std::min(micro, last - at)));
+        // Scaled by N so that the all-reduce averages (as DDP does); a power of two N is exact.
+        if (world > 1) loss = ops::scale(loss, static_cast<float>(world));
+        backward(loss);
+        total += static_cast<double>(loss.item());
+    }
+    return total;
+}
+
+// Testing aids, from LAB_FAULT (read once), so that the data-parallel tests can show that they
+// catch what they guard against:
+//   allreduce_sum   the all-reduce leaves out its division by the number of ranks (gradients N
+//                   times too large);
+//   fail:R:S        rank R throws a TrainingError in its backward pass of step S.
+struct Faults {
+    bool skip_average = false;
+    int fail_rank = -1;
+    int64_t fail_step = 0;
+};
+
+const Faults& faults() {
+    static const Faults parsed = [] {
+        Faults f;
+        const char* text = std::getenv("LAB_FAULT");
+        if (text == nullptr || *text == '\0') return f;
+        const std::string fault = text;
+        int rank = -1;
+        long long step = 0;
+        char tail = 0;
+        if (fault == "allreduce_sum") f.skip_average = true;
+        else if (std::sscanf(fault.c_str(), "fail:%d:%lld%c", &rank, &step, &tail) == 2 && rank >= 0 && step >= 1) {
+            f.fail_rank = rank;
+            f.fail_step = step;
+        } else {
+            throw ConfigError("LAB_FAULT='" + fault + "': expected allreduce_sum or fail:RANK:STEP (testing aids)");
+        }
+        return f;
+    }();
+    return parsed;
+}
+
+// The ranks' exchange after their backward passes: [failed, stop, loss, has_grad per parameter]
+// summed over the ranks. Throws RankFailedError on every rank when one failed; returns the whole
+// batch's loss and fills has_grad (parameters that have a gradient on some rank).
+double exchange_status(TrainingStack& c, const std::string& error, bool stop_signal, double local_loss, int64_t step,
+                       std::vector<bool>& has_grad, bool& stop) {
+    Communicator& comm = *c.comm;
+    std::vector<double> status(3 + c.params.size(), 0.0);
+    status[0] = error.empty() ? 0 : 1;
+    status[1] = stop_signal ? 1 : 0;
+    status[2] = error.empty() ? local_loss : 0;
+    for (size_t i = 0; i < c.params.size(); ++i) status[3 + i] = c.params[i].second.grad().defined() ? 1 : 0;
+    comm.allreduce_sum(status.data(), status.size());
+    if (status[0] > 0) {
+        std::vector<std::string> errors = comm.gather(error, 0);
+        std::string text;
+        for (size_t r = 0; r < errors.size(); ++r)
+            if (!errors[r].empty()) text += (text.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": " + errors[r]);
+        if (comm.rank() != 0) text = "another rank failed at step " + std::to_string(step) + " (rank 0 records why)";
+        throw RankFailedError(text + " (step " + std::to_string(step) + " of a run on " + std::to_string(comm.size()) +
+                              " ranks)");
+    }
+    stop = status[1] > 0;
+    for (size_t i = 0; i < c.params.size(); ++i) has_grad[i] = status[3 + i] > 0;
+    return status[2] / comm.size();
+}
+
+// Averages the parameters' gradients over the ranks: packed into one flat buffer (a parameter
+// without a gradient on this rank contributes zeros), one all-reduce (in place on the device
+// where the communicator can, else through host memory), divided by N, unpacked.
+void average_gradients(TrainingStack& c, const std::vector<bool>& has_grad) {
+    Backend& backend = *c.backend;
+    Communicator& comm = *c.comm;
+    int64_t total = 0;
+    for (const auto& [name, p] : c.params) total += p.numel();
+    if (!c.gradient_buffer.defined() || c.gradient_buffer.numel() != total)
+        c.gradient_buffer = Tensor::empty(backend, {total});
+    const Tensor& flat = c.gradient_buffer;
+    int64_t offset = 0;
+    for (size_t i = 0; i < c.params.size(); ++i) {
+        const Tensor& p = c.params[i].second;
+        Tensor slot = flat.view({p.numel()}, {1}, offset);
+        if (p.grad().defined()) backend.copy(slot, p.grad().view({p.numel()}, {1}, p.grad().offset()));
+        else if (has_grad[i]) backend.fill(slot, 0.0);
+        offset += p.numel();
+    }
+    const DeviceKind where = backend.device_kind();
+    if (comm.reduces_in(where)) {
+        backend.synchronize();
+        comm.allreduce_sum(flat.data<float>(), static_cast<size_t>(total), where);
+    } else {
+        std::vector<float> host = flat.to_floats();
+        comm.allreduce_sum(host.data(), host.size(), DeviceKind::cpu);
+        backend.copy_from_host(flat, host.data());
+    }
+    if (!faults().skip_average) backend.unary(UnaryOp::scale, flat, flat, 1.0f / static_cast<float>(comm.size()));
+    offset = 0;
+    for (size_t i = 0; i < c.params.size(); ++i) {
+        Tensor& p = c.params[i].second;
+        if (has_grad[i]) {
+            if (!p.grad().defined()) p.set_grad(Tensor::empty(backend, p.shape()));
+            backend.copy(p.grad().view({p.numel()}, {1}, p.grad().offset()), flat.view({p.numel()}, {1}, offset));
+        }
+        offset += p.numel();
+    }
+}
+
+}  // namespace
+
+StepResult train_step(TrainingStack& c, int64_t step, bool stop_signal) {
     StepResult result;
-    Batch batch = c.task->next_batch();
-    Tensor loss = c.task->loss(*c.model, batch);
-    backward(loss);
-    result.loss = loss.item();
+    Batch batch = c.task->next_batch();  // every rank draws the same batch: the seed defines the data, not N
+    const int world = c.comm ? c.comm->size() : 1, rank = c.comm ? c.comm->rank() : 0;
+    double loss = 0;
+    if (!c.comm) {
+        loss = accumulate_gradients(c, batch, 0, 1);
+    } else {
+        std::string error;
+        try {
+            if (rank == faults().fail_rank && step == faults().fail_step)
+                throw TrainingError("LAB_FAULT: rank " + std::to_string(rank) + " fails at step " + std::to_string(step));
+            loss = accumulate_gradients(c, batch, rank, world);
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        std::vector<bool> has_grad(c.params.size());
+        const auto t0 = Clock::now();
+        loss = exchange_status(c, error, stop_signal, loss, step, has_grad, result.stop);
+        average_gradients(c, has_grad);
+        result.comm_seconds = seconds_since(t0);
+    }
+    result.loss = static_cast<float>(loss);
     if (!std::isfinite(result.loss))
         throw TrainingError("step " + std::to_string(step) + ": the training loss is " + std::to_string(result.loss) +
                             "; lower [optimizer] lr, set [train] grad_clip, or check the data");

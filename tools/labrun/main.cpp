@@ -40,6 +40,7 @@
 #include "lab/trainer.h"
 #include "lab/version.h"
 #include "check.h"
+#include "mpi_communicator.h"
 #include "rerun.h"
 
 extern char** environ;
@@ -539,6 +540,68 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
     return failed ? kRunFailed : interrupted ? 128 + SIGINT : kOk;
 }
 
+// ---- data parallelism (labrun under mpirun or srun) ----
+
+// The ranks of this run when an MPI launcher started it (made in run_main, ended in main: an error
+// that not every rank shares must end them all, or the others would wait forever).
+std::unique_ptr<lab::Communicator> g_comm;
+// Set when the error being thrown is one every rank throws (decided_by_rank0).
+bool g_error_shared = false;
+
+bool is_lead() { return !g_comm || g_comm->rank() == 0; }
+
+// Runs `decide` on rank 0 alone (it reads or writes the database) and gives its result to every
+// rank; an error there is thrown on every rank (as ConfigError with the same text elsewhere).
+std::string decided_by_rank0(const std::function<std::string()>& decide) {
+    if (!g_comm) return decide();
+    std::string message;
+    if (is_lead()) {
+        try {
+            message = "ok " + decide();
+        } catch (const std::exception& e) {
+            message = "error " + std::string(e.what());
+            g_comm->broadcast(message, 0);
+            g_error_shared = true;
+            throw;
+        }
+    }
+    g_comm->broadcast(message, 0);
+    if (message.rfind("ok ", 0) != 0) {
+        g_error_shared = true;
+        throw lab::ConfigError(message.substr(6));
+    }
+    return message.substr(3);
+}
+
+// Under a launcher: MPI, the run's environment of this rank (rank 0 alone logs; each rank sees
+// one GPU, the one of its place on the node), and the commands that cannot run on several ranks
+// refused.
+void start_ranks(lab::RunEnvironment& env, const std::vector<std::string>& args, const po::variables_map& vm) {
+    if (!started_by_mpi_launcher()) return;
+    const bool training = !args.empty() && args[0] != "eval" && args[0] != "generate" && args[0] != "tokenize";
+    if (!(training || vm.count("resume")) || vm.count("list") || vm.count("describe") || vm.count("check") ||
+        vm.count("dry-run"))
+        throw lab::ConfigError("only training (labrun EXPERIMENT.ini, labrun --resume RUN) runs on several ranks; "
+                               "start this command as one process, without mpirun or srun");
+    if (vm["jobs"].as<int>() != 1)
+        throw lab::ConfigError("--jobs runs several runs as child processes of one labrun; under mpirun every rank "
+                               "shares one run: leave out --jobs (or mpirun)");
+    g_comm = make_mpi_communicator();
+    if (g_comm->local_size() > 1) {
+        // One GPU per rank of a node: CUDA_VISIBLE_DEVICES narrowed to this rank's device, so the
+        // cuda backend's device 0 is it (set before any CUDA call; CPU backends ignore it).
+        std::vector<std::string> devices;
+        if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) devices = split_list(visible, ',');
+        const int local = g_comm->local_rank();
+        const std::string mine = devices.empty() ? std::to_string(local) : devices[static_cast<size_t>(local) % devices.size()];
+        setenv("CUDA_VISIBLE_DEVICES", mine.c_str(), 1);
+    }
+    env.comm = g_comm.get();
+    env.stop_grace_s = stop_grace_seconds();
+    env.progress = false;
+    if (!is_lead()) env.quiet = true;
+}
+
 int run_main(int argc, char** argv) {
     po::options_description visible("options");
     visible.add_options()
@@ -597,7 +660,9 @@ int run_main(int argc, char** argv) {
         return kOk;
     }
     if (vm.count("version")) {
-        std::cout << "labrun " << LAB_VERSION << " (ABI " << lab::Registry::abi_tag() << ")\n";
+        const std::string mpi = mpi_library_version();
+        std::cout << "labrun " << LAB_VERSION << " (ABI " << lab::Registry::abi_tag() << ")\n"
+                  << "data-parallel training: " << (mpi.empty() ? "not built (no MPI at configure time)" : mpi) << "\n";
         return kOk;
     }
     std::vector<std::string> args = vm.count("args") ? vm["args"].as<std::vector<std::string>>()
@@ -634,6 +699,8 @@ int run_main(int argc, char** argv) {
     run_env.quiet = vm.count("quiet") > 0;
     run_env.progress = !vm.count("no-progress") && isatty(STDERR_FILENO);
 
+    start_ranks(run_env, args, vm);
+
     const std::vector<std::string> sweeps =
         vm.count("sweep") ? vm["sweep"].as<std::vector<std::string>>() : std::vector<std::string>{};
     if (!sweeps.empty() && (args.empty() || args[0] == "generate" || args[0] == "eval" || vm.count("resume")))
@@ -647,21 +714,23 @@ int run_main(int argc, char** argv) {
             throw lab::ConfigError("--resume takes its configuration from the database; give no experiment file or "
                                    "overrides (got '" + args[0] + "')");
         fs::path db = vm.count("db") ? vm["db"].as<std::string>() : "results/lab.db";
-        if (!fs::exists(db)) throw lab::ConfigError("--resume: results database '" + db.string() + "' does not exist");
-        int64_t run = 0;
-        lab::RawConfig raw;
-        {
+        // "<run id> <recorded configuration>", looked up by rank 0.
+        const std::string found = decided_by_rank0([&] {
+            if (!fs::exists(db)) throw lab::ConfigError("--resume: results database '" + db.string() + "' does not exist");
             lab::ResultStore store(db);
             store.mark_interrupted_runs();
-            run = store.find_run(vm["resume"].as<std::string>());
-            std::string status = store.status(run);
+            const int64_t id = store.find_run(vm["resume"].as<std::string>());
+            std::string status = store.status(id);
             if (status == "finished")
-                throw lab::ConfigError("--resume: run " + std::to_string(run) + " already finished; nothing to resume");
+                throw lab::ConfigError("--resume: run " + std::to_string(id) + " already finished; nothing to resume");
             if (status == "running")
-                throw lab::ConfigError("--resume: run " + std::to_string(run) +
+                throw lab::ConfigError("--resume: run " + std::to_string(id) +
                                        " is still running in a live process; stop it first (SIGINT checkpoints it)");
-            raw = raw_config_from_text(store.config_text(run), "run " + std::to_string(run) + " of " + db.string());
-        }
+            return std::to_string(id) + " " + store.config_text(id);
+        });
+        const int64_t run = std::stoll(found.substr(0, found.find(' ')));
+        lab::RawConfig raw =
+            raw_config_from_text(found.substr(found.find(' ') + 1), "run " + std::to_string(run) + " of " + db.string());
         for (const auto& p : lab::experiment_plugin_paths(raw)) load_path(registry, p);
         lab::RunSpec spec = lab::resolve_run(raw, registry);
         run_env.resume_run = run;
@@ -697,7 +766,11 @@ int run_main(int argc, char** argv) {
         first = static_cast<size_t>(index);
         last = first + 1;
     }
-    if (!vm.count("force")) refuse_finished_runs_with_rebuilt_plugins(specs, first, last, registry);
+    if (!vm.count("force"))
+        decided_by_rank0([&] {
+            refuse_finished_runs_with_rebuilt_plugins(specs, first, last, registry);
+            return std::string();
+        });
     if (jobs > 1 && specs.size() > 1 && !vm.count("sweep-index")) {
         std::vector<size_t> todo;
         for (size_t i = 0; i < specs.size(); ++i) {
@@ -714,8 +787,14 @@ int run_main(int argc, char** argv) {
         const lab::RunSpec& spec = specs[i];
         std::string label = specs.size() > 1 ? "[" + std::to_string(i + 1) + "/" + std::to_string(specs.size()) + "] " : "";
         lab::RunEnvironment this_run = run_env;
-        if (auto previous = previous_run(spec)) {
-            auto [id, status] = *previous;
+        // "<id> <status>" of the latest run with this configuration, or "" (rank 0 looks).
+        const std::string previous = decided_by_rank0([&] {
+            auto found = previous_run(spec);
+            return found ? std::to_string(found->id) + " " + found->status : std::string();
+        });
+        if (!previous.empty()) {
+            const int64_t id = std::stoll(previous.substr(0, previous.find(' ')));
+            const std::string status = previous.substr(previous.find(' ') + 1);
             if (status == "finished" && !vm.count("force")) {
                 if (!run_env.quiet)
                     std::cerr << label << "run " << id << " with this configuration already finished; skipped "
@@ -730,7 +809,8 @@ int run_main(int argc, char** argv) {
             code = report_outcome(outcome);
             if (outcome.interrupted) return code;
         } catch (const lab::TrainingError& e) {
-            if (specs.size() == 1) throw;
+            // A lost rank ends a data-parallel sweep: the ranks left cannot train the next run.
+            if (specs.size() == 1 || dynamic_cast<const lab::RanksLostError*>(&e)) throw;
             std::cerr << label << "run failed: " << e.what() << "\n";  // the sweep goes on
             code = kRunFailed;
         }
@@ -738,31 +818,44 @@ int run_main(int argc, char** argv) {
     return code;
 }
 
+// An error on one rank of a data-parallel run that the others do not share (they would wait for
+// it in their next collective) ends every rank at once (MPI_Abort); one that every rank learned
+// together (RankFailedError, an error of rank 0's decisions) ends each rank normally, and rank 0
+// alone prints it.
+int report_error(const std::string& kind, const std::exception& e, int code, bool shared_by_all_ranks) {
+    if (!g_comm || g_comm->size() == 1) {
+        std::cerr << "labrun: " << kind << e.what() << "\n";
+        return code;
+    }
+    if (is_lead() || !shared_by_all_ranks)
+        std::cerr << "labrun: [rank " << g_comm->rank() << "] " << kind << e.what() << "\n" << std::flush;
+    if (!shared_by_all_ranks) g_comm->abort(code);
+    return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    int code = kOk;
     try {
-        return run_main(argc, argv);
+        code = run_main(argc, argv);
     } catch (const lab::ConfigError& e) {
-        std::cerr << "labrun: configuration error: " << e.what() << "\n";
-        return kConfig;
+        code = report_error("configuration error: ", e, kConfig, g_error_shared);
     } catch (const lab::PluginError& e) {
-        std::cerr << "labrun: plugin error: " << e.what() << "\n";
-        return kPlugin;
+        code = report_error("plugin error: ", e, kPlugin, g_error_shared);
     } catch (const lab::DataError& e) {
-        std::cerr << "labrun: data error: " << e.what() << "\n";
-        return kData;
+        code = report_error("data error: ", e, kData, g_error_shared);
+    } catch (const lab::RankFailedError& e) {
+        code = report_error("run failed: ", e, kRunFailed, true);
     } catch (const lab::TrainingError& e) {
-        std::cerr << "labrun: run failed: " << e.what() << "\n";
-        return kRunFailed;
+        code = report_error("run failed: ", e, kRunFailed, g_error_shared);
     } catch (const lab::DeviceUnavailableError& e) {
-        std::cerr << "labrun: no device: " << e.what() << "\n";
-        return kNoDevice;
+        code = report_error("no device: ", e, kNoDevice, g_error_shared);
     } catch (const lab::Error& e) {
-        std::cerr << "labrun: error: " << e.what() << "\n";
-        return kRunFailed;
+        code = report_error("error: ", e, kRunFailed, g_error_shared);
     } catch (const std::exception& e) {
-        std::cerr << "labrun: internal error: " << e.what() << "\n";
-        return kInternal;
+        code = report_error("internal error: ", e, kInternal, g_error_shared);
     }
+    g_comm.reset();  // MPI_Finalize, when every rank got here
+    return code;
 }

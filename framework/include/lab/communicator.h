@@ -22,10 +22,17 @@ struct RanksLostError : TrainingError {
     using TrainingError::TrainingError;
 };
 
+// A rank failed, and every rank learned it in the same collective: all of them stop with this
+// error (rank 0's message names the failed ranks and their errors, and rank 0 records it).
+struct RankFailedError : TrainingError {
+    using TrainingError::TrainingError;
+};
+
 class Communicator {
 public:
     virtual ~Communicator() = default;
-    virtual std::string name() const = 0;  // "mpi", "nccl"
+    // What reduces gradients held by a backend of kind `where`: "mpi", or "nccl" for device memory.
+    virtual std::string name(DeviceKind where) const = 0;
     virtual int rank() const = 0;
     virtual int size() const = 0;
     // This rank among the ranks of its node (which GPU it takes), and how many share the node.
@@ -35,6 +42,9 @@ public:
     // Sums `count` floats at `data` over the ranks, in place. `data` is memory of a backend of kind
     // `where` (device memory for a GPU backend: NCCL reduces it there; MPI copies through the host).
     virtual void allreduce_sum(float* data, size_t count, DeviceKind where) = 0;
+    // Whether allreduce_sum takes memory of a `where` backend in place (else the caller stages
+    // the data through host memory).
+    virtual bool reduces_in(DeviceKind where) const = 0;
     // Sums `count` doubles of host memory over the ranks, in place.
     virtual void allreduce_sum(double* data, size_t count) = 0;
     // `text` of rank `root` on every rank.

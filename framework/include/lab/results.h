@@ -73,6 +73,8 @@ struct RunRecord {
     int64_t seed = 0;
     std::string sweep;      // sweeps.id of the sweep the run belongs to; empty (NULL) for a single run
     int64_t threads = 0;    // CPU threads the run used; 0 (NULL) when unknown
+    int64_t world_size = 1;     // data-parallel ranks (processes) that trained the run
+    std::string communicator;   // "mpi" or "nccl" for a data-parallel run; empty (NULL) for one process
     std::string libraries;  // JSON object of library versions, e.g. {"oneDNN":"2.6.3","sqlite":"3.40.1"};
                             // empty (NULL) when unknown
 };

@@ -33,6 +33,9 @@ struct RunEnvironment {
     std::filesystem::path results_db;
     // The ranks of a data-parallel run (lab/communicator.h); null for a run of one process.
     Communicator* comm = nullptr;
+    // How long a collective waits for the other ranks once a stop signal reached this rank
+    // (Communicator::set_stop_check); labrun sets it from the launcher's kill timeout.
+    double stop_grace_s = 0.6;
 };
 
 struct RunOutcome {
@@ -65,6 +68,10 @@ struct TrainingStack {
     std::shared_ptr<Schedule> schedule;
     NamedTensors params;  // "model.*", then "task.*"
     TrainSettings train;
+    // Data parallelism: the ranks that share each batch (null: this process alone), and the one
+    // flat buffer their gradients are summed in (made at the first step).
+    Communicator* comm = nullptr;
+    Tensor gradient_buffer;
 };
 // Model and task in training mode. Throws as run_experiment does for a bad configuration or data.
 TrainingStack build_training_stack(const RunSpec& spec, const Registry& registry, const RunEnvironment& env);
@@ -73,12 +80,22 @@ struct StepResult {
     float loss = 0;
     double grad_norm = 0;  // before clipping
     double lr = 0;
-    int64_t tokens = 0;    // the batch's Batch::tokens
+    int64_t tokens = 0;    // the batch's Batch::tokens (the whole batch: every rank's)
+    bool stop = false;     // data parallel: a rank has a stop signal; every rank stops after this step
+    double comm_seconds = 0;  // data parallel: time in the ranks' exchange and the gradient all-reduce
 };
 // One optimisation step, the one run_experiment takes (steps count from 1): the task's next
 // batch, its loss, backward, clipping to [train] grad_clip, the optimizer step at the schedule's
 // learning rate for this step, zeroed gradients. Throws TrainingError for a non-finite loss.
-StepResult train_step(TrainingStack& stack, int64_t step);
+//
+// With stack.comm, every rank draws the same batch and takes its rows (rank r of N: rows
+// [B r / N, B (r + 1) / N)); with [train] micro_batch, a rank's rows are split further. Each part's
+// loss is its share of the whole batch's (Task::part), times N; the gradients of the parts add
+// up, and one all-reduce of a flat buffer averages them over the ranks before clipping. Before
+// that, the ranks exchange a few numbers: the loss, whether one failed (then every rank throws
+// RankFailedError, naming the failed ranks and their errors on rank 0), and whether one has a stop
+// signal (`stop_signal` here; StepResult::stop on every rank).
+StepResult train_step(TrainingStack& stack, int64_t step, bool stop_signal = false);
 
 // A recorded run rebuilt for use outside training (generation, evaluation): its backend,
 // tokenizer, task and model built as the run built them (the task may read its data, e.g. to
