@@ -90,7 +90,13 @@ Batch SyntheticSequenceTask::next_batch() {
 }
 
 Tensor SyntheticSequenceTask::loss(Model& model, const Batch& batch) {
-    return ops::cross_entropy(logits(model, batch), batch.targets, kIgnoreTarget);
+    return share_of(ops::cross_entropy(logits(model, batch), batch.targets, kIgnoreTarget), batch);
+}
+
+Batch SyntheticSequenceTask::part(const Batch& whole, int64_t first, int64_t count) const {
+    return scored_part(
+        whole, first, count,
+        {.task = name_, .width = seq_len_, .targets_per_row = {seq_len_}, .ignore_index = kIgnoreTarget});
 }
 
 EvalResult SyntheticSequenceTask::evaluate(Model& model) {

@@ -2,6 +2,7 @@
 #include "lab/task.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "lab/error.h"
 #include "lab/ops.h"
@@ -24,6 +25,10 @@ Tensor rows_of(const Tensor& t, int64_t rows, int64_t first, int64_t count) {
 }  // namespace
 
 Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, int64_t targets_per_row) {
+    return slice_batch_rows(whole, first, count, std::vector<int64_t>{targets_per_row});
+}
+
+Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, const std::vector<int64_t>& targets_per_row) {
     const int64_t rows = whole.inputs.ids.size(0);
     if (first < 0 || count < 1 || first + count > rows)
         throw ShapeError("rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
@@ -33,13 +38,33 @@ Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, int64_t
     part.inputs.segments = rows_of(whole.inputs.segments, rows, first, count);
     part.inputs.padding_mask = rows_of(whole.inputs.padding_mask, rows, first, count);
     if (whole.targets.defined()) {
-        if (whole.targets.numel() != rows * targets_per_row)
+        int64_t per_row = 0;
+        for (int64_t n : targets_per_row) per_row += n;
+        if (whole.targets.numel() != rows * per_row)
             throw ShapeError("a batch of " + std::to_string(rows) + " rows has " + std::to_string(whole.targets.numel()) +
-                             " targets, not " + std::to_string(targets_per_row) + " per row");
-        part.targets = ops::contiguous(ops::slice(ops::reshape(whole.targets, {-1}), 0, first * targets_per_row,
-                                                  (first + count) * targets_per_row));
+                             " targets, not " + std::to_string(per_row) + " per row");
+        if (targets_per_row.size() == 1) {
+            part.targets = ops::contiguous(ops::slice(ops::reshape(whole.targets, {-1}), 0, first * per_row,
+                                                      (first + count) * per_row));
+        } else {
+            // Several blocks: the part's rows of each, joined on the host (targets are small, and
+            // ops has no concatenation).
+            const std::vector<int64_t> all = whole.targets.to_ints();
+            std::vector<int64_t> picked;
+            int64_t block_start = 0;  // where block k begins in `all`
+            for (int64_t n : targets_per_row) {
+                picked.insert(picked.end(), all.begin() + block_start + first * n,
+                              all.begin() + block_start + (first + count) * n);
+                block_start += rows * n;
+            }
+            part.targets = Tensor::from_ints(whole.targets.backend(), {static_cast<int64_t>(picked.size())}, picked,
+                                             whole.targets.dtype());
+        }
     }
-    part.tokens = whole.tokens * count / std::max<int64_t>(1, rows);
+    // Each part's rounded share of the tokens ends where the next one's starts, so that the parts
+    // of a split add up to the whole's count (tokens/s over a step stays the whole batch's).
+    auto tokens_before = [&](int64_t row) { return whole.tokens * row / std::max<int64_t>(1, rows); };
+    part.tokens = tokens_before(first + count) - tokens_before(first);
     return part;
 }
 
@@ -48,8 +73,73 @@ int64_t scored_targets(const Tensor& targets, int64_t ignore_index) {
     return static_cast<int64_t>(std::count_if(values.begin(), values.end(), [&](int64_t t) { return t != ignore_index; }));
 }
 
+Batch scored_part(const Batch& whole, int64_t first, int64_t count, const ScoredLayout& layout) {
+    const std::string expected =
+        "; split a batch of " + layout.task + "'s next_batch() (or a part of one) into rows [first, first + count)";
+    const Tensor& ids = whole.inputs.ids;
+    if (!ids.defined() || ids.dim() != 2 || (layout.width > 0 && ids.size(1) != layout.width))
+        throw ShapeError(layout.task + ": a batch with ids " + (ids.defined() ? shape_str(ids.shape()) : "undefined") +
+                         " is not one of its batches, whose ids are [rows, " +
+                         (layout.width > 0 ? std::to_string(layout.width) : "longest row") + "]" + expected);
+    const int64_t rows = ids.size(0);
+    if (first < 0 || count < 1 || first + count > rows)
+        throw ShapeError(layout.task + ": rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                         ") are not a part of a batch of " + std::to_string(rows) + " rows" + expected);
+    int64_t per_row = 0;
+    for (int64_t n : layout.targets_per_row) per_row += n;
+    if (!whole.targets.defined() || whole.targets.numel() != rows * per_row)
+        throw ShapeError(layout.task + ": a batch of " + std::to_string(rows) + " rows needs " +
+                         std::to_string(rows * per_row) + " targets (" + std::to_string(per_row) + " per row), got " +
+                         (whole.targets.defined() ? std::to_string(whole.targets.numel()) : "none") + expected);
+    const size_t terms = layout.targets_per_row.size();
+    if (!whole.loss_shares.empty() && whole.loss_shares.size() != terms)
+        throw ShapeError(layout.task + ": the batch is a part with " + std::to_string(whole.loss_shares.size()) +
+                         " loss shares, but this task's loss has " + std::to_string(terms) + " terms" + expected);
+
+    Batch part = slice_batch_rows(whole, first, count, layout.targets_per_row);
+    const std::vector<int64_t> targets = whole.targets.to_ints();
+    auto scored = [&](int64_t begin, int64_t end) {
+        return std::count_if(targets.begin() + begin, targets.begin() + end,
+                             [&](int64_t t) { return t != layout.ignore_index; });
+    };
+    int64_t block_start = 0;
+    for (size_t k = 0; k < terms; ++k) {
+        const int64_t n = layout.targets_per_row[k];
+        const auto in_whole = static_cast<int64_t>(scored(block_start, block_start + rows * n));
+        const auto in_part = static_cast<int64_t>(scored(block_start + first * n, block_start + (first + count) * n));
+        block_start += rows * n;
+        if (whole.loss_shares.empty() && in_whole == 0)
+            throw DataError(layout.task + ": the batch has no scored target in term " + std::to_string(k) +
+                            " of its loss, whose mean then covers nothing and has no shares" + expected);
+        if (in_part == 0) {
+            part.loss_shares.push_back(0.0);
+            continue;
+        }
+        // A part of a part: its parent's share is in_whole / (the original batch's count), a ratio
+        // of integers rounded once, so dividing gives that count back exactly after rounding, and
+        // the share is again one exact ratio of counts rather than a product of two roundings.
+        const double parent_share = whole.loss_shares.empty() ? 1.0 : whole.loss_shares[k];
+        if (!(parent_share > 0.0 && parent_share <= 1.0))
+            throw ShapeError(layout.task + ": the batch is a part whose share of term " + std::to_string(k) +
+                             " is " + std::to_string(parent_share) + " although it scores " + std::to_string(in_whole) +
+                             " of its targets" + expected);
+        const double original = std::round(static_cast<double>(in_whole) / parent_share);
+        part.loss_shares.push_back(static_cast<double>(in_part) / original);
+    }
+    return part;
+}
+
 Tensor share_of(const Tensor& loss, double share) {
     return share == 1.0 ? loss : ops::scale(loss, static_cast<float>(share));
+}
+
+Tensor share_of(const Tensor& loss, const Batch& batch, size_t term) {
+    if (batch.loss_shares.empty()) return loss;
+    if (term >= batch.loss_shares.size())
+        throw ShapeError("a part of a batch has " + std::to_string(batch.loss_shares.size()) +
+                         " loss shares, but its task's loss asks for term " + std::to_string(term) +
+                         "; give a task only parts made by its own part()");
+    return share_of(loss, batch.loss_shares[term]);
 }
 
 Batch Task::part(const Batch&, int64_t, int64_t) const {

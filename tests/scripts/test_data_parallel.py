@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-build, source = sys.argv[1], sys.argv[2]
+build, source = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 labrun = os.path.join(build, "bin", "labrun")
 data = os.path.join(source, "data")
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"]

@@ -6,7 +6,8 @@
 //  - an example is seq_len input ids and seq_len targets, kIgnoreTarget where nothing is scored;
 //  - training batches come from the run's data stream, a fixed validation set from its own stream;
 //  - loss is cross entropy over the scored positions, with the output layer tied to the model's
-//    token embedding; evaluate() reports val/loss and val/accuracy over the validation set.
+//    token embedding; part() splits a batch by rows, each part's loss its share of that mean;
+//    evaluate() reports val/loss and val/accuracy over the validation set.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -25,6 +26,8 @@ public:
     bool needs_causal_model() const override { return true; }
     Batch next_batch() override;
     Tensor loss(Model& model, const Batch& batch) override;
+    // One loss term, the mean over the scored targets (not kIgnoreTarget).
+    Batch part(const Batch& whole, int64_t first, int64_t count) const override;
     EvalResult evaluate(Model& model) override;
     uint64_t data_position() const override { return rng_.offset(); }
     void set_data_position(uint64_t position) override { rng_.set_offset(position); }

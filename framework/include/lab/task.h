@@ -29,14 +29,38 @@ struct Batch {
 
 // Rows [first, first + count) of every tensor of `whole` whose first dimension is its rows
 // (inputs.ids, segments, padding_mask), and `targets_per_row` targets per row from targets (a
-// [rows * targets_per_row] tensor). tokens counts the part's rows; loss_shares is left empty.
+// [rows * targets_per_row] tensor). tokens is the whole's in proportion to the part's rows,
+// rounded so that the parts of any split add up to the whole's; loss_shares is left empty.
 Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, int64_t targets_per_row);
+// The same for targets held as blocks one after another, block k a [rows * targets_per_row[k]]
+// tensor (task/mlm: T token labels per row, then one sentence label per row).
+Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, const std::vector<int64_t>& targets_per_row);
 
 // How many of `targets` are scored (not ignore_index), as ops::cross_entropy counts them.
 int64_t scored_targets(const Tensor& targets, int64_t ignore_index = -100);
 
+// The batches of a task whose loss is a sum of terms, each a mean over the scored targets of one
+// block of Batch::targets (what scored_part splits): ids [rows, width] and the blocks one after
+// another, block k holding targets_per_row[k] targets per row.
+struct ScoredLayout {
+    std::string task;                      // "task/mlm", for errors
+    int64_t width = 0;                     // the ids' second dimension; 0: any (batches padded to their longest row)
+    std::vector<int64_t> targets_per_row;  // one entry per loss term
+    int64_t ignore_index = -100;           // a target that is not scored
+};
+// Task::part for such a task: rows [first, first + count) of `whole` (slice_batch_rows), with
+// loss_shares[k] = the part's scored targets in block k / the whole batch's, an exact ratio of
+// counts (0 where the part has none). `whole` may itself be a part (a data-parallel rank's rows
+// split again into micro-batches): the shares are then still of the batch it was cut from. Throws
+// ShapeError naming layout.task for rows outside `whole` or a batch of another layout, and
+// DataError for a whole batch with nothing scored in a term (its mean has no share to give).
+Batch scored_part(const Batch& whole, int64_t first, int64_t count, const ScoredLayout& layout);
+
 // `loss` scaled by `share` (a part's share of the whole batch's loss term); share 1 returns it as it is.
 Tensor share_of(const Tensor& loss, double share);
+// `loss`, term `term` of a task's loss computed on `batch`, scaled by the batch's share of it:
+// loss_shares[term] for a part, 1 for a whole batch. Throws ShapeError for a part without that term.
+Tensor share_of(const Tensor& loss, const Batch& batch, size_t term = 0);
 
 struct EvalResult {
     std::map<std::string, double> metrics;                     // "val/loss" -> 1.93

@@ -120,7 +120,13 @@ public:
         Tensor hidden = model.forward(batch.inputs);                        // [B, T, C]
         Tensor flat = ops::reshape(hidden, {-1, model.hidden_size()});      // [B*T, C]
         Tensor logits = ops::linear(flat, model.embedding_weight());        // [B*T, V], tied weights
-        return ops::cross_entropy(logits, batch.targets);
+        return share_of(ops::cross_entropy(logits, batch.targets), batch);
+    }
+
+    // One loss term: the mean over the scored next-token targets (all B*T of a training batch).
+    Batch part(const Batch& whole, int64_t first, int64_t count) const override {
+        return scored_part(whole, first, count,
+                           {.task = "task/causal_lm", .width = seq_len_, .targets_per_row = {seq_len_}});
     }
 
     EvalResult evaluate(Model& model) override {

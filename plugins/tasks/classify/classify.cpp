@@ -202,7 +202,13 @@ public:
     }
 
     Tensor loss(Model& model, const Batch& batch) override {
-        return ops::cross_entropy(logits(model, batch), batch.targets);
+        return share_of(ops::cross_entropy(logits(model, batch), batch.targets), batch);
+    }
+
+    // One loss term: the mean over the sequences. A part keeps the whole batch's padded length;
+    // the padding it may not need is masked, so its rows compute as they do in the whole.
+    Batch part(const Batch& whole, int64_t first, int64_t count) const override {
+        return scored_part(whole, first, count, {.task = "task/classify", .width = 0, .targets_per_row = {1}});
     }
 
     EvalResult evaluate(Model& model) override {

@@ -14,6 +14,8 @@
 // random_token_prob, and stays itself otherwise.
 // Validation uses fixed windows and masks drawn from the seed on a stream of their own, so every
 // evaluation scores the same predictions.
+// Parts of a batch (Task::part) take the MLM and NSP terms each with its own share: a part with 7 of
+// the batch's 61 masked positions contributes 7/61 of the MLM mean, one without any contributes 0.
 // Heads (Hugging Face BertForPreTraining names, checkpointed as task.<name>): the prediction
 // transform dense -> GELU (erf) -> LayerNorm(eps 1e-12), a decoder tied to the model's token
 // embedding plus cls.predictions.bias, and cls.seq_relationship on model.pool(hidden) for NSP. The
@@ -260,9 +262,22 @@ public:
 
     Tensor loss(Model& model, const Batch& batch) override {
         Heads out = heads(model, batch);
-        Tensor loss = ops::cross_entropy(out.mlm_logits, out.mlm_labels);
-        if (nsp_) loss = ops::add(loss, ops::cross_entropy(out.nsp_logits, out.nsp_labels));
+        Tensor loss = share_of(ops::cross_entropy(out.mlm_logits, out.mlm_labels), batch, 0);
+        if (nsp_) loss = ops::add(loss, share_of(ops::cross_entropy(out.nsp_logits, out.nsp_labels), batch, 1));
         return loss;
+    }
+
+    // Two loss terms with their own shares: the MLM mean over the masked positions (the targets'
+    // first B*T) and, with nsp, the NSP mean over the sequences (the last B).
+    Batch part(const Batch& whole, int64_t first, int64_t count) const override {
+        if (!whole.inputs.segments.defined())
+            throw ShapeError("task/mlm: a batch without segment ids is not one of its batches; split a batch of "
+                             "task/mlm's next_batch() (or a part of one)");
+        std::vector<int64_t> targets_per_row = {seq_len_};
+        if (nsp_) targets_per_row.push_back(1);
+        return scored_part(whole, first, count,
+                           {.task = "task/mlm", .width = seq_len_, .targets_per_row = targets_per_row,
+                            .ignore_index = kIgnore});
     }
 
     EvalResult evaluate(Model& model) override {
@@ -416,8 +431,16 @@ private:
                 positions.push_back(static_cast<int32_t>(i));
                 out.mlm_labels_host.push_back(static_cast<int32_t>(targets[static_cast<size_t>(i)]));
             }
-        if (positions.empty())
-            throw DataError("task/mlm: a batch has no masked position to score; make batches with next_batch()");
+        if (positions.empty()) {
+            // Every sequence of next_batch() has a masked position, so a whole batch without one is a bug.
+            if (batch.loss_shares.empty())
+                throw DataError("task/mlm: a batch has no masked position to score; make batches with next_batch()");
+            // A part may have none (its MLM share is 0). It still scores one row, ignored, so the
+            // term is exactly 0 while the heads and the model get (zero) gradients as in any other
+            // part: every part's backward reaches the same parameters.
+            positions.push_back(0);
+            out.mlm_labels_host.push_back(kIgnore);
+        }
         auto M = static_cast<int64_t>(positions.size());
         out.mlm_labels = Tensor::from_host(backend_, {M}, DType::i32, out.mlm_labels_host.data());
         Tensor positions_t = Tensor::from_host(backend_, {M}, DType::i32, positions.data());
