@@ -385,9 +385,9 @@ struct ResultStore::Impl {
         insert_run = Statement(handle, file,
                                "INSERT INTO runs (uid, name, experiment, config_hash, config, status, backend, device,"
                                " precision, seed, host, pid, code_revision, started_at, heartbeat_at, sweep,"
-                               " threads, libraries)"
+                               " threads, libraries, world_size, communicator)"
                                " VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13,"
-                               " ?14, ?15, ?16)",
+                               " ?14, ?15, ?16, ?17, ?18)",
                                "insert a run");
         insert_param = Statement(handle, file, "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)",
                                  "insert a run parameter");
@@ -578,6 +578,20 @@ int64_t ResultStore::begin_run(const RunRecord& r, const std::vector<std::pair<s
                         "'; hint: pass e.g. {\"oneDNN\":\"2.6.3\",\"sqlite\":\"3.40.1\"}, or leave it empty");
         }
     }
+    // A world size is always known (the trainer knows its ranks), so a value below 1 is a caller's
+    // bug rather than "unknown" as threads = 0 is; and several ranks without a communicator would
+    // be a row no reader could trust.
+    if (r.world_size < 1) {
+        throw Error("results database '" + impl_->file.string() + "': run '" + r.name + "': world_size is " +
+                    std::to_string(r.world_size) +
+                    "; hint: pass the number of data-parallel ranks that train the run, 1 for one process");
+    }
+    if (r.world_size > 1 && r.communicator.empty()) {
+        throw Error("results database '" + impl_->file.string() + "': run '" + r.name + "': world_size is " +
+                    std::to_string(r.world_size) +
+                    " but communicator is empty; hint: pass the communicator's name (\"mpi\", \"nccl\") "
+                    "with a data-parallel run's world size");
+    }
     std::lock_guard<std::mutex> lock(impl_->mutex);
     Impl::Transaction transaction(*impl_);
     const std::string host = r.host.empty() ? host_name() : r.host;
@@ -593,7 +607,8 @@ int64_t ResultStore::begin_run(const RunRecord& r, const std::vector<std::pair<s
         } else {
             query.bind_null(15);
         }
-        query.bind_text_or_null(16, r.libraries).run();
+        query.bind_text_or_null(16, r.libraries).bind(17, r.world_size).bind_text_or_null(18, r.communicator);
+        query.run();
     }
     const int64_t run = sqlite3_last_insert_rowid(impl_->db.get());
     for (const auto& [key, value] : params) {

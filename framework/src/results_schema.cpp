@@ -137,6 +137,16 @@ CREATE TABLE metric_goals (
 );
 PRAGMA user_version = 3;
 )sql",
+
+    // 3 -> 4: data-parallel provenance. world_size is the number of ranks (processes) that trained
+    // the run together, communicator what their collectives went through ("mpi", "nccl"; NULL for
+    // one process). Rows of version 3 keep NULL in both: labrun trained every run in one process
+    // then, and labdb shows such a run's world_size as 1.
+    R"sql(
+ALTER TABLE runs ADD COLUMN world_size INTEGER;
+ALTER TABLE runs ADD COLUMN communicator TEXT;
+PRAGMA user_version = 4;
+)sql",
 };
 
 }  // namespace lab::results_schema

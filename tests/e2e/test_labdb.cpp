@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -14,6 +15,7 @@
 
 #include "lab/results.h"
 #include "labdb_test_support.h"
+#include "results_schema_history.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -720,6 +722,126 @@ TEST_CASE("labdb tells a dead run of a schema version 1 file by its start time",
     CHECK(run_json({"--db", db, "show", "old_dead", "--json"})["run"]["status"] == "dead");
     CHECK(run_json({"--db", db, "show", "old_live", "--json"})["run"]["status"] == "running");
     CHECK(read_text(old_db) == bytes_before);
+}
+
+// The lines of `labdb show`'s runs block from the one of column `first` on, `count` of them.
+std::vector<std::string> show_lines_from(const std::string& shown, const std::string& first, size_t count) {
+    const std::vector<std::string> lines = lines_of(shown);
+    const auto found = std::find_if(lines.begin(), lines.end(),
+                                    [&](const std::string& line) { return line.rfind("  " + first + " ", 0) == 0; });
+    if (found == lines.end() || size_t(lines.end() - found) < count) return {};
+    return {found, found + static_cast<std::ptrdiff_t>(count)};
+}
+
+TEST_CASE("labdb shows a run's world size and communicator, and merges a version-3 file with a version-4 one",
+          "[labdb]") {
+    TempDir dir;
+    // A version-3 file as a labrun before data parallelism wrote it (the DDL as released).
+    const fs::path old_db = dir.path / "v3.db";
+    {
+        PlainSqlite plain(old_db);
+        plain.exec(kResultsSchemaVersion1);
+        plain.exec(kResultsMigration1To2);
+        plain.exec(kResultsMigration2To3);
+        plain.exec(R"sql(
+INSERT INTO runs (id, uid, name, experiment, config_hash, config, status, started_at, wall_s, threads)
+    VALUES (1, 'eeee000011112222', 'v3_run', 'dp_exp', 'h3', '[experiment]', 'finished', '2024-06-01T09:00:00.000Z',
+            30.0, 8);
+INSERT INTO params VALUES (1, 'model.layers', '2');
+INSERT INTO metrics VALUES (1, 10, 'val/loss', 3.25, 1.5);
+INSERT INTO metric_goals VALUES (1, 'val/loss', 'min');
+)sql");
+        REQUIRE(plain.one("PRAGMA user_version").integer == 3);
+    }
+    // A version-4 file: a run over two MPI ranks and a run of one process.
+    const fs::path new_db = dir.path / "v4.db";
+    {
+        lab::ResultStore store(new_db);
+        auto write = [&](const std::string& name, int64_t world_size, const std::string& communicator) {
+            lab::RunRecord record;
+            record.name = name;
+            record.experiment = "dp_exp";
+            record.config_hash = "hash-" + name;
+            record.config_text = "[experiment]\n";
+            record.threads = 4;
+            record.world_size = world_size;
+            record.communicator = communicator;
+            const int64_t id = store.begin_run(record, {{"model.layers", "2"}});
+            store.declare_metric(id, "val/loss", lab::MetricGoal::minimize);
+            store.add_metric(id, 10, "val/loss", 3.0);
+            store.finish_run(id, lab::RunStatus::finished, "");
+        };
+        write("two_ranks", 2, "mpi");
+        write("one_process", 1, "");
+    }
+    const std::string db = new_db.string();
+
+    // show: beside threads, in the text and in the JSON (what the dashboard's run page gets).
+    const Outcome two_ranks = labdb::run({"--db", db, "show", "two_ranks"});
+    INFO(two_ranks);
+    REQUIRE(two_ranks.exit_code == kExitOk);
+    const std::vector<std::string> provenance = show_lines_from(two_ranks.out, "threads", 3);
+    REQUIRE(provenance.size() == 3);
+    CHECK_THAT(provenance[0], EndsWith("  4"));
+    CHECK(provenance[1].rfind("  world_size ", 0) == 0);
+    CHECK_THAT(provenance[1], EndsWith("  2"));
+    CHECK(provenance[2].rfind("  communicator ", 0) == 0);
+    CHECK_THAT(provenance[2], EndsWith("  mpi"));
+    const json shown = run_json({"--db", db, "show", "two_ranks", "--json"});
+    CHECK(shown["run"]["world_size"] == 2);
+    CHECK(shown["run"]["communicator"] == "mpi");
+    const json single = run_json({"--db", db, "show", "one_process", "--json"});
+    CHECK(single["run"]["world_size"] == 1);
+    CHECK(single["run"]["communicator"].is_null());
+    // A version-3 file read as it is has no such columns, and labdb invents none.
+    const json old_shown = run_json({"--db", old_db.string(), "show", "v3_run", "--json"});
+    CHECK(old_shown["run"]["threads"] == 8);
+    CHECK(!old_shown["run"].contains("world_size"));
+    CHECK(!old_shown["run"].contains("communicator"));
+
+    // merge: the version-3 run comes along with NULL in the new columns, shown as one process.
+    const fs::path merged = dir.path / "merged.db";
+    const Outcome merge = labdb::run({"merge", old_db.string(), db, "-o", merged.string()});
+    INFO(merge);
+    REQUIRE(merge.exit_code == kExitOk);
+    CHECK_THAT(merge.out, Contains("merged 3 runs from 2 databases"));
+    CHECK(merge.err.empty());
+    {
+        const PlainSqlite plain(merged, PlainSqlite::Access::read_only);
+        CHECK(plain.one("PRAGMA user_version").integer == lab::ResultStore::kSchemaVersion);
+        CHECK(plain.text_rows("SELECT name, threads, world_size, communicator FROM runs ORDER BY id") ==
+              std::vector<std::string>{"v3_run|8|NULL|NULL", "two_ranks|4|2|mpi", "one_process|4|1|NULL"});
+        CHECK(plain.text_rows("SELECT r.name, g.goal FROM metric_goals g JOIN runs r ON r.id = g.run_id ORDER BY r.id") ==
+              std::vector<std::string>{"v3_run|min", "two_ranks|min", "one_process|min"});
+    }
+    const json merged_old = run_json({"--db", merged.string(), "show", "v3_run", "--json"});
+    CHECK(merged_old["run"]["world_size"] == 1);
+    CHECK(merged_old["run"]["communicator"].is_null());
+    CHECK(merged_old["metrics"][0]["best"].get<double>() == 3.25);
+    const Outcome merged_text = labdb::run({"--db", merged.string(), "show", "v3_run"});
+    INFO(merged_text);
+    REQUIRE(merged_text.exit_code == kExitOk);
+    const std::vector<std::string> old_provenance = show_lines_from(merged_text.out, "world_size", 2);
+    REQUIRE(old_provenance.size() == 2);
+    CHECK_THAT(old_provenance[0], EndsWith("  1"));
+    CHECK(old_provenance[1].rfind("  communicator ", 0) == 0);
+    CHECK_THAT(old_provenance[1], EndsWith("  -"));
+    // The data-parallel run is copied as it was, under its new id.
+    json copied_run = shown["run"];
+    copied_run["id"] = 2;
+    CHECK(run_json({"--db", merged.string(), "show", "two_ranks", "--json"})["run"] == copied_run);
+
+    // report: the provenance table has both columns.
+    const fs::path html = dir.path / "dp.html";
+    const Outcome report = labdb::run({"--db", merged.string(), "report", "dp_exp", "-o", html.string()});
+    INFO(report);
+    REQUIRE(report.exit_code == kExitOk);
+    CHECK_THAT(read_text(html), Contains("<th>world_size</th><th>communicator</th>") && Contains("<code>mpi</code>"));
+
+    // The inputs are unchanged: labdb never migrates.
+    const PlainSqlite old_plain(old_db, PlainSqlite::Access::read_only);
+    CHECK(old_plain.one("PRAGMA user_version").integer == 3);
+    CHECK(old_plain.one("SELECT COUNT(*) FROM pragma_table_info('runs')").integer == 22);
 }
 
 TEST_CASE("labdb runs shows what a sweep varied for each of its runs", "[labdb]") {

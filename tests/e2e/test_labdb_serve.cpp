@@ -238,6 +238,8 @@ TEST_CASE("labdb serve answers with the JSON of labdb runs, show, compare and ab
         REQUIRE(shown["plugins"].size() == 1);
         CHECK(shown["plugins"][0]["sha256"] == kSha);
         CHECK(shown["run"]["code_revision"] == "rev-42");
+        CHECK(shown["run"]["world_size"] == 1);  // one process: no communicator
+        CHECK(shown["run"]["communicator"].is_null());
         CHECK(shown["texts"][0]["text"] == "sample of soft_1");
         shown.erase("db");
         shown.erase("file");

@@ -61,7 +61,7 @@ TEST_CASE("a new results database gets the current schema version in WAL mode", 
     }
     REQUIRE(fs::exists(file));
     PlainSqlite plain(file);
-    CHECK(plain.one("PRAGMA user_version").integer == 3);
+    CHECK(plain.one("PRAGMA user_version").integer == 4);
     CHECK(plain.one("PRAGMA journal_mode").text == "wal");
     const std::vector<Row> objects = plain.rows("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
                                                 "ORDER BY type, name");
@@ -341,7 +341,7 @@ TEST_CASE("a database from a newer labrun is refused, naming both versions", "[r
     const std::string message = error_of([&] { lab::ResultStore store(file); });
     CHECK(message.find(file.string()) != std::string::npos);
     CHECK(message.find("schema version 7") != std::string::npos);
-    CHECK(message.find("schema version 3") != std::string::npos);
+    CHECK(message.find("schema version 4") != std::string::npos);
     CHECK(message.find("hint:") != std::string::npos);
     // Refused before touching the file.
     PlainSqlite plain(file);
@@ -544,7 +544,7 @@ TEST_CASE("code revision, host name and timestamps", "[results]") {
     CHECK(lab::code_revision(repo) == clean + "-dirty");
 }
 
-// ---- schema version 2: provenance, sweeps, heartbeat and lease, resume ----------------------
+// ---- schema versions 2 and 4: provenance, sweeps, heartbeat and lease, resume ---------------
 
 namespace {
 
@@ -614,6 +614,60 @@ TEST_CASE("libraries that are not a JSON object are refused before anything is w
     }
     PlainSqlite plain(file);
     CHECK(plain.one("SELECT COUNT(*) FROM runs").integer == 0);
+}
+
+TEST_CASE("runs record their data-parallel world size and communicator", "[results]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    lab::RunRecord record = sample_record("four_ranks");
+    record.world_size = 4;
+    record.communicator = "nccl";
+    const int64_t four = store.begin_run(record, {});
+    // mpirun -n 1: one rank, but it did talk through MPI.
+    record = sample_record("one_rank");
+    record.communicator = "mpi";
+    const int64_t one_rank = store.begin_run(record, {});
+    const int64_t single = store.begin_run(sample_record("single"), {});  // the defaults: 1, no communicator
+
+    PlainSqlite plain(file);
+    const std::vector<Row> runs = plain.rows("SELECT id, world_size, communicator FROM runs ORDER BY id");
+    REQUIRE(runs.size() == 3);
+    CHECK(runs[0][0].integer == four);
+    CHECK(runs[0][1].integer == 4);
+    CHECK(runs[0][2].text == "nccl");
+    CHECK(runs[1][0].integer == one_rank);
+    CHECK(runs[1][1].integer == 1);
+    CHECK(runs[1][2].text == "mpi");
+    CHECK(runs[2][0].integer == single);
+    CHECK(runs[2][1].integer == 1);
+    CHECK(runs[2][2].is_null);
+}
+
+TEST_CASE("a world size below 1, or several ranks without a communicator, are refused before anything is written",
+          "[results]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "lab.db";
+    lab::ResultStore store(file);
+    for (const int64_t bad : {int64_t{0}, int64_t{-2}}) {
+        INFO("world_size = " << bad);
+        lab::RunRecord record = sample_record("no_ranks");
+        record.world_size = bad;
+        const std::string message = error_of([&] { store.begin_run(record, {{"train.steps", "3"}}); });
+        CHECK(message.find(file.string()) != std::string::npos);
+        CHECK(message.find("run 'no_ranks'") != std::string::npos);
+        CHECK(message.find("world_size is " + std::to_string(bad) + ";") != std::string::npos);
+        CHECK(message.find("hint:") != std::string::npos);
+    }
+    lab::RunRecord record = sample_record("silent_ranks");
+    record.world_size = 8;
+    const std::string message = error_of([&] { store.begin_run(record, {}); });
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("world_size is 8 but communicator is empty") != std::string::npos);
+    CHECK(message.find("hint:") != std::string::npos);
+    PlainSqlite plain(file);
+    CHECK(plain.one("SELECT COUNT(*) FROM runs").integer == 0);
+    CHECK(plain.one("SELECT COUNT(*) FROM params").integer == 0);
 }
 
 TEST_CASE("flush, heartbeat and finish_run keep a run's heartbeat fresh", "[results]") {

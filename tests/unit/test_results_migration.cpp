@@ -1,93 +1,23 @@
-// Schema migration 1 -> 2: a version-1 database built by hand (the version-1 DDL below is a
-// literal copy of the first migration as released, so later edits to the live migration list
-// cannot hide a break) is opened by ResultStore, which must migrate it in place, keep every old
-// row, and make the new columns, table and view work.
+// Schema migrations: a version-1 and a version-3 database built by hand (from the DDL as released,
+// results_schema_history.h, so later edits to the live migration list cannot hide a break) are
+// opened by ResultStore, which must migrate them in place, keep every old row, and make the new
+// columns, tables and views work.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "lab/error.h"
 #include "lab/results.h"
+#include "results_schema_history.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace lab_test;
 
 namespace {
-
-// The schema of labrun's first release (PRAGMA user_version = 1), verbatim.
-constexpr const char* kVersion1Schema = R"sql(
-CREATE TABLE runs (
-    id            INTEGER PRIMARY KEY,
-    uid           TEXT NOT NULL UNIQUE,
-    name          TEXT NOT NULL,
-    experiment    TEXT NOT NULL,
-    config_hash   TEXT NOT NULL,
-    config        TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
-    error         TEXT,
-    backend       TEXT,
-    device        TEXT,
-    precision     TEXT,
-    seed          INTEGER,
-    host          TEXT,
-    pid           INTEGER,
-    code_revision TEXT,
-    started_at    TEXT NOT NULL,
-    ended_at      TEXT,
-    wall_s        REAL
-);
-CREATE INDEX runs_by_config_hash ON runs (config_hash, status);
-CREATE INDEX runs_by_experiment ON runs (experiment);
-CREATE TABLE params (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    key    TEXT NOT NULL,
-    value  TEXT NOT NULL,
-    PRIMARY KEY (run_id, key)
-);
-CREATE TABLE metrics (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    step   INTEGER NOT NULL,
-    name   TEXT NOT NULL,
-    value  REAL,
-    time   REAL NOT NULL
-);
-CREATE INDEX metrics_by_run_name_step ON metrics (run_id, name, step);
-CREATE TABLE plugins (
-    run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    kind    TEXT NOT NULL,
-    name    TEXT NOT NULL,
-    version TEXT,
-    file    TEXT,
-    sha256  TEXT
-);
-CREATE INDEX plugins_by_run ON plugins (run_id);
-CREATE TABLE artifacts (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    kind   TEXT NOT NULL,
-    path   TEXT NOT NULL
-);
-CREATE INDEX artifacts_by_run ON artifacts (run_id);
-CREATE TABLE texts (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    step   INTEGER NOT NULL,
-    name   TEXT NOT NULL,
-    text   TEXT NOT NULL
-);
-CREATE INDEX texts_by_run_name_step ON texts (run_id, name, step);
--- One row per run with the last logged losses: "the last value" is the row with the highest step,
--- and among rows of the same step (a resumed run may log a step twice) the one written last.
-CREATE VIEW run_summary AS
-SELECT r.id, r.name, r.experiment, r.status, r.started_at, r.wall_s,
-       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'val/loss'
-        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS val_loss,
-       (SELECT m.value FROM metrics AS m WHERE m.run_id = r.id AND m.name = 'train/loss'
-        ORDER BY m.step DESC, m.rowid DESC LIMIT 1) AS train_loss
-FROM runs AS r;
-PRAGMA user_version = 1;
-)sql";
 
 // Two runs as labrun 0.1 wrote them: a finished one with metrics, params, a plugin, an artifact
 // and a text, and one left running by a process that is gone.
@@ -119,12 +49,12 @@ std::vector<std::string> column_names(PlainSqlite& plain, const std::string& tab
 
 }  // namespace
 
-TEST_CASE("a version-1 database is migrated to version 3 with its rows intact", "[results][migration]") {
+TEST_CASE("a version-1 database is migrated to version 4 with its rows intact", "[results][migration]") {
     TempDir scratch;
     const fs::path file = scratch.path / "v1.db";
     {
         PlainSqlite plain(file);
-        plain.exec(kVersion1Schema);
+        plain.exec(kResultsSchemaVersion1);
         plain.exec(kVersion1Rows);
         REQUIRE(plain.text_row("PRAGMA user_version") == "1");
     }
@@ -140,7 +70,7 @@ TEST_CASE("a version-1 database is migrated to version 3 with its rows intact", 
 
     lab::ResultStore store(file);
     PlainSqlite plain(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "3");
+    CHECK(plain.text_row("PRAGMA user_version") == "4");
     CHECK(plain.text_row("PRAGMA journal_mode") == "wal");
     CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
     CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
@@ -168,12 +98,13 @@ TEST_CASE("a version-1 database is migrated to version 3 with its rows intact", 
 
     // The new columns exist, after the old ones, and are NULL in old rows; the new table is empty.
     const std::vector<std::string> columns = column_names(plain, "runs");
-    REQUIRE(columns.size() == 22);
+    REQUIRE(columns.size() == 24);
     CHECK(columns[17] == "wall_s");
     CHECK(std::vector<std::string>(columns.begin() + 18, columns.end()) ==
-          std::vector<std::string>{"heartbeat_at", "sweep", "threads", "libraries"});
-    CHECK(plain.text_rows("SELECT heartbeat_at, sweep, threads, libraries FROM runs ORDER BY id") ==
-          std::vector<std::string>{"NULL|NULL|NULL|NULL", "NULL|NULL|NULL|NULL"});
+          std::vector<std::string>{"heartbeat_at", "sweep", "threads", "libraries", "world_size", "communicator"});
+    CHECK(plain.text_rows("SELECT heartbeat_at, sweep, threads, libraries, world_size, communicator FROM runs"
+                          " ORDER BY id") ==
+          std::vector<std::string>{"NULL|NULL|NULL|NULL|NULL|NULL", "NULL|NULL|NULL|NULL|NULL|NULL"});
     CHECK(column_names(plain, "sweeps") == std::vector<std::string>{"id", "experiment", "created_at", "size"});
     CHECK(plain.text_row("SELECT COUNT(*) FROM sweeps") == "0");
     // Version 3: metric_goals, empty, since no old run declared which way its metrics improve.
@@ -200,8 +131,9 @@ TEST_CASE("a version-1 database is migrated to version 3 with its rows intact", 
     CHECK(run == 3);
     store.add_metric(run, 4, "train/loss", 1.5);
     store.finish_run(run, lab::RunStatus::finished, "");
-    CHECK(plain.text_row("SELECT sweep, threads, libraries, heartbeat_at = ended_at FROM runs WHERE id = 3") ==
-          R"(sweep-a|4|{"oneDNN":"2.6.3","sqlite":"3.40.1","boost":"1.74"}|1)");
+    CHECK(plain.text_row("SELECT sweep, threads, libraries, heartbeat_at = ended_at, world_size, communicator"
+                         " FROM runs WHERE id = 3") ==
+          R"(sweep-a|4|{"oneDNN":"2.6.3","sqlite":"3.40.1","boost":"1.74"}|1|1|NULL)");
     CHECK(plain.text_row("SELECT name, sweep, status, train_loss FROM run_summary WHERE id = 3") ==
           "after_migration|sweep-a|finished|1.5");
     CHECK(plain.text_row("SELECT s.experiment, s.size, COUNT(r.id) FROM sweeps s JOIN runs r ON r.sweep = s.id") ==
@@ -215,7 +147,7 @@ TEST_CASE("a version-1 database is migrated to version 3 with its rows intact", 
 
     // Reopening the migrated file is a no-op for the schema.
     lab::ResultStore again(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "3");
+    CHECK(plain.text_row("PRAGMA user_version") == "4");
     CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "3");
 }
 
@@ -224,7 +156,7 @@ TEST_CASE("a failed migration leaves the version-1 file as it was", "[results][m
     const fs::path file = scratch.path / "v1_clash.db";
     {
         PlainSqlite plain(file);
-        plain.exec(kVersion1Schema);
+        plain.exec(kResultsSchemaVersion1);
         plain.exec(kVersion1Rows);
         // A user's own table with the name that version 2 needs makes the migration fail.
         plain.exec("CREATE TABLE sweeps (note TEXT); INSERT INTO sweeps VALUES ('mine');");
@@ -244,4 +176,121 @@ TEST_CASE("a failed migration leaves the version-1 file as it was", "[results][m
     CHECK(column_names(plain, "runs").size() == 18);  // the ALTER TABLEs were rolled back
     CHECK(plain.text_row("SELECT note FROM sweeps") == "mine");
     CHECK(plain.text_row("SELECT COUNT(*) FROM metrics") == "5");
+}
+
+namespace {
+
+// A version-3 file as labrun wrote it: the version-1 rows above migrated by the released
+// migrations 2 and 3, and a run of the version-3 era in a sweep, with threads, libraries, a
+// heartbeat and metric goals.
+void write_version3_file(const fs::path& file) {
+    PlainSqlite plain(file);
+    plain.exec(kResultsSchemaVersion1);
+    plain.exec(kVersion1Rows);
+    plain.exec(kResultsMigration1To2);
+    plain.exec(kResultsMigration2To3);
+    plain.exec(R"sql(
+INSERT INTO sweeps (id, experiment, created_at, size) VALUES ('sweep-v3', 'shakespeare_char', '2024-06-01T09:00:00.000Z', 1);
+INSERT INTO runs (id, uid, name, experiment, config_hash, config, status, backend, device, precision, seed, host, pid,
+                  code_revision, started_at, ended_at, wall_s, heartbeat_at, sweep, threads, libraries)
+VALUES (3, '00112233aabbccdd', 'v3_run', 'shakespeare_char', 'hash-v3', 'train.steps = 5', 'finished', 'onednn', 'cpu',
+        'fp32', 5, 'v3-host', 777, 'def456', '2024-06-01T09:00:01.000Z', '2024-06-01T09:10:00.000Z', 599.0,
+        '2024-06-01T09:10:00.000Z', 'sweep-v3', 8, '{"oneDNN":"2.6.3"}');
+INSERT INTO params (run_id, key, value) VALUES (3, 'train.steps', '5');
+INSERT INTO metrics (run_id, step, name, value, time) VALUES (3, 5, 'val/loss', 2.125, 590.0);
+INSERT INTO metric_goals (run_id, name, goal) VALUES (3, 'val/loss', 'min');
+)sql");
+    REQUIRE(plain.text_row("PRAGMA user_version") == "3");
+}
+
+}  // namespace
+
+TEST_CASE("a version-3 database is migrated to version 4: old runs have no world size, new runs record it",
+          "[results][migration]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "v3.db";
+    write_version3_file(file);
+    const std::string version3_columns =
+        "id, uid, name, experiment, config_hash, config, status, error, backend, device, precision, seed, host, pid,"
+        " code_revision, started_at, ended_at, wall_s, heartbeat_at, sweep, threads, libraries";
+    std::vector<std::string> runs_before, goals_before, summary_before;
+    {
+        PlainSqlite plain(file);
+        runs_before = plain.text_rows("SELECT " + version3_columns + " FROM runs ORDER BY id");
+        goals_before = plain.text_rows("SELECT run_id, name, goal FROM metric_goals ORDER BY run_id, name");
+        summary_before = plain.text_rows("SELECT * FROM run_summary ORDER BY id");
+        REQUIRE(column_names(plain, "runs").size() == 22);
+    }
+    REQUIRE(runs_before.size() == 3);
+    REQUIRE(goals_before == std::vector<std::string>{"3|val/loss|min"});
+
+    lab::ResultStore store(file);
+    PlainSqlite plain(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
+    CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
+
+    // The version-3 rows, unchanged; the two new columns come last and are NULL in them.
+    CHECK(plain.text_rows("SELECT " + version3_columns + " FROM runs ORDER BY id") == runs_before);
+    CHECK(plain.text_rows("SELECT run_id, name, goal FROM metric_goals ORDER BY run_id, name") == goals_before);
+    CHECK(plain.text_rows("SELECT * FROM run_summary ORDER BY id") == summary_before);
+    const std::vector<std::string> columns = column_names(plain, "runs");
+    REQUIRE(columns.size() == 24);
+    CHECK(columns[21] == "libraries");
+    CHECK(columns[22] == "world_size");
+    CHECK(columns[23] == "communicator");
+    CHECK(plain.text_rows("SELECT id, world_size, communicator FROM runs ORDER BY id") ==
+          std::vector<std::string>{"1|NULL|NULL", "2|NULL|NULL", "3|NULL|NULL"});
+    CHECK(store.find_finished_run("hash-v3") == 3);
+
+    // A data-parallel run and a run of one process on the migrated file.
+    lab::RunRecord record;
+    record.experiment = "shakespeare_char";
+    record.config_text = "train.steps = 6";
+    record.name = "two_ranks";
+    record.config_hash = "hash-dp";
+    record.world_size = 2;
+    record.communicator = "mpi";
+    const int64_t data_parallel = store.begin_run(record, {{"train.steps", "6"}});
+    record.name = "one_process";
+    record.config_hash = "hash-single";
+    record.world_size = 1;
+    record.communicator = "";
+    const int64_t single = store.begin_run(record, {{"train.steps", "6"}});
+    CHECK(data_parallel == 4);
+    CHECK(single == 5);
+    CHECK(plain.text_rows("SELECT id, name, world_size, communicator FROM runs WHERE id >= 4 ORDER BY id") ==
+          std::vector<std::string>{"4|two_ranks|2|mpi", "5|one_process|1|NULL"});
+    CHECK(plain.text_row("SELECT typeof(world_size) FROM runs WHERE id = 4") == "integer");
+
+    // Reopening the migrated file changes nothing.
+    lab::ResultStore again(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(column_names(plain, "runs").size() == 24);
+    CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "5");
+}
+
+TEST_CASE("a failed migration 3 -> 4 leaves the version-3 file as it was", "[results][migration]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "v3_clash.db";
+    write_version3_file(file);
+    // A column someone added by hand, with the name that version 4 needs, makes the migration fail
+    // at its second statement: the first one (world_size) must be rolled back too.
+    PlainSqlite(file).exec("ALTER TABLE runs ADD COLUMN communicator TEXT;");
+    std::string message;
+    try {
+        lab::ResultStore store(file);
+    } catch (const lab::Error& error) {
+        message = error.what();
+    }
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("from version 3 to 4") != std::string::npos);
+    CHECK(message.find("communicator") != std::string::npos);
+    CHECK(message.find("hint:") != std::string::npos);
+    PlainSqlite plain(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "3");
+    const std::vector<std::string> columns = column_names(plain, "runs");
+    CHECK(columns.size() == 23);
+    CHECK(std::find(columns.begin(), columns.end(), "world_size") == columns.end());
+    CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "3");
 }

@@ -27,7 +27,7 @@ const char* kUsage =
     "a table of the runs with the parameters that differ and the final and best metrics, learning\n"
     "curves of val/loss and train/loss (each run named by the parameters that differ, as in `labdb\n"
     "curves`), the last text sample of each run, and the provenance (code revision, backend, device,\n"
-    "host, plugins).";
+    "threads, data-parallel world size and communicator, host, plugins).";
 
 constexpr const char* kStyle = R"css(
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -125,7 +125,8 @@ std::pair<std::string, std::vector<RunRef>> select_runs(const Database& database
 
 // The runs columns the provenance table shows, in this order, where the file's schema has them.
 const std::vector<std::string> kProvenance = {"code_revision", "backend", "device", "precision", "threads",
-                                              "libraries", "host", "started_at", "ended_at"};
+                                              "world_size", "communicator", "libraries", "host", "started_at",
+                                              "ended_at"};
 
 ReportRun read_report_run(const Database& database, const RunRef& ref) {
     ReportRun run;
@@ -147,7 +148,11 @@ ReportRun read_report_run(const Database& database, const RunRef& ref) {
         run.wall_s = query.column_optional_double(0);
         run.error = query.column_text(1);
         for (size_t c = 0; c < present.size(); ++c) {
-            if (!query.is_null(static_cast<int>(c) + 2)) run.provenance[present[c]] = query.column_text(static_cast<int>(c) + 2);
+            if (!query.is_null(static_cast<int>(c) + 2)) {
+                run.provenance[present[c]] = query.column_text(static_cast<int>(c) + 2);
+            } else if (present[c] == "world_size") {
+                run.provenance[present[c]] = std::to_string(kWorldSizeBeforeVersion4);
+            }
         }
     }
     return run;

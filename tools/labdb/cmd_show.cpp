@@ -1,4 +1,5 @@
 // labdb show: everything recorded about one run.
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,9 @@ const char* kUsage =
     "RUN is a numeric id, a unique uid prefix (4 or more hex digits) or a run name.\n"
     "The status of a run left \"running\" by a process that is gone shows as \"dead\" (as in\n"
     "`labdb runs`); the next labrun that opens the database records it \"interrupted\".\n"
+    "world_size (data-parallel ranks) and communicator (\"mpi\", \"nccl\"; - for one process) follow\n"
+    "threads; a run recorded before schema version 4 has world_size 1, as labrun then trained in one\n"
+    "process.\n"
     "--json prints one JSON object with the same content.";
 
 nlohmann::json optional_number(const std::optional<double>& value) {
@@ -48,11 +52,24 @@ std::vector<std::pair<std::string, nlohmann::json>> runs_row(const Database& dat
     return row;
 }
 
-// runs_row with the state (run_state), not the stored status: a dead run is "running" in the file.
+// runs_row as labdb shows it: the state (run_state), not the stored status (a dead run is
+// "running" in the file); world_size 1 where it is NULL (kWorldSizeBeforeVersion4); world_size and
+// communicator, appended by migration 4, moved next to threads, the other facts about how the run
+// was computed.
 std::vector<std::pair<std::string, nlohmann::json>> run_columns(const Database& database, const RunRef& run) {
     std::vector<std::pair<std::string, nlohmann::json>> row = runs_row(database, run.id);
     for (auto& [name, value] : row) {
         if (name == "status") value = run.status;
+        if (name == "world_size" && value.is_null()) value = kWorldSizeBeforeVersion4;
+    }
+    const auto named = [&](const std::string& name) {
+        return std::find_if(row.begin(), row.end(), [&](const auto& column) { return column.first == name; });
+    };
+    for (const char* moved : {"communicator", "world_size"}) {
+        const auto threads = named("threads");
+        const auto column = named(moved);
+        if (threads == row.end() || column == row.end() || column < threads) continue;
+        std::rotate(threads + 1, column, column + 1);
     }
     return row;
 }

@@ -3,8 +3,9 @@
 // a fixed clause or a column name read from the schema of a database labdb created itself.
 //
 // The schema grows (version 1: runs, params, metrics, plugins, artifacts, texts; version 2 adds
-// runs.sweep, runs.threads, runs.libraries, runs.heartbeat_at and the sweeps table), so queries
-// that use a newer column ask has_column() first instead of trusting user_version alone. A file of
+// runs.sweep, runs.threads, runs.libraries, runs.heartbeat_at and the sweeps table; version 3 the
+// metric_goals table; version 4 runs.world_size and runs.communicator), so queries that use a
+// newer column ask has_column() first instead of trusting user_version alone. A file of
 // a schema version newer than this build's labrun writes is refused.
 #pragma once
 #include <sqlite3.h>

@@ -13,6 +13,10 @@
 
 namespace labdb {
 
+// What labdb shows for runs.world_size where it is NULL (rows written before schema version 4, and
+// merged from such files): labrun trained every run in one process then.
+inline constexpr int64_t kWorldSizeBeforeVersion4 = 1;
+
 // Which way metric `name` improves, as the runs' recorders declared it (table metric_goals, schema
 // version 3): the goal of the first of `runs` that declared one. MetricGoal::none when none did
 // (files of older labruns, metrics recorded without a goal): labdb then shows no best value.

@@ -7,14 +7,15 @@
 // process) may write the same file at once; each write is one short transaction. The schema
 // version lives in `PRAGMA user_version`; opening a file with version 0 creates the schema, an
 // older version is migrated forward, and a file made by a newer labrun is refused. The tables and
-// the view (schema version 2):
+// the views (schema version 4):
 //
 //   runs       one row per run: uid, name, experiment, config_hash, config (resolved text), status
 //              (running|finished|failed|interrupted), error, backend, device, precision, seed,
 //              host, pid, code_revision, started_at/ended_at (ISO-8601 UTC), wall_s; since
 //              version 2 also heartbeat_at (ISO-8601 UTC, the last sign of life of the writing
 //              process), sweep (sweeps.id, NULL for a single run), threads, libraries (JSON
-//              object: library -> version)
+//              object: library -> version); since version 4 world_size (data-parallel ranks) and
+//              communicator ("mpi", "nccl"; NULL for one process), both NULL in older rows
 //   params     (run_id, key, value): the flattened resolved configuration
 //   metrics    (run_id, step, name, value, time): time in seconds since the run started; a NaN value
 //              is stored as NULL (SQLite has no NaN) and read back as NaN by metrics()
@@ -22,8 +23,11 @@
 //   artifacts  (run_id, kind, path): checkpoints, sample files, plots
 //   texts      (run_id, step, name, text): generated samples
 //   sweeps     (id, experiment, created_at, size): the runs one experiment file expanded into
+//   metric_goals (run_id, name, goal): which way each metric of a run improves (version 3)
 //   run_summary (view) id, name, experiment, sweep, status, started_at, wall_s, val_loss,
 //              train_loss (the last logged values of "val/loss" and "train/loss", NULL if absent)
+//   metric_summary (view) per (run, metric): count, last value and step, lowest and highest value
+//              with their steps
 //
 // Metrics and texts are buffered in memory and written by flush() in one transaction (a training
 // loop logs many small rows; one transaction per row would dominate). Everything else is written
@@ -73,10 +77,10 @@ struct RunRecord {
     int64_t seed = 0;
     std::string sweep;      // sweeps.id of the sweep the run belongs to; empty (NULL) for a single run
     int64_t threads = 0;    // CPU threads the run used; 0 (NULL) when unknown
-    int64_t world_size = 1;     // data-parallel ranks (processes) that trained the run
-    std::string communicator;   // "mpi" or "nccl" for a data-parallel run; empty (NULL) for one process
     std::string libraries;  // JSON object of library versions, e.g. {"oneDNN":"2.6.3","sqlite":"3.40.1"};
                             // empty (NULL) when unknown
+    int64_t world_size = 1;     // data-parallel ranks (processes) that trained the run
+    std::string communicator;   // "mpi" or "nccl" for a data-parallel run; empty (NULL) for one process
 };
 
 class ResultStore {
@@ -90,13 +94,15 @@ class ResultStore {
     ResultStore(const ResultStore&) = delete;
     ResultStore& operator=(const ResultStore&) = delete;
 
-    static constexpr int kSchemaVersion = 3;
+    static constexpr int kSchemaVersion = 4;
 
     const std::filesystem::path& file() const;
 
     // Inserts a run with status "running", a fresh random uid, started_at = heartbeat_at = now,
     // host/pid of this process (host from r.host when given), and its params, in one transaction.
-    // Returns runs.id. Throws lab::Error when r.libraries is neither empty nor a JSON object.
+    // Returns runs.id. Throws lab::Error, writing nothing, when r.libraries is neither empty nor a
+    // JSON object, when r.world_size is below 1, or when r.world_size is above 1 and r.communicator
+    // is empty (ranks that trained together always talked through something).
     int64_t begin_run(const RunRecord& r, const std::vector<std::pair<std::string, std::string>>& params);
     void add_plugin(int64_t run, const std::string& kind, const std::string& name, const std::string& version,
                     const std::string& file, const std::string& sha256);

@@ -533,8 +533,9 @@
 
   // ---- a run's page -------------------------------------------------------------------------
 
-  const PROVENANCE = ['uid', 'experiment', 'status', 'backend', 'device', 'precision', 'seed', 'threads', 'host', 'pid',
-    'code_revision', 'config_hash', 'sweep', 'started_at', 'ended_at', 'heartbeat_at', 'wall_s'];
+  const PROVENANCE = ['uid', 'experiment', 'status', 'backend', 'device', 'precision', 'seed', 'threads', 'world_size',
+    'communicator', 'host', 'pid', 'code_revision', 'config_hash', 'sweep', 'started_at', 'ended_at', 'heartbeat_at',
+    'wall_s'];
   const NOT_PROVENANCE = new Set(['id', 'name', 'config', 'error', 'libraries']);
 
   function renderRunPage(root, shown) {
