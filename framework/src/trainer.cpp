@@ -29,6 +29,7 @@
 #include "lab/error.h"
 #include "lab/results.h"
 #include "lab/safetensors.h"
+#include "lab/stop_signals.h"
 
 namespace lab {
 
@@ -112,34 +113,6 @@ std::string format_duration(double seconds) {
 }
 
 namespace {
-
-// SIGINT/SIGTERM while training: finish the current step, checkpoint, mark the run interrupted.
-// A second signal gets the default action (the handler is reset), so a stuck run can still be
-// stopped.
-std::atomic<int> g_stop_signal{0};
-
-extern "C" void request_stop(int sig) {
-    g_stop_signal.store(sig);
-    std::signal(sig, SIG_DFL);
-}
-
-class StopSignals {
-public:
-    StopSignals() {
-        g_stop_signal.store(0);
-        old_int_ = std::signal(SIGINT, request_stop);
-        old_term_ = std::signal(SIGTERM, request_stop);
-    }
-    ~StopSignals() {
-        std::signal(SIGINT, old_int_);
-        std::signal(SIGTERM, old_term_);
-    }
-    int pending() const { return g_stop_signal.load(); }
-
-private:
-    void (*old_int_)(int);
-    void (*old_term_)(int);
-};
 
 // {"liblab": ..., "oneDNN": ..., "sqlite": ..., "boost": ..., "compiler": ...} as JSON text.
 std::string library_versions(const Backend& backend) {
@@ -462,7 +435,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             return r;
         };
 
-        StopSignals signals;
+        StopRequests signals;  // SIGINT/SIGTERM: finish the step, checkpoint, end interrupted
         if (comm) comm->set_stop_check([&signals] { return signals.pending() != 0; }, env.stop_grace_s);
         c.model->train(true);
         c.task->train(true);
