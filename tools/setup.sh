@@ -22,8 +22,9 @@ readonly BUILD_PACKAGES=(
   libboost-program-options-dev catch2 libsqlite3-dev sqlite3 nlohmann-json3-dev python3
   libcpp-httplib-dev libjs-chart.js libcairo2-dev fonts-dejavu-core libopenmpi-dev openmpi-bin
 )
-# The dashboard's browser test drives Debian's headless Chromium through Selenium (PyPI).
-readonly TEST_APT_PACKAGES=(chromium chromium-driver)
+# The dashboard's browser test drives Debian's headless Chromium through Selenium (PyPI); the
+# Slurm sweep test starts a one-node cluster of Debian's Slurm and munge (tests/scripts/slurm_cluster.sh).
+readonly TEST_APT_PACKAGES=(chromium chromium-driver slurm-wlm munge)
 # Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), so the tests and
 # the benchmarks get their own environment in .venv; bench/run.sh, the tests and
 # tools/get_pretrained.sh use .venv/bin/python3 when it exists.
@@ -44,7 +45,7 @@ C++ frontend headers for the cuda backend: pip install --no-deps $CUDNN_FRONTEND
 
 Options:
   --test      also install what the tests alone need: ${TEST_APT_PACKAGES[*]} with apt-get (the
-              dashboard's browser test) and the Python modules ${TEST_PYTHON_MODULES[*]} with pip
+              dashboard's browser test, the Slurm sweep test) and the Python modules ${TEST_PYTHON_MODULES[*]} with pip
               (tools/test.sh passes this).
   --bench     also install the Python packages of bench/ (${BENCH_PYTHON_MODULES[*]}) with pip.
               When python3 is Debian's externally managed interpreter, they go into a virtual

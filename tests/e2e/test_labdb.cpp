@@ -445,6 +445,53 @@ TEST_CASE("labdb merge joins databases with new ids and remapped rows", "[labdb]
     }
 }
 
+// labrun takes a configuration's highest id as its latest run; after a merge that must still be the
+// run that started last, whichever input it came from (labrun --slurm merges its task databases,
+// newer, before the experiment's database).
+TEST_CASE("labdb merge numbers runs in the order they started, the first input's copy of a uid winning",
+          "[labdb]") {
+    TempDir dir;
+    const fs::path older = dir.path / "experiment.db", newer = dir.path / "task.db";
+    write_runs(older, {finished_run("old_run", "exp", {}, {{0, 3.0}}, {}),
+                       finished_run("resumed", "exp", {}, {{0, 2.9}}, {})});
+    std::string resumed_uid;
+    {
+        // The task database holds a newer copy of "resumed" (same uid) and a run of its own.
+        fs::copy_file(older, newer);
+        PlainSqlite task(newer);
+        task.exec("DELETE FROM runs WHERE name = 'old_run'");
+        task.exec("UPDATE metrics SET value = 1.5 WHERE value = 2.9");
+        resumed_uid = task.one("SELECT uid FROM runs WHERE name = 'resumed'").text;
+        PlainSqlite experiment(older);
+        experiment.exec("UPDATE runs SET status = 'interrupted' WHERE name = 'resumed'");
+        experiment.exec("UPDATE runs SET started_at = '2025-01-01T10:00:00.000Z' WHERE name = 'old_run'");
+        experiment.exec("UPDATE runs SET started_at = '2025-01-01T11:00:00.000Z' WHERE name = 'resumed'");
+        task.exec("UPDATE runs SET started_at = '2025-01-01T11:00:00.000Z' WHERE name = 'resumed'");
+    }
+    write_runs(newer, {finished_run("new_run", "exp", {}, {{0, 2.0}}, {})});  // started now
+
+    const fs::path merged = dir.path / "merged.db";
+    const Outcome merge = labdb::run({"merge", newer.string(), older.string(), "-o", merged.string()});
+    INFO(merge);
+    REQUIRE(merge.exit_code == kExitOk);
+    CHECK_THAT(merge.err, Contains("has uid " + resumed_uid + ", already copied from '" + newer.string() + "'"));
+    const PlainSqlite sql(merged, PlainSqlite::Access::read_only);
+    std::vector<std::string> order;
+    for (const Row& row : sql.rows("SELECT name || ':' || status FROM runs ORDER BY id")) order.push_back(row[0].text);
+    CHECK(order == std::vector<std::string>{"old_run:finished", "resumed:finished", "new_run:finished"});
+    CHECK(sql.one("SELECT value FROM metrics JOIN runs ON runs.id = metrics.run_id WHERE runs.name = 'resumed'")
+              .real == 1.5);
+    // The same ids whichever order the inputs come in, when no uid is shared.
+    const fs::path other = dir.path / "other.db";
+    write_runs(other, {finished_run("latest", "exp", {}, {{0, 1.0}}, {})});
+    const fs::path reversed = dir.path / "reversed.db";
+    REQUIRE(labdb::run({"merge", other.string(), older.string(), "-o", reversed.string()}).exit_code == kExitOk);
+    order.clear();
+    for (const Row& row : PlainSqlite(reversed, PlainSqlite::Access::read_only).rows("SELECT name FROM runs ORDER BY id"))
+        order.push_back(row[0].text);
+    CHECK(order == std::vector<std::string>{"old_run", "resumed", "latest"});
+}
+
 TEST_CASE("labdb treats hostile names and filters as plain values", "[labdb]") {
     StudyDatabase study;
     const std::string db = study.db.string();

@@ -5,12 +5,18 @@
 // to it (any table with a run_id column: params, metrics, plugins, artifacts, texts, and whatever
 // later schema versions add) is copied with the new id. Columns are those of the new file's schema
 // that the input also has, so inputs of older schema versions merge too.
+//
+// New ids follow the runs' start times across all inputs, not the order of the inputs: labrun
+// takes the highest id of a configuration as its latest run (to skip, resume or rerun it), so a
+// run that started later must keep the higher id whichever input it came from (labrun --slurm
+// lists the task databases before the older experiment database).
 #include <unistd.h>
 
 #include <algorithm>
 #include <iostream>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "cli.h"
 #include "lab/results.h"
@@ -21,10 +27,11 @@ namespace {
 const char* kUsage =
     "usage: labdb merge A.db B.db ... -o C.db [--force]\n"
     "\n"
-    "Writes a new database C.db with every run of the inputs. Runs get new ids (params, metrics,\n"
-    "plugins, artifacts and texts follow them) and keep their uid; a uid found in several inputs is\n"
-    "copied once, from the first input that has it, with a warning. An existing C.db is refused\n"
-    "unless --force is given. C.db appears only when the merge succeeded.";
+    "Writes a new database C.db with every run of the inputs. Runs get new ids in the order they\n"
+    "started, whichever input they come from (params, metrics, plugins, artifacts and texts follow\n"
+    "them), and keep their uid; a uid found in several inputs is copied once, from the first input\n"
+    "that has it, with a warning. An existing C.db is refused unless --force is given. C.db appears\n"
+    "only when the merge succeeded.";
 
 // The columns of `table` in `to` that `from` has too, without `leave_out`.
 std::vector<std::string> shared_columns(const Database& to, const Database& from, const std::string& table,
@@ -117,17 +124,59 @@ struct MergeCounts {
     std::map<std::string, int64_t> rows;  // table -> rows copied
 };
 
-// Copies every run of `input` (and its rows, and rows of tables not tied to a run) into `output`.
-void merge_input(const Database& output, const Database& input, std::map<std::string, std::string>& uid_source,
-                 MergeCounts& counts) {
-    const std::vector<std::string> output_tables = table_names(output);
-    std::vector<std::unique_ptr<RunRowCopier>> copiers;
-    for (const std::string& table : output_tables) {
-        if (table == "runs" || !input.has_table(table)) continue;
-        if (output.has_column(table, "run_id") && input.has_column(table, "run_id")) {
-            copiers.push_back(std::make_unique<RunRowCopier>(output, input, table));
+// The runs of one input and what copies them: the runs row by id, then the rows that refer to it.
+class InputRuns {
+ public:
+    InputRuns(const Database& output, const Database& input)
+        : input_(input),
+          columns_(shared_columns(output, input, "runs", "id")),
+          select_(input, "SELECT " + column_list(columns_) + " FROM runs WHERE id = ?1", "read a run"),
+          insert_(output, "INSERT INTO runs (" + column_list(columns_) + ") VALUES (" +
+                              placeholders(1, columns_.size()) + ")",
+                  "copy a run") {
+        for (const std::string& table : table_names(output)) {
+            if (table != "runs" && input.has_table(table) && output.has_column(table, "run_id") &&
+                input.has_column(table, "run_id")) {
+                copiers_.push_back(std::make_unique<RunRowCopier>(output, input, table));
+            }
         }
     }
+
+    // Copies run `old_id` of the input and its rows; returns the new id.
+    int64_t copy(const Database& output, int64_t old_id, MergeCounts& counts) {
+        select_.reset();
+        select_.bind(1, old_id);
+        if (!select_.step()) throw lab::Error("merge: run " + std::to_string(old_id) + " of '" + input_.file().string() +
+                                             "' vanished while merging; hint: merge inputs no process is writing");
+        for (size_t c = 0; c < columns_.size(); ++c) insert_.bind_column(static_cast<int>(c) + 1, select_, static_cast<int>(c));
+        insert_.run();
+        select_.reset();  // no read left open on the input between runs
+        const int64_t new_id = sqlite3_last_insert_rowid(output.handle());
+        ++counts.runs;
+        for (const auto& copier : copiers_) counts.rows[copier->table()] += copier->copy(old_id, new_id);
+        return new_id;
+    }
+
+ private:
+    const Database& input_;
+    std::vector<std::string> columns_;
+    Statement select_, insert_;
+    std::vector<std::unique_ptr<RunRowCopier>> copiers_;
+};
+
+// A run to copy: when it started (ISO-8601 text, "" when unknown), and where it comes from.
+struct PendingRun {
+    std::string started_at;
+    size_t input = 0;
+    int64_t old_id = 0;
+};
+
+// Copies the rows of `input`'s tables that are not tied to a run, and lists its runs whose uid no
+// earlier input had (`uid_source`: uid -> the input it is copied from) in `pending`.
+void collect_input(const Database& output, const Database& input, size_t input_index,
+                   std::map<std::string, std::string>& uid_source, std::vector<PendingRun>& pending,
+                   MergeCounts& counts) {
+    const std::vector<std::string> output_tables = table_names(output);
     // Tables that are not about one run (the sweeps of schema version 2): rows already present
     // (the same sweep id from another input) are kept once.
     for (const std::string& table : output_tables) {
@@ -146,21 +195,17 @@ void merge_input(const Database& output, const Database& input, std::map<std::st
         }
     }
 
-    const std::vector<std::string> run_columns = shared_columns(output, input, "runs", "id");
-    const auto uid_column = std::find(run_columns.begin(), run_columns.end(), "uid");
-    if (uid_column == run_columns.end()) {
+    if (!input.has_column("runs", "uid")) {
         throw lab::Error("'" + input.file().string() + "' has no runs.uid column, so it is not a labrun results " +
                          "database; hint: merge only databases written by labrun");
     }
-    const int uid_index = static_cast<int>(uid_column - run_columns.begin()) + 1;
-    Statement select_runs(input, "SELECT id, " + column_list(run_columns) + " FROM runs ORDER BY id",
+    const bool has_start = input.has_column("runs", "started_at");
+    Statement select_runs(input, std::string("SELECT id, uid, ") + (has_start ? "started_at" : "''") +
+                                     " FROM runs ORDER BY id",
                           "read the runs");
-    Statement insert_run(output, "INSERT INTO runs (" + column_list(run_columns) + ") VALUES (" +
-                                     placeholders(1, run_columns.size()) + ")",
-                         "copy a run");
     while (select_runs.step()) {
         const int64_t old_id = select_runs.column_int(0);
-        const std::string uid = select_runs.column_text(uid_index);
+        const std::string uid = select_runs.column_text(1);
         const auto seen = uid_source.find(uid);
         if (seen != uid_source.end()) {
             std::cerr << "labdb: warning: run " << old_id << " of '" << input.file().string() << "' has uid " << uid
@@ -168,12 +213,8 @@ void merge_input(const Database& output, const Database& input, std::map<std::st
             ++counts.duplicates;
             continue;
         }
-        for (size_t c = 0; c < run_columns.size(); ++c) insert_run.bind_column(static_cast<int>(c) + 1, select_runs, static_cast<int>(c) + 1);
-        insert_run.run();
-        const int64_t new_id = sqlite3_last_insert_rowid(output.handle());
         uid_source.emplace(uid, input.file().string());
-        ++counts.runs;
-        for (const auto& copier : copiers) counts.rows[copier->table()] += copier->copy(old_id, new_id);
+        pending.push_back({select_runs.column_text(2), input_index, old_id});
     }
 }
 
@@ -224,7 +265,14 @@ int command_merge(const std::vector<std::string>& args, const GlobalOptions& glo
             const Database merged(partial, Database::Mode::read_write);
             merged.execute("BEGIN IMMEDIATE", "begin the merge transaction");
             std::map<std::string, std::string> uid_source;
-            for (const auto& input : inputs) merge_input(merged, *input, uid_source, counts);
+            std::vector<PendingRun> pending;
+            for (size_t i = 0; i < inputs.size(); ++i) collect_input(merged, *inputs[i], i, uid_source, pending, counts);
+            std::stable_sort(pending.begin(), pending.end(), [](const PendingRun& a, const PendingRun& b) {
+                return std::tie(a.started_at, a.input, a.old_id) < std::tie(b.started_at, b.input, b.old_id);
+            });
+            std::vector<std::unique_ptr<InputRuns>> runs_of;
+            for (const auto& input : inputs) runs_of.push_back(std::make_unique<InputRuns>(merged, *input));
+            for (const PendingRun& run : pending) runs_of[run.input]->copy(merged, run.old_id, counts);
             merged.execute("COMMIT", "commit the merge");
         }
         // Closing the last connection checkpointed the WAL into the file; a WAL left behind would be

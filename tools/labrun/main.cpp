@@ -3,6 +3,7 @@
 //   labrun EXPERIMENT.ini [section.key=value ...]   train (results go to [experiment] db)
 //   labrun EXPERIMENT.ini --dry-run                 print the resolved run, do nothing
 //   labrun EXPERIMENT.ini --sweep KEY=V1,V2         a sweep from the command line
+//   labrun EXPERIMENT.ini --slurm [--partition P]   the runs as a Slurm job array (slurm.h)
 //   labrun eval RUN [section.key=value ...]         evaluate a trained run's checkpoint again
 //   labrun --list                                   every loaded plugin
 //   labrun --describe KIND/NAME                     a plugin's options
@@ -36,12 +37,14 @@
 #include "lab/evaluation.h"
 #include "lab/registry.h"
 #include "lab/results.h"
+#include "lab/stop_signals.h"
 #include "lab/generate.h"
 #include "lab/trainer.h"
 #include "lab/version.h"
 #include "check.h"
 #include "mpi_communicator.h"
 #include "rerun.h"
+#include "slurm.h"
 
 extern char** environ;
 
@@ -54,6 +57,8 @@ enum ExitCode { kOk = 0, kRunFailed = 1, kUsage = 2, kConfig = 3, kPlugin = 4, k
 
 const char* kUsageText =
     "usage: labrun [options] EXPERIMENT.ini [section.key=value ...] [--sweep KEY=V1,V2,... ...]\n"
+    "       labrun [options] EXPERIMENT.ini [section.key=value ...] [--sweep ...] --slurm [--partition P]\n"
+    "                     [--time T] [--cpus-per-task C] [--gpus-per-task G] [--dry-run]\n"
     "       labrun --resume RUN [--db FILE]\n"
     "       labrun --list | --describe KIND/NAME\n"
     "       labrun --check attention/NAME [key=value ...] [--backend NAME] [--no-profile] [--rope]\n"
@@ -76,6 +81,14 @@ const char* kUsageText =
     "A finished run is skipped only while the plugin files it ran with are unchanged (their sha256);\n"
     "when one was rebuilt since, the rerun is refused before anything runs, naming the run and the\n"
     "plugin: --force runs it again (a new run; the old one stays), or restore the old plugin build.\n"
+    "\n"
+    "--slurm: submits the runs not finished yet as ONE Slurm job array (task I runs run I of the sweep with\n"
+    "--cpus-per-task OpenMP threads) and a job that starts when the array has ended and merges the tasks'\n"
+    "results into [experiment] db with labdb merge. Each task writes its own database beside it,\n"
+    "<db stem>.slurm-<sweep id>-<run>.db (SQLite must not be shared between hosts); the merge deletes the\n"
+    "ones whose run finished. Submitting again skips finished runs and resumes interrupted ones; when none\n"
+    "is left nothing is submitted. Scripts and logs go to <db folder>/logs/; --dry-run prints the scripts\n"
+    "and sbatch commands instead. See docs/distributed-slurm.md.\n"
     "\n"
     "eval: evaluates a finished or interrupted run (id or uid of --db, default results/lab.db) on its\n"
     "validation data from its latest checkpoint, with section.key=value overrides of its recorded\n"
@@ -414,11 +427,12 @@ int report_outcome(const lab::RunOutcome& outcome) {
     return kOk;
 }
 
-// The most recent run with `spec`'s configuration in its results database, after runs of dead
-// processes are marked interrupted. It decides what happens to the run: finished -> skipped
-// (unless --force), interrupted -> resumed from its checkpoint, failed or none -> run.
-std::optional<lab::ResultStore::RunRef> previous_run(const lab::RunSpec& spec) {
-    lab::ResultStore store(spec.experiment.get_string("db"));
+// The most recent run with `spec`'s configuration in its results database (`results_db` when
+// given: --results-db, else [experiment] db), after runs of dead processes are marked interrupted.
+// It decides what happens to the run: finished -> skipped (unless --force), interrupted -> resumed
+// from its checkpoint, failed or none -> run.
+std::optional<lab::ResultStore::RunRef> previous_run(const lab::RunSpec& spec, const fs::path& results_db) {
+    lab::ResultStore store(results_db.empty() ? fs::path(spec.experiment.get_string("db")) : results_db);
     store.mark_interrupted_runs();
     if (!spec.sweep_id.empty()) store.add_sweep(spec.sweep_id, spec.name, spec.sweep_size);
     return store.latest_run(spec.hash());
@@ -426,8 +440,6 @@ std::optional<lab::ResultStore::RunRef> previous_run(const lab::RunSpec& spec) {
 
 // ---- parallel sweeps (--jobs) ----
 
-volatile sig_atomic_t g_stop_signal = 0;
-void remember_stop_signal(int sig) { g_stop_signal = sig; }
 
 int available_cores() {
     cpu_set_t set;
@@ -471,11 +483,7 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
     for (auto& e : env_strings) envp.push_back(e.data());
     envp.push_back(nullptr);
 
-    struct sigaction action {}, old_int {}, old_term {};
-    action.sa_handler = remember_stop_signal;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGINT, &action, &old_int);
-    sigaction(SIGTERM, &action, &old_term);
+    const lab::StopRequests stop;  // SIGINT/SIGTERM: start no new run (the children get them too)
 
     std::map<pid_t, size_t> running;  // pid -> index
     std::map<size_t, fs::path> logs;
@@ -486,7 +494,7 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
         return text.str();
     };
     while (next < todo.size() || !running.empty()) {
-        while (!g_stop_signal && next < todo.size() && static_cast<int>(running.size()) < jobs) {
+        while (!stop.pending() && next < todo.size() && static_cast<int>(running.size()) < jobs) {
             size_t index = todo[next++];
             fs::path log = log_dir / ("sweep-" + specs[index].sweep_id + "-" + std::to_string(index + 1) + ".log");
             std::vector<std::string> args(argv, argv + argc);
@@ -531,9 +539,7 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
                       << ":\n" << last_lines(logs[index], 5);
         }
     }
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
-    if (g_stop_signal) return 128 + g_stop_signal;
+    if (stop.pending()) return 128 + stop.pending();
     if (!quiet)
         std::cerr << "sweep " << specs.front().sweep_id << ": " << (todo.size() - failed - interrupted) << " finished, "
                   << failed << " failed, " << interrupted << " interrupted\n";
@@ -580,7 +586,7 @@ void start_ranks(lab::RunEnvironment& env, const std::vector<std::string>& args,
     if (!started_by_mpi_launcher()) return;
     const bool training = !args.empty() && args[0] != "eval" && args[0] != "generate" && args[0] != "tokenize";
     if (!(training || vm.count("resume")) || vm.count("list") || vm.count("describe") || vm.count("check") ||
-        vm.count("dry-run"))
+        vm.count("dry-run") || vm.count("slurm"))
         throw lab::ConfigError("only training (labrun EXPERIMENT.ini, labrun --resume RUN) runs on several ranks; "
                                "start this command as one process, without mpirun or srun");
     if (vm["jobs"].as<int>() != 1)
@@ -602,6 +608,30 @@ void start_ranks(lab::RunEnvironment& env, const std::vector<std::string>& args,
     if (!is_lead()) env.quiet = true;
 }
 
+// --slurm submits the runs of an experiment file; the modes that do something else, and the
+// options that choose how runs run here, do not go with it. Its own options need it.
+void check_slurm_combination(const po::variables_map& vm, const std::vector<std::string>& args) {
+    if (!vm.count("slurm")) {
+        for (const std::string option : {"partition", "time", "cpus-per-task", "gpus-per-task"})
+            if (vm.count(option) && !vm[option].defaulted())
+                throw lab::ConfigError("--" + option + " is an option of --slurm, which is not given; hint: add --slurm "
+                                       "to submit the runs to Slurm, or drop --" + option);
+        return;
+    }
+    std::string other;
+    for (const std::string option : {"list", "describe", "check", "resume", "sweep-index", "results-db"})
+        if (vm.count(option)) other = "--" + option;
+    if (!vm["jobs"].defaulted()) other = "--jobs";
+    if (!args.empty() && (args[0] == "eval" || args[0] == "generate" || args[0] == "tokenize")) other = args[0];
+    if (!other.empty())
+        throw lab::ConfigError("--slurm does not go with " + other + ": --slurm submits the runs of an experiment file "
+                               "as a Slurm job array, one task per run with --cpus-per-task threads; hint: drop " +
+                               other + " (e.g. `labrun experiments/copy.ini --sweep experiment.seed=1,2 --slurm`)");
+    if (args.empty())
+        throw lab::ConfigError("--slurm: no experiment file given; hint: `labrun EXPERIMENT.ini --slurm`, e.g. "
+                               "`labrun experiments/copy.ini --sweep experiment.seed=1,2 --slurm --dry-run`");
+}
+
 int run_main(int argc, char** argv) {
     po::options_description visible("options");
     visible.add_options()
@@ -609,7 +639,7 @@ int run_main(int argc, char** argv) {
         ("version", "print the version and ABI tag")
         ("list", "list every loaded plugin (kind, name, version, file)")
         ("describe", po::value<std::string>()->value_name("KIND/NAME"), "print a plugin's options")
-        ("dry-run", "print the resolved runs and stop")
+        ("dry-run", "print the resolved runs and stop (with --slurm: the scripts and sbatch commands)")
         ("resume", po::value<std::string>()->value_name("RUN"),
          "continue an interrupted run (id, uid prefix or name) from its latest checkpoint")
         ("check", po::value<std::string>()->value_name("attention/NAME"),
@@ -638,11 +668,20 @@ int run_main(int argc, char** argv) {
         ("no-cache", "generate: recompute the whole context for every token")
         ("sweep", po::value<std::vector<std::string>>()->value_name("KEY=V1,V2")->composing(),
          "sweep section.key over the comma-separated values, as a line of [sweep] (repeatable)")
+        ("slurm", "submit the runs to Slurm as one job array and a merge job (see above)")
+        ("partition", po::value<std::string>()->value_name("P"), "--slurm: the partition (default: the cluster's)")
+        ("time", po::value<std::string>()->value_name("T"),
+         "--slurm: time limit per run, e.g. 90, 1:30:00, 2-00:00:00 (default: the partition's)")
+        ("cpus-per-task", po::value<int64_t>()->default_value(1)->value_name("C"),
+         "--slurm: CPUs per run, also its OpenMP threads")
+        ("gpus-per-task", po::value<int64_t>()->default_value(0)->value_name("G"), "--slurm: GPUs per run")
         ("quiet,q", "no log output")
         ("no-progress", "plain log lines even on a terminal");
     po::options_description hidden;
     hidden.add_options()("args", po::value<std::vector<std::string>>(), "")(
-        "sweep-index", po::value<int64_t>(), "run only this run of the sweep (0-based; --jobs uses it)");
+        "sweep-index", po::value<int64_t>(), "run only this run of the sweep (0-based; --jobs uses it)")(
+        "results-db", po::value<std::string>(),
+        "record runs in FILE instead of [experiment] db, and skip or resume the runs FILE records (a --slurm task)");
     po::options_description all;
     all.add(visible).add(hidden);
     po::positional_options_description positional;
@@ -667,6 +706,11 @@ int run_main(int argc, char** argv) {
     }
     std::vector<std::string> args = vm.count("args") ? vm["args"].as<std::vector<std::string>>()
                                                      : std::vector<std::string>{};
+    check_slurm_combination(vm, args);
+    if (vm.count("results-db") && (vm.count("resume") || vm.count("check") || args.empty() || args[0] == "eval" ||
+                                   args[0] == "generate" || args[0] == "tokenize"))
+        throw lab::ConfigError("--results-db records the runs of an experiment file (a --slurm task's); it does not "
+                               "go with --resume, --check, eval, generate or tokenize, which take a database with --db");
     std::vector<std::string> plugin_paths =
         vm.count("plugin-path") ? vm["plugin-path"].as<std::vector<std::string>>() : std::vector<std::string>{};
 
@@ -698,6 +742,7 @@ int run_main(int argc, char** argv) {
     run_env.source_dir = LAB_SOURCE_DIR;
     run_env.quiet = vm.count("quiet") > 0;
     run_env.progress = !vm.count("no-progress") && isatty(STDERR_FILENO);
+    if (vm.count("results-db")) run_env.results_db = vm["results-db"].as<std::string>();
 
     start_ranks(run_env, args, vm);
 
@@ -745,6 +790,17 @@ int run_main(int argc, char** argv) {
     lab::RawConfig raw = lab::load_config(args[0], overrides, env, sweeps);
     for (const auto& p : lab::experiment_plugin_paths(raw)) load_path(registry, p);
     std::vector<lab::RunSpec> specs = lab::resolve_runs(raw, registry);
+    if (vm.count("slurm")) {
+        SlurmOptions slurm;
+        if (vm.count("partition")) slurm.partition = vm["partition"].as<std::string>();
+        if (vm.count("time")) slurm.time = vm["time"].as<std::string>();
+        slurm.cpus_per_task = vm["cpus-per-task"].as<int64_t>();
+        slurm.gpus_per_task = vm["gpus-per-task"].as<int64_t>();
+        slurm.dry_run = vm.count("dry-run") > 0;
+        SlurmCommand command{args[0], overrides, sweeps, env.data_dir.string(),
+                             {plugin_paths.begin(), plugin_paths.end()}, vm.count("force") > 0};
+        return submit_to_slurm(specs, registry, command, slurm, std::cout);
+    }
     if (vm.count("dry-run")) {
         std::cout << "# " << specs.size() << (specs.size() == 1 ? " run" : " runs");
         if (!specs.front().sweep_id.empty()) std::cout << " of sweep " << specs.front().sweep_id;
@@ -768,13 +824,16 @@ int run_main(int argc, char** argv) {
     }
     if (!vm.count("force"))
         decided_by_rank0([&] {
-            refuse_finished_runs_with_rebuilt_plugins(specs, first, last, registry);
+            RunDatabases databases;  // --results-db: that file records the earlier runs
+            if (!run_env.results_db.empty())
+                databases = [&](size_t) { return std::vector<fs::path>{run_env.results_db}; };
+            refuse_finished_runs_with_rebuilt_plugins(specs, first, last, registry, databases);
             return std::string();
         });
     if (jobs > 1 && specs.size() > 1 && !vm.count("sweep-index")) {
         std::vector<size_t> todo;
         for (size_t i = 0; i < specs.size(); ++i) {
-            auto previous = previous_run(specs[i]);
+            auto previous = previous_run(specs[i], run_env.results_db);
             if (previous && previous->status == "finished" && !vm.count("force")) continue;
             todo.push_back(i);
         }
@@ -789,7 +848,7 @@ int run_main(int argc, char** argv) {
         lab::RunEnvironment this_run = run_env;
         // "<id> <status>" of the latest run with this configuration, or "" (rank 0 looks).
         const std::string previous = decided_by_rank0([&] {
-            auto found = previous_run(spec);
+            auto found = previous_run(spec, run_env.results_db);
             return found ? std::to_string(found->id) + " " + found->status : std::string();
         });
         if (!previous.empty()) {
@@ -836,6 +895,7 @@ int report_error(const std::string& kind, const std::exception& e, int code, boo
 }  // namespace
 
 int main(int argc, char** argv) {
+    lab::handle_stop_signals_on_own_thread();  // before any other thread starts (lab/stop_signals.h)
     int code = kOk;
     try {
         code = run_main(argc, argv);

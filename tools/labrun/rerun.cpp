@@ -38,25 +38,31 @@ std::vector<RebuiltPlugin> rebuilt_plugins(const lab::ResultStore& store, int64_
 }
 
 void refuse_finished_runs_with_rebuilt_plugins(const std::vector<lab::RunSpec>& specs, size_t first, size_t last,
-                                               const lab::Registry& registry) {
+                                               const lab::Registry& registry, const RunDatabases& databases) {
     std::map<std::string, std::string> sha_of_file;
     std::string listing;
     size_t refused = 0;
     for (size_t i = first; i < last && i < specs.size(); ++i) {
         const lab::RunSpec& spec = specs[i];
-        const std::filesystem::path db = spec.experiment.get_string("db");
-        std::error_code ec;
-        if (!std::filesystem::exists(db, ec)) continue;  // no earlier run, and no database to create yet
-        lab::ResultStore store(db);
-        auto previous = store.latest_run(spec.hash());
-        if (!previous || previous->status != "finished") continue;
-        std::vector<RebuiltPlugin> changed = rebuilt_plugins(store, previous->id, registry, sha_of_file);
-        if (changed.empty()) continue;
-        ++refused;
-        listing += "\n  " + run_label(spec, i, previous->id, store.uid(previous->id)) + ":";
-        for (const RebuiltPlugin& p : changed)
-            listing += "\n    " + p.kind + "/" + p.name + ": recorded " + short_sha(p.recorded) + ", now " +
-                       short_sha(p.current) + " (" + p.file + ")";
+        const std::vector<std::filesystem::path> dbs =
+            databases ? databases(i) : std::vector<std::filesystem::path>{spec.experiment.get_string("db")};
+        for (const std::filesystem::path& db : dbs) {
+            std::error_code ec;
+            if (!std::filesystem::exists(db, ec)) continue;  // no earlier run, and no database to create yet
+            lab::ResultStore store(db);
+            auto previous = store.latest_run(spec.hash());
+            if (!previous || previous->status != "finished") continue;
+            std::vector<RebuiltPlugin> changed = rebuilt_plugins(store, previous->id, registry, sha_of_file);
+            if (!changed.empty()) {
+                ++refused;
+                listing += "\n  " + run_label(spec, i, previous->id, store.uid(previous->id)) +
+                           (dbs.size() > 1 ? " in " + db.string() : "") + ":";
+                for (const RebuiltPlugin& p : changed)
+                    listing += "\n    " + p.kind + "/" + p.name + ": recorded " + short_sha(p.recorded) + ", now " +
+                               short_sha(p.current) + " (" + p.file + ")";
+            }
+            break;  // the first database with a finished run decides
+        }
     }
     if (refused == 0) return;
     throw lab::PluginError(

@@ -7,6 +7,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,9 +28,15 @@ struct RebuiltPlugin {
 std::vector<RebuiltPlugin> rebuilt_plugins(const lab::ResultStore& store, int64_t run, const lab::Registry& registry,
                                            std::map<std::string, std::string>& sha_of_file);
 
+// The results databases that may record earlier runs of specs[index], in the order they are
+// searched: [experiment] db by default; --results-db FILE instead; for --slurm a run's task
+// database, then [experiment] db (slurm.h).
+using RunDatabases = std::function<std::vector<std::filesystem::path>(size_t index)>;
+
 // Throws PluginError when a run of specs[first, last) finished with plugin builds other than the
 // ones loaded now; the message lists each such run (id, uid, sweep values) with its changed plugins
-// (kind/name, recorded and current short sha256, file) and the two ways on. Opens no database that
-// does not exist.
+// (kind/name, recorded and current short sha256, file) and the two ways on. The first of a run's
+// `databases` (default: its [experiment] db) whose latest run of the configuration finished is the
+// one checked. Opens no database that does not exist.
 void refuse_finished_runs_with_rebuilt_plugins(const std::vector<lab::RunSpec>& specs, size_t first, size_t last,
-                                               const lab::Registry& registry);
+                                               const lab::Registry& registry, const RunDatabases& databases = {});
