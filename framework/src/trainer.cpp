@@ -336,11 +336,12 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         record_error = e.what();
     }
     if (comm) {
-        std::string shared = record_error.empty() ? "ok " + outcome.uid : "error " + record_error;
+        // "ok <run id> <uid>", or "error <why>"
+        std::string shared = record_error.empty() ? "ok " + std::to_string(run) + " " + outcome.uid : "error " + record_error;
         comm->broadcast(shared, 0);
         if (shared.rfind("ok ", 0) != 0)
             throw RankFailedError(lead ? record_error : "rank 0 could not record the run: " + shared.substr(6));
-        outcome.uid = shared.substr(3);
+        std::istringstream(shared.substr(3)) >> run >> outcome.uid;
     }
     outcome.run_id = run;
     auto start = Clock::now();

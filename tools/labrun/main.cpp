@@ -88,7 +88,7 @@ const char* kUsageText =
     "<db stem>.slurm-<sweep id>-<run>.db (SQLite must not be shared between hosts); the merge deletes the\n"
     "ones whose run finished. Submitting again skips finished runs and resumes interrupted ones; when none\n"
     "is left nothing is submitted. Scripts and logs go to <db folder>/logs/; --dry-run prints the scripts\n"
-    "and sbatch commands instead. See docs/distributed-slurm.md.\n"
+    "and sbatch commands instead. See docs/distributed.md.\n"
     "\n"
     "eval: evaluates a finished or interrupted run (id or uid of --db, default results/lab.db) on its\n"
     "validation data from its latest checkpoint, with section.key=value overrides of its recorded\n"
@@ -419,8 +419,17 @@ int evaluate_run(lab::Registry& registry, const std::vector<std::string>& args, 
     return kOk;
 }
 
+// The ranks of this run when an MPI launcher started it (made in run_main, ended in main: an error
+// that not every rank shares must end them all, or the others would wait forever).
+std::unique_ptr<lab::Communicator> g_comm;
+// Set when the error being thrown is one every rank throws (decided_by_rank0).
+bool g_error_shared = false;
+
+bool is_lead() { return !g_comm || g_comm->rank() == 0; }
+
 int report_outcome(const lab::RunOutcome& outcome) {
     if (outcome.interrupted) return 128 + outcome.stop_signal;  // as a shell reports a signal
+    if (!is_lead()) return kOk;                                 // rank 0 reports a data-parallel run
     std::cout << "run " << outcome.run_id << " (" << outcome.uid << ") finished";
     for (const auto& [name, value] : outcome.final_metrics) std::cout << "  " << name << " " << value;
     std::cout << "  wall " << lab::format_duration(outcome.wall_s) << "\n";
@@ -547,14 +556,6 @@ int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vec
 }
 
 // ---- data parallelism (labrun under mpirun or srun) ----
-
-// The ranks of this run when an MPI launcher started it (made in run_main, ended in main: an error
-// that not every rank shares must end them all, or the others would wait forever).
-std::unique_ptr<lab::Communicator> g_comm;
-// Set when the error being thrown is one every rank throws (decided_by_rank0).
-bool g_error_shared = false;
-
-bool is_lead() { return !g_comm || g_comm->rank() == 0; }
 
 // Runs `decide` on rank 0 alone (it reads or writes the database) and gives its result to every
 // rank; an error there is thrown on every rank (as ConfigError with the same text elsewhere).
