@@ -166,7 +166,7 @@ try:
 
     # ---- a rank killed mid-run ----
     killed = os.path.join(scratch, "killed.db")
-    long_run = BASE + ["train.steps=2000", "train.ckpt_every=10", "experiment.db=" + killed]
+    long_run = BASE + ["train.steps=1000", "train.ckpt_every=10", "experiment.db=" + killed]
     mpirun = subprocess.Popen(MPIRUN + [labrun] + long_run, cwd=scratch, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
 
@@ -221,15 +221,15 @@ try:
     status = run_row(killed, "status")[0]
     steps = max(curves(killed)["train/loss"])
     print("resumed on 1 process: run %s at step %d" % (status, steps))
-    if status != "finished" or steps != 2000:
-        fail("--resume on 1 process after the kill: run %s at step %d, expected finished at 2000" % (status, steps))
+    if status != "finished" or steps != 1000:
+        fail("--resume on 1 process after the kill: run %s at step %d, expected finished at 1000" % (status, steps))
 
     # ---- a stop signal: every rank stops after the same step, resumable on 2 ranks ----
     stopped = os.path.join(scratch, "stopped.db")
     # mpirun passes SIGINT on as SIGTERM to every rank odls_base_sigkill_timeout (1 s) later, and
     # SIGKILL as long again after that: the ranks finish their step, agree to stop, and rank 0
     # checkpoints within that second (a small model's checkpoint takes milliseconds).
-    mpirun = subprocess.Popen(MPIRUN + [labrun] + BASE + ["train.steps=2000", "train.ckpt_every=50", "experiment.db=" + stopped],
+    mpirun = subprocess.Popen(MPIRUN + [labrun] + BASE + ["train.steps=1000", "train.ckpt_every=50", "experiment.db=" + stopped],
                               cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while logged_steps(stopped) < 20 and time.time() < deadline and mpirun.poll() is None:
@@ -243,8 +243,8 @@ try:
     uid = run_row(stopped, "uid")[0]
     run(["--resume", uid, "--db", stopped, "--no-progress", "--data-dir", data], mpi=True)
     status = run_row(stopped, "status")[0]
-    if status != "finished" or max(curves(stopped)["train/loss"]) != 2000:
-        fail("--resume on 2 ranks after SIGINT: run %s, expected finished at step 2000" % status)
+    if status != "finished" or max(curves(stopped)["train/loss"]) != 1000:
+        fail("--resume on 2 ranks after SIGINT: run %s, expected finished at step 1000" % status)
 finally:
     shutil.rmtree(scratch, ignore_errors=True)
 
