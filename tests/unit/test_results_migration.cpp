@@ -19,6 +19,16 @@ using namespace lab_test;
 
 namespace {
 
+// The error of opening `file` with lab::ResultStore ("" when it opens).
+std::string opening_error(const std::filesystem::path& file) {
+    try {
+        lab::ResultStore store(file);
+    } catch (const lab::Error& error) {
+        return error.what();
+    }
+    return "";
+}
+
 // Two runs as labrun 0.1 wrote them: a finished one with metrics, params, a plugin, an artifact
 // and a text, and one left running by a process that is gone.
 constexpr const char* kVersion1Rows = R"sql(
@@ -161,12 +171,7 @@ TEST_CASE("a failed migration leaves the version-1 file as it was", "[results][m
         // A user's own table with the name that version 2 needs makes the migration fail.
         plain.exec("CREATE TABLE sweeps (note TEXT); INSERT INTO sweeps VALUES ('mine');");
     }
-    std::string message;
-    try {
-        lab::ResultStore store(file);
-    } catch (const lab::Error& error) {
-        message = error.what();
-    }
+    const std::string message = opening_error(file);
     CHECK(message.find(file.string()) != std::string::npos);
     CHECK(message.find("from version 1 to 2") != std::string::npos);
     CHECK(message.find("sweeps") != std::string::npos);
@@ -277,12 +282,7 @@ TEST_CASE("a failed migration 3 -> 4 leaves the version-3 file as it was", "[res
     // A column someone added by hand, with the name that version 4 needs, makes the migration fail
     // at its second statement: the first one (world_size) must be rolled back too.
     PlainSqlite(file).exec("ALTER TABLE runs ADD COLUMN communicator TEXT;");
-    std::string message;
-    try {
-        lab::ResultStore store(file);
-    } catch (const lab::Error& error) {
-        message = error.what();
-    }
+    const std::string message = opening_error(file);
     CHECK(message.find(file.string()) != std::string::npos);
     CHECK(message.find("from version 3 to 4") != std::string::npos);
     CHECK(message.find("communicator") != std::string::npos);
