@@ -23,8 +23,9 @@ readonly BUILD_PACKAGES=(
   libcpp-httplib-dev libjs-chart.js libcairo2-dev fonts-dejavu-core libopenmpi-dev openmpi-bin
 )
 # The dashboard's browser test drives Debian's headless Chromium through Selenium (PyPI); the
-# Slurm sweep test starts a one-node cluster of Debian's Slurm and munge (tests/scripts/slurm_cluster.sh).
-readonly TEST_APT_PACKAGES=(chromium chromium-driver slurm-wlm munge)
+# Slurm sweep test starts a one-node cluster of Debian's Slurm and munge (tests/scripts/slurm_cluster.sh),
+# which finds free ports with iproute2's ss (not in a minimal Debian).
+readonly TEST_APT_PACKAGES=(chromium chromium-driver slurm-wlm munge iproute2)
 # Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), so the tests and
 # the benchmarks get their own environment in .venv; bench/run.sh, the tests and
 # tools/get_pretrained.sh use .venv/bin/python3 when it exists.
