@@ -24,10 +24,6 @@ Tensor rows_of(const Tensor& t, int64_t rows, int64_t first, int64_t count) {
 
 }  // namespace
 
-Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, int64_t targets_per_row) {
-    return slice_batch_rows(whole, first, count, std::vector<int64_t>{targets_per_row});
-}
-
 Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, const std::vector<int64_t>& targets_per_row) {
     const int64_t rows = whole.inputs.ids.size(0);
     if (first < 0 || count < 1 || first + count > rows)
@@ -66,11 +62,6 @@ Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, const s
     auto tokens_before = [&](int64_t row) { return whole.tokens * row / std::max<int64_t>(1, rows); };
     part.tokens = tokens_before(first + count) - tokens_before(first);
     return part;
-}
-
-int64_t scored_targets(const Tensor& targets, int64_t ignore_index) {
-    const std::vector<int64_t> values = targets.to_ints();
-    return static_cast<int64_t>(std::count_if(values.begin(), values.end(), [&](int64_t t) { return t != ignore_index; }));
 }
 
 Batch scored_part(const Batch& whole, int64_t first, int64_t count, const ScoredLayout& layout) {

@@ -4,7 +4,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -247,18 +246,23 @@ void build_optimizer(const RunSpec& spec, const Registry& registry, TrainingStac
 
 namespace {
 
-// Every rank says whether it failed (`error` non-empty); when one did, every rank throws
-// RankFailedError, whose text on rank 0 names each failed rank and its error.
-void agree_ranks(Communicator& comm, const std::string& error, const std::string& phase) {
-    double failed = error.empty() ? 0 : 1;
-    comm.allreduce_sum(&failed, 1);
-    if (failed == 0) return;
+// After a collective in which some rank reported a failure: every rank's error text gathered on
+// rank 0, and RankFailedError thrown on every rank, rank 0's naming each failed rank and its error.
+[[noreturn]] void throw_rank_failure(Communicator& comm, const std::string& error, const std::string& when) {
     std::vector<std::string> errors = comm.gather(error, 0);
     std::string text;
     for (size_t r = 0; r < errors.size(); ++r)
         if (!errors[r].empty()) text += (text.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": " + errors[r]);
     if (comm.rank() != 0) text = "another rank failed (rank 0 records why)";
-    throw RankFailedError(text + " (" + phase + ", on " + std::to_string(comm.size()) + " ranks)");
+    throw RankFailedError(text + " (" + when + ", on " + std::to_string(comm.size()) + " ranks)");
+}
+
+// Every rank says whether it failed (`error` non-empty); when one did, every rank throws
+// (throw_rank_failure).
+void agree_ranks(Communicator& comm, const std::string& error, const std::string& phase) {
+    double failed = error.empty() ? 0 : 1;
+    comm.allreduce_sum(&failed, 1);
+    if (failed > 0) throw_rank_failure(comm, error, phase);
 }
 
 // OpenMP threads of each rank when [experiment] threads is 0: the cores this process may use,
@@ -636,15 +640,7 @@ double exchange_status(TrainingStack& c, const std::string& error, bool stop_sig
     status[2] = error.empty() ? local_loss : 0;
     for (size_t i = 0; i < c.params.size(); ++i) status[3 + i] = c.params[i].second.grad().defined() ? 1 : 0;
     comm.allreduce_sum(status.data(), status.size());
-    if (status[0] > 0) {
-        std::vector<std::string> errors = comm.gather(error, 0);
-        std::string text;
-        for (size_t r = 0; r < errors.size(); ++r)
-            if (!errors[r].empty()) text += (text.empty() ? "" : "; ") + ("rank " + std::to_string(r) + ": " + errors[r]);
-        if (comm.rank() != 0) text = "another rank failed at step " + std::to_string(step) + " (rank 0 records why)";
-        throw RankFailedError(text + " (step " + std::to_string(step) + " of a run on " + std::to_string(comm.size()) +
-                              " ranks)");
-    }
+    if (status[0] > 0) throw_rank_failure(comm, error, "step " + std::to_string(step));
     stop = status[1] > 0;
     for (size_t i = 0; i < c.params.size(); ++i) has_grad[i] = status[3 + i] > 0;
     return status[2] / comm.size();

@@ -204,19 +204,19 @@ public:
     }
 
 private:
-    // Polls `request` until it completes. Once a stop signal has reached this rank, the other ranks
+    // Polls `done` until it returns true. Once a stop signal has reached this rank, the other ranks
     // get grace_s_ to arrive: they arrive when they were signalled too (each finishes its step and
-    // comes to the next collective); they never do when one of them died.
-    void wait(MPI_Request& request, const std::string& what) {
+    // comes to the next collective); they never do when one of them died. Then `give_up` cancels
+    // the collective and RanksLostError names `what`.
+    template <class Done, class GiveUp>
+    void poll(const std::string& what, Done done, GiveUp give_up) {
         using Clock = std::chrono::steady_clock;
         std::optional<Clock::time_point> stop_seen;
         for (long spins = 0;; ++spins) {
-            int done = 0;
-            check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
-            if (done) return;
+            if (done()) return;
             if (!stop_seen && stop_requested_ && stop_requested_()) stop_seen = Clock::now();
             if (stop_seen && std::chrono::duration<double>(Clock::now() - *stop_seen).count() > grace_s_) {
-                MPI_Cancel(&request);
+                give_up();
                 throw lab::RanksLostError(
                     "a stop signal reached rank " + std::to_string(rank_) + " while it waited for " + what + ", and the "
                     "other ranks did not arrive within " + seconds_text(grace_s_) +
@@ -227,6 +227,17 @@ private:
             if (spins < 2000) sched_yield();
             else usleep(200);
         }
+    }
+
+    void wait(MPI_Request& request, const std::string& what) {
+        poll(
+            what,
+            [&] {
+                int done = 0;
+                check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+                return done != 0;
+            },
+            [&] { MPI_Cancel(&request); });
     }
 
 #ifdef LAB_WITH_NCCL
@@ -244,22 +255,17 @@ private:
         }
         check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // the gradients are written
         check_nccl(ncclAllReduce(data, data, count, ncclFloat, ncclSum, nccl_, stream_), "ncclAllReduce");
-        using Clock = std::chrono::steady_clock;
-        std::optional<Clock::time_point> stop_seen;
-        for (;;) {
-            const cudaError_t status = cudaStreamQuery(stream_);
-            if (status == cudaSuccess) return;
-            if (status != cudaErrorNotReady) check_cuda(status, "ncclAllReduce (cudaStreamQuery)");
-            if (!stop_seen && stop_requested_ && stop_requested_()) stop_seen = Clock::now();
-            if (stop_seen && std::chrono::duration<double>(Clock::now() - *stop_seen).count() > grace_s_) {
+        poll(
+            "the NCCL all-reduce",
+            [&] {
+                const cudaError_t status = cudaStreamQuery(stream_);
+                if (status != cudaErrorNotReady) check_cuda(status, "ncclAllReduce (cudaStreamQuery)");
+                return status == cudaSuccess;
+            },
+            [&] {
                 ncclCommAbort(nccl_);
                 nccl_ = nullptr;
-                throw lab::RanksLostError("a stop signal reached rank " + std::to_string(rank_) +
-                                          " while it waited for the NCCL all-reduce, and the other ranks did not "
-                                          "arrive: a rank died, or the launcher is ending the job");
-            }
-            usleep(50);
-        }
+            });
     }
     ncclComm_t nccl_ = nullptr;
     cudaStream_t stream_ = nullptr;

@@ -28,16 +28,11 @@ struct Batch {
 };
 
 // Rows [first, first + count) of every tensor of `whole` whose first dimension is its rows
-// (inputs.ids, segments, padding_mask), and `targets_per_row` targets per row from targets (a
-// [rows * targets_per_row] tensor). tokens is the whole's in proportion to the part's rows,
+// (inputs.ids, segments, padding_mask), and of targets held as blocks one after another, block k
+// a [rows * targets_per_row[k]] tensor (task/mlm: T token labels per row, then one sentence label
+// per row; one block for most tasks). tokens is the whole's in proportion to the part's rows,
 // rounded so that the parts of any split add up to the whole's; loss_shares is left empty.
-Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, int64_t targets_per_row);
-// The same for targets held as blocks one after another, block k a [rows * targets_per_row[k]]
-// tensor (task/mlm: T token labels per row, then one sentence label per row).
 Batch slice_batch_rows(const Batch& whole, int64_t first, int64_t count, const std::vector<int64_t>& targets_per_row);
-
-// How many of `targets` are scored (not ignore_index), as ops::cross_entropy counts them.
-int64_t scored_targets(const Tensor& targets, int64_t ignore_index = -100);
 
 // The batches of a task whose loss is a sum of terms, each a mean over the scored targets of one
 // block of Batch::targets (what scored_part splits): ids [rows, width] and the blocks one after
@@ -85,7 +80,7 @@ public:
     // that part's share of the whole batch's loss (Batch::loss_shares): the losses of the parts of
     // a split add up to the whole's, and so do their gradients. Data-parallel ranks and gradient
     // accumulation ([train] micro_batch) train on parts. A task that cannot split its batches
-    // keeps this default, which throws ConfigError naming the task.
+    // keeps this default, which throws ConfigError saying that the task cannot train so.
     virtual Batch part(const Batch& whole, int64_t first, int64_t count) const;
     // The number of rows (sequences, examples) of a batch of next_batch(): what part() splits.
     virtual int64_t rows(const Batch& batch) const { return batch.inputs.ids.size(0); }
