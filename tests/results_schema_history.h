@@ -1,5 +1,5 @@
 // The results-database schema as released, version by version: literal copies of the DDL in
-// framework/src/results_schema.cpp, so that tests keep building files of old schema versions when
+// framework/src/results/results_schema.cpp, so that tests keep building files of old schema versions when
 // the store has moved on, and a later edit to the live migration list cannot hide a break (a
 // released migration is never edited, so these stay true).
 #pragma once

@@ -1,6 +1,6 @@
 // CudaBackend::attention and attention_backward: cuDNN's fused attention where it applies
 // (cuda_sdpa.cpp), otherwise the backend's own FlashAttention-2 kernels below, in f32, which follow
-// the CPU kernel (framework/src/host_attention.cpp) term for term: the same masks, ALiBi bias,
+// the CPU kernel (framework/src/kernels/host_attention.cpp) term for term: the same masks, ALiBi bias,
 // Philox dropout mask, online softmax and the backward of Dao et al. 2022, algorithm 2, with
 // D_i = rowsum(dO_i * O_i).
 //

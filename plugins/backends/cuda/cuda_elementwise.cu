@@ -1,7 +1,7 @@
 // CudaBackend elementwise kernels: copy and fill (any dtype, any layout), unary and binary maps,
 // and the reductions (reduce_sum, sum_squares); masked_fill, dropout and the optimizer updates
 // are in cuda_updates.cu. Each
-// follows HostBackend (framework/src/host_backend.cpp) operation for operation, with the same
+// follows HostBackend (framework/src/kernels/host_backend.cpp) operation for operation, with the same
 // argument checks (lab/kernel_checks.h), so that the two backends agree up to float rounding.
 //
 // Strided operands go through Strided<K> (cuda_strided.cuh).

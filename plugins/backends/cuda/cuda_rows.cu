@@ -1,5 +1,5 @@
 // CudaBackend row kernels: softmax, layer norm, embedding and cross entropy. Each follows
-// HostBackend (framework/src/host_rows.cpp) with the same argument checks and messages.
+// HostBackend (framework/src/kernels/host_rows.cpp) with the same argument checks and messages.
 //
 // Launch shape of the per-row kernels: 256-thread blocks in which a team of threads owns one
 // row; a team is one warp (8 rows per block) for rows up to kWarpRowCols columns, the whole block

@@ -1,6 +1,6 @@
 // CudaBackend kernels that update tensors from masks, random numbers or gradients: masked_fill,
 // dropout (the CPU's Philox numbers, cuda_philox.h) and the optimizer updates (AdamW over all
-// parameters in a few launches, SGD). Each follows HostBackend (framework/src/host_backend.cpp)
+// parameters in a few launches, SGD). Each follows HostBackend (framework/src/kernels/host_backend.cpp)
 // with the same argument checks (lab/kernel_checks.h).
 #include <cuda_runtime.h>
 
