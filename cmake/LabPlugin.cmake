@@ -1,6 +1,8 @@
 # lab_add_plugin(<kind> <name> SOURCES src... [LIBRARIES lib...] [OUTPUT_DIR dir])
 #
-# Builds one plugin library, <kind>_<name>.so, linked against liblab (lab::lab). In-tree it goes
+# Builds one plugin library, <kind>_<name>.so, linked against liblab_core (lab::core): the
+# layers a plugin builds on (tensors, backends, kernels, nn, the registry), not the trainer or
+# the results store, which only the host programs need. In-tree it goes
 # to the build's plugin folder (build/plugins) and is installed into <prefix>/lib/lab/plugins;
 # out of tree (after find_package(Lab)) it goes to <your build>/plugins unless OUTPUT_DIR says
 # otherwise, and is installed only where the project sets LAB_PLUGIN_INSTALL_DIR.
@@ -17,7 +19,10 @@ function(lab_add_plugin kind name)
   endif()
   set(target lab_plugin_${kind}_${name})
   add_library(${target} MODULE ${ARG_SOURCES})
-  target_link_libraries(${target} PRIVATE lab::lab ${ARG_LIBRARIES})
+  target_link_libraries(${target} PRIVATE lab::core ${ARG_LIBRARIES})
+  # Every symbol a plugin uses must come from what it links: a call into liblab's host part (the
+  # trainer, the results store) fails here, at link time, instead of when labrun loads it.
+  target_link_options(${target} PRIVATE -Wl,--no-undefined)
   if(NOT ARG_OUTPUT_DIR)
     if(DEFINED LAB_PLUGIN_OUTPUT_DIR)
       set(ARG_OUTPUT_DIR ${LAB_PLUGIN_OUTPUT_DIR})

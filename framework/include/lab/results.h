@@ -52,6 +52,8 @@
 #include <utility>
 #include <vector>
 
+#include "lab/metric_goal.h"
+
 namespace lab {
 
 enum class RunStatus { running, finished, failed, interrupted };
@@ -62,11 +64,6 @@ inline constexpr int64_t kDefaultLeaseSeconds = 600;
 
 // "running", "finished", "failed" or "interrupted": the value stored in runs.status.
 std::string run_status_name(RunStatus status);
-
-// Which way a metric improves, declared by whoever records it (ResultStore::declare_metric): a
-// loss is minimized, an accuracy maximized, and a count, a learning rate or a gradient norm has no
-// best value at all. labdb shows a "best" only for metrics declared minimize or maximize.
-enum class MetricGoal { none, minimize, maximize };
 
 // "none", "min" or "max": the value stored in metric_goals.goal.
 std::string metric_goal_name(MetricGoal goal);

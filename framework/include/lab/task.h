@@ -10,7 +10,7 @@
 
 #include "lab/model.h"
 #include "lab/module.h"
-#include "lab/results.h"
+#include "lab/metric_goal.h"
 #include "lab/tensor.h"
 
 namespace lab {
