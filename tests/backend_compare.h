@@ -1,10 +1,13 @@
-// What the tests comparing a backend with lab::HostBackend share (test_backend_conformance.cpp for
-// oneDNN, test_cuda_*.cpp for cuda): seeded random values, the matmul cases, whose operands are
-// laid out and multiplied the same way on any backend, and the binary op cases with size-1 dims,
-// run forward and backward through lab::ops.
+// What the tests comparing a backend with lab::HostBackend share (the conformance suite,
+// backend_ops.h and test_backend_ops.cpp, and test_cuda_*.cpp): seeded random values, the relative
+// difference they measure, the matmul cases, whose operands are laid out and multiplied the same
+// way on any backend, and the binary op cases with size-1 dims, run forward and backward through
+// lab::ops.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -23,6 +26,30 @@ inline std::vector<float> random_values(int64_t count, uint32_t seed, float low 
     std::vector<float> values(static_cast<size_t>(count));
     for (float& v : values) v = uniform(generator);
     return values;
+}
+
+// The values rounded to bf16 (nearest even) and back: inputs that a bf16 kernel reads exactly.
+inline std::vector<float> rounded_to_bf16(std::vector<float> values) {
+    for (float& v : values) v = lab::bf16_to_f32(lab::f32_to_bf16(v));
+    return values;
+}
+
+// max |got - want| / max |want|. Infinite when the sizes differ or either holds a NaN, or an
+// infinity the other does not hold at the same place (a query with no visible key has lse = -inf
+// on every backend); matching infinities are left out of both maxima.
+inline double relative_difference(const std::vector<float>& got, const std::vector<float>& want) {
+    if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
+    double largest = 0, difference = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        if (std::isnan(got[i]) || std::isnan(want[i])) return std::numeric_limits<double>::infinity();
+        if (std::isinf(got[i]) || std::isinf(want[i])) {
+            if (got[i] != want[i]) return std::numeric_limits<double>::infinity();
+            continue;
+        }
+        largest = std::max(largest, std::fabs(double(want[i])));
+        difference = std::max(difference, std::fabs(double(got[i]) - double(want[i])));
+    }
+    return largest > 0 ? difference / largest : difference;
 }
 
 struct MatmulCase {

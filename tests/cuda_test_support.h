@@ -85,31 +85,9 @@ inline std::shared_ptr<lab::Backend> cuda_backend_or_skip(const std::map<std::st
     std::shared_ptr<lab::Backend> name = lab_test::cuda::cuda_backend_or_skip();        \
     if (!name) return
 
-using lab_test::random_values;  // backend_compare.h
-
-// The values rounded to bf16 (nearest even) and back: inputs that a bf16 kernel reads exactly.
-inline std::vector<float> rounded_to_bf16(std::vector<float> values) {
-    for (float& v : values) v = lab::bf16_to_f32(lab::f32_to_bf16(v));
-    return values;
-}
-
-// max |got - want| / max |want|. Infinite when the sizes differ or either holds a NaN, or an
-// infinity the other does not hold at the same place (a query with no visible key has lse = -inf
-// on every backend); matching infinities are left out of both maxima.
-inline double relative_difference(const std::vector<float>& got, const std::vector<float>& want) {
-    if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
-    double largest = 0, difference = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-        if (std::isnan(got[i]) || std::isnan(want[i])) return std::numeric_limits<double>::infinity();
-        if (std::isinf(got[i]) || std::isinf(want[i])) {
-            if (got[i] != want[i]) return std::numeric_limits<double>::infinity();
-            continue;
-        }
-        largest = std::max(largest, std::fabs(double(want[i])));
-        difference = std::max(difference, std::fabs(double(got[i]) - double(want[i])));
-    }
-    return largest > 0 ? difference / largest : difference;
-}
+using lab_test::random_values;        // backend_compare.h
+using lab_test::relative_difference;  // backend_compare.h
+using lab_test::rounded_to_bf16;      // backend_compare.h
 
 inline void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& want,
                          double tolerance) {

@@ -1,6 +1,7 @@
 // Backend: a device's memory and the kernels that differentiable ops are built from.
 //
-// Kernel contract (every backend follows it; tests/unit/test_backend_conformance.cpp checks it):
+// Kernel contract (every backend follows it; the conformance suite, tests/plugins/test_backend_ops*.cpp,
+// checks every backend plugin against HostBackend):
 //  - Outputs are preallocated by the caller with the documented shape and are contiguous.
 //  - Inputs are contiguous f32 unless a kernel says otherwise. matmul, binary and masked_fill
 //    accept arbitrary strides (stride 0 for broadcast dimensions); copy accepts any layout/dtype.
