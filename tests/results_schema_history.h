@@ -136,4 +136,11 @@ CREATE TABLE metric_goals (
 PRAGMA user_version = 3;
 )sql";
 
+// Migration 3 -> 4 as released: runs.world_size and runs.communicator.
+inline constexpr const char* kResultsMigration3To4 = R"sql(
+ALTER TABLE runs ADD COLUMN world_size INTEGER;
+ALTER TABLE runs ADD COLUMN communicator TEXT;
+PRAGMA user_version = 4;
+)sql";
+
 }  // namespace lab_test

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "lab/registry.h"
+#include "lab/version.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -145,12 +146,13 @@ TEST_CASE("labrun usage errors exit 2 with the usage text", "[cli]") {
     CHECK_THAT(bogus.err, Contains("usage: labrun"));
 }
 
-TEST_CASE("labrun --version prints the ABI tag", "[cli]") {
+TEST_CASE("labrun --version prints the SDK ABI number and the ABI tag", "[cli]") {
     Outcome version = run_labrun({"--version"});
     INFO(version);
     CHECK(version.exit_code == kExitOk);
     CHECK_THAT(version.out, StartsWith("labrun "));
-    CHECK_THAT(version.out, Contains(lab::Registry::abi_tag()));
+    CHECK_THAT(version.out, Contains("(SDK ABI " + std::to_string(LAB_SDK_ABI) + ", tag " + lab::Registry::abi_tag() +
+                                     ")"));
 }
 
 TEST_CASE("labrun --list prints every plugin of the build with its file", "[cli]") {

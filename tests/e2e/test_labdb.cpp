@@ -37,6 +37,7 @@ std::map<std::string, int64_t> table_counts(const fs::path& db_file) {
 }
 
 const std::string kSha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const std::string kAbiTag = "lab-sdk1/gcc-12/cxx11abi-1";
 
 struct RunSpec {
     std::string name, experiment;
@@ -70,8 +71,8 @@ std::vector<int64_t> write_runs(const fs::path& db_file, const std::vector<RunSp
         record.code_revision = "abc123";
         record.seed = 1;
         const int64_t id = store.begin_run(record, spec.params);
-        store.add_plugin(id, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", kSha);
-        store.add_plugin(id, "model", "gpt", "1.1", "/plugins/libgpt.so", kSha);
+        store.add_plugin(id, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", kSha, kAbiTag);
+        store.add_plugin(id, "model", "gpt", "1.1", "/plugins/libgpt.so", kSha, kAbiTag);
         store.add_artifact(id, "vocab", "/results/" + spec.name + "/vocab.txt");
         store.declare_metric(id, "val/loss", lab::MetricGoal::minimize);
         store.declare_metric(id, "train/loss", lab::MetricGoal::minimize);
@@ -208,6 +209,8 @@ TEST_CASE("labdb show prints everything about one run, named by id, uid prefix o
     CHECK(shown["params"] == json({{"attention.type", "softmax"}, {"model.layers", "4"}, {"optimizer.lr", "0.001"}}));
     REQUIRE(shown["plugins"].size() == 2);
     CHECK(shown["plugins"][0]["sha256"] == kSha);
+    CHECK(shown["plugins"][0]["abi"] == kAbiTag);
+    CHECK(shown["plugins"][1]["abi"] == kAbiTag);
     json val_loss;
     for (const json& metric : shown["metrics"]) {
         if (metric["name"] == "val/loss") val_loss = metric;
@@ -231,7 +234,7 @@ TEST_CASE("labdb show prints everything about one run, named by id, uid prefix o
     INFO(text);
     REQUIRE(text.exit_code == kExitOk);
     CHECK_THAT(text.out, Contains("model.layers   = 8") && Contains("last text of wide_b") &&
-                             Contains("0123456789ab") && Contains("2.25"));
+                             Contains("0123456789ab") && Contains("2.25") && Contains(kAbiTag));
 
     SECTION("an ambiguous name lists the candidates with ids") {
         const Outcome ambiguous = labdb::run({"--db", db, "show", "rerun"});
@@ -362,6 +365,7 @@ TEST_CASE("labdb report writes one self-contained HTML file for an experiment or
     CHECK_THAT(html, Contains("<!DOCTYPE html>") && Contains("base_a") && Contains("wide_b") && Contains("<svg") &&
                          Contains("last text of wide_b") && Contains("abc123") && Contains("libsoftmax.so") &&
                          Contains("broken, &quot;really&quot;") && Contains("non-finite loss at step 50"));
+    CHECK_THAT(html, Contains("<th>sha256</th><th>abi</th>") && Contains("<td><code>" + kAbiTag + "</code></td>"));
     CHECK_THAT(html, !Contains("<script") && !Contains("<link") && !Contains("src=") && !Contains("rerun"));
 
     // A sweep column as schema version 2 has it (added here when the store is still version 1).
@@ -726,6 +730,11 @@ TEST_CASE("labdb reads and merges a schema version 1 file without changing it", 
     CHECK(shown["run"]["name"] == "old_run");
     CHECK(!shown["run"].contains("sweep"));
     CHECK(shown["texts"][0]["text"] == "old sample");
+    // No plugins.abi before schema version 5: null, "-" in text.
+    REQUIRE(shown["plugins"].size() == 1);
+    CHECK(shown["plugins"][0]["abi"].is_null());
+    const Outcome shown_text = labdb::run({"--db", db, "show", "aaaa"});
+    CHECK_THAT(shown_text.out, Contains("sha256  abi\n") && Contains("ff00    -\n"));
 
     const fs::path html = dir.path / "old.html";
     const Outcome report = labdb::run({"--db", db, "report", "old_exp", "-o", html.string()});

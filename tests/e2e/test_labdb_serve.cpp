@@ -59,7 +59,8 @@ std::vector<int64_t> write_runs(const fs::path& db_file, const std::vector<Spec>
         record.code_revision = "rev-42";
         record.seed = 1;
         const int64_t id = store.begin_run(record, spec.params);
-        store.add_plugin(id, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", kSha);
+        store.add_plugin(id, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", kSha,
+                         "lab-sdk1/gcc-12/cxx11abi-1");
         store.declare_metric(id, "val/loss", lab::MetricGoal::minimize);
         store.declare_metric(id, "perf/tokens_per_s", lab::MetricGoal::none);
         for (const auto& [step, value] : spec.val_loss) {
@@ -237,6 +238,7 @@ TEST_CASE("labdb serve answers with the JSON of labdb runs, show, compare and ab
         CHECK(shown["params"]["attention.type"] == "softmax");
         REQUIRE(shown["plugins"].size() == 1);
         CHECK(shown["plugins"][0]["sha256"] == kSha);
+        CHECK(shown["plugins"][0]["abi"] == "lab-sdk1/gcc-12/cxx11abi-1");
         CHECK(shown["run"]["code_revision"] == "rev-42");
         CHECK(shown["run"]["world_size"] == 1);  // one process: no communicator
         CHECK(shown["run"]["communicator"].is_null());

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "lab/version.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -236,6 +237,9 @@ TEST_CASE("the plugin guide's example builds against the installed SDK, passes i
         db.text_rows("SELECT DISTINCT file FROM plugins WHERE kind = 'attention' AND name = 'talking_heads'");
     REQUIRE(plugin_files.size() == 1);
     CHECK(fs::equivalent(plugin_files.front(), plugin));
+    // Built against the installed SDK, the plugin carries this tree's SDK ABI tag.
+    CHECK(db.text_rows("SELECT DISTINCT abi FROM plugins WHERE name = 'talking_heads'") ==
+          std::vector<std::string>{LAB_ABI_TAG});
 
     // labdb ablate: one row per mix value, none the baseline.
     std::vector<std::string> ablation_rows;

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "lab/version.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -69,6 +70,8 @@ TEST_CASE("shakespeare_char learns in 300 steps and is recorded as finished", "[
         std::string file = db.one("SELECT file FROM plugins WHERE kind = ?", {std::string(kind)}).text;
         CHECK(file.size() > 3);
         CHECK(file.substr(file.size() - 3) == ".so");
+        // Every loaded plugin carries labrun's own SDK ABI tag (any other is refused at load).
+        CHECK(db.one("SELECT abi FROM plugins WHERE kind = ?", {std::string(kind)}).text == LAB_ABI_TAG);
     }
     CHECK(db.one("SELECT name FROM plugins WHERE kind = 'model'").text == "gpt");
     CHECK(db.one("SELECT version FROM plugins WHERE kind = 'task'").text == "1.0");

@@ -11,6 +11,7 @@
 
 #include "lab/error.h"
 #include "lab/registry.h"
+#include "lab/version.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -113,17 +114,76 @@ TEST_CASE("a plugin built for another ABI is refused before it registers anythin
     CHECK_THAT(message, Contains(fs::canonical(library).string()));
     CHECK_THAT(message, Contains("lab-0.0.0/gcc-1/cxx11abi-0"));
     CHECK_THAT(message, Contains(lab::Registry::abi_tag()));
-    CHECK_THAT(message, Contains("rebuild"));
+    CHECK_THAT(message, Contains("before numbered SDK ABIs"));
+    CHECK_THAT(message, Contains("this labrun's SDK ABI is " + std::to_string(LAB_SDK_ABI)));
+    CHECK_THAT(message, Contains("Fix: rebuild the plugin against this labrun's SDK"));
     CHECK_FALSE(registry.has("schedule", "test_bad_abi"));
     CHECK(registry.list().empty());
     CHECK(registry.loaded_files().empty());
 }
 
-TEST_CASE("liblab's ABI tag names its version and the compiler ABI", "[registry]") {
+TEST_CASE("a plugin built against an older SDK ABI is refused naming both numbers and the fix", "[registry]") {
+    lab::Registry registry;
+    const fs::path library = test_plugin("older_abi");
+    std::string message = plugin_error_of([&] { registry.load_library(library); });
+    const std::string older = std::to_string(LAB_SDK_ABI - 1);
+    CHECK_THAT(message, Contains("plugin '" + fs::canonical(library).string() + "'"));
+    CHECK_THAT(message, Contains("was built against SDK ABI " + older + " ('lab-sdk" + older + "/gcc-"));
+    CHECK_THAT(message, Contains("older than this labrun's"));
+    CHECK_THAT(message, Contains("this labrun's SDK ABI is " + std::to_string(LAB_SDK_ABI) + " ('" +
+                                 lab::Registry::abi_tag() + "')"));
+    CHECK_THAT(message, Contains("Fix: rebuild the plugin against this labrun's SDK with GCC " +
+                                 std::to_string(__GNUC__)));
+    CHECK_THAT(message, Contains("-DCMAKE_PREFIX_PATH="));
+    CHECK_FALSE(registry.has("schedule", "test_older_abi"));
+    CHECK(registry.list().empty());
+    CHECK(registry.loaded_files().empty());
+
+    // The same refusal through a plugin folder: the stale plugin stops the load, it is not skipped.
+    TempDir dir;
+    fs::copy_file(library, dir.path / "schedule_stale.so");
+    lab::Registry from_directory;
+    message = plugin_error_of([&] { from_directory.load_directory(dir.path); });
+    CHECK_THAT(message, Contains("schedule_stale.so"));
+    CHECK_THAT(message, Contains("SDK ABI " + older));
+}
+
+TEST_CASE("a plugin of this SDK ABI built by another compiler is refused naming both compiler ABIs",
+          "[registry]") {
+    lab::Registry registry;
+    const fs::path library = test_plugin("other_compiler_abi");
+    std::string message = plugin_error_of([&] { registry.load_library(library); });
+    const std::string ours = lab::Registry::abi_tag();
+    CHECK_THAT(message, Contains(fs::canonical(library).string()));
+    CHECK_THAT(message, Contains("was built against SDK ABI " + std::to_string(LAB_SDK_ABI) +
+                                 ", as this labrun, but with compiler ABI 'gcc-1/cxx11abi-0'"));
+    CHECK_THAT(message, Contains("compiler ABI '" + ours.substr(ours.find('/') + 1) + "'"));
+    CHECK_THAT(message, Contains("Fix: rebuild the plugin against this labrun's SDK with GCC " +
+                                 std::to_string(__GNUC__)));
+    CHECK_FALSE(registry.has("schedule", "test_other_compiler_abi"));
+    CHECK(registry.loaded_files().empty());
+}
+
+TEST_CASE("a plugin whose ABI tag is not a labrun tag is refused with the fix", "[registry]") {
+    lab::Registry registry;
+    const fs::path library = test_plugin("foreign_abi");
+    std::string message = plugin_error_of([&] { registry.load_library(library); });
+    CHECK_THAT(message, Contains(fs::canonical(library).string()));
+    CHECK_THAT(message, Contains("exports ABI tag 'other-framework-3.1', which is not a labrun SDK tag"));
+    CHECK_THAT(message, Contains("this labrun's SDK ABI is " + std::to_string(LAB_SDK_ABI)));
+    CHECK_THAT(message, Contains("Fix: rebuild the plugin"));
+    CHECK_FALSE(registry.has("schedule", "test_foreign_abi"));
+    CHECK(registry.loaded_files().empty());
+}
+
+TEST_CASE("liblab's ABI tag names the SDK ABI number and the compiler ABI", "[registry]") {
     const std::string tag = lab::Registry::abi_tag();
-    CHECK(tag.rfind("lab-", 0) == 0);
-    CHECK_THAT(tag, Contains("/gcc-"));
-    CHECK_THAT(tag, Contains("/cxx11abi-"));
+    CHECK(tag == LAB_ABI_TAG);
+    CHECK(tag.rfind("lab-sdk" + std::to_string(LAB_SDK_ABI) + "/gcc-" + std::to_string(__GNUC__) + "/cxx11abi-", 0) ==
+          0);
+    CHECK(tag.back() == '0' + _GLIBCXX_USE_CXX11_ABI);
+    // The macro forms the tag of any number with this compiler; only the number part differs.
+    CHECK(std::string(LAB_ABI_TAG_FOR(0)) == "lab-sdk0" + tag.substr(tag.find('/')));
     CHECK(tag != "lab-0.0.0/gcc-1/cxx11abi-0");
 }
 

@@ -61,7 +61,7 @@ TEST_CASE("a new results database gets the current schema version in WAL mode", 
     }
     REQUIRE(fs::exists(file));
     PlainSqlite plain(file);
-    CHECK(plain.one("PRAGMA user_version").integer == 4);
+    CHECK(plain.one("PRAGMA user_version").integer == 5);
     CHECK(plain.one("PRAGMA journal_mode").text == "wal");
     const std::vector<Row> objects = plain.rows("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
                                                 "ORDER BY type, name");
@@ -86,7 +86,8 @@ TEST_CASE("a run goes from running to finished with everything it logged", "[res
     CHECK(store.status(run) == "running");
     CHECK(std::regex_match(store.uid(run), std::regex("[0-9a-f]{16}")));
 
-    store.add_plugin(run, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", std::string(64, 'e'));
+    store.add_plugin(run, "attention", "softmax", "1.0", "/plugins/libsoftmax.so", std::string(64, 'e'),
+                     "lab-sdk1/gcc-12/cxx11abi-1");
     for (int64_t step = 1; step <= 3; ++step) store.add_metric(run, step, "train/loss", 4.0 - double(step));
     store.add_metric(run, 2, "val/loss", 2.5);
     store.add_text(run, 3, "sample", "to be or not");
@@ -341,7 +342,7 @@ TEST_CASE("a database from a newer labrun is refused, naming both versions", "[r
     const std::string message = error_of([&] { lab::ResultStore store(file); });
     CHECK(message.find(file.string()) != std::string::npos);
     CHECK(message.find("schema version 7") != std::string::npos);
-    CHECK(message.find("schema version 4") != std::string::npos);
+    CHECK(message.find("schema version 5") != std::string::npos);
     CHECK(message.find("hint:") != std::string::npos);
     // Refused before touching the file.
     PlainSqlite plain(file);
@@ -374,7 +375,7 @@ TEST_CASE("hostile strings are stored verbatim", "[results]") {
     const int64_t run = store.begin_run(record, {{injection, quotes}, {quotes, injection}});
     store.add_metric(run, 1, injection, 1.0);
     store.add_text(run, 1, quotes, injection);
-    store.add_plugin(run, "attention", injection, quotes, injection, quotes);
+    store.add_plugin(run, "attention", injection, quotes, injection, quotes, injection);
     store.add_artifact(run, quotes, injection);
     store.finish_run(run, lab::RunStatus::failed, injection);
 
@@ -906,9 +907,12 @@ TEST_CASE("plugins reads back a run's plugin rows in the order they were recorde
     lab::ResultStore store(scratch.path / "lab.db");
     const int64_t run = store.begin_run(sample_record("plugins"), {});
     const int64_t other = store.begin_run(sample_record("other"), {});
-    store.add_plugin(run, "model", "gpt", "1.0", "/plugins/model_gpt.so", std::string(64, 'a'));
-    store.add_plugin(other, "model", "bert", "1.0", "/plugins/model_bert.so", std::string(64, 'b'));
-    store.add_plugin(run, "attention", "softmax", "", "<builtin>", "");  // version and sha256 stored as NULL
+    store.add_plugin(run, "model", "gpt", "1.0", "/plugins/model_gpt.so", std::string(64, 'a'),
+                     "lab-sdk3/gcc-12/cxx11abi-1");
+    store.add_plugin(other, "model", "bert", "1.0", "/plugins/model_bert.so", std::string(64, 'b'),
+                     "lab-sdk3/gcc-12/cxx11abi-1");
+    // version, sha256 and abi stored as NULL
+    store.add_plugin(run, "attention", "softmax", "", "<builtin>", "", "");
 
     const std::vector<lab::ResultStore::PluginRow> rows = store.plugins(run);
     REQUIRE(rows.size() == 2);
@@ -917,10 +921,14 @@ TEST_CASE("plugins reads back a run's plugin rows in the order they were recorde
     CHECK(rows[0].version == "1.0");
     CHECK(rows[0].file == "/plugins/model_gpt.so");
     CHECK(rows[0].sha256 == std::string(64, 'a'));
+    CHECK(rows[0].abi == "lab-sdk3/gcc-12/cxx11abi-1");
     CHECK(rows[1].name == "softmax");
     CHECK(rows[1].version.empty());
     CHECK(rows[1].file == "<builtin>");
     CHECK(rows[1].sha256.empty());
+    CHECK(rows[1].abi.empty());
+    PlainSqlite plain(scratch.path / "lab.db");
+    CHECK(plain.one("SELECT COUNT(*) FROM plugins WHERE abi IS NULL").integer == 1);
     CHECK(store.plugins(other).size() == 1);
     CHECK(store.plugins(other + 1).empty());  // no such run: no rows
 }

@@ -1,4 +1,4 @@
-// Schema migrations: a version-1 and a version-3 database built by hand (from the DDL as released,
+// Schema migrations: version-1, version-3 and version-4 databases built by hand (from the DDL as released,
 // results_schema_history.h, so later edits to the live migration list cannot hide a break) are
 // opened by ResultStore, which must migrate them in place, keep every old row, and make the new
 // columns, tables and views work.
@@ -59,7 +59,7 @@ std::vector<std::string> column_names(PlainSqlite& plain, const std::string& tab
 
 }  // namespace
 
-TEST_CASE("a version-1 database is migrated to version 4 with its rows intact", "[results][migration]") {
+TEST_CASE("a version-1 database is migrated to version 5 with its rows intact", "[results][migration]") {
     TempDir scratch;
     const fs::path file = scratch.path / "v1.db";
     {
@@ -80,7 +80,7 @@ TEST_CASE("a version-1 database is migrated to version 4 with its rows intact", 
 
     lab::ResultStore store(file);
     PlainSqlite plain(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(plain.text_row("PRAGMA user_version") == "5");
     CHECK(plain.text_row("PRAGMA journal_mode") == "wal");
     CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
     CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
@@ -98,6 +98,10 @@ TEST_CASE("a version-1 database is migrated to version 4 with its rows intact", 
           std::vector<std::string>{"1|train.steps|3", "2|train.steps|9"});
     CHECK(plain.text_row("SELECT kind, name, version, file, sha256 FROM plugins") ==
           "attention|softmax|1.0|/plugins/libsoftmax.so|ee");
+    // Version 5: plugins.abi, last, NULL in the old row (its labrun recorded no SDK ABI).
+    CHECK(column_names(plain, "plugins") ==
+          std::vector<std::string>{"run_id", "kind", "name", "version", "file", "sha256", "abi"});
+    CHECK(plain.text_row("SELECT abi FROM plugins") == "NULL");
     CHECK(plain.text_row("SELECT run_id, kind, path FROM artifacts") == "1|checkpoint|results/ckpt/baby.safetensors");
     CHECK(plain.text_row("SELECT run_id, step, name, text FROM texts") == "1|3|sample|to be");
     CHECK(store.status(1) == "finished");
@@ -157,7 +161,7 @@ TEST_CASE("a version-1 database is migrated to version 4 with its rows intact", 
 
     // Reopening the migrated file is a no-op for the schema.
     lab::ResultStore again(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(plain.text_row("PRAGMA user_version") == "5");
     CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "3");
 }
 
@@ -210,7 +214,7 @@ INSERT INTO metric_goals (run_id, name, goal) VALUES (3, 'val/loss', 'min');
 
 }  // namespace
 
-TEST_CASE("a version-3 database is migrated to version 4: old runs have no world size, new runs record it",
+TEST_CASE("a version-3 database is migrated to version 5: old runs have no world size, new runs record it",
           "[results][migration]") {
     TempDir scratch;
     const fs::path file = scratch.path / "v3.db";
@@ -231,7 +235,7 @@ TEST_CASE("a version-3 database is migrated to version 4: old runs have no world
 
     lab::ResultStore store(file);
     PlainSqlite plain(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(plain.text_row("PRAGMA user_version") == "5");
     CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
     CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
 
@@ -270,7 +274,7 @@ TEST_CASE("a version-3 database is migrated to version 4: old runs have no world
 
     // Reopening the migrated file changes nothing.
     lab::ResultStore again(file);
-    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(plain.text_row("PRAGMA user_version") == "5");
     CHECK(column_names(plain, "runs").size() == 24);
     CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "5");
 }
@@ -293,4 +297,98 @@ TEST_CASE("a failed migration 3 -> 4 leaves the version-3 file as it was", "[res
     CHECK(columns.size() == 23);
     CHECK(std::find(columns.begin(), columns.end(), "world_size") == columns.end());
     CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "3");
+}
+
+namespace {
+
+// A version-4 file as labrun wrote it: the version-3 file above migrated by the released migration
+// 3 -> 4, and a data-parallel run of the version-4 era with its plugins (no ABI column yet).
+void write_version4_file(const fs::path& file) {
+    write_version3_file(file);
+    PlainSqlite plain(file);
+    plain.exec(kResultsMigration3To4);
+    plain.exec(R"sql(
+INSERT INTO runs (id, uid, name, experiment, config_hash, config, status, backend, device, precision, seed, host, pid,
+                  code_revision, started_at, ended_at, wall_s, heartbeat_at, threads, world_size, communicator)
+VALUES (4, '4444333322221111', 'v4_run', 'shakespeare_char', 'hash-v4', 'train.steps = 7', 'finished', 'onednn', 'cpu',
+        'fp32', 7, 'v4-host', 888, 'aaa111', '2024-07-01T09:00:01.000Z', '2024-07-01T09:10:00.000Z', 599.0,
+        '2024-07-01T09:10:00.000Z', 8, 2, 'mpi');
+INSERT INTO plugins (run_id, kind, name, version, file, sha256)
+VALUES (4, 'model', 'gpt', '1.0', '/plugins/model_gpt.so', 'aa'), (4, 'attention', 'softmax', '1.0', '<builtin>', NULL);
+)sql");
+    REQUIRE(plain.text_row("PRAGMA user_version") == "4");
+}
+
+}  // namespace
+
+TEST_CASE("a version-4 database is migrated to version 5: old plugin rows have no ABI, new ones record it",
+          "[results][migration]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "v4.db";
+    write_version4_file(file);
+    std::vector<std::string> plugins_before, runs_before;
+    {
+        PlainSqlite plain(file);
+        plugins_before = plain.text_rows("SELECT run_id, kind, name, version, file, sha256 FROM plugins ORDER BY rowid");
+        runs_before = plain.text_rows("SELECT * FROM runs ORDER BY id");
+        REQUIRE(column_names(plain, "plugins").size() == 6);
+    }
+    REQUIRE(plugins_before.size() == 3);
+
+    lab::ResultStore store(file);
+    PlainSqlite plain(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "5");
+    CHECK(plain.text_row("PRAGMA integrity_check") == "ok");
+    CHECK(plain.text_rows("PRAGMA foreign_key_check").empty());
+
+    // The version-4 rows, unchanged; abi comes last and is NULL in them.
+    CHECK(plain.text_rows("SELECT run_id, kind, name, version, file, sha256 FROM plugins ORDER BY rowid") ==
+          plugins_before);
+    CHECK(plain.text_rows("SELECT * FROM runs ORDER BY id") == runs_before);
+    CHECK(column_names(plain, "plugins") ==
+          std::vector<std::string>{"run_id", "kind", "name", "version", "file", "sha256", "abi"});
+    CHECK(plain.text_rows("SELECT abi FROM plugins ORDER BY rowid") ==
+          std::vector<std::string>{"NULL", "NULL", "NULL"});
+    const std::vector<lab::ResultStore::PluginRow> old_rows = store.plugins(4);
+    REQUIRE(old_rows.size() == 2);
+    CHECK(old_rows[0].name == "gpt");
+    CHECK(old_rows[0].abi.empty());
+
+    // A run on the migrated file records its plugins' ABI tag.
+    lab::RunRecord record;
+    record.name = "v5_run";
+    record.experiment = "shakespeare_char";
+    record.config_hash = "hash-v5";
+    record.config_text = "train.steps = 8";
+    const int64_t run = store.begin_run(record, {{"train.steps", "8"}});
+    CHECK(run == 5);
+    store.add_plugin(run, "model", "gpt", "1.0", "/plugins/model_gpt.so", "bb", "lab-sdk1/gcc-12/cxx11abi-1");
+    CHECK(plain.text_row("SELECT kind, name, sha256, abi FROM plugins WHERE run_id = 5") ==
+          "model|gpt|bb|lab-sdk1/gcc-12/cxx11abi-1");
+    REQUIRE(store.plugins(run).size() == 1);
+    CHECK(store.plugins(run)[0].abi == "lab-sdk1/gcc-12/cxx11abi-1");
+
+    // Reopening the migrated file changes nothing.
+    lab::ResultStore again(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "5");
+    CHECK(column_names(plain, "plugins").size() == 7);
+    CHECK(plain.text_row("SELECT COUNT(*) FROM plugins") == "4");
+}
+
+TEST_CASE("a failed migration 4 -> 5 leaves the version-4 file as it was", "[results][migration]") {
+    TempDir scratch;
+    const fs::path file = scratch.path / "v4_clash.db";
+    write_version4_file(file);
+    // A column someone added by hand with the name that version 5 needs makes the migration fail.
+    PlainSqlite(file).exec("ALTER TABLE plugins ADD COLUMN abi INTEGER;");
+    const std::string message = opening_error(file);
+    CHECK(message.find(file.string()) != std::string::npos);
+    CHECK(message.find("from version 4 to 5") != std::string::npos);
+    CHECK(message.find("abi") != std::string::npos);
+    CHECK(message.find("hint:") != std::string::npos);
+    PlainSqlite plain(file);
+    CHECK(plain.text_row("PRAGMA user_version") == "4");
+    CHECK(column_names(plain, "plugins").size() == 7);  // the hand-made column, and no other
+    CHECK(plain.text_row("SELECT COUNT(*) FROM plugins") == "3");
+    CHECK(plain.text_row("SELECT COUNT(*) FROM runs") == "4");
 }

@@ -292,10 +292,14 @@ void write_provenance(std::ostream& html, const std::vector<ReportRun>& runs) {
 
     // Plugins: one row per distinct build of a plugin, with the runs that used it, so that a
     // change of plugin code within a sweep stands out.
-    std::map<std::tuple<std::string, std::string, std::string, std::string, std::string>, std::vector<int64_t>> uses;
+    // The SDK ABI tag is "-" for rows recorded before schema version 5.
+    std::map<std::tuple<std::string, std::string, std::string, std::string, std::string, std::string>,
+             std::vector<int64_t>>
+        uses;
     for (const ReportRun& run : runs) {
         for (const PluginRow& plugin : run.plugins) {
-            uses[{plugin.kind, plugin.name, plugin.version, plugin.file, plugin.sha256}].push_back(run.ref.id);
+            uses[{plugin.kind, plugin.name, plugin.version, plugin.file, plugin.sha256, plugin.abi.value_or("-")}]
+                .push_back(run.ref.id);
         }
     }
     if (uses.empty()) {
@@ -303,15 +307,15 @@ void write_provenance(std::ostream& html, const std::vector<ReportRun>& runs) {
         return;
     }
     html << "<h3>plugins</h3>\n<table>\n<tr><th>kind</th><th>name</th><th>version</th><th>file</th><th>sha256</th>"
-            "<th>runs</th></tr>\n";
+            "<th>abi</th><th>runs</th></tr>\n";
     for (const auto& [plugin, run_ids] : uses) {
-        const auto& [kind, name, version, file, sha256] = plugin;
+        const auto& [kind, name, version, file, sha256, abi] = plugin;
         std::string ids;
         for (int64_t id : run_ids) ids += (ids.empty() ? "" : ", ") + std::to_string(id);
         html << "<tr><td>" << escape_html(kind) << "</td><td>" << escape_html(name) << "</td><td>"
              << escape_html(version) << "</td><td><code>" << escape_html(file) << "</code></td><td><code>"
-             << escape_html(sha256.substr(0, 12)) << "</code></td><td>"
-             << (run_ids.size() == runs.size() ? std::string("all") : ids) << "</td></tr>\n";
+             << escape_html(sha256.substr(0, 12)) << "</code></td><td><code>" << escape_html(abi)
+             << "</code></td><td>" << (run_ids.size() == runs.size() ? std::string("all") : ids) << "</td></tr>\n";
     }
     html << "</table>\n";
 }

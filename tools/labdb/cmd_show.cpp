@@ -18,7 +18,8 @@ const char* kUsage =
     "usage: labdb show RUN [--json]\n"
     "\n"
     "Prints everything recorded about one run: every column of its runs row, its parameters, the\n"
-    "plugins that produced it (kind, name, version, file, sha256), the last and the best value of\n"
+    "plugins that produced it (kind, name, version, file, sha256, abi: the SDK ABI tag it was built\n"
+    "with, - for runs recorded before schema version 5), the last and the best value of\n"
     "each metric with their steps, its artifacts and the last text sample of each name.\n"
     "RUN is a numeric id, a unique uid prefix (4 or more hex digits) or a run name.\n"
     "The status of a run left \"running\" by a process that is gone shows as \"dead\" (as in\n"
@@ -92,7 +93,8 @@ nlohmann::json show_json(const Database& database, const RunRef& run) {
     shown["plugins"] = nlohmann::json::array();
     for (const PluginRow& plugin : run_plugins(database, run.id)) {
         shown["plugins"].push_back({{"kind", plugin.kind}, {"name", plugin.name}, {"version", plugin.version},
-                                    {"file", plugin.file}, {"sha256", plugin.sha256}});
+                                    {"file", plugin.file}, {"sha256", plugin.sha256},
+                                    {"abi", plugin.abi ? nlohmann::json(*plugin.abi) : nlohmann::json()}});
     }
     shown["metrics"] = nlohmann::json::array();
     for (const MetricSummary& metric : metric_summaries(database, run.id)) {
@@ -159,10 +161,11 @@ int command_show(const std::vector<std::string>& args, const GlobalOptions& glob
     if (shown["params"].empty()) out << "  (none)\n";
 
     out << "\nplugins\n";
-    TextTable plugins({"kind", "name", "version", "file", "sha256"});
+    TextTable plugins({"kind", "name", "version", "file", "sha256", "abi"});
     for (const nlohmann::json& plugin : shown["plugins"]) {
         plugins.add_row({plugin["kind"], plugin["name"], plugin["version"], plugin["file"],
-                         plugin["sha256"].get<std::string>().substr(0, 12)});
+                         plugin["sha256"].get<std::string>().substr(0, 12),
+                         plugin["abi"].is_null() ? std::string("-") : plugin["abi"].get<std::string>()});
     }
     if (plugins.empty()) {
         out << "  (none)\n";

@@ -4,9 +4,9 @@
 //
 // The schema grows (version 1: runs, params, metrics, plugins, artifacts, texts; version 2 adds
 // runs.sweep, runs.threads, runs.libraries, runs.heartbeat_at and the sweeps table; version 3 the
-// metric_goals table; version 4 runs.world_size and runs.communicator), so queries that use a
-// newer column ask has_column() first instead of trusting user_version alone. A file of
-// a schema version newer than this build's labrun writes is refused.
+// metric_goals table; version 4 runs.world_size and runs.communicator; version 5 plugins.abi), so
+// queries that use a newer column ask has_column() first instead of trusting user_version alone.
+// A file of a schema version newer than this build's labrun writes is refused.
 #pragma once
 #include <sqlite3.h>
 

@@ -84,14 +84,17 @@ std::vector<MetricSummary> metric_summaries(const Database& database, int64_t ru
 }
 
 std::vector<PluginRow> run_plugins(const Database& database, int64_t run) {
+    // plugins.abi exists from schema version 5; an older file read as it is has none.
+    const std::string abi = database.has_column("plugins", "abi") ? "abi" : "NULL";
     Statement query(database,
-                    "SELECT kind, name, version, file, sha256 FROM plugins WHERE run_id = ?1 ORDER BY kind, name, rowid",
+                    "SELECT kind, name, version, file, sha256, " + abi +
+                        " FROM plugins WHERE run_id = ?1 ORDER BY kind, name, rowid",
                     "read the plugins of a run");
     query.bind(1, run);
     std::vector<PluginRow> plugins;
     while (query.step()) {
         plugins.push_back({query.column_text(0), query.column_text(1), query.column_text(2), query.column_text(3),
-                           query.column_text(4)});
+                           query.column_text(4), query.column_optional_text(5)});
     }
     return plugins;
 }

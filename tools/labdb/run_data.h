@@ -37,6 +37,7 @@ struct MetricSummary {
 
 struct PluginRow {
     std::string kind, name, version, file, sha256;
+    std::optional<std::string> abi;  // the plugin's SDK ABI tag; none for rows before schema version 5
 };
 
 struct TextSample {

@@ -101,7 +101,8 @@ CheckRecord describe_check(const std::string& name, const lab::Options& options,
 }
 
 void add_plugin(lab::ResultStore& store, int64_t run, const lab::PluginInfo& info) {
-    store.add_plugin(run, info.kind, info.name, info.version, info.file, lab::plugin_sha256(info));
+    store.add_plugin(run, info.kind, info.name, info.version, info.file, lab::plugin_sha256(info),
+                     lab::Registry::abi_tag());
 }
 
 }  // namespace

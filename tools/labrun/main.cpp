@@ -706,7 +706,8 @@ int run_main(int argc, char** argv) {
     }
     if (vm.count("version")) {
         const std::string mpi = mpi_library_version();
-        std::cout << "labrun " << LAB_VERSION << " (ABI " << lab::Registry::abi_tag() << ")\n"
+        std::cout << "labrun " << LAB_VERSION << " (SDK ABI " << LAB_SDK_ABI << ", tag " << lab::Registry::abi_tag()
+                  << ")\n"
                   << "data-parallel training: " << (mpi.empty() ? "not built (no MPI at configure time)" : mpi) << "\n";
         return kOk;
     }

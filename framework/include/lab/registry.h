@@ -2,7 +2,8 @@
 // shared libraries through Boost.DLL.
 //
 // A plugin library exports two C symbols (written for it by the LAB_PLUGIN macro in plugin.h):
-//   lab_plugin_abi       -> the ABI tag the plugin was compiled with
+//   lab_plugin_abi       -> the ABI tag the plugin was compiled with (LAB_ABI_TAG, lab/version.h:
+//                           the SDK ABI number of lab/sdk_abi.h and the compiler's C++ ABI)
 //   lab_plugin_register  -> registers the plugin's factories
 // The registry refuses a library whose tag differs from liblab's. Libraries are never unloaded:
 // objects a plugin made may live until exit (see load_library).
@@ -97,7 +98,7 @@ public:
     static std::string abi_tag();                     // liblab's tag
 
     // Loads one plugin library. Throws PluginError naming the file (missing file, not a plugin,
-    // ABI tag mismatch with both tags and how to rebuild, duplicate registration).
+    // ABI tag mismatch with both SDK ABI numbers and tags and how to rebuild, duplicate registration).
     void load_library(const std::filesystem::path& file);
     // Loads every *.so in a directory (sorted by name). Throws if the directory does not exist.
     void load_directory(const std::filesystem::path& dir);

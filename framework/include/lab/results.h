@@ -7,7 +7,7 @@
 // process) may write the same file at once; each write is one short transaction. The schema
 // version lives in `PRAGMA user_version`; opening a file with version 0 creates the schema, an
 // older version is migrated forward, and a file made by a newer labrun is refused. The tables and
-// the views (schema version 4):
+// the views (schema version 5):
 //
 //   runs       one row per run: uid, name, experiment, config_hash, config (resolved text), status
 //              (running|finished|failed|interrupted), error, backend, device, precision, seed,
@@ -19,7 +19,8 @@
 //   params     (run_id, key, value): the flattened resolved configuration
 //   metrics    (run_id, step, name, value, time): time in seconds since the run started; a NaN value
 //              is stored as NULL (SQLite has no NaN) and read back as NaN by metrics()
-//   plugins    (run_id, kind, name, version, file, sha256): which code produced the run
+//   plugins    (run_id, kind, name, version, file, sha256): which code produced the run; since
+//              version 5 also abi (the plugin's SDK ABI tag, lab/version.h), NULL in older rows
 //   artifacts  (run_id, kind, path): checkpoints, sample files, plots
 //   texts      (run_id, step, name, text): generated samples
 //   sweeps     (id, experiment, created_at, size): the runs one experiment file expanded into
@@ -91,7 +92,7 @@ class ResultStore {
     ResultStore(const ResultStore&) = delete;
     ResultStore& operator=(const ResultStore&) = delete;
 
-    static constexpr int kSchemaVersion = 4;
+    static constexpr int kSchemaVersion = 5;
 
     const std::filesystem::path& file() const;
 
@@ -101,8 +102,10 @@ class ResultStore {
     // JSON object, when r.world_size is below 1, or when r.world_size is above 1 and r.communicator
     // is empty (ranks that trained together always talked through something).
     int64_t begin_run(const RunRecord& r, const std::vector<std::pair<std::string, std::string>>& params);
+    // `abi` is the SDK ABI tag the plugin was built with (Registry::abi_tag() for every plugin a
+    // Registry loaded, since it refuses any other); empty strings are stored as NULL.
     void add_plugin(int64_t run, const std::string& kind, const std::string& name, const std::string& version,
-                    const std::string& file, const std::string& sha256);
+                    const std::string& file, const std::string& sha256, const std::string& abi);
     // Buffered in memory until flush(); the time column is taken now, not at flush.
     void add_metric(int64_t run, int64_t step, const std::string& name, double value);
     // Which way metric `name` of `run` improves; buffered like add_metric and written with the next
@@ -178,7 +181,7 @@ class ResultStore {
     // The plugins rows of a run, in the order they were recorded (sha256 and version empty where
     // NULL: factories built into the host).
     struct PluginRow {
-        std::string kind, name, version, file, sha256;
+        std::string kind, name, version, file, sha256, abi;  // abi "" where NULL (rows before version 5)
     };
     std::vector<PluginRow> plugins(int64_t run) const;
 

@@ -33,6 +33,56 @@ void remember(std::vector<std::filesystem::path>& searched, const std::filesyste
     if (std::find(searched.begin(), searched.end(), p) == searched.end()) searched.push_back(p);
 }
 
+// A tag "lab-sdk<N>/<compiler>" split into N and the compiler part; N = -1 for a tag of another
+// shape (a labrun from before numbered SDK ABIs wrote "lab-<project version>/...", a foreign
+// library anything at all).
+struct AbiTag {
+    long sdk_abi = -1;
+    std::string compiler;
+};
+
+AbiTag parse_abi_tag(const std::string& tag) {
+    static const std::string prefix = "lab-sdk";
+    AbiTag parsed;
+    const size_t slash = tag.find('/');
+    if (tag.rfind(prefix, 0) != 0 || slash == std::string::npos || slash == prefix.size()) return parsed;
+    const std::string digits = tag.substr(prefix.size(), slash - prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return parsed;
+    parsed.sdk_abi = std::stol(digits);
+    parsed.compiler = tag.substr(slash + 1);
+    return parsed;
+}
+
+// Why a plugin with `tag` is refused, naming both SDK ABI numbers (or what the plugin's tag is
+// instead) and how to rebuild it. The rebuild is the same in every case: compile the plugin again
+// against this labrun's installed headers, with the compiler labrun was built with.
+std::string abi_mismatch(const std::filesystem::path& file, const std::string& tag) {
+    const AbiTag theirs = parse_abi_tag(tag);
+    const AbiTag ours = parse_abi_tag(LAB_ABI_TAG);
+    const std::string this_sdk = "this labrun's SDK ABI is " + std::to_string(LAB_SDK_ABI) + " ('" + LAB_ABI_TAG + "')";
+    std::string what;
+    if (theirs.sdk_abi >= 0 && theirs.sdk_abi != ours.sdk_abi) {
+        what = "was built against SDK ABI " + std::to_string(theirs.sdk_abi) + " ('" + tag + "', " +
+               (theirs.sdk_abi < ours.sdk_abi ? "older" : "newer") + " than this labrun's) but " + this_sdk +
+               ": the two SDKs' headers declare different classes and functions, so calls between labrun and "
+               "the plugin could reach the wrong code";
+    } else if (theirs.sdk_abi >= 0) {
+        what = "was built against SDK ABI " + std::to_string(theirs.sdk_abi) + ", as this labrun, but with compiler ABI '" +
+               theirs.compiler + "' ('" + tag + "') where " + this_sdk + ", compiler ABI '" + ours.compiler +
+               "'; C++ classes do not cross compiler majors or libstdc++ string ABIs";
+    } else if (tag.rfind("lab-", 0) == 0) {
+        what = "was built against a labrun SDK from before numbered SDK ABIs ('" + tag + "') but " + this_sdk;
+    } else {
+        what = "exports ABI tag '" + tag + "', which is not a labrun SDK tag (lab-sdk<N>/gcc-<major>/cxx11abi-<n>); " +
+               this_sdk;
+    }
+    return "plugin '" + file.string() + "' " + what +
+           ". Fix: rebuild the plugin against this labrun's SDK with GCC " + std::to_string(__GNUC__) +
+           ": in the labrun tree `cmake --build <build folder>`; out of the tree, configure the plugin's project "
+           "with -DCMAKE_PREFIX_PATH=<the prefix this labrun was installed to> and build it again "
+           "(docs/writing-a-plugin.md)";
+}
+
 }  // namespace
 
 void Registry::load_library(const std::filesystem::path& file) {
@@ -71,8 +121,7 @@ void Registry::load_file(const std::filesystem::path& file) {
     std::string tag = lib->get<const char*()>("lab_plugin_abi")();
     if (tag != abi_tag()) {
         delete lib;
-        throw PluginError("plugin '" + canonical.string() + "' was built for ABI '" + tag + "' but this labrun is '" +
-                          abi_tag() + "'; rebuild the plugin against this liblab (cmake --build on its project)");
+        throw PluginError(abi_mismatch(canonical, tag));
     }
     std::string previous = loading_file_;
     loading_file_ = canonical.string();

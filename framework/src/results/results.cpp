@@ -392,8 +392,8 @@ struct ResultStore::Impl {
         insert_param = Statement(handle, file, "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)",
                                  "insert a run parameter");
         insert_plugin = Statement(handle, file,
-                                  "INSERT INTO plugins (run_id, kind, name, version, file, sha256)"
-                                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                  "INSERT INTO plugins (run_id, kind, name, version, file, sha256, abi)"
+                                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                   "insert a plugin record");
         insert_metric = Statement(handle, file,
                                   "INSERT INTO metrics (run_id, step, name, value, time) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -457,7 +457,8 @@ struct ResultStore::Impl {
             "look up the latest run by configuration hash");
         select_run_exists = Statement(handle, file, "SELECT id FROM runs WHERE id = ?1", "look up a run by id");
         select_plugins = Statement(handle, file,
-                                   "SELECT kind, name, version, file, sha256 FROM plugins WHERE run_id = ?1 ORDER BY rowid",
+                                   "SELECT kind, name, version, file, sha256, abi FROM plugins WHERE run_id = ?1"
+                                   " ORDER BY rowid",
                                    "read the plugins of a run");
         select_latest_artifact = Statement(
             handle, file,
@@ -622,11 +623,11 @@ int64_t ResultStore::begin_run(const RunRecord& r, const std::vector<std::pair<s
 }
 
 void ResultStore::add_plugin(int64_t run, const std::string& kind, const std::string& name, const std::string& version,
-                             const std::string& file, const std::string& sha256) {
+                             const std::string& file, const std::string& sha256, const std::string& abi) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     Query query(impl_->insert_plugin);
     query.bind(1, run).bind(2, kind).bind(3, name).bind_text_or_null(4, version).bind_text_or_null(5, file);
-    query.bind_text_or_null(6, sha256).run();
+    query.bind_text_or_null(6, sha256).bind_text_or_null(7, abi).run();
 }
 
 void ResultStore::add_metric(int64_t run, int64_t step, const std::string& name, double value) {
@@ -891,7 +892,7 @@ std::vector<ResultStore::PluginRow> ResultStore::plugins(int64_t run) const {
     std::vector<PluginRow> rows;
     while (query.step())
         rows.push_back({query.column_text(0), query.column_text(1), query.column_text(2), query.column_text(3),
-                        query.column_text(4)});
+                        query.column_text(4), query.column_text(5)});
     return rows;
 }
 

@@ -147,6 +147,15 @@ ALTER TABLE runs ADD COLUMN world_size INTEGER;
 ALTER TABLE runs ADD COLUMN communicator TEXT;
 PRAGMA user_version = 4;
 )sql",
+
+    // 4 -> 5: the plugin SDK ABI tag each plugin of a run was built with (lab/version.h, e.g.
+    // "lab-sdk1/gcc-12/cxx11abi-1"; labrun loads only plugins whose tag equals its own). Rows of
+    // version 4 keep NULL: labrun then checked a tag that held the project version, not the SDK
+    // ABI, so there is nothing true to fill in.
+    R"sql(
+ALTER TABLE plugins ADD COLUMN abi TEXT;
+PRAGMA user_version = 5;
+)sql",
 };
 
 }  // namespace lab::results_schema

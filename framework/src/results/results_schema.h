@@ -9,7 +9,7 @@ namespace lab::results_schema {
 // kMigrations[v] takes a database from PRAGMA user_version v to v + 1 (version 0 is an empty,
 // new file). Each entry is several statements for sqlite3_exec and ends by setting its own
 // user_version, so a migration is one unit inside the caller's transaction.
-inline constexpr int kMigrationCount = 4;
+inline constexpr int kMigrationCount = 5;
 extern const char* const kMigrations[kMigrationCount];
 
 }  // namespace lab::results_schema

@@ -361,7 +361,8 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
             if (lead && env.resume_run == 0)
                 for (const auto& [section, choice] : spec.plugins) {
                     const PluginInfo& info = registry.find(choice.kind, choice.plugin);
-                    store->add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info));
+                    store->add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info),
+                                      Registry::abi_tag());
                 }
             if (lead) ctx.run_dir = run_dir;  // the other ranks write nothing
             ctx.log = [&report](const std::string& msg) { report.line(msg); };

@@ -565,10 +565,11 @@
       el('td', { className: 'num', text: formatNumber(metric.last_step) }),
       el('td', { className: 'num', text: formatNumber(metric.best) }),
       el('td', { className: 'num', text: formatNumber(metric.best_step) }))));
-    const plugins = table(['kind', 'name', 'version', 'file', 'sha256'],
+    const plugins = table(['kind', 'name', 'version', 'file', 'sha256', 'abi'],
       shown.plugins.map((plugin) => el('tr', {},
         el('td', { text: plugin.kind }), el('td', { text: plugin.name }), el('td', { text: plugin.version }),
-        el('td', { className: 'path', text: plugin.file }), el('td', { className: 'hash', text: plugin.sha256 }))));
+        el('td', { className: 'path', text: plugin.file }), el('td', { className: 'hash', text: plugin.sha256 }),
+        el('td', { text: plugin.abi === null ? '-' : plugin.abi }))));
     const params = Object.entries(shown.params);
     fill(root, 
       el('div', { className: 'run-title' },

@@ -1,0 +1,18 @@
+// The plugin SDK's ABI version: one integer for the binary interface between liblab (and labrun)
+// and a compiled plugin, i.e. everything a plugin compiles from the installed lab/*.h headers
+// (class layouts, virtual function order, inline code, function signatures). A plugin exports the
+// number it was compiled with inside its ABI tag (lab/version.h); labrun loads only a plugin whose
+// number, compiler major version and libstdc++ string ABI all equal its own.
+//
+// This is not the project's version: the project can release without an ABI change, and a change
+// to an installed header is an ABI change whatever the release. tests register "scripts: sdk_abi",
+// which hashes the installed headers (comments and layout left out) and fails when they changed
+// without a bump; framework/sdk_abi.lock records the hash of every number. To bump: increase
+// LAB_SDK_ABI below by one, run `tools/sdk_abi.py --build <build> --update`, and say in the commit
+// what changed in the headers (docs/writing-a-plugin.md, "What the SDK ABI version promises").
+//
+// History: 1 is the first numbered ABI (before it, the tag held the project version, 0.2.0, which
+// stayed the same while the headers changed).
+#pragma once
+
+#define LAB_SDK_ABI 1
