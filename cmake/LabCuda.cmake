@@ -87,3 +87,31 @@ if(NOT LAB_CUDNN_FRONTEND_INCLUDE_DIR)
 endif()
 
 set(LAB_HAVE_CUDA ON)
+
+# lab_plugin_cuda_sources(<kind> <name> SOURCES src.cu...): CUDA kernels that plugin <kind>/<name>
+# registers for the cuda backend (lab/kernels.h), e.g. an optimizer's fused update. Call it after
+# lab_add_plugin, under if(LAB_HAVE_CUDA). The sources compile as an object library with liblab's
+# include folders and definitions and nvcc's flags, as the cuda backend's own kernels do
+# (plugins/backends/cuda/CMakeLists.txt), and the plugin links the CUDA runtime.
+function(lab_plugin_cuda_sources kind name)
+  cmake_parse_arguments(ARG "" "" "SOURCES" ${ARGN})
+  set(plugin lab_plugin_${kind}_${name})
+  set(objects ${plugin}_cuda_kernels)
+  add_library(${objects} OBJECT ${ARG_SOURCES})
+  target_include_directories(${objects} PRIVATE $<TARGET_PROPERTY:lab,INTERFACE_INCLUDE_DIRECTORIES>)
+  target_compile_definitions(${objects} PRIVATE $<TARGET_PROPERTY:lab,INTERFACE_COMPILE_DEFINITIONS>)
+  set(cuda_flags --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra)
+  if(LAB_WERROR)
+    list(APPEND cuda_flags -Werror=all-warnings -Xcompiler=-Werror)
+  endif()
+  target_compile_options(${objects} PRIVATE ${cuda_flags})
+  set_target_properties(${objects} PROPERTIES
+    CUDA_STANDARD 20
+    CUDA_STANDARD_REQUIRED ON
+    POSITION_INDEPENDENT_CODE ON
+    CUDA_VISIBILITY_PRESET hidden
+    CUDA_RUNTIME_LIBRARY Shared)
+  add_dependencies(${objects} lab)
+  target_sources(${plugin} PRIVATE $<TARGET_OBJECTS:${objects}>)
+  target_link_libraries(${plugin} PRIVATE CUDA::cudart)
+endfunction()

@@ -12,6 +12,9 @@
 
 #include "cuda_test_support.h"
 #include "lab/backend.h"
+#include "lab/kernels.h"
+#include "optimizers/adamw/adamw_kernels.h"
+#include "optimizers/sgd/sgd_kernels.h"
 
 using lab::Backend;
 using lab::DType;
@@ -109,6 +112,9 @@ TEST_CASE("cuda backend without a device throws DeviceUnavailableError saying wh
 TEST_CASE("cuda optimizer updates match the host backend over several steps", "[cuda]") {
     CUDA_BACKEND_OR_SKIP(cuda);
     lab::HostBackend host;
+    // The optimizer plugins' kernels (lab/kernels.h): on `host` their host kernels, on `cuda` the
+    // kernels they register for backend "cuda" (never the copy through host memory, checked below).
+    const lab::KernelRegistry& kernels = plugin_registry().kernels();
     // Each side carries its own state from step to step, so differences would compound.
     struct State {
         Twin w, g, m, v;
@@ -118,63 +124,85 @@ TEST_CASE("cuda optimizer updates match the host backend over several steps", "[
                      twin(*cuda, host, {count}, random_values(count, seed + 1)),
                      twin_zeros(*cuda, host, {count}), twin_zeros(*cuda, host, {count})};
     };
-    SECTION("adamw_update") {
+    SECTION("adamw.step, one parameter at a time") {
+        const lab::KernelCounts before = kernels.counts("adamw.step");
         for (int64_t count : {int64_t{1}, int64_t{1000}, int64_t{100003}}) {
             State s = state(count, 801);
             for (int64_t t = 1; t <= 4; ++t) {
-                host.adamw_update(s.w.host, s.g.host, s.m.host, s.v.host, 1e-3f, 0.9f, 0.99f, 1e-8f, 0.1f, t);
-                cuda->adamw_update(s.w.cuda, s.g.cuda, s.m.cuda, s.v.cuda, 1e-3f, 0.9f, 0.99f, 1e-8f, 0.1f, t);
+                const auto step = [&](Tensor Twin::*side) {
+                    return lab::adamw::AdamWStep{{{s.w.*side, s.g.*side, s.m.*side, s.v.*side, 0.1f}},
+                                                 1e-3f, 0.9f, 0.99f, 1e-8f, t};
+                };
+                kernels.run(lab::adamw::kAdamWStep, host, step(&Twin::host));
+                kernels.run(lab::adamw::kAdamWStep, *cuda, step(&Twin::cuda));
             }
-            const std::string name = "adamw_update [" + std::to_string(count) + "] after 4 steps";
+            const std::string name = "adamw.step [" + std::to_string(count) + "] after 4 steps";
             expect_close(name + " w", s.w.cuda, s.w.host, kF32Tolerance);
             expect_close(name + " m", s.m.cuda, s.m.host, kF32Tolerance);
             expect_close(name + " v", s.v.cuda, s.v.host, kF32Tolerance);
         }
+        const lab::KernelCounts after = kernels.counts("adamw.step");
+        CHECK(after.backend - before.backend == 12);
+        CHECK(after.through_host == before.through_host);
     }
-    SECTION("adamw_update_all against per-tensor host updates") {
+    SECTION("adamw.step over many parameters against the host kernel") {
         const std::vector<int64_t> sizes = {1, 7, 768, 65 * 128, 100003, 3 * 1024};
         std::vector<State> states;
-        std::vector<lab::AdamWTensors> params;
+        lab::adamw::AdamWStep on_host, on_cuda;
         for (size_t i = 0; i < sizes.size(); ++i) {
             states.push_back(state(sizes[i], 810 + 2 * static_cast<uint32_t>(i)));
             const float decay = i % 2 == 0 ? 0.1f : 0.0f;  // decayed matrices, undecayed biases/norms
-            params.push_back({states.back().w.cuda, states.back().g.cuda, states.back().m.cuda, states.back().v.cuda,
-                              decay});
+            const State& s = states.back();
+            on_host.params.push_back({s.w.host, s.g.host, s.m.host, s.v.host, decay});
+            on_cuda.params.push_back({s.w.cuda, s.g.cuda, s.m.cuda, s.v.cuda, decay});
         }
         for (int64_t t = 1; t <= 5; ++t) {
             const float lr = 1e-3f * static_cast<float>(t);  // a warm-up: lr changes each step
-            for (size_t i = 0; i < states.size(); ++i)
-                host.adamw_update(states[i].w.host, states[i].g.host, states[i].m.host, states[i].v.host, lr, 0.9f,
-                                  0.95f, 1e-8f, params[i].weight_decay, t);
-            cuda->adamw_update_all(params, lr, 0.9f, 0.95f, 1e-8f, t);
+            for (lab::adamw::AdamWStep* step : {&on_host, &on_cuda}) {
+                step->lr = lr;
+                step->beta1 = 0.9f;
+                step->beta2 = 0.95f;
+                step->eps = 1e-8f;
+                step->t = t;
+            }
+            kernels.run(lab::adamw::kAdamWStep, host, on_host);
+            kernels.run(lab::adamw::kAdamWStep, *cuda, on_cuda);
         }
         for (size_t i = 0; i < states.size(); ++i) {
-            const std::string name = "adamw_update_all param " + std::to_string(i) + " [" + std::to_string(sizes[i]) +
+            const std::string name = "adamw.step param " + std::to_string(i) + " [" + std::to_string(sizes[i]) +
                                      "] after 5 steps";
             expect_close(name + " w", states[i].w.cuda, states[i].w.host, kF32Tolerance);
             expect_close(name + " m", states[i].m.cuda, states[i].m.host, kF32Tolerance);
             expect_close(name + " v", states[i].v.cuda, states[i].v.host, kF32Tolerance);
         }
     }
-    SECTION("sgd_update with and without momentum, nesterov, weight decay") {
+    SECTION("sgd.step with and without momentum, nesterov, weight decay") {
         struct Case {
             float momentum, weight_decay;
             bool nesterov;
         };
+        const lab::KernelCounts before = kernels.counts("sgd.step");
         for (const Case& c : {Case{0.0f, 0.0f, false}, Case{0.0f, 0.01f, false}, Case{0.9f, 0.0f, false},
                               Case{0.9f, 0.01f, true}}) {
             State s = state(10007, 830);
             const Twin none{Tensor(), Tensor()};
             const Twin& buf = c.momentum > 0 ? s.m : none;
             for (int step = 0; step < 4; ++step) {
-                host.sgd_update(s.w.host, s.g.host, buf.host, 0.05f, c.momentum, c.weight_decay, c.nesterov);
-                cuda->sgd_update(s.w.cuda, s.g.cuda, buf.cuda, 0.05f, c.momentum, c.weight_decay, c.nesterov);
+                kernels.run(lab::sgd::kSgdStep, host,
+                            lab::sgd::SgdStep{{{s.w.host, s.g.host, buf.host}}, 0.05f, c.momentum, c.weight_decay,
+                                              c.nesterov});
+                kernels.run(lab::sgd::kSgdStep, *cuda,
+                            lab::sgd::SgdStep{{{s.w.cuda, s.g.cuda, buf.cuda}}, 0.05f, c.momentum, c.weight_decay,
+                                              c.nesterov});
             }
-            const std::string name = "sgd_update momentum " + std::to_string(c.momentum).substr(0, 3) + " wd " +
+            const std::string name = "sgd.step momentum " + std::to_string(c.momentum).substr(0, 3) + " wd " +
                                      std::to_string(c.weight_decay).substr(0, 4) + (c.nesterov ? " nesterov" : "");
             expect_close(name + " w", s.w.cuda, s.w.host, kF32Tolerance);
             if (c.momentum > 0) expect_close(name + " buf", s.m.cuda, s.m.host, kF32Tolerance);
         }
+        const lab::KernelCounts after = kernels.counts("sgd.step");
+        CHECK(after.backend - before.backend == 16);
+        CHECK(after.through_host == before.through_host);
     }
 }
 

@@ -7,7 +7,8 @@
 //    accept arbitrary strides (stride 0 for broadcast dimensions); copy accepts any layout/dtype.
 //  - Shapes use one letter vocabulary: N rows, C columns/channels, V vocabulary.
 // The framework's HostBackend (host_backend.h) implements every kernel with plain C++ loops;
-// optimised backends derive from it or implement the interface afresh.
+// optimised backends derive from it or implement the interface afresh. Kernels of operations that
+// plugins define (AdamW and SGD updates among them) are in the kernel registry (lab/kernels.h).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -50,12 +51,6 @@ struct AttentionKernelArgs {
     // regenerates the same mask from the key.
     float dropout = 0.0f;
     RngKey dropout_key;
-};
-
-// One parameter of Backend::adamw_update_all: weights, gradient, the two moments, and its decay.
-struct AdamWTensors {
-    Tensor w, g, m, v;
-    float weight_decay = 0;
 };
 
 struct BackendStats {
@@ -165,19 +160,14 @@ public:
     virtual void dropout(const Tensor& y, const Tensor& keep, const Tensor& x, float p, RngKey key) = 0;
     virtual void dropout_backward(const Tensor& dx, const Tensor& dy, const Tensor& keep, float p) = 0;
 
-    // ---- optimizer updates (in place, over one parameter tensor) ----
-    // AdamW (Loshchilov & Hutter 2019): decoupled decay w -= lr * wd * w, then the Adam step with
-    // bias corrections for step t (1-based).
-    virtual void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr,
-                              float beta1, float beta2, float eps, float weight_decay, int64_t t) = 0;
-    // adamw_update for every entry of `params` (one step t for all): a GPU backend updates them all
-    // in a few kernel launches instead of one or more per parameter. The default loops.
-    virtual void adamw_update_all(const std::vector<AdamWTensors>& params, float lr, float beta1, float beta2,
-                                  float eps, int64_t t);
-    // SGD with momentum (PyTorch convention: buf = mu * buf + (g + wd * w); w -= lr * buf, or the
-    // Nesterov form). `buf` may be undefined when momentum == 0.
-    virtual void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
-                            float weight_decay, bool nesterov) = 0;
+    // ---- kernels that plugins add ----
+    // Operations that plugins define (an optimizer's update, an attention variant's fused kernel)
+    // are not Backend methods: their kernels live in the kernel registry (lab/kernels.h), by
+    // (operation, backend name), with the operation's host kernel as the fallback.
+    // The queue this backend's kernels run on, for the kernels other plugins add for it: a
+    // cudaStream_t for cuda (work queued there stays ordered with the backend's own); null where
+    // kernels run as they are called (the host backends).
+    virtual void* native_stream() const { return nullptr; }
 
 protected:
     // For matmul implementations: when matmul_inputs() is bf16 and a and b are f32, sets *a16 and

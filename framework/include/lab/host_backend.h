@@ -61,11 +61,6 @@ public:
     void dropout(const Tensor& y, const Tensor& keep, const Tensor& x, float p, RngKey key) override;
     void dropout_backward(const Tensor& dx, const Tensor& dy, const Tensor& keep, float p) override;
 
-    void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, int64_t t) override;
-    void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum,
-                    float weight_decay, bool nesterov) override;
-
 protected:
     // matmul on the operands as they are (no rounding for mixed precision): what matmul runs
     // after rounding, and what a derived backend falls back to.

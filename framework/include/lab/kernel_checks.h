@@ -72,9 +72,9 @@ inline int64_t row_count(const Tensor& t) {
 // matmul's operands: equal ranks 2 to 4, f32 or bf16, a [..., M, K], b [..., K, N], c [..., M, N]
 // contiguous, batch dims of a and b equal to c's or 1; bias (optional) f32 or bf16 with N elements.
 void require_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias);
-// adamw_update: w, g, m, v f32 contiguous of one shape, step t >= 1.
+// adamw.step (optimizer/adamw), per parameter: w, g, m, v f32 contiguous of one shape, step t >= 1.
 void require_adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, int64_t t);
-// sgd_update: w and g f32 contiguous of one shape; buf too when momentum != 0.
+// sgd.step (optimizer/sgd), per parameter: w and g f32 contiguous of one shape; buf too when momentum != 0.
 void require_sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float momentum);
 // A strided kernel walks at most max_dims dims.
 void require_at_most_dims(const char* kernel, const Shape& shape, int max_dims);

@@ -19,6 +19,7 @@
 
 #include "lab/attention.h"
 #include "lab/backend.h"
+#include "lab/kernels.h"
 #include "lab/model.h"
 #include "lab/optimizer.h"
 #include "lab/options.h"
@@ -110,6 +111,10 @@ public:
     void add_optimizer(PluginDecl decl, OptimizerFactory f) { add("optimizer", std::move(decl), std::move(f)); }
     void add_schedule(PluginDecl decl, ScheduleFactory f) { add("schedule", std::move(decl), std::move(f)); }
     void add_task(PluginDecl decl, TaskFactory f) { add("task", std::move(decl), std::move(f)); }
+    // Kernels for operations that plugins define (lab/kernels.h): an optimizer's update, say,
+    // registered from LAB_PLUGIN and run through ctx.registry->kernels().
+    KernelRegistry& kernels() { return kernels_; }
+    const KernelRegistry& kernels() const { return kernels_; }
 
     // Throws PluginError for an unknown kind or name, listing the known names of that kind and
     // the closest match; for an unknown name also the ways to load more plugins and the folders
@@ -131,6 +136,7 @@ private:
     void add(const std::string& kind, PluginDecl decl, std::any factory);
     void load_file(const std::filesystem::path& file);
     std::map<std::pair<std::string, std::string>, PluginInfo> plugins_;
+    KernelRegistry kernels_;
     std::vector<std::filesystem::path> files_;
     std::vector<std::filesystem::path> searched_;
     std::string loading_file_ = "<builtin>";

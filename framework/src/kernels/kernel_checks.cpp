@@ -43,26 +43,26 @@ void require_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Ten
 
 void require_adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, int64_t t) {
     for (const auto& [name, tensor] : {std::pair{"g", &g}, std::pair{"m", &m}, std::pair{"v", &v}}) {
-        require_same_shape("adamw_update", "w", w, name, *tensor);
-        require_f32_contiguous("adamw_update", name, *tensor);
+        require_same_shape("adamw.step", "w", w, name, *tensor);
+        require_f32_contiguous("adamw.step", name, *tensor);
     }
-    require_f32_contiguous("adamw_update", "w", w);
+    require_f32_contiguous("adamw.step", "w", w);
     if (t < 1) {
-        throw ShapeError("adamw_update: step t = " + std::to_string(t) + " must be >= 1; hint: count steps from 1");
+        throw ShapeError("adamw.step: step t = " + std::to_string(t) + " must be >= 1; hint: count steps from 1");
     }
 }
 
 void require_sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float momentum) {
-    require_f32_contiguous("sgd_update", "w", w);
-    require_f32_contiguous("sgd_update", "g", g);
-    require_same_shape("sgd_update", "w", w, "g", g);
+    require_f32_contiguous("sgd.step", "w", w);
+    require_f32_contiguous("sgd.step", "g", g);
+    require_same_shape("sgd.step", "w", w, "g", g);
     if (momentum != 0.0f) {
         if (!buf.defined()) {
-            throw ShapeError("sgd_update: momentum = " + std::to_string(momentum) +
+            throw ShapeError("sgd.step: momentum = " + std::to_string(momentum) +
                              " needs a momentum buffer but none was given; hint: allocate buf like w");
         }
-        require_f32_contiguous("sgd_update", "buf", buf);
-        require_same_shape("sgd_update", "w", w, "buf", buf);
+        require_f32_contiguous("sgd.step", "buf", buf);
+        require_same_shape("sgd.step", "w", w, "buf", buf);
     }
 }
 

@@ -1,5 +1,5 @@
 // The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
-// defaults of the fused kernels (matmul_gelu_tanh, adamw_update_all) in terms of the others.
+// default of the fused kernel matmul_gelu_tanh in terms of the others.
 #include "lab/backend.h"
 
 #include "lab/error.h"
@@ -25,11 +25,6 @@ void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor&
                                const Tensor* bias) {
     matmul(pre, a, b, bias, 1.0f, false);
     unary(UnaryOp::gelu_tanh, c, pre, 0.0f);
-}
-
-void Backend::adamw_update_all(const std::vector<AdamWTensors>& params, float lr, float beta1, float beta2, float eps,
-                               int64_t t) {
-    for (const AdamWTensors& p : params) adamw_update(p.w, p.g, p.m, p.v, lr, beta1, beta2, eps, p.weight_decay, t);
 }
 
 }  // namespace lab

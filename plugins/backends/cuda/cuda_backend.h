@@ -15,6 +15,8 @@
 //   padding) runs the backend's own FlashAttention-style kernels (cuda_attention.cu), which follow
 //   the CPU kernel's definition exactly.
 // - Every other kernel is the backend's own (cuda_elementwise.cu, cuda_updates.cu, cuda_rows.cu);
+//   the optimizers' updates are not Backend kernels: optimizer/adamw and optimizer/sgd register
+//   theirs for "cuda" in the kernel registry (lab/kernels.h);
 //   dropout draws the same counter-based Philox numbers as the CPU backends (cuda_philox.h), so a
 //   seed gives the same mask on both.
 // - Errors: every CUDA, cuBLASLt and cuDNN call is checked (cuda_check.h) and throws
@@ -115,12 +117,9 @@ public:
     void dropout(const Tensor& y, const Tensor& keep, const Tensor& x, float p, RngKey key) override;
     void dropout_backward(const Tensor& dx, const Tensor& dy, const Tensor& keep, float p) override;
 
-    void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v, float lr, float beta1,
-                      float beta2, float eps, float weight_decay, int64_t t) override;
-    void adamw_update_all(const std::vector<AdamWTensors>& params, float lr, float beta1, float beta2, float eps,
-                          int64_t t) override;
-    void sgd_update(const Tensor& w, const Tensor& g, const Tensor& buf, float lr, float momentum, float weight_decay,
-                    bool nesterov) override;
+    // The stream, for the kernels that other plugins register for backend "cuda" (lab/kernels.h):
+    // optimizer/adamw's and optimizer/sgd's updates among them.
+    void* native_stream() const override { return stream_; }
 
     // ---- for the kernels in this plugin ----
     cudaStream_t stream() const { return stream_; }

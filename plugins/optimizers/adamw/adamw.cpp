@@ -1,6 +1,9 @@
 // optimizer/adamw: Adam with decoupled weight decay (Loshchilov & Hutter 2019), the update of
 // torch.optim.AdamW. As in GPT-2/nanoGPT, weight decay applies to matrices (dim >= 2: linear
-// weights, embeddings) and not to biases or LayerNorm gains, unless decay_1d is set.
+// weights, embeddings) and not to biases or LayerNorm gains, unless decay_1d is set. The update
+// is the kernel operation adamw.step (adamw_kernels.h), run through the kernel registry: the host
+// kernel on CPU backends, the cuda backend's own on a GPU.
+#include "adamw_kernels.h"
 #include "lab/error.h"
 #include "lab/plugin.h"
 
@@ -10,8 +13,9 @@ using namespace lab;
 
 class AdamW : public Optimizer {
 public:
-    AdamW(const Options& opts, NamedTensors params, Backend& be)
-        : lr_(opts.get_float("lr")),
+    AdamW(const Options& opts, NamedTensors params, Backend& be, const KernelRegistry& kernels)
+        : kernels_(kernels),
+          lr_(opts.get_float("lr")),
           beta1_(static_cast<float>(opts.get_float("beta1"))),
           beta2_(static_cast<float>(opts.get_float("beta2"))),
           eps_(static_cast<float>(opts.get_float("eps"))),
@@ -26,17 +30,23 @@ public:
 
     void step(double lr) override {
         ++t_;
-        batch_.clear();
+        step_.params.clear();
         for (size_t i = 0; i < params_.size(); ++i) {
             const Tensor& p = params_[i].second;
             Tensor g = p.grad();
             if (!g.defined()) continue;  // a parameter that did not contribute to the loss
             const float wd = (p.dim() >= 2 || decay_1d_) ? weight_decay_ : 0.0f;
-            batch_.push_back({p, g, m_[i], v_[i], wd});
+            step_.params.push_back({p, g, m_[i], v_[i], wd});
         }
-        if (!batch_.empty())
-            batch_.front().w.backend().adamw_update_all(batch_, static_cast<float>(lr), beta1_, beta2_, eps_, t_);
-        batch_.clear();  // holds no gradient past the step
+        if (!step_.params.empty()) {
+            step_.lr = static_cast<float>(lr);
+            step_.beta1 = beta1_;
+            step_.beta2 = beta2_;
+            step_.eps = eps_;
+            step_.t = t_;
+            kernels_.run(adamw::kAdamWStep, step_.params.front().w.backend(), step_);
+        }
+        step_.params.clear();  // holds no gradient past the step
     }
 
     double base_lr() const override { return lr_; }
@@ -58,12 +68,13 @@ public:
     }
 
 private:
+    const KernelRegistry& kernels_;
     double lr_;
     float beta1_, beta2_, eps_, weight_decay_;
     bool decay_1d_;
     int64_t t_ = 0;
     std::vector<Tensor> m_, v_;
-    std::vector<AdamWTensors> batch_;  // reused each step
+    adamw::AdamWStep step_;  // its parameter list is reused each step
 };
 
 }  // namespace
@@ -78,6 +89,16 @@ LAB_PLUGIN(registry) {
     schema.boolean("decay_1d", false, "also decay 1-D parameters (biases, LayerNorm gains)");
     registry.add_optimizer({"adamw", "1.0", "Adam with decoupled weight decay (torch.optim.AdamW)", schema},
                            [](const lab::Options& opts, lab::NamedTensors params, lab::BuildContext& ctx) {
-                               return std::make_shared<AdamW>(opts, std::move(params), *ctx.backend);
+                               if (ctx.registry == nullptr)
+                                   throw lab::PluginError(
+                                       "optimizer/adamw: the build context has no registry to find the kernels of "
+                                       "adamw.step in; hint: set BuildContext::registry as the trainer does");
+                               return std::make_shared<AdamW>(opts, std::move(params), *ctx.backend,
+                                                              ctx.registry->kernels());
                            });
+    // The host kernel is adamw.step's reference and the fallback for every backend without its own.
+    registry.kernels().add(lab::adamw::kAdamWStep, lab::kHostKernel, nullptr, lab::adamw::adamw_step_host);
+#ifdef LAB_ADAMW_CUDA
+    registry.kernels().add(lab::adamw::kAdamWStep, "cuda", nullptr, lab::adamw::adamw_step_cuda);
+#endif
 }

@@ -1,7 +1,9 @@
 // optimizer/sgd: stochastic gradient descent with momentum (and optional Nesterov), the update
-// of torch.optim.SGD: buf = momentum * buf + (g + wd * w); w -= lr * buf.
+// of torch.optim.SGD: buf = momentum * buf + (g + wd * w); w -= lr * buf. The update is the kernel
+// operation sgd.step (sgd_kernels.h), run through the kernel registry.
 #include "lab/error.h"
 #include "lab/plugin.h"
+#include "sgd_kernels.h"
 
 namespace {
 
@@ -9,8 +11,9 @@ using namespace lab;
 
 class Sgd : public Optimizer {
 public:
-    Sgd(const Options& opts, NamedTensors params, Backend& be)
-        : lr_(opts.get_float("lr")),
+    Sgd(const Options& opts, NamedTensors params, Backend& be, const KernelRegistry& kernels)
+        : kernels_(kernels),
+          lr_(opts.get_float("lr")),
           momentum_(static_cast<float>(opts.get_float("momentum"))),
           weight_decay_(static_cast<float>(opts.get_float("weight_decay"))),
           nesterov_(opts.get_bool("nesterov")) {
@@ -21,12 +24,21 @@ public:
     }
 
     void step(double lr) override {
+        step_.params.clear();
         for (size_t i = 0; i < params_.size(); ++i) {
             const Tensor& p = params_[i].second;
             Tensor g = p.grad();
             if (!g.defined()) continue;
-            p.backend().sgd_update(p, g, buffers_[i], static_cast<float>(lr), momentum_, weight_decay_, nesterov_);
+            step_.params.push_back({p, g, buffers_[i]});
         }
+        if (!step_.params.empty()) {
+            step_.lr = static_cast<float>(lr);
+            step_.momentum = momentum_;
+            step_.weight_decay = weight_decay_;
+            step_.nesterov = nesterov_;
+            kernels_.run(sgd::kSgdStep, step_.params.front().w.backend(), step_);
+        }
+        step_.params.clear();  // holds no gradient past the step
     }
 
     double base_lr() const override { return lr_; }
@@ -39,10 +51,12 @@ public:
     }
 
 private:
+    const KernelRegistry& kernels_;
     double lr_;
     float momentum_, weight_decay_;
     bool nesterov_;
     std::vector<Tensor> buffers_;
+    sgd::SgdStep step_;  // its parameter list is reused each step
 };
 
 }  // namespace
@@ -55,6 +69,16 @@ LAB_PLUGIN(registry) {
     schema.boolean("nesterov", false, "Nesterov momentum");
     registry.add_optimizer({"sgd", "1.0", "SGD with momentum (torch.optim.SGD)", schema},
                            [](const lab::Options& opts, lab::NamedTensors params, lab::BuildContext& ctx) {
-                               return std::make_shared<Sgd>(opts, std::move(params), *ctx.backend);
+                               if (ctx.registry == nullptr)
+                                   throw lab::PluginError(
+                                       "optimizer/sgd: the build context has no registry to find the kernels of "
+                                       "sgd.step in; hint: set BuildContext::registry as the trainer does");
+                               return std::make_shared<Sgd>(opts, std::move(params), *ctx.backend,
+                                                            ctx.registry->kernels());
                            });
+    // The host kernel is sgd.step's reference and the fallback for every backend without its own.
+    registry.kernels().add(lab::sgd::kSgdStep, lab::kHostKernel, nullptr, lab::sgd::sgd_step_host);
+#ifdef LAB_SGD_CUDA
+    registry.kernels().add(lab::sgd::kSgdStep, "cuda", nullptr, lab::sgd::sgd_step_cuda);
+#endif
 }
