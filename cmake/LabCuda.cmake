@@ -88,18 +88,19 @@ endif()
 
 set(LAB_HAVE_CUDA ON)
 
-# lab_plugin_cuda_sources(<kind> <name> SOURCES src.cu...): CUDA kernels that plugin <kind>/<name>
-# registers for the cuda backend (lab/kernels.h), e.g. an optimizer's fused update. Call it after
-# lab_add_plugin, under if(LAB_HAVE_CUDA). The sources compile as an object library with liblab's
-# include folders and definitions and nvcc's flags, as the cuda backend's own kernels do
-# (plugins/backends/cuda/CMakeLists.txt), and the plugin links the CUDA runtime.
+# lab_plugin_cuda_sources(<kind> <name> SOURCES src.cu... [INCLUDE_DIRS dir...]): the CUDA sources
+# of plugin <kind>/<name>: the cuda backend's own kernels, or kernels another plugin registers for
+# the cuda backend (lab/kernels.h), e.g. an optimizer's fused update. Call it after lab_add_plugin,
+# under if(LAB_HAVE_CUDA). The sources compile as an object library with liblab_core's include
+# folders and definitions (plus INCLUDE_DIRS) and nvcc's flags, and the plugin links the CUDA runtime.
 function(lab_plugin_cuda_sources kind name)
-  cmake_parse_arguments(ARG "" "" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;INCLUDE_DIRS" ${ARGN})
   set(plugin lab_plugin_${kind}_${name})
   set(objects ${plugin}_cuda_kernels)
   add_library(${objects} OBJECT ${ARG_SOURCES})
-  target_include_directories(${objects} PRIVATE $<TARGET_PROPERTY:lab,INTERFACE_INCLUDE_DIRECTORIES>)
-  target_compile_definitions(${objects} PRIVATE $<TARGET_PROPERTY:lab,INTERFACE_COMPILE_DEFINITIONS>)
+  target_include_directories(${objects} PRIVATE $<TARGET_PROPERTY:lab_core,INTERFACE_INCLUDE_DIRECTORIES>
+                                                ${ARG_INCLUDE_DIRS})
+  target_compile_definitions(${objects} PRIVATE $<TARGET_PROPERTY:lab_core,INTERFACE_COMPILE_DEFINITIONS>)
   set(cuda_flags --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra)
   if(LAB_WERROR)
     list(APPEND cuda_flags -Werror=all-warnings -Xcompiler=-Werror)
@@ -111,7 +112,7 @@ function(lab_plugin_cuda_sources kind name)
     POSITION_INDEPENDENT_CODE ON
     CUDA_VISIBILITY_PRESET hidden
     CUDA_RUNTIME_LIBRARY Shared)
-  add_dependencies(${objects} lab)
+  add_dependencies(${objects} lab_core)
   target_sources(${plugin} PRIVATE $<TARGET_OBJECTS:${objects}>)
   target_link_libraries(${plugin} PRIVATE CUDA::cudart)
 endfunction()
