@@ -66,9 +66,9 @@ for name in $configs; do
   for layout in "1 process x 1" "2 ranks x 1" "1 process x 2"; do
     db="$scratch/${name}-${layout// /_}.db"
     case "$layout" in
-      "1 process x 1") out=$("$labrun" "${args[@]}" experiment.threads=1 "experiment.db=$db" 2>&1) ;;
-      "2 ranks x 1") out=$(mpirun --allow-run-as-root --oversubscribe -np 2 "$labrun" "${args[@]}" experiment.threads=1 "experiment.db=$db" 2>&1) ;;
-      *) out=$("$labrun" "${args[@]}" experiment.threads=2 "experiment.db=$db" 2>&1) ;;
+      "1 process x 1") out=$("$labrun" "${args[@]}" backend.threads=1 "experiment.db=$db" 2>&1) ;;
+      "2 ranks x 1") out=$(mpirun --allow-run-as-root --oversubscribe -np 2 "$labrun" "${args[@]}" backend.threads=1 "experiment.db=$db" 2>&1) ;;
+      *) out=$("$labrun" "${args[@]}" backend.threads=2 "experiment.db=$db" 2>&1) ;;
     esac || { echo "$out" | tail -20 >&2; exit 1; }
     params=$(echo "$out" | sed -n 's/^model: \([0-9]*\) parameters.*/\1/p' | head -1)
     metric() { sqlite3 "$db" "SELECT value FROM metrics WHERE name = '$1' ORDER BY step DESC LIMIT 1"; }

@@ -19,8 +19,8 @@ Outcome run_labrun(const std::vector<std::string>& args) { return run_program(kL
 
 // A copy-task sweep small enough to train in a few seconds: 2 attentions x 2 seeds.
 std::string copy_sweep(const fs::path& db) {
-    return "[experiment]\nname = jobs_test\nbackend = onednn\ndb = " + db.string() +
-           "\n[tokenizer]\ntype = char\n[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 64\n"
+    return "[experiment]\nname = jobs_test\ndb = " + db.string() +
+           "\n[backend]\ntype = onednn\n[tokenizer]\ntype = char\n[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 64\n"
            "[model]\ntype = gpt\nlayers = 1\nheads = 2\nhidden = 16\n[attention]\ntype = softmax\n"
            "local.window = 4\n[optimizer]\ntype = adamw\n[train]\nsteps = 20\nbatch = 8\nseq_len = 9\n"
            "eval_every = 20\nlog_every = 10\n[sweep]\nattention.type = softmax, local\nexperiment.seed = 1, 2\n";

@@ -25,8 +25,8 @@ Outcome run_labrun(const std::vector<std::string>& args) { return run_program(kL
 
 // A 2-layer, 32-wide BERT with the bert-base-uncased vocabulary.
 std::string tiny_bert(const fs::path& db, const std::string& name, int hidden = 32) {
-    return "[experiment]\nname = " + name + "\nbackend = onednn\nthreads = 2\ndb = " + db.string() +
-           "\n[tokenizer]\ntype = wordpiece\nvocab = ${data}/bert-base-uncased/vocab.txt\n"
+    return "[experiment]\nname = " + name + "\ndb = " + db.string() +
+           "\n[backend]\ntype = onednn\nthreads = 2\n[tokenizer]\ntype = wordpiece\nvocab = ${data}/bert-base-uncased/vocab.txt\n"
            "[model]\ntype = bert\nlayers = 2\nhidden = " + std::to_string(hidden) +
            "\nheads = 2\nintermediate = 64\nmax_position = 64\n[attention]\ntype = softmax\n"
            "[optimizer]\ntype = adamw\nlr = 1e-3\n";

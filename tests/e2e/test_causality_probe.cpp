@@ -18,8 +18,8 @@ const fs::path test_plugin_dir = LAB_TEST_PLUGIN_DIR;
 // One copy-task run of a 1-layer GPT (T = 9) with dropout, small enough to train in a second;
 // `attention` is what follows "type = " in [attention] (more lines may follow it).
 std::string copy_run(const fs::path& db, const std::string& attention) {
-    return "[experiment]\nname = probe_test\nbackend = onednn\ndb = " + db.string() +
-           "\n[tokenizer]\ntype = char\n[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 64\n"
+    return "[experiment]\nname = probe_test\ndb = " + db.string() +
+           "\n[backend]\ntype = onednn\n[tokenizer]\ntype = char\n[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 64\n"
            "[model]\ntype = gpt\nlayers = 1\nheads = 2\nhidden = 16\ndropout = 0.1\n[attention]\ntype = " + attention +
            "\n[optimizer]\ntype = adamw\n[train]\nsteps = 10\nbatch = 8\nseq_len = 9\neval_every = 10\nlog_every = 5\n";
 }

@@ -66,7 +66,7 @@ std::vector<std::string> experiment_args(const fs::path& db) {
     const fs::path data = shakespeare_data_dir();
     // A small model with dropout, so that the dropout stream must be restored too.
     return {std::string(LAB_SOURCE_DIR) + "/experiments/shakespeare_char.ini", "--no-progress", "--data-dir",
-            data.string(), "experiment.db=" + db.string(), "experiment.threads=2", "model.layers=2", "model.hidden=32",
+            data.string(), "experiment.db=" + db.string(), "backend.threads=2", "model.layers=2", "model.hidden=32",
             "model.heads=2", "model.dropout=0.1", "train.seq_len=32", "train.batch=8", "train.steps=400",
             "train.log_every=5", "train.eval_every=50", "train.ckpt_every=10", "task.val_tokens=2000",
             "task.sample_tokens=20", "schedule.warmup=10"};

@@ -1,5 +1,5 @@
 // End to end on the CUDA backend: the real labrun binary trains shakespeare_char with
-// experiment.backend = cuda and with onednn from the same seed, and the two train/loss curves must
+// [backend] type = cuda and with onednn from the same seed, and the two train/loss curves must
 // agree; and, on any machine where the plugin was built, a run asked of a device that is not
 // there fails cleanly: a non-zero exit with the backend's reason, no crash, nothing recorded.
 #include <catch2/catch.hpp>
@@ -62,7 +62,7 @@ TEST_CASE("cuda shakespeare_char: 200 steps on cuda follow the onednn loss curve
         const fs::path db_file = dir.path / (backend + ".db");
         Outcome r = run_program(kLabrunBinary,
                                 {kExperiment, "--no-progress", "--data-dir", shakespeare_data_dir().string(),
-                                 "experiment.backend=" + backend, "train.steps=200", "train.log_every=20",
+                                 "backend.type=" + backend, "train.steps=200", "train.log_every=20",
                                  "train.eval_every=200", "schedule.decay_steps=2000", "task.val_tokens=16384",
                                  "task.sample_tokens=50", "experiment.db=" + db_file.string()});
         INFO(r);
@@ -116,15 +116,15 @@ TEST_CASE("cuda labrun with backend = cuda and no usable device exits non-zero w
     TempDir dir;
     const fs::path db_file = dir.path / "results" / "lab.db";
     dir.write("data/tiny.txt", "to be or not to be, that is the question\n");
-    const fs::path experiment = dir.write("tiny.ini", "[experiment]\nname = cuda_tiny\nbackend = onednn\ndb = " +
+    const fs::path experiment = dir.write("tiny.ini", "[experiment]\nname = cuda_tiny\ndb = " +
                                                           db_file.string() +
-                                                          "\n[tokenizer]\ntype = char\n[task]\ntype = causal_lm\n"
+                                                          "\n[backend]\ntype = onednn\n[tokenizer]\ntype = char\n[task]\ntype = causal_lm\n"
                                                           "train = ${data}/tiny.txt\n[model]\ntype = gpt\nlayers = 1\n"
                                                           "heads = 2\nhidden = 16\n[optimizer]\ntype = adamw\n"
                                                           "[train]\nsteps = 2\nbatch = 2\nseq_len = 8\n");
     auto labrun_cuda = [&](const std::vector<std::string>& overrides) {
         std::vector<std::string> args = {experiment.string(), "--no-progress", "--data-dir",
-                                         (dir.path / "data").string(), "experiment.backend=cuda"};
+                                         (dir.path / "data").string(), "backend.type=cuda"};
         args.insert(args.end(), overrides.begin(), overrides.end());
         return run_program(kLabrunBinary, args);
     };

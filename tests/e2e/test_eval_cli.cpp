@@ -24,7 +24,7 @@ const fs::path copy_ini = fs::path(LAB_SOURCE_DIR) / "experiments" / "copy.ini";
 // A short copy run (20 steps of 8 sequences, evaluated at 10 and 20) into `db`, with `extra` overrides.
 Outcome train_copy(const fs::path& db, std::vector<std::string> extra) {
     std::vector<std::string> args = {copy_ini.string(),    "--no-progress",         "experiment.db=" + db.string(),
-                                     "experiment.threads=2", "train.steps=20",      "train.eval_every=10",
+                                     "backend.threads=2", "train.steps=20",      "train.eval_every=10",
                                      "train.log_every=10",   "train.batch=8",       "task.val_examples=128"};
     args.insert(args.end(), extra.begin(), extra.end());
     return run_program(kLabrunBinary, args);

@@ -18,7 +18,7 @@ TEST_CASE("labrun generate continues a prompt, the KV cache prints what recomput
     fs::path db = dir.path / "gen.db";
     Outcome train = run_program(
         kLabrunBinary, {(fs::path(LAB_SOURCE_DIR) / "experiments" / "shakespeare_char.ini").string(), "--no-progress",
-                        "--data-dir", data.string(), "experiment.db=" + db.string(), "experiment.threads=2",
+                        "--data-dir", data.string(), "experiment.db=" + db.string(), "backend.threads=2",
                         "model.layers=2", "model.hidden=32", "model.heads=2", "train.steps=60", "train.seq_len=32",
                         "train.eval_every=0", "task.val_tokens=1000", "task.sample_tokens=0"});
     INFO(train);
@@ -66,7 +66,7 @@ TEST_CASE("labrun generate with model.position = rope and none: the KV cache pri
         Outcome train = run_program(
             kLabrunBinary,
             {(fs::path(LAB_SOURCE_DIR) / "experiments" / "shakespeare_char.ini").string(), "--no-progress",
-             "--data-dir", data.string(), "experiment.db=" + db.string(), "experiment.threads=2",
+             "--data-dir", data.string(), "experiment.db=" + db.string(), "backend.threads=2",
              std::string("model.position=") + position, "model.layers=2", "model.hidden=32", "model.heads=2",
              "train.steps=60", "train.seq_len=32", "train.eval_every=0", "task.val_tokens=1000",
              "task.sample_tokens=0"});

@@ -21,8 +21,8 @@ constexpr int kExitPlugin = 4;
 // A sweep of 2 seeds of a copy-task GPT whose attention is the test plugin attention/leaky with its
 // leak beyond every position (softmax attention, loaded from a file the test can change).
 std::string seed_sweep(const fs::path& db) {
-    return "[experiment]\nname = rerun_test\nbackend = onednn\ndb = " + db.string() +
-           "\n[tokenizer]\ntype = char\n[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 32\n"
+    return "[experiment]\nname = rerun_test\ndb = " + db.string() +
+           "\n[backend]\ntype = onednn\n[tokenizer]\ntype = char\n[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 32\n"
            "[model]\ntype = gpt\nlayers = 1\nheads = 2\nhidden = 16\n[attention]\ntype = leaky\nfrom = 1000000\n"
            "[optimizer]\ntype = adamw\n[train]\nsteps = 5\nbatch = 4\nseq_len = 9\neval_every = 5\nlog_every = 5\n"
            "[sweep]\nexperiment.seed = 1, 2\n";

@@ -129,7 +129,7 @@ TEST_CASE("a run's losses are bitwise the same with and without the causality pr
     registry.load_directory(LAB_PLUGIN_DIR);
     // Dropout everywhere, so that a probe drawing from the run's dropout stream would show.
     const fs::path ini = dir.write("probe.ini",
-                                   "[experiment]\nbackend = onednn\nseed = 3\n[tokenizer]\ntype = char\n"
+                                   "[experiment]\nseed = 3\n[backend]\ntype = onednn\n[tokenizer]\ntype = char\n"
                                    "[task]\ntype = copy\nvocab = 8\nlength = 4\nval_examples = 32\n"
                                    "[model]\ntype = gpt\nlayers = 2\nheads = 2\nhidden = 16\ndropout = 0.2\n"
                                    "[attention]\ntype = softmax\n[optimizer]\ntype = adamw\n"

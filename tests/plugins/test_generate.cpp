@@ -1,7 +1,7 @@
 // Generation (lab/generate.h) with model/gpt: the KV cache gives the hidden states and the tokens
 // of full recomputation, for softmax, multi-query, sliding-window and ALiBi attention, with
 // learned, rotary and no position embeddings; sampling filters; the context limits; attention
-// without a cache is refused.
+// without a cache recomputes; built blocks carry their plugin's declared capabilities.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <set>
@@ -135,12 +135,39 @@ TEST_CASE("generate: context limits and attention without a KV cache", "[generat
                       Contains("the prompt has 17 tokens, more than the model's context of 16"));
     CHECK_THROWS_WITH(lab::generate(*g.model, {}, options), Contains("no tokens"));
 
+    // attention/linear declares no kv_cache: the model answers from its attention's declaration,
+    // so generation recomputes instead of handing the attention a cache it would refuse.
     TinyGpt linear("linear", {});
+    CHECK(g.model->supports_kv_cache());
+    CHECK_FALSE(linear.model->supports_kv_cache());
     lab::SamplingOptions cached;
     cached.max_tokens = 2;
-    CHECK_THROWS_AS(lab::generate(*linear.model, {1, 2}, cached), lab::ConfigError);
-    cached.kv_cache = false;
-    CHECK(lab::generate(*linear.model, {1, 2}, cached).new_tokens == 2);
+    lab::Generation recomputed = lab::generate(*linear.model, {1, 2}, cached);
+    CHECK_FALSE(recomputed.used_kv_cache);
+    CHECK(recomputed.new_tokens == 2);
+    lab::DecodeState state;
+    lab::ModelInputs in;
+    in.ids = lab::Tensor::from_ints(linear.backend, {1, 2}, {1, 2}, lab::DType::i32);
+    CHECK_THROWS_WITH(linear.model->forward_cached(in, state), Contains("has no KV cache"));
+}
+
+TEST_CASE("attention capabilities: every built block carries its plugin's declaration", "[generate]") {
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    lab::HostBackend backend;
+    lab::BuildContext ctx;
+    lab_test::seed_context(ctx, backend, registry, 3);
+    lab::AttentionShape shape;
+    shape.hidden = 16;
+    shape.heads = 2;
+    for (const std::string name : {"softmax", "gqa", "local", "alibi", "sigmoid", "differential", "linear"}) {
+        INFO("attention/" << name);
+        const lab::PluginInfo& info = registry.find("attention", name);
+        auto block = registry.factory<lab::AttentionFactory>("attention", name)(
+            lab::plugin_options(registry, "attention", name, {}, "test"), shape, ctx);
+        CHECK(block->capabilities().str() == info.attention.supports.str());
+        CHECK(block->capabilities().kv_cache == (name != "linear"));
+    }
 }
 
 TEST_CASE("sample_token: temperature, top-k and top-p", "[generate]") {

@@ -24,8 +24,8 @@ Counts counts(const lab::Backend& backend) {
 
 // What both experiments share: the oneDNN backend, softmax attention, AdamW, small batches.
 const char* kCommon = R"(
-[experiment]
-backend = onednn
+[backend]
+type = onednn
 [attention]
 type = softmax
 [optimizer]
@@ -127,7 +127,7 @@ warmup = 2
 TEST_CASE("cuda steady state: a warm training step makes no cudaMalloc and builds no plan", "[steady][cuda]") {
     CUDA_BACKEND_OR_SKIP(cuda);
     cuda.reset();  // the experiments make their own
-    const std::string gpt = std::string(kGpt) + "[experiment]\nbackend = cuda\n";
+    const std::string gpt = std::string(kGpt) + "[backend]\ntype = cuda\n";
     check_steady_after_step_3(step_counts(gpt + "[attention]\nfused = true\n", 8),
                               "cuda: gpt, fused attention, dropout 0.1, f32");
     check_steady_after_step_3(

@@ -39,8 +39,9 @@ std::string error_of(F&& run) {
 // anywhere (a part's dropout masks are not the whole batch's).
 const char* kCommon = R"(
 [experiment]
-backend = reference
 seed = 7
+[backend]
+type = reference
 [attention]
 type = softmax
 [optimizer]

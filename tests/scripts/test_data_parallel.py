@@ -57,7 +57,7 @@ scratch = tempfile.mkdtemp(prefix="lab_dp_")
 BASE = [os.path.join(source, "experiments", "shakespeare_char.ini"),
         "train.steps=50", "train.log_every=5", "train.eval_every=0", "train.eval_at_end=false",
         "task.sample_tokens=0", "task.val_tokens=2048", "model.layers=2", "model.hidden=64", "model.heads=2",
-        "experiment.threads=1", "--no-progress", "--data-dir", data]
+        "backend.threads=1", "--no-progress", "--data-dir", data]
 
 
 def run(args, env_extra=None, mpi=False, check=True, timeout=300):

@@ -14,8 +14,6 @@ public:
     CacheOffsetAttention(const AttentionShape& shape, BuildContext& ctx)
         : MultiHeadAttention("attention/cache_offset", shape, ctx) {}
 
-    bool supports_kv_cache() const override { return true; }
-
 protected:
     // q [B, H, T, D], k and v [B, H, S, D] -> [B, H, T, D]
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {

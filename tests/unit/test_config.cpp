@@ -12,6 +12,7 @@
 #include "lab/error.h"
 #include "lab/hash.h"
 #include "lab/options.h"
+#include "lab/plugin_kinds.h"
 #include "lab/registry.h"
 #include "test_support.h"
 
@@ -59,6 +60,7 @@ lab::Registry make_registry() {
 
     lab::OptionSchema onednn;
     onednn.boolean("verbose", false, "print primitive creation");
+    onednn.integer("threads", 0, "OpenMP threads; 0 = all cores").at_least(0);
     registry.add_backend({"onednn", "1.0", "test onednn", onednn}, unused_factory<lab::Backend>());
     registry.add_backend({"cuda", "1.0", "test cuda", {}}, unused_factory<lab::Backend>());
     return registry;
@@ -171,7 +173,7 @@ TEST_CASE("a valid experiment resolves with origins and defaults", "[config]") {
     CHECK(run.name == "x");
     CHECK(run.experiment.get_int("seed") == 3);
     CHECK(run.experiment.origin("seed") == at(dir, 2));
-    CHECK(run.experiment.get_string("backend") == "onednn");
+    CHECK(run.plugins.at("backend").plugin == "onednn");  // [backend] type's default
     CHECK(run.experiment.get_string("precision") == "fp32");
     CHECK(run.train.get_int("steps") == 100);
     CHECK(run.train.get_int("batch") == 12);
@@ -355,8 +357,8 @@ TEST_CASE("unknown and missing sections, unknown plugin types", "[config]") {
     CHECK_THAT(error_of(dir, valid_ini, {"experiment.backend=cdua"}),
                Contains("override 'experiment.backend=cdua': [experiment] backend = 'cdua'") &&
                    Contains("did you mean 'cuda'?"));
-    CHECK_THAT(error_of(dir, valid_ini + "[backend]\ntype = cuda\n"),
-               Contains(at(dir, 19) + ": [backend] type is not an option") && Contains("[experiment] backend"));
+    CHECK_THAT(error_of(dir, valid_ini + "[backend]\ntype = cdua\n"),
+               Contains(at(dir, 19) + ": [backend] type = 'cdua': unknown backend 'cdua'; did you mean 'cuda'?"));
     CHECK_THAT(error_of(dir, valid_ini + "[backend]\nverbos = 1\n"),
                Contains(at(dir, 19) + ": [backend] key 'verbos' is not an option of backend/onednn; did you mean "
                                       "'verbose'?"));
@@ -387,6 +389,102 @@ TEST_CASE("canonical text and hash identify the resolved run", "[config]") {
     CHECK(other_attention.hash() != run.hash());
 }
 
+TEST_CASE("one table of plugin kinds gives the registry's kinds, the sections and their defaults", "[config]") {
+    std::vector<std::string> names, sections = {"experiment", "train"};
+    for (const lab::PluginKind& kind : lab::plugin_kinds()) {
+        names.push_back(kind.name);
+        sections.push_back(kind.section);
+        CHECK(lab::find_plugin_kind(kind.name) == &kind);
+        CHECK_FALSE(kind.description.empty());
+    }
+    CHECK(names == std::vector<std::string>{"backend", "tokenizer", "model", "attention", "task", "optimizer",
+                                            "schedule"});
+    CHECK(lab::Registry::kinds() == names);
+    CHECK(lab::known_sections() == sections);
+    CHECK(lab::find_plugin_kind("modle") == nullptr);
+    // valid_ini leaves out exactly the sections whose kind has a default type.
+    TempDir dir;
+    const lab::RunSpec run = resolve_text(dir, valid_ini);
+    for (const lab::PluginKind& kind : lab::plugin_kinds()) {
+        if (kind.default_type.empty()) continue;
+        INFO(kind.name);
+        CHECK(run.plugins.at(kind.section).plugin == kind.default_type);
+        CHECK(run.plugins.at(kind.section).plugin_origin == "default");
+    }
+    CHECK(lab::find_plugin_kind("backend")->default_type == "onednn");
+}
+
+TEST_CASE("[backend] type and threads, and their old spellings in [experiment]", "[config]") {
+    TempDir dir;
+    // [backend] type picks the backend like every kind's `type`; [experiment] backend is its alias.
+    const lab::RunSpec by_type = resolve_text(dir, valid_ini + "[backend]\ntype = cuda\n");
+    const lab::RunSpec by_alias = resolve_text(dir, with_line(2, "seed = 3\nbackend = cuda"));
+    CHECK(by_type.plugins.at("backend").plugin == "cuda");
+    CHECK(by_alias.plugins.at("backend").plugin == "cuda");
+    CHECK(by_alias.canonical_text() == by_type.canonical_text());
+    CHECK(by_type.hash() == by_alias.hash());
+    // The canonical text names the backend as runs always recorded it, so identities do not change.
+    CHECK_THAT(by_type.canonical_text(), Contains("experiment.backend = cuda\n") && !Contains("backend.type"));
+    CHECK(resolve_text(dir, with_line(2, "seed = 3\nbackend = cuda") + "[backend]\ntype = cuda\n").hash() ==
+          by_type.hash());
+    CHECK(resolve_text(dir, valid_ini, {"experiment.backend=cuda"}).hash() == by_type.hash());
+    CHECK_THAT(error_of(dir, with_line(2, "seed = 3\nbackend = onednn") + "[backend]\ntype = cuda\n"),
+               Contains(at(dir, 20) + ": [backend] type = 'cuda' and " + at(dir, 3) +
+                        ": [experiment] backend = 'onednn' disagree; keep only [backend] type"));
+    CHECK_THAT(error_of(dir, valid_ini + "[backend]\ntype = cuda\n", {"experiment.backend=onednn"}),
+               Contains("[backend] type = 'cuda'") && Contains("override 'experiment.backend=onednn'"));
+
+    // [backend] threads is the one thread setting; [experiment] threads its alias.
+    const lab::RunSpec threads = resolve_text(dir, valid_ini + "[backend]\nthreads = 2\n");
+    const lab::RunSpec old_threads = resolve_text(dir, with_line(2, "seed = 3\nthreads = 2"));
+    CHECK(threads.plugins.at("backend").options.get_int("threads") == 2);
+    CHECK(old_threads.plugins.at("backend").options.get_int("threads") == 2);
+    CHECK(old_threads.canonical_text() == threads.canonical_text());
+    CHECK_THAT(threads.canonical_text(), Contains("backend.threads = 2\n") && Contains("experiment.threads = 2\n"));
+    CHECK_THAT(error_of(dir, with_line(2, "seed = 3\nthreads = 2") + "[backend]\nthreads = 3\n"),
+               Contains(at(dir, 20) + ": [backend] threads = '3' and " + at(dir, 3) +
+                        ": [experiment] threads = '2' disagree; keep only [backend] threads"));
+    CHECK_THAT(error_of(dir, with_line(2, "seed = 3\nthreads = 4\nbackend = cuda")),
+               Contains(at(dir, 3) + ": [experiment] threads = '4' is the old spelling of [backend] threads, which "
+                                     "backend/cuda does not have"));
+    CHECK(resolve_text(dir, with_line(2, "seed = 3\nthreads = 0\nbackend = cuda")).hash() == by_type.hash());
+}
+
+TEST_CASE("canonical text is parsed back into the run it records, old keys included", "[config]") {
+    TempDir dir;
+    const lab::Registry registry = make_registry();
+    const lab::RunSpec run = resolve_text(dir, valid_ini + "[backend]\ntype = onednn\nthreads = 3\n");
+    const lab::RunSpec again = lab::resolve_run(lab::parse_canonical_text(run.canonical_text(), "run 7"), registry);
+    CHECK(again.canonical_text() == run.canonical_text());
+    CHECK(again.plugins.at("backend").plugin_origin == "run 7");
+
+    // An override of a recorded run (labrun eval) replaces the recorded backend and threads.
+    const lab::RunSpec cuda_run = resolve_text(dir, valid_ini + "[backend]\ntype = cuda\n");
+    lab::RawConfig recorded = lab::parse_canonical_text(cuda_run.canonical_text(), "run 8");
+    lab::apply_overrides(recorded, {"backend.type=onednn"}, {});
+    CHECK(lab::resolve_run(recorded, registry).plugins.at("backend").plugin == "onednn");
+    recorded = lab::parse_canonical_text(run.canonical_text(), "run 7");
+    lab::apply_overrides(recorded, {"backend.threads=5"}, {});
+    CHECK(lab::resolve_run(recorded, registry).plugins.at("backend").options.get_int("threads") == 5);
+
+    // Runs recorded before [backend] threads: [experiment] threads applied unless 0.
+    std::string old_text = run.canonical_text();
+    old_text.replace(old_text.find("backend.threads = 3"), 19, "backend.threads = 0");
+    old_text.replace(old_text.find("experiment.threads = 3"), 22, "experiment.threads = 2");
+    const lab::RunSpec old_run = lab::resolve_run(lab::parse_canonical_text(old_text, "run 1 of old.db"), registry);
+    CHECK(old_run.plugins.at("backend").options.get_int("threads") == 2);
+    CHECK(old_run.plugins.at("backend").plugin == "onednn");
+
+    CHECK_THROWS_AS(lab::parse_canonical_text("experiment.seed = 1\nnot a line\n", "run 2 of x.db"), lab::DataError);
+    try {
+        lab::parse_canonical_text("experiment.seed = 1\nnot a line\n", "run 2 of x.db");
+    } catch (const lab::DataError& e) {
+        CHECK_THAT(std::string(e.what()), Contains("run 2 of x.db: recorded configuration line 2 'not a line'"));
+    }
+    const lab::RawConfig value_with_equals = lab::parse_canonical_text("task.train = a = b.txt\n", "run 3");
+    CHECK(value_with_equals.sections.at("task").at("train").text == "a = b.txt");
+}
+
 TEST_CASE("format_run shows resolved values with their origins", "[config]") {
     TempDir dir;
     lab::RunSpec run = resolve_text(dir, valid_ini, {"model.layers=6"});
@@ -397,7 +495,7 @@ TEST_CASE("format_run shows resolved values with their origins", "[config]") {
     CHECK_THAT(text, Contains("heads = 4") && Contains("# " + at(dir, 8)));
     CHECK_THAT(text, Contains("batch = 12"));
     CHECK_THAT(text, Contains("# default"));
-    CHECK_THAT(text, Contains("[backend]  # backend/onednn"));
+    CHECK_THAT(text, Contains("[backend]\ntype = onednn") && Contains("type = onednn    # default"));
     CHECK_THAT(text, Contains(run.hash().substr(0, 16)));
     // Every line of a section lines up its origin comment.
     CHECK(text.find("heads = 4   ") != std::string::npos);

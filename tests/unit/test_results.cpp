@@ -902,6 +902,43 @@ TEST_CASE("runs are found by id, uid or uid prefix, and by configuration hash", 
     CHECK(error_of([&] { store.find_run(""); }).find("hint:") != std::string::npos);
 }
 
+TEST_CASE("match_run: the one rule labrun and labdb name runs by", "[results]") {
+    using Catch::Matchers::Contains;
+    const std::vector<lab::RunKey> runs = {{1, "abcd1111aaaaaaaa", "base"},
+                                           {2, "abcd2222bbbbbbbb", "wide"},
+                                           {3, "0042f00dcccccccc", "wide"},
+                                           {40, "ffff0000dddddddd", "1"}};
+    auto message = [&](const std::string& spec) {
+        try {
+            (void)lab::match_run(runs, spec, "study.db");
+        } catch (const lab::RunLookupError& e) {
+            return std::string(e.what());
+        }
+        return std::string("<no error>");
+    };
+    CHECK(lab::match_run(runs, "2", "study.db").id == 2);          // an id first
+    CHECK(lab::match_run(runs, "1", "study.db").id == 1);          // id 1, not the run named "1"
+    CHECK(lab::match_run(runs, "0042", "study.db").id == 3);       // digits that are no id: a uid prefix
+    CHECK(lab::match_run(runs, "ABCD1", "study.db").id == 1);      // uids compare case-insensitively
+    CHECK(lab::match_run(runs, "base", "study.db").id == 1);       // a run name
+    CHECK(lab::match_run(runs, "ffff0000dddddddd", "study.db").id == 40);
+    const std::string ambiguous_prefix = message("abcd");
+    CHECK_THAT(ambiguous_prefix, Contains("run 'abcd' is ambiguous in 'study.db': it matches several runs (2):") &&
+                                     Contains("\n  1 (base, uid abcd1111)") && Contains("\n  2 (wide, uid abcd2222)"));
+    CHECK_THAT(message("wide"), Contains("ambiguous") && Contains("2 (wide, uid abcd2222)") &&
+                                    Contains("3 (wide, uid 0042f00d)") && Contains("hint:"));
+    // Below kMinRunUidPrefix characters a string is no uid prefix: "abc" is not found, not ambiguous.
+    CHECK(lab::kMinRunUidPrefix == 4);
+    CHECK_THAT(message("abc"), Contains("no run matches 'abc' in 'study.db': there is no run with name 'abc' (a uid "
+                                        "is named by a prefix of at least 4 characters)"));
+    CHECK_THAT(message("basse"), Contains("there is no run with uid 'basse' nor name 'basse'; closest runs:\n  1 "
+                                          "(base, uid abcd1111)") &&
+                                     Contains("labdb runs --db study.db"));
+    CHECK_THAT(message("77"), Contains("there is no run with id 77 nor name '77'"));
+    CHECK_THROWS_WITH(lab::match_run({}, "1", "empty.db"),
+                      Contains("no run matches '1': the database 'empty.db' has no runs"));
+}
+
 TEST_CASE("plugins reads back a run's plugin rows in the order they were recorded", "[results]") {
     TempDir scratch;
     lab::ResultStore store(scratch.path / "lab.db");

@@ -1,6 +1,7 @@
-// Naming runs on the command line: a numeric id, a unique prefix of the uid (at least 4 hex
-// digits), or a run name. A name or prefix that matches several runs is an error listing the
-// candidates; one that matches nothing lists the closest run names.
+// Naming runs on the command line: a numeric id, a unique prefix of the uid (at least 4
+// characters), or a run name, by the rule labrun uses too (lab::match_run in lab/results.h). A name
+// or prefix that matches several runs is an error listing the candidates; one that matches nothing
+// lists the closest run names.
 //
 // The state of a run: labdb only reads, so a run whose labrun was killed stays "running" in the
 // file until the next labrun opens it and records it "interrupted". labdb shows such a run as
@@ -33,7 +34,8 @@ std::string run_state(const Statement& query, int first);
 
 // The run with this id, or nullopt.
 std::optional<RunRef> find_run(const Database& database, int64_t id);
-// Throws NotFoundError (exit code 3) when `spec` matches no run or several runs.
+// lab::match_run over the runs of `database`. Throws NotFoundError (exit code 3) when `spec`
+// matches no run or several runs.
 RunRef resolve_run(const Database& database, const std::string& spec);
 // resolve_run for each spec, in the order given; a run named twice is kept once.
 std::vector<RunRef> resolve_runs(const Database& database, const std::vector<std::string>& specs);

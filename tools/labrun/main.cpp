@@ -35,9 +35,11 @@
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/evaluation.h"
+#include "lab/plugin_kinds.h"
 #include "lab/registry.h"
 #include "lab/results.h"
 #include "lab/stop_signals.h"
+#include "lab/threads.h"
 #include "lab/generate.h"
 #include "lab/trainer.h"
 #include "lab/version.h"
@@ -84,7 +86,7 @@ const char* kUsageText =
     "\n"
     "Data parallel: `mpirun -np N labrun EXPERIMENT.ini` (or `srun --mpi=pmix -n N`) trains one run on N\n"
     "ranks: each takes its slice of every [train] batch (the global batch) and the gradients are averaged\n"
-    "(MPI; NCCL for backend = cuda); rank 0 alone writes the database and checkpoints; [train] micro_batch\n"
+    "(MPI; NCCL for [backend] type = cuda); rank 0 alone writes the database and checkpoints; [train] micro_batch\n"
     "splits each slice further (gradient accumulation). See docs/distributed.md.\n"
     "\n"
     "--slurm: submits the runs not finished yet as ONE Slurm job array (task I runs run I of the sweep with\n"
@@ -124,6 +126,19 @@ const char* kUsageText =
     "\n"
     "Plugins are loaded from the build's plugins/ folder (next to bin/), LAB_PLUGIN_PATH (colon-separated\n"
     "folders or .so files), --plugin-path, and [experiment] plugins.\n";
+
+// kUsageText and the plugin kinds, listed from the framework's table (lab/plugin_kinds.h).
+std::string usage_text() {
+    std::string text = kUsageText;
+    text += "\nPlugin kinds (`type = NAME` in the section picks the plugin; --list shows the loaded ones):\n";
+    for (const lab::PluginKind& kind : lab::plugin_kinds()) {
+        std::string head = "  [" + kind.section + "]";
+        head += std::string(head.size() < 14 ? 14 - head.size() : 1, ' ');
+        text += head + kind.description +
+                (kind.default_type.empty() ? " (required)" : " (default " + kind.default_type + ")") + "\n";
+    }
+    return text;
+}
 
 fs::path executable_dir() {
     std::error_code ec;
@@ -217,8 +232,8 @@ int describe(const lab::Registry& registry, const std::string& what) {
     } else if (info.kind == "model" || info.kind == "task") {
         std::cout << "\n  needs of the attention: " << info.needs_attention.str() << "\n";
     }
-    if (info.kind != "backend") std::cout << "\n  (and `type = " << info.name << "` selects it in [" << info.kind << "])\n";
-    else std::cout << "\n  (selected by [experiment] backend = " << info.name << "; options go in [backend])\n";
+    if (const lab::PluginKind* kind = lab::find_plugin_kind(info.kind))
+        std::cout << "\n  (and `type = " << info.name << "` selects it in [" << kind->section << "])\n";
     return kOk;
 }
 
@@ -274,29 +289,6 @@ int tokenize(const lab::Registry& registry, const std::vector<std::string>& args
     return kOk;
 }
 
-// A run's recorded configuration (RunSpec::canonical_text: "section.key = value" lines) as a
-// RawConfig, so that --resume rebuilds exactly the run that was recorded.
-lab::RawConfig raw_config_from_text(const std::string& text, const std::string& origin) {
-    lab::RawConfig raw;
-    std::istringstream lines(text);
-    std::string line;
-    int64_t line_no = 0;
-    while (std::getline(lines, line)) {
-        ++line_no;
-        auto eq = line.find(" = ");
-        auto dot = line.find('.');
-        if (line.empty()) continue;
-        if (eq == std::string::npos || dot == std::string::npos || dot > eq)
-            throw lab::DataError(origin + ": recorded configuration line " + std::to_string(line_no) + " '" + line +
-                                 "' is not 'section.key = value'; the database may be damaged");
-        std::string section = line.substr(0, dot), key = line.substr(dot + 1, eq - dot - 1);
-        raw.sections[section][key] = {line.substr(eq + 3), origin};
-        raw.section_origins.emplace(section, origin);
-        raw.key_order[section].push_back(key);
-    }
-    return raw;
-}
-
 // `labrun generate TARGET --prompt TEXT ...`: the run's model and tokenizer rebuilt from its
 // recorded configuration, the weights of a checkpoint, then lab::generate.
 int generate_text(const lab::Registry& registry, const std::vector<std::string>& args, const po::variables_map& vm,
@@ -338,7 +330,7 @@ int generate_text(const lab::Registry& registry, const std::vector<std::string>&
     lab::ResultStore store(db);
     int64_t run = store.find_run(run_key);
     lab::RunSpec spec = lab::resolve_run(
-        raw_config_from_text(store.config_text(run), "run " + std::to_string(run) + " of " + db.string()), registry);
+        lab::parse_canonical_text(store.config_text(run), "run " + std::to_string(run) + " of " + db.string()), registry);
     if (checkpoint.empty()) {
         fs::path run_dir = lab::run_folder(db, spec.name, store.uid(run));
         auto latest = lab::latest_checkpoint(run_dir);
@@ -353,9 +345,9 @@ int generate_text(const lab::Registry& registry, const std::vector<std::string>&
     options.top_p = vm["top-p"].as<double>();
     options.seed = vm["seed"].as<uint64_t>();
     options.kv_cache = !vm.count("no-cache");
-    if (options.kv_cache && !registry.find("attention", spec.plugins.at("attention").plugin).attention.supports.kv_cache) {
-        std::cerr << "note: attention/" << spec.plugins.at("attention").plugin
-                  << " has no KV cache; recomputing the context for every token\n";
+    if (options.kv_cache && !trained.model->supports_kv_cache()) {
+        std::cerr << "note: model/" << spec.plugins.at("model").plugin << " with attention/"
+                  << spec.plugins.at("attention").plugin << " has no KV cache; recomputing the context for every token\n";
         options.kv_cache = false;
     }
     if (!trained.model->causal())
@@ -398,7 +390,7 @@ int evaluate_run(lab::Registry& registry, const std::vector<std::string>& args, 
     if (status != "finished" && status != "interrupted")
         throw lab::ConfigError("eval: " + which + " " + status + "; only finished or interrupted runs, which have a "
                                "checkpoint, can be evaluated (rerun the experiment to train it)");
-    const lab::RawConfig recorded = raw_config_from_text(store.config_text(run), which);
+    const lab::RawConfig recorded = lab::parse_canonical_text(store.config_text(run), which);
     for (const auto& p : lab::experiment_plugin_paths(recorded)) load_path(registry, p);
     const lab::EvaluationPlan plan =
         lab::plan_evaluation(recorded, {args.begin() + 2, args.end()}, config_env, registry);
@@ -455,12 +447,6 @@ std::optional<lab::ResultStore::RunRef> previous_run(const lab::RunSpec& spec, c
 // ---- parallel sweeps (--jobs) ----
 
 
-int available_cores() {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-    return std::max(1u, std::thread::hardware_concurrency());
-}
-
 std::string last_lines(const fs::path& file, size_t n) {
     std::ifstream in(file);
     std::vector<std::string> lines;
@@ -481,7 +467,7 @@ std::string last_lines(const fs::path& file, size_t n) {
 // SIGTERM reach the children (same process group), which checkpoint; no new run starts after one.
 int run_sweep_in_parallel(const std::vector<lab::RunSpec>& specs, const std::vector<size_t>& todo, int jobs,
                           int argc, char** argv, bool quiet) {
-    const int threads = std::max(1, available_cores() / jobs);
+    const int threads = std::max(1, lab::available_cores() / jobs);
     fs::path log_dir = fs::path(specs.front().experiment.get_string("db")).parent_path() / "logs";
     fs::create_directories(log_dir);
     if (!quiet)
@@ -697,11 +683,11 @@ int run_main(int argc, char** argv) {
         po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
         po::notify(vm);
     } catch (const po::error& e) {
-        std::cerr << "labrun: " << e.what() << "\n\n" << kUsageText << "\n" << visible;
+        std::cerr << "labrun: " << e.what() << "\n\n" << usage_text() << "\n" << visible;
         return kUsage;
     }
     if (vm.count("help")) {
-        std::cout << kUsageText << "\n" << visible;
+        std::cout << usage_text() << "\n" << visible;
         return kOk;
     }
     if (vm.count("version")) {
@@ -782,7 +768,7 @@ int run_main(int argc, char** argv) {
         });
         const int64_t run = std::stoll(found.substr(0, found.find(' ')));
         lab::RawConfig raw =
-            raw_config_from_text(found.substr(found.find(' ') + 1), "run " + std::to_string(run) + " of " + db.string());
+            lab::parse_canonical_text(found.substr(found.find(' ') + 1), "run " + std::to_string(run) + " of " + db.string());
         for (const auto& p : lab::experiment_plugin_paths(raw)) load_path(registry, p);
         lab::RunSpec spec = lab::resolve_run(raw, registry);
         run_env.resume_run = run;
@@ -790,7 +776,7 @@ int run_main(int argc, char** argv) {
     }
 
     if (args.empty()) {
-        std::cerr << "labrun: no experiment file given\n\n" << kUsageText << "\n" << visible;
+        std::cerr << "labrun: no experiment file given\n\n" << usage_text() << "\n" << visible;
         return kUsage;
     }
     std::vector<std::string> overrides(args.begin() + 1, args.end());

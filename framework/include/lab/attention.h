@@ -20,6 +20,7 @@
 namespace lab {
 
 struct BuildContext;
+class Registry;
 
 // Rotary position embedding (RoPE, Su et al. 2021, "RoFormer"), when `rope` is on:
 // MultiHeadAttention::forward rotates q and k after the projection, before core(), so every
@@ -92,6 +93,15 @@ struct AttentionCoreArgs {
 class Attention : public Module {
 public:
     virtual Tensor forward(const Tensor& x, const AttentionContext& ctx) = 0;
+
+    // What the plugin declared when it registered (PluginDecl::attention.supports). The registry
+    // hands it to every object the plugin's factory builds, so the declaration is the one place a
+    // capability is stated: forward() and the models that hold the block read it from here.
+    const AttentionCapabilities& capabilities() const { return capabilities_; }
+
+private:
+    friend class Registry;  // sets capabilities_ on what an attention factory returns
+    AttentionCapabilities capabilities_;
 };
 
 // Multi-head attention with a pluggable core. Parameters (GPT-2 / nanoGPT names):
@@ -107,13 +117,10 @@ public:
     MultiHeadAttention(std::string name, const AttentionShape& shape, BuildContext& ctx, int64_t kv_heads = 0);
 
     // Checks x [B, T, C] and the mask, projects, rotates q and k (AttentionShape::rope), calls
-    // core(), merges heads, projects out, applies output dropout.
+    // core(), merges heads, projects out, applies output dropout. A KV cache is refused unless the
+    // plugin declared kv_cache (capabilities()): only then does core() handle queries that are the
+    // last T of S > T positions.
     Tensor forward(const Tensor& x, const AttentionContext& ctx) final;
-
-    // Whether core() computes the right thing for queries that are the last T of S > T positions
-    // (what a KV cache hands it). Variants that declare kv_cache return true; forward() refuses a
-    // cache otherwise.
-    virtual bool supports_kv_cache() const { return false; }
 
     int64_t heads() const { return shape_.heads; }
     int64_t kv_heads() const { return kv_heads_; }

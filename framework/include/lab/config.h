@@ -113,8 +113,9 @@ struct SectionChoice {
 struct RunSpec {
     std::string name;
     Options experiment, train;
-    // Keyed by section: tokenizer, model, attention, task, optimizer, schedule, backend. The
-    // backend entry holds the options of the plugin named by [experiment] backend.
+    // Keyed by section (plugin_kinds(): backend, tokenizer, model, attention, task, optimizer,
+    // schedule), each chosen by its section's `type` ([experiment] backend is the old spelling of
+    // [backend] type, [experiment] threads of [backend] threads).
     std::map<std::string, SectionChoice> plugins;
 
     // Sweeps. sweep_id is empty for a file without [sweep]; else 12 hex digits of the sha256 of
@@ -136,13 +137,24 @@ struct RunSpec {
     // ("section.type", name) for each plugin section: the lines of canonical_text(), unjoined.
     std::vector<std::pair<std::string, std::string>> entries() const;
     // Sorted "section.key = value" lines, one per resolved value including defaults, plus
-    // "section.type = name" for each plugin section (the backend's name is experiment.backend).
+    // "section.type = name" for each plugin section, except that the backend keeps the keys runs
+    // always recorded it under: experiment.backend = name, and experiment.threads = its [backend]
+    // threads (0 when it has none), so identities did not change when [backend] type came in.
     // Equal text <=> the same run; it is what the results database stores as the run's config.
     // Sweep fields are not part of it: a sweep run equals the same run given as plain overrides.
     std::string canonical_text() const;
     // sha256 of canonical_text(), in hex: the run's identity.
     std::string hash() const;
 };
+
+// The inverse of RunSpec::canonical_text: a run's recorded configuration ("section.key = value"
+// lines, runs.config) as a RawConfig whose every value has the origin `origin` ("run 3 of
+// results/lab.db"), so that resolve_run rebuilds exactly the run that was recorded (--resume, eval,
+// generate, rerun). The experiment.backend and experiment.threads lines become [backend] type
+// and threads (for threads, a recorded 0 was "not set"), so an override of either replaces the
+// recorded value. The one parser of canonical text. Throws DataError naming the origin and the
+// line for a line that is not `section.key = value` (a damaged database).
+RawConfig parse_canonical_text(const std::string& text, const std::string& origin);
 
 // Framework sections. [experiment]'s `name` defaults to the top file's stem when resolved; the
 // schema here shows an empty default for --describe.

@@ -36,6 +36,8 @@ public:
     // `state`; their keys and values are appended to it. Returns hidden states [B, Tnew, C] equal
     // to the last Tnew positions of forward() over the whole sequence. Default: throws ConfigError
     // (models without a KV cache; generation then recomputes the whole context each token).
+    // A model that implements forward_cached answers supports_kv_cache() from its attention blocks'
+    // Attention::capabilities() (the attention plugin's declaration), never with a constant.
     virtual bool supports_kv_cache() const { return false; }
     virtual Tensor forward_cached(const ModelInputs& in, DecodeState& state);
 };

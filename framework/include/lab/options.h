@@ -87,6 +87,8 @@ private:
     std::map<std::string, bool> explicit_;
 };
 
+// The Levenshtein distance: single-character insertions, deletions and substitutions.
+size_t edit_distance(const std::string& a, const std::string& b);
 // Levenshtein-closest candidate within a sensible distance, or "" when nothing is close.
 std::string closest_match(const std::string& name, const std::vector<std::string>& candidates);
 std::string join(const std::vector<std::string>& parts, const std::string& sep);

@@ -95,7 +95,7 @@ struct BuildContext {
 
 class Registry {
 public:
-    static const std::vector<std::string>& kinds();  // backend, tokenizer, attention, ...
+    static const std::vector<std::string>& kinds();  // the names of plugin_kinds() (plugin_kinds.h), in its order
     static std::string abi_tag();                     // liblab's tag
 
     // Loads one plugin library. Throws PluginError naming the file (missing file, not a plugin,
@@ -106,7 +106,9 @@ public:
 
     void add_backend(PluginDecl decl, BackendFactory f) { add("backend", std::move(decl), std::move(f)); }
     void add_tokenizer(PluginDecl decl, TokenizerFactory f) { add("tokenizer", std::move(decl), std::move(f)); }
-    void add_attention(PluginDecl decl, AttentionFactory f) { add("attention", std::move(decl), std::move(f)); }
+    // The factory is wrapped so that every object it builds carries decl.attention.supports
+    // (Attention::capabilities()): the declaration is the one statement of what a variant supports.
+    void add_attention(PluginDecl decl, AttentionFactory f);
     void add_model(PluginDecl decl, ModelFactory f) { add("model", std::move(decl), std::move(f)); }
     void add_optimizer(PluginDecl decl, OptimizerFactory f) { add("optimizer", std::move(decl), std::move(f)); }
     void add_schedule(PluginDecl decl, ScheduleFactory f) { add("schedule", std::move(decl), std::move(f)); }

@@ -53,6 +53,7 @@
 #include <utility>
 #include <vector>
 
+#include "lab/error.h"
 #include "lab/metric_goal.h"
 
 namespace lab {
@@ -161,9 +162,9 @@ class ResultStore {
     // The path of artifact `kind` ("checkpoints") of the most recent finished run (named
     // `run_name` when it is not empty) that has one.
     std::optional<std::string> latest_artifact(const std::string& kind, const std::string& run_name = "") const;
-    // The run a user names: all digits is runs.id, anything else a uid or a unique prefix of one
-    // (at least 4 characters). Throws lab::Error when no run or several runs match.
-    int64_t find_run(const std::string& id_or_uid) const;
+    // The run a user names, by match_run's rule (below). Throws RunLookupError when no run or
+    // several runs match.
+    int64_t find_run(const std::string& spec) const;
 
     // Reading (tests and tools use these). Pending buffered rows are not visible until flush().
     struct MetricRow {
@@ -189,6 +190,28 @@ class ResultStore {
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
+
+// Naming a run on the command line: the one rule of labrun (--resume, eval, generate) and labdb
+// (show, compare, curves, export). `spec` names, in this order:
+//   1. the run whose id it is, when it is all digits;
+//   2. otherwise the runs whose uid starts with it (at least kMinRunUidPrefix characters, compared
+//      as plain text, case-insensitively: uids are lowercase hex) together with the runs named
+//      exactly `spec` ([experiment] name).
+// One run: that run. Several: RunLookupError "ambiguous", listing each candidate as
+// "id (name, uid 1a2b3c4d)". None: RunLookupError naming `database`, what was tried and the closest
+// run names. A uid prefix may be all digits too, so digits that are no id go on to step 2.
+inline constexpr size_t kMinRunUidPrefix = 4;
+struct RunLookupError : Error {
+    using Error::Error;
+};
+struct RunKey {
+    int64_t id = 0;
+    std::string uid, name;
+};
+// `runs`: every run of the database, ordered by id. Returns the one `spec` names.
+const RunKey& match_run(const std::vector<RunKey>& runs, const std::string& spec, const std::string& database);
+// "3 (bert_small, uid 1a2b3c4d)": how messages name a run.
+std::string describe_run(const RunKey& run);
 
 // What the runs row of a "running" run says about the process that writes it.
 struct RunWriter {

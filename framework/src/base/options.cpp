@@ -138,7 +138,9 @@ Checked check_value(const OptionSpec& spec, const std::string& text) {
     return checked;
 }
 
-size_t levenshtein(const std::string& a, const std::string& b) {
+}  // namespace
+
+size_t edit_distance(const std::string& a, const std::string& b) {
     std::vector<size_t> previous(b.size() + 1), current(b.size() + 1);
     for (size_t j = 0; j <= b.size(); ++j) previous[j] = j;
     for (size_t i = 1; i <= a.size(); ++i) {
@@ -151,8 +153,6 @@ size_t levenshtein(const std::string& a, const std::string& b) {
     }
     return previous[b.size()];
 }
-
-}  // namespace
 
 const char* option_type_name(OptionType t) {
     switch (t) {
@@ -399,7 +399,7 @@ std::string closest_match(const std::string& name, const std::vector<std::string
     size_t best_distance = std::numeric_limits<size_t>::max();
     for (const std::string& candidate : candidates) {
         const std::string folded = lowercase(candidate);
-        size_t distance = levenshtein(wanted, folded);
+        size_t distance = edit_distance(wanted, folded);
         // A candidate that shares nothing with the name (e.g. "x" vs "lr") is no suggestion.
         if (distance >= std::max(wanted.size(), folded.size())) continue;
         if (distance <= allowed && distance < best_distance) {

@@ -84,7 +84,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
         k = ops::rotary(k, cos, sin);
     }
     if (KvCache* cache = ctx.kv_cache) {
-        if (!supports_kv_cache())
+        if (!capabilities().kv_cache)
             throw ConfigError(name_ + " has no KV cache (its core assumes queries and keys of the same positions); "
                               "generate without the cache, or use an attention variant that declares kv_cache "
                               "(softmax, gqa, local, alibi)");

@@ -7,13 +7,17 @@
 
 #include "lab/error.h"
 #include "lab/hash.h"
+#include "lab/plugin_kinds.h"
 #include "lab/version.h"
 
 namespace lab {
 
 const std::vector<std::string>& Registry::kinds() {
-    static const std::vector<std::string> k = {"backend", "tokenizer", "attention", "model",
-                                               "optimizer", "schedule",  "task"};
+    static const std::vector<std::string> k = [] {
+        std::vector<std::string> names;
+        for (const PluginKind& kind : plugin_kinds()) names.push_back(kind.name);
+        return names;
+    }();
     return k;
 }
 
@@ -168,6 +172,16 @@ void Registry::add(const std::string& kind, PluginDecl decl, std::any factory) {
     info.needs_attention = decl.needs_attention;
     info.factory = std::move(factory);
     plugins_.emplace(key, std::move(info));
+}
+
+void Registry::add_attention(PluginDecl decl, AttentionFactory f) {
+    AttentionFactory declared = [f = std::move(f), supports = decl.attention.supports](
+                                    const Options& opts, const AttentionShape& shape, BuildContext& ctx) {
+        std::shared_ptr<Attention> built = f(opts, shape, ctx);
+        if (built) built->capabilities_ = supports;
+        return built;
+    };
+    add("attention", std::move(decl), std::move(declared));
 }
 
 const PluginInfo& Registry::find(const std::string& kind, const std::string& name) const {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "lab/error.h"
+#include "lab/options.h"
 #include "results_schema.h"
 
 namespace lab {
@@ -266,7 +268,7 @@ struct ResultStore::Impl {
     Statement delete_metric_at;
     Statement insert_sweep, select_running, mark_run_interrupted, select_finished_by_hash;
     Statement select_metrics_all, select_metrics_named, select_status, select_uid, select_config;
-    Statement select_latest_by_hash, select_run_exists, select_by_uid_prefix, select_latest_artifact;
+    Statement select_latest_by_hash, select_run_keys, select_latest_artifact;
     Statement select_plugins;
 
     explicit Impl(const std::filesystem::path& db_file) : file(db_file) {
@@ -455,7 +457,8 @@ struct ResultStore::Impl {
         select_latest_by_hash = Statement(
             handle, file, "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
             "look up the latest run by configuration hash");
-        select_run_exists = Statement(handle, file, "SELECT id FROM runs WHERE id = ?1", "look up a run by id");
+        select_run_keys =
+            Statement(handle, file, "SELECT id, uid, name FROM runs ORDER BY id", "list the runs to find one by name");
         select_plugins = Statement(handle, file,
                                    "SELECT kind, name, version, file, sha256, abi FROM plugins WHERE run_id = ?1"
                                    " ORDER BY rowid",
@@ -465,10 +468,6 @@ struct ResultStore::Impl {
             "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE r.status = 'finished' AND a.kind = ?1"
             " AND (?2 = '' OR r.name = ?2) ORDER BY r.id DESC, a.rowid DESC LIMIT 1",
             "look up the latest artifact of a finished run");
-        // substr() rather than LIKE: a uid prefix must not act as a pattern ('_', '%').
-        select_by_uid_prefix = Statement(
-            handle, file, "SELECT id FROM runs WHERE substr(uid, 1, length(?1)) = ?1 ORDER BY id LIMIT 2",
-            "look up a run by uid");
     }
 
     // BEGIN IMMEDIATE takes the write lock at once (waiting up to the busy timeout), so a
@@ -819,44 +818,73 @@ std::optional<std::string> ResultStore::latest_artifact(const std::string& kind,
     return query.column_text(0);
 }
 
-int64_t ResultStore::find_run(const std::string& id_or_uid) const {
-    const std::string where = "results database '" + impl_->file.string() + "': ";
-    const std::string hint = "; hint: `labdb list` shows the ids and uids of the runs in this database";
-    const bool all_digits = !id_or_uid.empty() && id_or_uid.find_first_not_of("0123456789") == std::string::npos;
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    // Digits name a run id first; a uid prefix can be all digits too (about 6% of 6-character
-    // prefixes are), so digits that are no id are looked up as a uid prefix.
-    if (all_digits) {
-        int64_t id = 0;
-        bool in_range = true;
-        try {
-            id = std::stoll(id_or_uid);
-        } catch (const std::out_of_range&) {
-            in_range = false;
-        }
-        if (in_range) {
-            Query query(impl_->select_run_exists);
-            query.bind(1, id);
-            if (query.step()) return id;
-        }
-        if (id_or_uid.size() < 4) throw Error(where + "there is no run with id " + id_or_uid + hint);
+int64_t ResultStore::find_run(const std::string& spec) const {
+    std::vector<RunKey> runs;
+    {
+        std::lock_guard<std::mutex> lock(impl_->mutex);
+        Query query(impl_->select_run_keys);
+        while (query.step()) runs.push_back({query.column_int(0), query.column_text(1), query.column_text(2)});
     }
-    if (id_or_uid.size() < 4) {
-        throw Error(where + "'" + id_or_uid + "' is neither a run id nor a uid (prefix of at least 4 characters)" +
-                    hint);
+    return match_run(runs, spec, impl_->file.string()).id;
+}
+
+std::string describe_run(const RunKey& run) {
+    return std::to_string(run.id) + " (" + run.name + ", uid " + run.uid.substr(0, 8) + ")";
+}
+
+const RunKey& match_run(const std::vector<RunKey>& runs, const std::string& spec, const std::string& database) {
+    auto list = [](const std::vector<const RunKey*>& some) {
+        std::string text;
+        for (const RunKey* run : some) text += "\n  " + describe_run(*run);
+        return text;
+    };
+    const bool all_digits = !spec.empty() && spec.find_first_not_of("0123456789") == std::string::npos;
+    if (all_digits && spec.size() <= 18) {  // 18 digits always fit an int64_t
+        const int64_t id = std::stoll(spec);
+        for (const RunKey& run : runs)
+            if (run.id == id) return run;
     }
-    Query query(impl_->select_by_uid_prefix);
-    query.bind(1, id_or_uid);
-    std::vector<int64_t> matches;
-    while (query.step()) matches.push_back(query.column_int(0));
-    if (matches.empty())
-        throw Error(where + "there is no run with " + (all_digits ? "id " + id_or_uid + " nor " : std::string()) +
-                    "uid '" + id_or_uid + "'" + hint);
-    if (matches.size() > 1) {
-        throw Error(where + "uid prefix '" + id_or_uid + "' matches several runs (ids " + std::to_string(matches[0]) +
-                    ", " + std::to_string(matches[1]) + ", ...); give more characters of the uid, or the run id");
+    auto lower = [](std::string text) {
+        std::transform(text.begin(), text.end(), text.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        return text;
+    };
+    const std::string prefix = lower(spec);
+    const bool uid_long_enough = spec.size() >= kMinRunUidPrefix;
+    std::vector<const RunKey*> candidates;
+    for (const RunKey& run : runs) {
+        const bool by_uid = uid_long_enough && lower(run.uid).compare(0, prefix.size(), prefix) == 0;
+        if (by_uid || run.name == spec) candidates.push_back(&run);
     }
-    return matches[0];
+    if (candidates.size() == 1) return *candidates.front();
+    const std::string hint = "\nhint: `labdb runs --db " + database + "` lists the ids, uids and names of its runs";
+    if (candidates.size() > 1)
+        throw RunLookupError("run '" + spec + "' is ambiguous in '" + database + "': it matches several runs (" +
+                             std::to_string(candidates.size()) + "):" + list(candidates) +
+                             "\nhint: name the run by its numeric id or a longer uid prefix");
+    if (runs.empty())
+        throw RunLookupError("no run matches '" + spec + "': the database '" + database +
+                             "' has no runs; hint: check the database file (--db), or run an experiment with labrun");
+    std::vector<std::string> tried;
+    if (all_digits) tried.push_back("id " + spec);
+    if (uid_long_enough) tried.push_back("uid '" + spec + "'");
+    tried.push_back("name '" + spec + "'");
+    std::string message = "no run matches '" + spec + "' in '" + database + "': there is no run with " +
+                          join(tried, " nor ");
+    if (!uid_long_enough)
+        message += " (a uid is named by a prefix of at least " + std::to_string(kMinRunUidPrefix) + " characters)";
+    // The closest names first: a misspelt name is the likeliest mistake.
+    std::vector<const RunKey*> closest;
+    for (const RunKey& run : runs) closest.push_back(&run);
+    std::stable_sort(closest.begin(), closest.end(), [&](const RunKey* a, const RunKey* b) {
+        return edit_distance(spec, a->name) < edit_distance(spec, b->name);
+    });
+    std::vector<const RunKey*> shown;
+    for (const RunKey* run : closest) {
+        const bool same_name = std::any_of(shown.begin(), shown.end(), [&](const RunKey* s) { return s->name == run->name; });
+        if (!same_name && shown.size() < 5) shown.push_back(run);
+    }
+    throw RunLookupError(message + "; closest runs:" + list(shown) + hint);
 }
 
 std::vector<ResultStore::MetricRow> ResultStore::metrics(int64_t run, const std::string& name) const {

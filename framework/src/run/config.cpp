@@ -7,11 +7,13 @@
 #include <boost/program_options/parsers.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "lab/error.h"
 #include "lab/hash.h"
+#include "lab/plugin_kinds.h"
 #include "lab/registry.h"
 
 namespace lab {
@@ -356,13 +358,11 @@ OptionSchema build_experiment_schema(const std::string& default_name) {
     OptionSchema schema;
     schema.string("name", default_name, "run name (default: the experiment file's name without extension)");
     schema.integer("seed", 1, "seed of every random stream (initialisation, dropout, data)").at_least(0);
-    schema.string("backend", std::string("onednn"), "backend plugin that runs the kernels (onednn, cuda, ...)");
     schema.choice("precision", "fp32", {"fp32", "bf16"},
                   "fp32, or bf16 mixed precision: matmul inputs rounded to bf16, f32 accumulation, f32 master "
                   "weights, gradients and other kernels");
     schema.path("db", std::string("results/lab.db"), "SQLite results database");
     schema.string("plugins", std::string(""), "extra plugin files or directories, comma separated, relative to this file");
-    schema.integer("threads", 0, "CPU threads (0 = all cores)").at_least(0);
     return schema;
 }
 
@@ -428,20 +428,65 @@ void apply_scoped_options(const Registry& registry, const std::string& section, 
     for (auto& [key, value] : scoped) keys[key] = value;
 }
 
-SectionChoice choose_plugin(const RawConfig& raw, const Registry& registry, const std::string& section,
-                            const char* default_type) {
-    const std::string& kind = section;
+// Old spellings, still read as aliases of a key of a plugin section so that files and recorded
+// runs written before the plugin kinds were made alike keep working. A file that gives both keys
+// with different values is refused, naming both; recorded runs list every key with its default,
+// so an old key at `old_default` (threads = 0) yields to the new one.
+struct KeyAlias {
+    const char* old_section;
+    const char* old_key;
+    const char* section;
+    const char* key;
+    const char* old_default;  // nullptr: none (the alias names a plugin)
+};
+constexpr KeyAlias key_aliases[] = {
+    {"experiment", "backend", "backend", "type", nullptr},
+    {"experiment", "threads", "backend", "threads", "0"},
+};
+
+struct GivenAlias {
+    const KeyAlias* alias;
+    OptionValue value;
+};
+
+std::string alias_name(const KeyAlias& alias) {
+    return std::string("[") + alias.old_section + "] " + alias.old_key;
+}
+
+ConfigError alias_conflict(const GivenAlias& given, const OptionValue& current) {
+    const KeyAlias& a = *given.alias;
+    return ConfigError(prefix_of(current.origin) + "[" + a.section + "] " + a.key + " = '" + current.text + "' and " +
+                       prefix_of(given.value.origin) + alias_name(a) + " = '" + given.value.text +
+                       "' disagree; keep only [" + a.section + "] " + a.key + " (" + alias_name(a) +
+                       " is its old spelling)");
+}
+
+// `aliases`: the old keys given for this section (key_aliases), their values moved here.
+SectionChoice choose_plugin(const RawConfig& raw, const Registry& registry, const PluginKind& kind_row,
+                            const std::vector<GivenAlias>& aliases = {}) {
+    const std::string& section = kind_row.section;
+    const std::string& kind = kind_row.name;
     std::map<std::string, OptionValue> keys = section_keys(raw, section);
     SectionChoice choice;
     choice.section = section;
     choice.kind = kind;
+    std::string chosen_by = "[" + section + "] type";  // the key named in errors about the choice
+    const GivenAlias* type_alias = nullptr;
+    for (const GivenAlias& given : aliases)
+        if (std::string(given.alias->key) == "type") type_alias = &given;
     auto type = keys.find("type");
+    if (type_alias && type != keys.end() && type_alias->value.text != type->second.text)
+        throw alias_conflict(*type_alias, type->second);
     if (type != keys.end()) {
         choice.plugin = type->second.text;
         choice.plugin_origin = type->second.origin;
         keys.erase(type);
-    } else if (default_type) {
-        choice.plugin = default_type;
+    } else if (type_alias) {
+        choice.plugin = type_alias->value.text;
+        choice.plugin_origin = type_alias->value.origin;
+        chosen_by = alias_name(*type_alias->alias);
+    } else if (!kind_row.default_type.empty()) {
+        choice.plugin = kind_row.default_type;
         choice.plugin_origin = "default";
     } else if (!raw.sections.count(section)) {
         throw ConfigError(prefix_of(top_file(raw)) + "missing section [" + section + "]; add it with 'type = <name>' (" +
@@ -457,44 +502,34 @@ SectionChoice choose_plugin(const RawConfig& raw, const Registry& registry, cons
     } catch (const PluginError& e) {
         std::string where = choice.plugin_origin == "default" ? "" : prefix_of(choice.plugin_origin);
         std::string note = choice.plugin_origin == "default" ? " (the default)" : "";
-        throw ConfigError(where + "[" + section + "] type = '" + choice.plugin + "'" + note + ": " + e.what());
+        throw ConfigError(where + chosen_by + " = '" + choice.plugin + "'" + note + ": " + e.what());
     }
     apply_scoped_options(registry, section, choice.plugin, keys);
+    for (const GivenAlias& given : aliases) {
+        const std::string key = given.alias->key;
+        if (key == "type") continue;
+        const bool at_old_default = given.alias->old_default && given.value.text == given.alias->old_default;
+        const OptionSpec* spec = info->schema.find(key);
+        if (!spec) {
+            if (at_old_default) continue;  // a recorded run's default, e.g. threads = 0 of a cuda run
+            throw ConfigError(prefix_of(given.value.origin) + alias_name(*given.alias) + " = '" + given.value.text +
+                              "' is the old spelling of [" + section + "] " + key + ", which " + kind + "/" +
+                              choice.plugin + " does not have; remove it (see labrun --describe " + kind + "/" +
+                              choice.plugin + ")");
+        }
+        auto current = keys.find(key);
+        if (current == keys.end()) {
+            keys[key] = given.value;
+        } else if (current->second.text != given.value.text && !at_old_default) {
+            if (spec->default_value && current->second.text == *spec->default_value)
+                current->second = given.value;  // a recorded run lists the new key at its default
+            else
+                throw alias_conflict(given, current->second);
+        }
+    }
     choice.options = validate_section(raw, section, kind + "/" + choice.plugin, info->schema, keys);
     return choice;
 }
-
-SectionChoice choose_backend(const RawConfig& raw, const Registry& registry, const Options& experiment) {
-    std::map<std::string, OptionValue> keys = section_keys(raw, "backend");
-    SectionChoice choice;
-    choice.section = choice.kind = "backend";
-    choice.plugin = experiment.get_string("backend");
-    choice.plugin_origin = experiment.origin("backend");
-    if (auto type = keys.find("type"); type != keys.end())
-        throw ConfigError(prefix_of(type->second.origin) + "[backend] type is not an option: the backend is chosen by "
-                          "[experiment] backend (now '" + choice.plugin + "'); set 'backend = " + type->second.text +
-                          "' in [experiment] and keep only the backend's options in [backend]");
-    const PluginInfo* info = nullptr;
-    try {
-        info = &registry.find("backend", choice.plugin);
-    } catch (const PluginError& e) {
-        std::string where = choice.plugin_origin == "default" ? "" : prefix_of(choice.plugin_origin);
-        std::string note = choice.plugin_origin == "default" ? " (the default)" : "";
-        throw ConfigError(where + "[experiment] backend = '" + choice.plugin + "'" + note + ": " + e.what());
-    }
-    choice.options = validate_section(raw, "backend", "backend/" + choice.plugin, info->schema, keys);
-    return choice;
-}
-
-// Plugin sections other than backend, in resolution order; nullptr: the section is required.
-struct PluginSectionRule {
-    const char* section;
-    const char* default_type;
-};
-constexpr PluginSectionRule plugin_section_rules[] = {
-    {"tokenizer", nullptr}, {"model", nullptr},    {"attention", "softmax"},
-    {"task", nullptr},      {"optimizer", nullptr}, {"schedule", "constant"},
-};
 
 }  // namespace
 
@@ -551,8 +586,11 @@ const OptionSchema& train_schema() {
 }
 
 const std::vector<std::string>& known_sections() {
-    static const std::vector<std::string> sections = {"experiment", "train",     "backend",   "tokenizer", "model",
-                                                      "attention",  "task",      "optimizer", "schedule"};
+    static const std::vector<std::string> sections = [] {
+        std::vector<std::string> out = {"experiment", "train"};
+        for (const PluginKind& kind : plugin_kinds()) out.push_back(kind.section);
+        return out;
+    }();
     return sections;
 }
 
@@ -621,15 +659,22 @@ void check_attention_capabilities(const RunSpec& run, const Registry& registry) 
 // Resolves a RawConfig whose sections are all known; sweep sections are ignored.
 RunSpec resolve_one(const RawConfig& raw, const Registry& registry) {
     RunSpec run;
+    std::map<std::string, OptionValue> experiment_keys = section_keys(raw, "experiment");
+    std::map<std::string, std::vector<GivenAlias>> aliases;  // section -> old keys given for it
+    for (const KeyAlias& alias : key_aliases) {
+        auto given = experiment_keys.find(alias.old_key);
+        if (std::string(alias.old_section) != "experiment" || given == experiment_keys.end()) continue;
+        aliases[alias.section].push_back({&alias, given->second});
+        experiment_keys.erase(given);
+    }
     run.experiment = validate_section(raw, "experiment", "experiment", build_experiment_schema(default_run_name(raw)),
-                                      section_keys(raw, "experiment"));
+                                      experiment_keys);
     run.name = run.experiment.get_string("name");
     if (run.name.empty())
         throw ConfigError(prefix_of(run.experiment.origin("name")) + "[experiment] name is empty; give the run a name");
     run.train = validate_section(raw, "train", "train", train_schema(), section_keys(raw, "train"));
-    run.plugins["backend"] = choose_backend(raw, registry, run.experiment);
-    for (const PluginSectionRule& rule : plugin_section_rules)
-        run.plugins[rule.section] = choose_plugin(raw, registry, rule.section, rule.default_type);
+    for (const PluginKind& kind : plugin_kinds())
+        run.plugins[kind.section] = choose_plugin(raw, registry, kind, aliases[kind.section]);
     check_attention_capabilities(run, registry);
     return run;
 }
@@ -928,8 +973,17 @@ std::vector<std::pair<std::string, std::string>> RunSpec::entries() const {
     for (const auto& [key, value] : experiment.values()) out.emplace_back("experiment." + key, value.text);
     for (const auto& [key, value] : train.values()) out.emplace_back("train." + key, value.text);
     for (const auto& [section, choice] : plugins) {
-        // The backend's name is already experiment.backend.
-        if (section != "backend") out.emplace_back(section + ".type", choice.plugin);
+        // Two lines keep the keys they were recorded under before [backend] type and [backend]
+        // threads were the one way: experiment.backend (the backend's name) and experiment.threads
+        // (a copy of [backend] threads, 0 for a backend without it). This text's sha256 is a run's
+        // identity (a sweep skips finished runs by it) and params rows are compared across runs, so
+        // a run written either way keeps the identity and params it always had. Both are read back
+        // as aliases (key_aliases).
+        if (section == "backend") {
+            auto threads = choice.options.values().find("threads");
+            out.emplace_back("experiment.threads", threads == choice.options.values().end() ? "0" : threads->second.text);
+        }
+        out.emplace_back(section == "backend" ? "experiment.backend" : section + ".type", choice.plugin);
         for (const auto& [key, value] : choice.options.values()) out.emplace_back(section + "." + key, value.text);
     }
     std::sort(out.begin(), out.end());
@@ -943,6 +997,52 @@ std::string RunSpec::canonical_text() const {
 }
 
 std::string RunSpec::hash() const { return sha256_hex(canonical_text()); }
+
+RawConfig parse_canonical_text(const std::string& text, const std::string& origin) {
+    RawConfig raw;
+    std::istringstream lines(text);
+    std::string line;
+    int64_t line_no = 0;
+    while (std::getline(lines, line)) {
+        ++line_no;
+        if (line.empty()) continue;
+        // The key never holds " = " (keys are identifiers, dotted for scoped options), the value
+        // may: the first " = " ends the key.
+        const size_t eq = line.find(" = "), dot = line.find('.');
+        if (eq == std::string::npos || dot == std::string::npos || dot > eq || dot == 0 || dot + 1 == eq)
+            throw DataError(origin + ": recorded configuration line " + std::to_string(line_no) + " '" + line +
+                            "' is not 'section.key = value'; the database may be damaged");
+        const std::string section = line.substr(0, dot), key = line.substr(dot + 1, eq - dot - 1);
+        if (!raw.sections[section].count(key)) raw.key_order[section].push_back(key);
+        raw.sections[section][key] = {line.substr(eq + 3), origin};
+        raw.section_origins.emplace(section, origin);
+    }
+    // The lines entries() writes under the old keys (and every run recorded before [backend] type
+    // existed) become the keys they stand for, so that an override of [backend] type or threads
+    // (labrun eval) replaces the recorded value instead of contradicting a copy of it.
+    auto& experiment = raw.sections["experiment"];
+    auto& backend = raw.sections["backend"];
+    auto take = [&](const std::string& old_key, const std::string& key, bool keep_current) {
+        auto old = experiment.find(old_key);
+        if (old == experiment.end()) return;
+        if (!keep_current || !backend.count(key)) {
+            if (!backend.count(key)) raw.key_order["backend"].push_back(key);
+            backend[key] = old->second;
+        }
+        experiment.erase(old);
+        auto& order = raw.key_order["experiment"];
+        order.erase(std::remove(order.begin(), order.end(), old_key), order.end());
+    };
+    take("backend", "type", false);
+    // Before [backend] threads was the one setting, [experiment] threads applied first and a
+    // backend's own threads (when not 0) then won; 0 was "not set". A backend without the option
+    // (cuda) keeps the old key, which resolution accepts at 0 and refuses otherwise.
+    if (auto threads = experiment.find("threads"); threads != experiment.end() && backend.count("threads"))
+        take("threads", "threads", threads->second.text == "0" || backend["threads"].text != "0");
+    if (backend.empty()) raw.sections.erase("backend");
+    else raw.section_origins.emplace("backend", origin);
+    return raw;
+}
 
 std::string format_run(const RunSpec& run) {
     struct Line {
@@ -976,10 +1076,7 @@ std::string format_run(const RunSpec& run) {
         } else if (auto choice = run.plugins.find(section); choice != run.plugins.end()) {
             std::vector<Line> lines;
             std::string header = "\n[" + section + "]";
-            if (section == "backend")
-                header += "  # backend/" + choice->second.plugin + ", chosen by [experiment] backend";
-            else
-                lines.push_back({"type = " + choice->second.plugin, choice->second.plugin_origin});
+            lines.push_back({"type = " + choice->second.plugin, choice->second.plugin_origin});
             for (Line& line : option_lines(choice->second.options)) lines.push_back(std::move(line));
             print_section(header, lines);
         }

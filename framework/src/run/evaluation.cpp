@@ -1,14 +1,13 @@
 // Evaluating a trained run again (see lab/evaluation.h).
 #include "lab/evaluation.h"
 
-#include <omp.h>
-
 #include <chrono>
 #include <map>
 #include <sstream>
 
 #include "lab/error.h"
 #include "lab/safetensors.h"
+#include "lab/threads.h"
 
 namespace lab {
 
@@ -148,8 +147,7 @@ CheckpointEvaluation evaluate_checkpoint(const EvaluationPlan& plan, const Regis
             throw DataError("'" + checkpoint_dir.string() + "' is not a complete checkpoint (no " + file +
                             "); a run writes one at each evaluation and at the end");
     const RunSpec& spec = plan.evaluated;
-    if (const int64_t threads = spec.experiment.get_int("threads"); threads > 0)
-        omp_set_num_threads(static_cast<int>(threads));
+    set_threads(run_threads(spec));
     // The whole training stack (the optimizer too, unused): built exactly as the run built it, so
     // the task's validation data and the model are the run's.
     TrainingStack stack = build_training_stack(spec, registry, env);

@@ -1,7 +1,6 @@
 #include "lab/trainer.h"
 
 #include <omp.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,7 +12,6 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include <sqlite3.h>
 
@@ -29,6 +27,7 @@
 #include "lab/results.h"
 #include "lab/safetensors.h"
 #include "lab/stop_signals.h"
+#include "lab/threads.h"
 
 namespace lab {
 
@@ -265,15 +264,6 @@ void agree_ranks(Communicator& comm, const std::string& error, const std::string
     if (failed > 0) throw_rank_failure(comm, error, phase);
 }
 
-// OpenMP threads of each rank when [experiment] threads is 0: the cores this process may use,
-// shared by the ranks of its node (a launcher that binds each rank to its cores already divided them).
-int threads_per_rank(const Communicator& comm) {
-    cpu_set_t set;
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < cores) return std::max(1, CPU_COUNT(&set));
-    return std::max(1, cores / std::max(1, comm.local_size()));
-}
-
 }  // namespace
 
 RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
@@ -282,8 +272,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     Communicator* comm = env.comm;
     const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
     const bool lead = rank == 0;  // rank 0 alone writes the database, checkpoints and samples
-    if (ex.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(ex.get_int("threads")));
-    else if (comm) omp_set_num_threads(threads_per_rank(*comm));
+    set_threads(run_threads(spec), comm);  // before the backend and any OpenMP region start
     TrainingStack c = new_stack(spec, registry);
     c.comm = comm;
     const TrainSettings& train = c.train;

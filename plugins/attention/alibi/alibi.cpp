@@ -30,9 +30,6 @@ public:
         slopes_ = Tensor::from_floats(*ctx.backend, {shape.heads}, slopes_host_);  // [H]
     }
 
-    // The core aligns queries with the last keys (T <= S), which is what a KV cache hands it.
-    bool supports_kv_cache() const override { return true; }
-
 protected:
     // q [B, H, T, D]; k, v [B, H, S, D] -> [B, H, T, D].
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {
@@ -74,6 +71,7 @@ LAB_PLUGIN(registry) {
     decl.schema.boolean("fused", false,
                         "tiled kernel computing the bias on the fly: memory O(T), not O(T^2); "
                         "false = a cached [H, T, T] bias on the composite softmax (the reference)");
+    // kv_cache: the core aligns queries with the last keys (T <= S), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     // Not exact anywhere: the bias is always there (no option turns it off).
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,

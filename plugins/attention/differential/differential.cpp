@@ -74,9 +74,6 @@ public:
         second_half_ = Tensor::from_floats(be, {D}, second);
     }
 
-    // Both maps are softmax_attention / fused_attention, which align queries with the last keys.
-    bool supports_kv_cache() const override { return true; }
-
     float lambda_init() const { return lambda_init_; }
 
 protected:
@@ -136,6 +133,7 @@ LAB_PLUGIN(registry) {
     decl.schema
         .real("norm_eps", 1e-5, "eps of the per-head RMSNorm, x / sqrt(mean(x^2) + eps) (the reference code's 1e-5)")
         .range(1e-12, 1.0);
+    // kv_cache: both maps are softmax_attention / fused_attention, which align queries with the last keys.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     // Not exact anywhere: no option removes the second map or the norm.
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,

@@ -36,9 +36,6 @@ public:
         : MultiHeadAttention("attention/gqa", shape, ctx, checked_kv_heads(opts, shape)),
           fused_(opts.get_bool("fused")) {}
 
-    // The core handles S > T (causal offset S - T), which is what a KV cache hands it.
-    bool supports_kv_cache() const override { return true; }
-
 protected:
     // q [B, H, T, D]; k, v [B, Hkv, S, D] -> [B, H, T, D]. Both paths take Hkv < H directly.
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {
@@ -61,6 +58,7 @@ LAB_PLUGIN(registry) {
         .at_least(0);
     decl.schema.boolean("fused", false,
                         "tiled kernel with an online softmax and its own backward: memory O(T), not O(T^2)");
+    // kv_cache: the core handles S > T (causal offset S - T), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     decl.attention.equals_softmax_with = {{"kv_heads", "0"}};
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,

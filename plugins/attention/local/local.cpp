@@ -29,9 +29,6 @@ public:
         : MultiHeadAttention("attention/local", shape, ctx), window_(opts.get_int("window")),
           fused_(opts.get_bool("fused")) {}
 
-    // The core aligns queries with the last keys (T <= S), which is what a KV cache hands it.
-    bool supports_kv_cache() const override { return true; }
-
 protected:
     // q [B, H, T, D]; k, v [B, H, S, D] -> [B, H, T, D].
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {
@@ -79,6 +76,7 @@ LAB_PLUGIN(registry) {
     decl.schema.boolean("fused", true,
                         "tiled kernel that skips tiles outside the window: time O(T * window), memory O(T); "
                         "false = band mask on the composite softmax (O(T^2), the reference)");
+    // kv_cache: the core aligns queries with the last keys (T <= S), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     decl.attention.equals_softmax_with = {{"window", "1000000"}};
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,

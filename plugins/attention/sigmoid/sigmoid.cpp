@@ -45,10 +45,6 @@ public:
     SigmoidAttention(const Options& opts, const AttentionShape& shape, BuildContext& ctx)
         : MultiHeadAttention("attention/sigmoid", shape, ctx), fixed_n_(opts.get_int("bias_n")) {}
 
-    // With a per-query n (or a fixed one) the last T of S queries compute what they compute in a
-    // full causal forward, so a KV cache gives the same outputs.
-    bool supports_kv_cache() const override { return true; }
-
 protected:
     // q [B, H, T, D]; k, v [B, Hkv, S, D] -> [B, H, T, D].
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {
@@ -116,6 +112,8 @@ LAB_PLUGIN(registry) {
                  "attends to (its sequence's real keys; under a causal mask those up to the query), so padding "
                  "and KV-cache decoding do not change it; > 0 = this n for every query (e.g. the context length)")
         .at_least(0);
+    // kv_cache: with a per-query n (or a fixed one) the last T of S queries compute what they
+    // compute in a full causal forward, so a KV cache gives the same outputs.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     // Not exact anywhere: a sigmoid is no softmax for any option.
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,

@@ -16,9 +16,6 @@ public:
     SoftmaxAttention(const Options& opts, const AttentionShape& shape, BuildContext& ctx)
         : MultiHeadAttention("attention/softmax", shape, ctx), fused_(opts.get_bool("fused")) {}
 
-    // The core handles S > T (causal offset S - T), which is what a KV cache hands it.
-    bool supports_kv_cache() const override { return true; }
-
 protected:
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {
         return fused_ ? attention::fused_attention(q, k, v, args) : attention::softmax_attention(q, k, v, args);
@@ -34,6 +31,7 @@ LAB_PLUGIN(registry) {
     lab::PluginDecl decl{"softmax", "1.1", "multi-head scaled dot-product attention (causal and padding masks)", {}};
     decl.schema.boolean("fused", false,
                         "tiled kernel with an online softmax and its own backward: memory O(T), not O(T^2)");
+    // kv_cache: the core handles S > T (causal offset S - T), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     decl.attention.equals_softmax_with = {{"fused", "true"}};
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,

@@ -2,13 +2,12 @@
 // registration. The kernels live in onednn_matmul.cpp, onednn_elementwise.cpp and onednn_norm.cpp.
 #include "onednn_backend.h"
 
-#include <omp.h>
-
 #include <string>
 #include <utility>
 
 #include "lab/error.h"
 #include "lab/plugin.h"
+#include "lab/threads.h"
 
 namespace lab::onednn {
 
@@ -117,10 +116,7 @@ bool bf16_matmul_available(const dnnl::engine& engine) {
 }  // namespace
 
 OneDnnBackend::OneDnnBackend(int64_t threads) {
-    if (threads < 0)
-        throw ConfigError("backend onednn: threads = " + std::to_string(threads) +
-                          " is negative. Hint: use 0 for all cores or a positive thread count.");
-    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+    set_threads(threads);
     try {
         engine_ = dnnl::engine(dnnl::engine::kind::cpu, 0);
         stream_ = dnnl::stream(engine_);
@@ -174,7 +170,10 @@ void OneDnnBackend::execute(Plan& plan, const char* kernel) {
 
 LAB_PLUGIN(registry) {
     lab::OptionSchema schema;
-    schema.integer("threads", 0, "OpenMP threads for oneDNN and the host kernels; 0 = all cores").at_least(0);
+    schema.integer("threads", 0,
+                   "OpenMP threads for oneDNN and the host kernels; 0 = all cores ([experiment] threads is its old "
+                   "spelling)")
+        .at_least(0);
     registry.add_backend(
         {"onednn", LAB_VERSION,
          "CPU backend on oneDNN " + lab::onednn::OneDnnBackend::library_version() +

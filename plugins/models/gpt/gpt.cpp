@@ -9,6 +9,7 @@
 // in all three.
 // Initialisation as GPT-2/nanoGPT: N(0, 0.02), biases 0, and residual projections (c_proj)
 // N(0, 0.02 / sqrt(2 * layers)) so the residual stream's variance does not grow with depth.
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -61,6 +62,7 @@ public:
         Tensor h = ops::add(x, attn_->forward(ln_1_->forward(x), actx));
         return ops::add(h, mlp_->forward(ln_2_->forward(h)));
     }
+    const Attention& attention() const { return *attn_; }
 
 private:
     std::shared_ptr<LayerNorm> ln_1_, ln_2_;
@@ -111,7 +113,12 @@ public:
 
     Tensor forward(const ModelInputs& in) override { return run(in, nullptr); }
 
-    bool supports_kv_cache() const override { return true; }
+    // run() decodes with a cache whenever every block's attention declared kv_cache; the model
+    // states nothing of its own, so the attention plugin's declaration is the one answer.
+    bool supports_kv_cache() const override {
+        return std::all_of(blocks_.begin(), blocks_.end(),
+                           [](const auto& block) { return block->attention().capabilities().kv_cache; });
+    }
     Tensor forward_cached(const ModelInputs& in, DecodeState& state) override { return run(in, &state); }
 
     Tensor embedding_weight() const override { return wte_; }
