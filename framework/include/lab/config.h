@@ -188,4 +188,8 @@ std::vector<RunSpec> resolve_runs(const RawConfig& raw, const Registry& registry
 // `# sweep <id> run <i+1>/<n>: key=value, ...`.
 std::string format_run(const RunSpec& run);
 
+// A run's [backend] threads (0 when its backend has no such option, e.g. cuda): what the trainer
+// and evaluation hand to set_threads (lab/threads.h).
+int64_t run_threads(const RunSpec& spec);
+
 }  // namespace lab

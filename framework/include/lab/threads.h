@@ -9,9 +9,6 @@
 
 namespace lab {
 
-class Communicator;
-struct RunSpec;
-
 // The cores this process may run on: its CPU affinity mask (taskset, Slurm, an MPI launcher's
 // binding), else every core of the machine. At least 1. What labrun --jobs divides among its runs.
 int available_cores();
@@ -21,12 +18,10 @@ int available_cores();
 // machine's cores divided among `ranks_on_node`.
 int threads_per_rank(int ranks_on_node);
 
-// Applies `threads` (> 0: exactly that many OpenMP threads; 0: the default above, rank-aware when
-// `comm` is given). Throws ConfigError for a negative count. The one function that sets OpenMP's
-// thread count: backends, the trainer and evaluation all call it.
-void set_threads(int64_t threads, const Communicator* comm = nullptr);
-
-// A run's [backend] threads (0 when its backend has no such option, e.g. cuda).
-int64_t run_threads(const RunSpec& spec);
+// Applies `threads` (> 0: exactly that many OpenMP threads; 0: the default above: for a
+// data-parallel rank, `ranks_on_node` > 0, threads_per_rank(ranks_on_node)). Throws ConfigError for
+// a negative count. The one function that sets OpenMP's thread count: backends, the trainer and
+// evaluation all call it (a run's setting: run_threads in lab/config.h).
+void set_threads(int64_t threads, int ranks_on_node = 0);
 
 }  // namespace lab

@@ -7,8 +7,6 @@
 #include <string>
 #include <thread>
 
-#include "lab/communicator.h"
-#include "lab/config.h"
 #include "lab/error.h"
 
 namespace lab {
@@ -31,21 +29,14 @@ int threads_per_rank(int ranks_on_node) {
     return std::max(1, cores / std::max(1, ranks_on_node));
 }
 
-void set_threads(int64_t threads, const Communicator* comm) {
+void set_threads(int64_t threads, int ranks_on_node) {
     if (threads < 0)
         throw ConfigError("[backend] threads = " + std::to_string(threads) +
                           " is negative; use 0 for the default (all cores) or a positive thread count");
     if (threads > 0)
         omp_set_num_threads(static_cast<int>(threads));
-    else if (comm)
-        omp_set_num_threads(threads_per_rank(comm->local_size()));
-}
-
-int64_t run_threads(const RunSpec& spec) {
-    auto backend = spec.plugins.find("backend");
-    if (backend == spec.plugins.end()) return 0;
-    const Options& options = backend->second.options;
-    return options.values().count("threads") ? options.get_int("threads") : 0;
+    else if (ranks_on_node > 0)
+        omp_set_num_threads(threads_per_rank(ranks_on_node));
 }
 
 }  // namespace lab

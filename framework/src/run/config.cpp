@@ -1084,4 +1084,11 @@ std::string format_run(const RunSpec& run) {
     return text;
 }
 
+int64_t run_threads(const RunSpec& spec) {
+    auto backend = spec.plugins.find("backend");
+    if (backend == spec.plugins.end()) return 0;
+    const Options& options = backend->second.options;
+    return options.values().count("threads") ? options.get_int("threads") : 0;
+}
+
 }  // namespace lab

@@ -272,7 +272,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     Communicator* comm = env.comm;
     const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
     const bool lead = rank == 0;  // rank 0 alone writes the database, checkpoints and samples
-    set_threads(run_threads(spec), comm);  // before the backend and any OpenMP region start
+    set_threads(run_threads(spec), comm ? comm->local_size() : 0);  // before the backend and any OpenMP region start
     TrainingStack c = new_stack(spec, registry);
     c.comm = comm;
     const TrainSettings& train = c.train;
