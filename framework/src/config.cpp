@@ -13,6 +13,7 @@
 #include "lab/error.h"
 #include "lab/hash.h"
 #include "lab/registry.h"
+#include "lab/run_plan.h"
 
 namespace lab {
 
@@ -631,6 +632,7 @@ RunSpec resolve_one(const RawConfig& raw, const Registry& registry) {
     for (const PluginSectionRule& rule : plugin_section_rules)
         run.plugins[rule.section] = choose_plugin(raw, registry, rule.section, rule.default_type);
     check_attention_capabilities(run, registry);
+    validate_run(run, registry);  // the plugins' cross-option rules, before any data is read
     return run;
 }
 

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,13 @@ namespace lab {
 
 class Registry;
 struct BuildContext;
+struct PlanContext;
+struct PluginEstimate;
+
+// Checks and estimates made from options alone, before anything is built (lab/run_plan.h): what
+// `labrun --dry-run` and the run both call when an experiment is resolved.
+using ValidateHook = std::function<void(const PlanContext&)>;
+using EstimateHook = std::function<PluginEstimate(const PlanContext&)>;
 
 using BackendFactory = std::function<std::shared_ptr<Backend>(const Options&)>;
 using TokenizerFactory = std::function<std::shared_ptr<Tokenizer>(const Options&, BuildContext&)>;
@@ -53,6 +61,15 @@ struct PluginDecl {
     // Model and task plugins: what they need of the experiment's attention. An experiment whose
     // attention lacks one is refused when it is resolved (before any data is read).
     AttentionCapabilities needs_attention;
+    // Cross-option rules (heads dividing hidden, seq_len within the model's positions, ...),
+    // checked when the experiment is resolved, before any data is read: throws ConfigError naming
+    // the keys, what was expected and what to change. The factory calls the same rule functions,
+    // so each rule is written once. Empty: the schema's per-option checks are all there is.
+    ValidateHook validate;
+    // What the plugin will allocate, from its options alone: parameters (exactly), activations per
+    // token, optimizer state, a vocabulary size the options fix (PluginEstimate). Used to refuse a
+    // run that cannot fit before building it. Empty: the plugin allocates nothing worth counting.
+    EstimateHook estimate;
 };
 
 struct PluginInfo {
@@ -61,6 +78,8 @@ struct PluginInfo {
     OptionSchema schema;
     AttentionTraits attention;
     AttentionCapabilities needs_attention;
+    ValidateHook validate;  // PluginDecl::validate
+    EstimateHook estimate;  // PluginDecl::estimate
     std::any factory;
 };
 
@@ -89,6 +108,50 @@ struct BuildContext {
     // Builds the experiment's [attention] choice for a model's shape.
     std::function<std::shared_ptr<Attention>(const AttentionShape&)> make_attention;
     std::function<void(const std::string&)> log = [](const std::string&) {};
+};
+
+// What a plugin's validate and estimate hooks see of the run they are part of: the resolved
+// options of every section and what the plugins planned before this one (tokenizer, model,
+// attention, task, optimizer, schedule, backend: in that order).
+struct PlanContext {
+    const Options* options = nullptr;                 // this plugin's resolved options
+    std::map<std::string, const Options*> sections;  // "experiment", "train", "model", ... -> options
+    std::map<std::string, std::string> plugins;      // plugin sections -> the plugin chosen ("tokenizer" -> "char")
+    TrainSettings train;
+    std::string attention_plugin;  // the experiment's [attention] type
+    AttentionTraits attention;     // and what it declares
+    // Attention plugins: the shape the model builds its blocks' attention with.
+    const AttentionShape* attention_shape = nullptr;
+    // Tasks, attention and optimizers: the model's estimate (hidden, causal, max_seq_len).
+    const PluginEstimate* model = nullptr;
+    // The vocabulary: the tokenizer's or the task's when options fix it, the built tokenizer's in
+    // the run; 0 when it is known only after the data is read.
+    int64_t vocab_size = 0;
+
+    // The options of `section`; throws ConfigError when the run has no such section.
+    const Options& section(const std::string& name) const;
+};
+
+// What a plugin will allocate, from its options (PluginDecl::estimate). Counts are elements, f32.
+struct PluginEstimate {
+    // Trainable parameters the plugin itself creates. Exact: a test compares it with the built
+    // model. A model leaves out its blocks' attention, which the attention plugin counts. A double,
+    // so that hostile options (layers = 100000000) give a huge count, not an overflow.
+    double parameters = 0;
+    // Floats the forward pass keeps for the backward pass, per token of a micro-batch.
+    double activation_floats_per_token = 0;
+    // Model plugins: the attention shape of every block and how many blocks; the width, the
+    // longest sequence and whether positions see only earlier ones (tasks check theirs against it).
+    std::optional<AttentionShape> attention_shape;
+    int64_t attention_layers = 0;
+    int64_t hidden = 0, max_seq_len = 0;
+    bool causal = false;
+    // Task plugins: which models they can train (checked against the model's `causal`).
+    bool needs_causal_model = false, needs_bidirectional_model = false;
+    // Tokenizer or task plugins: the vocabulary size when the options fix it (0: unknown).
+    int64_t vocab_size = 0;
+    // Optimizer plugins: f32 state per parameter (AdamW: 2 moments; SGD with momentum: 1).
+    int64_t state_floats_per_parameter = 0;
 };
 
 class Registry {
