@@ -17,7 +17,7 @@ import sys
 # Public headers with no .cpp of their name: the layer that owns what they declare.
 HEADER_LAYERS = {
     "error.h": "base", "hash.h": "base", "options.h": "base", "rng.h": "base", "utf8.h": "base",
-    "text_file.h": "base", "version.h": "base", "sdk_abi.h": "base",
+    "text_file.h": "base", "version.h": "base", "sdk_abi.h": "base", "memory.h": "base",
     "dtype.h": "tensor", "element.h": "tensor", "host_device.h": "tensor", "allocator.h": "tensor",
     "backend.h": "tensor",
     "host_backend.h": "kernels", "kernel_checks.h": "kernels", "kernels.h": "kernels",

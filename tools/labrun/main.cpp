@@ -1,7 +1,7 @@
 // labrun: runs experiments declared in INI files, and inspects the plugins that make them up.
 //
 //   labrun EXPERIMENT.ini [section.key=value ...]   train (results go to [experiment] db)
-//   labrun EXPERIMENT.ini --dry-run                 print the resolved run, do nothing
+//   labrun EXPERIMENT.ini --dry-run                 check and print the resolved run, do nothing
 //   labrun EXPERIMENT.ini --sweep KEY=V1,V2         a sweep from the command line
 //   labrun EXPERIMENT.ini --slurm [--partition P]   the runs as a Slurm job array (slurm.h)
 //   labrun eval RUN [section.key=value ...]         evaluate a trained run's checkpoint again
@@ -38,6 +38,7 @@
 #include "lab/plugin_kinds.h"
 #include "lab/registry.h"
 #include "lab/results.h"
+#include "lab/run_plan.h"
 #include "lab/stop_signals.h"
 #include "lab/threads.h"
 #include "lab/generate.h"
@@ -624,6 +625,29 @@ void check_slurm_combination(const po::variables_map& vm, const std::vector<std:
                                "`labrun experiments/copy.ini --sweep experiment.seed=1,2 --slurm --dry-run`");
 }
 
+// --dry-run's memory check: the run's estimate (lab/run_plan.h) against the memory of its backend,
+// refused as the run would refuse it. A device backend that cannot start here (a login node
+// without the GPU) leaves the memory unknown: the run checks it again when it starts.
+void check_memory_dry(const lab::RunSpec& spec, const lab::Registry& registry, std::ostream& out) {
+    const lab::MemoryEstimate estimate = lab::estimate_memory(spec, registry);
+    out << "# memory estimate: " << estimate.str() << "\n";
+    const lab::SectionChoice& backend = spec.plugins.at("backend");
+    std::shared_ptr<lab::Backend> device;
+    try {
+        device = registry.factory<lab::BackendFactory>("backend", backend.plugin)(backend.options);
+    } catch (const lab::DeviceUnavailableError& e) {
+        out << "# memory available: unknown (" << e.what() << "); the run checks it when it starts\n";
+        return;
+    }
+    const size_t available = device->available_memory();
+    const std::string where = lab::memory_name(*device);
+    out << "# memory available: "
+        << (available > 0 ? lab::format_bytes(static_cast<double>(available)) + " of " + where : "unknown (" + where +
+                                                                                                   " not readable)")
+        << "\n";
+    lab::check_memory(estimate, available, where);
+}
+
 int run_main(int argc, char** argv) {
     po::options_description visible("options");
     visible.add_options()
@@ -631,7 +655,8 @@ int run_main(int argc, char** argv) {
         ("version", "print the version and ABI tag")
         ("list", "list every loaded plugin (kind, name, version, file)")
         ("describe", po::value<std::string>()->value_name("KIND/NAME"), "print a plugin's options")
-        ("dry-run", "print the resolved runs and stop (with --slurm: the scripts and sbatch commands)")
+        ("dry-run", "check and print the resolved runs with their memory estimates, and stop (refuses what the "
+                    "run would refuse before its first step; with --slurm: the scripts and sbatch commands)")
         ("resume", po::value<std::string>()->value_name("RUN"),
          "continue an interrupted run (id, uid prefix or name) from its latest checkpoint")
         ("check", po::value<std::string>()->value_name("attention/NAME"),
@@ -798,7 +823,11 @@ int run_main(int argc, char** argv) {
         std::cout << "# " << specs.size() << (specs.size() == 1 ? " run" : " runs");
         if (!specs.front().sweep_id.empty()) std::cout << " of sweep " << specs.front().sweep_id;
         std::cout << "\n";
-        for (const auto& spec : specs) std::cout << lab::format_run(spec) << "\n";
+        for (const auto& spec : specs) {
+            std::cout << lab::format_run(spec);
+            check_memory_dry(spec, registry, std::cout);
+            std::cout << "\n";
+        }
         return kOk;
     }
     // A sweep (or a single run) continues where it stopped: finished runs are skipped (unless

@@ -21,6 +21,8 @@ namespace lab {
 
 struct BuildContext;
 class Registry;
+struct PlanContext;
+struct PluginEstimate;
 
 // Rotary position embedding (RoPE, Su et al. 2021, "RoFormer"), when `rope` is on:
 // MultiHeadAttention::forward rotates q and k after the projection, before core(), so every
@@ -115,6 +117,15 @@ public:
     // `name` ("attention/gqa") prefixes errors. Throws ConfigError when heads do not divide hidden,
     // kv_heads does not divide heads, or rope is on with an odd head size or a base <= 1.
     MultiHeadAttention(std::string name, const AttentionShape& shape, BuildContext& ctx, int64_t kv_heads = 0);
+    // The constructor's refusals, for a variant's validate hook (PluginDecl::validate), which
+    // runs with the shape the model will build before anything is built.
+    static void check_shape(const std::string& name, const AttentionShape& shape, int64_t kv_heads = 0);
+    // For a variant's estimate hook: the parameters of the projections (exact) and the floats per
+    // token that forward keeps for backward (projections, context, output), plus what the core
+    // keeps per token: `core_floats_per_token` (e.g. 2 H T for a composed softmax's scores and
+    // probabilities, H for a fused kernel's log-sum-exp). `extra_parameters`: the variant's own.
+    static PluginEstimate estimate(const AttentionShape& shape, int64_t kv_heads, double core_floats_per_token,
+                                   int64_t extra_parameters = 0);
 
     // Checks x [B, T, C] and the mask, projects, rotates q and k (AttentionShape::rope), calls
     // core(), merges heads, projects out, applies output dropout. A KV cache is refused unless the

@@ -178,6 +178,13 @@ protected:
     // True when bf16 operands multiply faster than f32 ones (bf16 instructions on the device).
     virtual bool native_bf16_matmul() const { return false; }
 
+public:
+    // Bytes new tensors may still take on the device, for the memory check before a run builds
+    // its model (lab/run_plan.h); 0 = unknown (nothing is refused). Default: for a cpu backend the
+    // host's (host_available_memory: MemAvailable, or the cgroup's limit when lower), else 0; a
+    // device backend overrides it with its free device memory plus the blocks its allocator caches.
+    virtual size_t available_memory() const;
+
 private:
     DType matmul_inputs_ = DType::f32;
 };

@@ -171,8 +171,10 @@ std::vector<std::string> experiment_plugin_paths(const RawConfig& raw);
 
 // Validates every section and chooses the plugins. Throws ConfigError for an unknown section,
 // a missing required section or `type`, an unknown plugin name (with the closest known one), and
-// any option problem (unknown key, bad value, missing required key). A file with a sweep is
-// accepted only when the sweep expands to a single run.
+// any option problem (unknown key, bad value, missing required key), and any rule between options
+// that building the run would refuse (each plugin's PluginDecl::validate, lab/run_plan.h), so that
+// --dry-run refuses what the run would. A file with a sweep is accepted only when the sweep
+// expands to a single run.
 RunSpec resolve_run(const RawConfig& raw, const Registry& registry);
 
 // Expands the sweep and resolves every run (one run, with an empty sweep_id, when the file has no

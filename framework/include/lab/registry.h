@@ -13,12 +13,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "lab/attention.h"
 #include "lab/backend.h"
+#include "lab/build_context.h"
 #include "lab/kernels.h"
 #include "lab/model.h"
 #include "lab/optimizer.h"
@@ -28,8 +30,10 @@
 
 namespace lab {
 
-class Registry;
-struct BuildContext;
+// Checks and estimates made from options alone, before anything is built (lab/run_plan.h): what
+// `labrun --dry-run` and the run both call when an experiment is resolved.
+using ValidateHook = std::function<void(const PlanContext&)>;
+using EstimateHook = std::function<PluginEstimate(const PlanContext&)>;
 
 using BackendFactory = std::function<std::shared_ptr<Backend>(const Options&)>;
 using TokenizerFactory = std::function<std::shared_ptr<Tokenizer>(const Options&, BuildContext&)>;
@@ -55,6 +59,15 @@ struct PluginDecl {
     // Model and task plugins: what they need of the experiment's attention. An experiment whose
     // attention lacks one is refused when it is resolved (before any data is read).
     AttentionCapabilities needs_attention;
+    // Cross-option rules (heads dividing hidden, seq_len within the model's positions, ...),
+    // checked when the experiment is resolved, before any data is read: throws ConfigError naming
+    // the keys, what was expected and what to change. The factory calls the same rule functions,
+    // so each rule is written once. Empty: the schema's per-option checks are all there is.
+    ValidateHook validate;
+    // What the plugin will allocate, from its options alone: parameters (exactly), activations per
+    // token, optimizer state, a vocabulary size the options fix (PluginEstimate). Used to refuse a
+    // run that cannot fit before building it. Empty: the plugin allocates nothing worth counting.
+    EstimateHook estimate;
 };
 
 struct PluginInfo {
@@ -63,35 +76,14 @@ struct PluginInfo {
     OptionSchema schema;
     AttentionTraits attention;
     AttentionCapabilities needs_attention;
+    ValidateHook validate;  // PluginDecl::validate
+    EstimateHook estimate;  // PluginDecl::estimate
     std::any factory;
 };
 
 // The sha256 of the library `info` came from, in hex ("" for a factory built into the host): what
 // the plugins table records of a run, so that a rerun can tell two builds of a plugin apart.
 std::string plugin_sha256(const PluginInfo& info);
-
-// Everything a factory may need while an experiment is being built.
-struct TrainSettings {
-    int64_t steps = 0, batch = 0, seq_len = 0, eval_every = 0, log_every = 0;
-    int64_t micro_batch = 0;  // sequences per forward/backward pass (0: a rank's whole slice of the batch)
-    double grad_clip = 0;
-};
-
-struct BuildContext {
-    Backend* backend = nullptr;
-    const Registry* registry = nullptr;
-    uint64_t seed = 0;
-    Generator init_rng;     // parameter initialisation
-    Generator dropout_rng;  // dropout masks
-    Generator data_rng;     // batch sampling
-    TrainSettings train;
-    std::filesystem::path data_dir;
-    std::filesystem::path run_dir;  // where the run keeps files (vocabulary, samples)
-    Tokenizer* tokenizer = nullptr;
-    // Builds the experiment's [attention] choice for a model's shape.
-    std::function<std::shared_ptr<Attention>(const AttentionShape&)> make_attention;
-    std::function<void(const std::string&)> log = [](const std::string&) {};
-};
 
 class Registry {
 public:

@@ -32,6 +32,13 @@ public:
     uint64_t data_position() const override { return rng_.offset(); }
     void set_data_position(uint64_t position) override { rng_.set_offset(position); }
 
+    // For the derived tasks' hooks (PluginDecl::validate and estimate). validate: the task numbers
+    // its own symbols, so the tokenizer must be tokenizer/char without vocab or corpus (what
+    // prepare_tokenizer needs). estimate: a causal model; logits and their gradient, 2 V floats
+    // per token (the output layer is the tied embedding: no parameters of its own).
+    static void validate(const std::string& name, const PlanContext& plan);
+    static PluginEstimate estimate(const PlanContext& plan);
+
 protected:
     // `name` ("task/copy") prefixes errors; eval_batch is validation examples per forward pass.
     SyntheticSequenceTask(std::string name, BuildContext& ctx, int64_t eval_batch);

@@ -90,4 +90,11 @@ public:
     virtual void set_data_position(uint64_t position) = 0;
 };
 
+// The rule between a task and the model it trains, shared by run planning (from the model's
+// estimate, lab/run_plan.h) and Task::attach (from the built model): a causal or bidirectional
+// model as the task needs, and [train] seq_len within the model's longest sequence. Throws
+// ConfigError.
+void check_model_for_task(const std::string& task, bool needs_causal, bool needs_bidirectional, bool model_causal,
+                          int64_t model_max_seq_len, int64_t seq_len);
+
 }  // namespace lab

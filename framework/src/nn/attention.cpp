@@ -5,27 +5,47 @@
 
 #include "lab/error.h"
 #include "lab/ops.h"
-#include "lab/registry.h"
+#include "lab/build_context.h"
 
 namespace lab {
+
+void MultiHeadAttention::check_shape(const std::string& name, const AttentionShape& shape, int64_t kv_heads) {
+    if (shape.heads < 1 || shape.hidden % shape.heads != 0)
+        throw ConfigError(name + ": [model] hidden = " + std::to_string(shape.hidden) +
+                          " is not divisible by heads = " + std::to_string(shape.heads) +
+                          "; choose [model] heads that divides [model] hidden");
+    const int64_t groups = kv_heads > 0 ? kv_heads : shape.heads, head_dim = shape.hidden / shape.heads;
+    if (groups > shape.heads || shape.heads % groups != 0)
+        throw ConfigError(name + ": kv_heads = " + std::to_string(groups) + " must divide heads = " +
+                          std::to_string(shape.heads) + " (e.g. 1 for multi-query attention)");
+    if (shape.rope && head_dim % 2 != 0)
+        throw ConfigError(name + ": rotary position embedding turns channel pairs, but the head size " +
+                          "hidden / heads = " + std::to_string(head_dim) +
+                          " is odd; choose [model] hidden and heads with an even quotient");
+    if (shape.rope && !(shape.rope_base > 1.0f))
+        throw ConfigError(name + ": rope_base = " + std::to_string(shape.rope_base) +
+                          " must be above 1 (RoPE's usual base is 10000)");
+}
+
+PluginEstimate MultiHeadAttention::estimate(const AttentionShape& shape, int64_t kv_heads,
+                                            double core_floats_per_token, int64_t extra_parameters) {
+    const double C = static_cast<double>(shape.hidden), H = static_cast<double>(shape.heads);
+    const double D = shape.heads > 0 ? C / H : 0, Hkv = kv_heads > 0 ? static_cast<double>(kv_heads) : H;
+    const double rows = (H + 2 * Hkv) * D;  // c_attn's output: q, k and v
+    PluginEstimate estimate;
+    estimate.parameters = rows * C + C * C + (shape.bias ? rows + C : 0) + static_cast<double>(extra_parameters);
+    // q, k, v (and rotated copies with rope), the merged context, the projected output and its
+    // dropout mask: what the backward reads.
+    estimate.activation_floats_per_token =
+        rows * (shape.rope ? 2 : 1) + 2 * C + (shape.dropout > 0 ? 2 * C : C) + core_floats_per_token;
+    return estimate;
+}
 
 MultiHeadAttention::MultiHeadAttention(std::string name, const AttentionShape& shape, BuildContext& ctx,
                                        int64_t kv_heads)
     : name_(std::move(name)), shape_(shape), kv_heads_(kv_heads > 0 ? kv_heads : shape.heads),
       dropout_rng_(&ctx.dropout_rng) {
-    if (shape.heads < 1 || shape.hidden % shape.heads != 0)
-        throw ConfigError(name_ + ": hidden size " + std::to_string(shape.hidden) + " is not divisible by heads = " +
-                          std::to_string(shape.heads) + "; choose [model] heads that divides [model] hidden");
-    if (kv_heads_ > shape.heads || shape.heads % kv_heads_ != 0)
-        throw ConfigError(name_ + ": kv_heads = " + std::to_string(kv_heads_) + " must divide heads = " +
-                          std::to_string(shape.heads) + " (e.g. 1 for multi-query attention)");
-    if (shape.rope && head_dim() % 2 != 0)
-        throw ConfigError(name_ + ": rotary position embedding turns channel pairs, but the head size " +
-                          "hidden / heads = " + std::to_string(head_dim()) +
-                          " is odd; choose [model] hidden and heads with an even quotient");
-    if (shape.rope && !(shape.rope_base > 1.0f))
-        throw ConfigError(name_ + ": rope_base = " + std::to_string(shape.rope_base) +
-                          " must be above 1 (RoPE's usual base is 10000)");
+    check_shape(name_, shape, kv_heads);
     Backend& be = *ctx.backend;
     int64_t C = shape.hidden, D = head_dim(), rows = (shape.heads + 2 * kv_heads_) * D;
     qkv_weight_ = add_parameter("c_attn.weight", Tensor::empty(be, {rows, C}));

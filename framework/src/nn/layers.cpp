@@ -2,7 +2,7 @@
 
 #include "lab/error.h"
 #include "lab/ops.h"
-#include "lab/registry.h"
+#include "lab/build_context.h"
 
 namespace lab {
 

@@ -170,6 +170,8 @@ void Registry::add(const std::string& kind, PluginDecl decl, std::any factory) {
     info.schema = std::move(decl.schema);
     info.attention = std::move(decl.attention);
     info.needs_attention = decl.needs_attention;
+    info.validate = std::move(decl.validate);
+    info.estimate = std::move(decl.estimate);
     info.factory = std::move(factory);
     plugins_.emplace(key, std::move(info));
 }

@@ -76,11 +76,28 @@ void SyntheticSequenceTask::make_validation_set(int64_t examples, uint64_t seed)
 }
 
 void SyntheticSequenceTask::attach(Model& model, BuildContext&) {
-    if (!model.causal())
-        throw ConfigError(name_ + " needs a causal model (each position may only see earlier tokens)");
-    if (model.max_seq_len() < seq_len_)
-        throw ConfigError(name_ + ": [train] seq_len = " + std::to_string(seq_len_) +
-                          " exceeds the model's max_seq_len " + std::to_string(model.max_seq_len()));
+    check_model_for_task(name_, true, false, model.causal(), model.max_seq_len(), seq_len_);
+}
+
+void SyntheticSequenceTask::validate(const std::string& name, const PlanContext& plan) {
+    auto tokenizer = plan.plugins.find("tokenizer");
+    if (tokenizer == plan.plugins.end()) return;  // the constructor names the missing section
+    const Options& options = plan.section("tokenizer");
+    std::string why;
+    if (tokenizer->second != "char") why = "[tokenizer] type = " + tokenizer->second;
+    for (const char* key : {"vocab", "corpus"})
+        if (why.empty() && options.values().count(key) && !options.get_string(key).empty())
+            why = std::string("[tokenizer] ") + key + " is set (" + options.origin(key) + ")";
+    if (!why.empty())
+        throw ConfigError(name + " numbers its own symbols, so it needs an empty character tokenizer, but " + why +
+                          "; use [tokenizer] type = char without vocab or corpus");
+}
+
+PluginEstimate SyntheticSequenceTask::estimate(const PlanContext& plan) {
+    PluginEstimate e;
+    e.activation_floats_per_token = 2 * static_cast<double>(plan.vocab_size);
+    e.needs_causal_model = true;
+    return e;
 }
 
 Batch SyntheticSequenceTask::next_batch() {

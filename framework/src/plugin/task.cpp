@@ -138,4 +138,18 @@ Batch Task::part(const Batch&, int64_t, int64_t) const {
                       "train data-parallel or with [train] micro_batch; run it as one process with micro_batch = 0");
 }
 
+void check_model_for_task(const std::string& task, bool needs_causal, bool needs_bidirectional, bool model_causal,
+                          int64_t model_max_seq_len, int64_t seq_len) {
+    if (needs_causal && !model_causal)
+        throw ConfigError(task + " needs a causal model (each position may only see earlier tokens), but [model] "
+                                 "type is bidirectional; use model/gpt");
+    if (needs_bidirectional && model_causal)
+        throw ConfigError(task + " needs a bidirectional model, but [model] type is causal; use model/bert or "
+                                 "model/transformer");
+    if (model_max_seq_len > 0 && seq_len > model_max_seq_len)
+        throw ConfigError(task + ": [train] seq_len = " + std::to_string(seq_len) +
+                          " exceeds the model's max_seq_len " + std::to_string(model_max_seq_len) +
+                          "; lower [train] seq_len or raise the model's longest sequence (max_seq_len, max_position)");
+}
+
 }  // namespace lab

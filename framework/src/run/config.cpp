@@ -15,6 +15,7 @@
 #include "lab/hash.h"
 #include "lab/plugin_kinds.h"
 #include "lab/registry.h"
+#include "lab/run_plan.h"
 
 namespace lab {
 
@@ -676,6 +677,7 @@ RunSpec resolve_one(const RawConfig& raw, const Registry& registry) {
     for (const PluginKind& kind : plugin_kinds())
         run.plugins[kind.section] = choose_plugin(raw, registry, kind, aliases[kind.section]);
     check_attention_capabilities(run, registry);
+    validate_run(run, registry);  // the plugins' cross-option rules, before any data is read
     return run;
 }
 

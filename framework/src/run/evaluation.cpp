@@ -76,6 +76,39 @@ void check_fits(const Module& module, const TensorMap& state, const std::string&
 
 }  // namespace
 
+namespace {
+
+ConfigError longer_than_context(const std::string& origin, int64_t seq_len, int64_t context, const RunSpec& trained) {
+    const Options& trained_model = trained.plugins.at("model").options;
+    return ConfigError(origin + ": train.seq_len = " + std::to_string(seq_len) + " is longer than the " +
+                       std::to_string(context) + " positions of the trained model/" + trained.plugins.at("model").plugin +
+                       " (model.max_seq_len = " + trained_model.values().at("max_seq_len").text +
+                       (trained_model.get_int("max_seq_len") > 0 ? "" : ", i.e. the trained train.seq_len") +
+                       "), and positions past them were never trained; evaluate at train.seq_len <= " +
+                       std::to_string(context) + ", or train the run with a larger model.max_seq_len");
+}
+
+// Resolving the evaluated configuration refuses a seq_len past the model's positions in the task's
+// words (lab/run_plan.h); an evaluation says it in its own, naming the trained context.
+void refuse_longer_than_trained(const RunSpec& trained, const RawConfig& raw) {
+    const Options& trained_model = trained.plugins.at("model").options;
+    if (!trained_model.values().count("max_seq_len")) return;
+    auto raw_int = [&raw](const std::string& section, const std::string& key, int64_t* out) -> const OptionValue* {
+        auto found = raw.sections.find(section);
+        if (found == raw.sections.end()) return nullptr;
+        auto value = found->second.find(key);
+        return value != found->second.end() && Options::parse_int(value->second.text, out) ? &value->second : nullptr;
+    };
+    int64_t seq_len = 0, max_seq_len = trained_model.get_int("max_seq_len");
+    const OptionValue* seq = raw_int("train", "seq_len", &seq_len);
+    if (!seq) return;
+    raw_int("model", "max_seq_len", &max_seq_len);
+    const int64_t context = max_seq_len > 0 ? max_seq_len : trained.train.get_int("seq_len");
+    if (seq_len > context) throw longer_than_context(seq->origin, seq_len, context, trained);
+}
+
+}  // namespace
+
 EvaluationPlan plan_evaluation(const RawConfig& recorded, const std::vector<std::string>& overrides,
                                const ConfigEnv& env, const Registry& registry) {
     for (const std::string& text : overrides) {
@@ -89,7 +122,12 @@ EvaluationPlan plan_evaluation(const RawConfig& recorded, const std::vector<std:
     plan.trained = resolve_run(recorded, registry);
     RawConfig raw = recorded;
     apply_overrides(raw, overrides, env);
-    plan.evaluated = resolve_run(raw, registry);
+    try {
+        plan.evaluated = resolve_run(raw, registry);
+    } catch (const ConfigError&) {
+        refuse_longer_than_trained(plan.trained, raw);
+        throw;
+    }
 
     const auto trained_entries = plan.trained.entries();
     const std::map<std::string, std::string> before(trained_entries.begin(), trained_entries.end());
@@ -116,20 +154,17 @@ EvaluationPlan plan_evaluation(const RawConfig& recorded, const std::vector<std:
     if (!trained_model.values().count("max_seq_len") || !model->values().count("max_seq_len")) return plan;
     const int64_t trained_context =
         trained_model.get_int("max_seq_len") > 0 ? trained_model.get_int("max_seq_len") : trained_seq_len;
-    if (model->get_int("max_seq_len") == 0 && seq_len != trained_seq_len) {
+    const bool pin = model->get_int("max_seq_len") == 0 && seq_len != trained_seq_len;
+    // Refused here, before resolving the pinned model, whose own check would say it less plainly.
+    const int64_t context = model->get_int("max_seq_len") > 0 ? model->get_int("max_seq_len")
+                            : pin                             ? trained_context
+                                                              : seq_len;
+    if (seq_len > context)
+        throw longer_than_context(plan.evaluated.train.origin("seq_len"), seq_len, context, plan.trained);
+    if (pin) {
         apply_overrides(raw, {"model.max_seq_len=" + std::to_string(trained_context)}, env);
         plan.evaluated = resolve_run(raw, registry);
-        model = &plan.evaluated.plugins.at("model").options;
     }
-    const int64_t context = model->get_int("max_seq_len") > 0 ? model->get_int("max_seq_len") : seq_len;
-    if (seq_len > context)
-        throw ConfigError(plan.evaluated.train.origin("seq_len") + ": train.seq_len = " + std::to_string(seq_len) +
-                          " is longer than the " + std::to_string(context) + " positions of the trained model/" +
-                          plan.evaluated.plugins.at("model").plugin + " (model.max_seq_len = " +
-                          trained_model.values().at("max_seq_len").text +
-                          (trained_model.get_int("max_seq_len") > 0 ? "" : ", i.e. the trained train.seq_len") +
-                          "), and positions past them were never trained; evaluate at train.seq_len <= " +
-                          std::to_string(context) + ", or train the run with a larger model.max_seq_len");
     return plan;
 }
 

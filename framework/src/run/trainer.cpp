@@ -25,6 +25,7 @@
 #include "lab/checkpoint.h"
 #include "lab/error.h"
 #include "lab/results.h"
+#include "lab/run_plan.h"
 #include "lab/safetensors.h"
 #include "lab/stop_signals.h"
 #include "lab/threads.h"
@@ -123,25 +124,16 @@ std::string library_versions(const Backend& backend) {
     return j.dump();
 }
 
-TrainSettings train_settings(const RunSpec& spec) {
-    TrainSettings train;
-    train.steps = spec.train.get_int("steps");
-    train.batch = spec.train.get_int("batch");
-    train.seq_len = spec.train.get_int("seq_len");
-    train.eval_every = spec.train.get_int("eval_every");
-    train.log_every = spec.train.get_int("log_every");
-    train.grad_clip = spec.train.get_float("grad_clip");
-    train.micro_batch = spec.train.get_int("micro_batch");
-    return train;
-}
-
 // A stack holding the [train] settings, the backend (made first and destroyed last: every tensor
 // lives in its memory) and an empty build context; the builders below fill in the rest.
 TrainingStack new_stack(const RunSpec& spec, const Registry& registry) {
     TrainingStack c;
-    c.train = train_settings(spec);
+    c.train = train_settings(spec.train);
     const SectionChoice& backend = spec.plugins.at("backend");
     c.backend = registry.factory<BackendFactory>("backend", backend.plugin)(backend.options);
+    // Refused in milliseconds, before anything is recorded, read or allocated, when even the
+    // estimate's lower bound (no vocabulary yet) cannot fit (build_model_stack checks again).
+    check_memory(estimate_memory(spec, registry), c.backend->available_memory(), memory_name(*c.backend));
     c.ctx = std::make_unique<BuildContext>();
     return c;
 }
@@ -167,10 +159,14 @@ void build_model_stack(const RunSpec& spec, const Registry& registry, const RunE
         return make_attention(attention.options, shape, ctx);
     };
     auto build = [&](const char* section) -> const SectionChoice& { return spec.plugins.at(section); };
+    // new_stack refused a run whose lower bound cannot fit; now with the real vocabulary.
     c.tokenizer = registry.factory<TokenizerFactory>("tokenizer", build("tokenizer").plugin)(
         build("tokenizer").options, ctx);
     ctx.tokenizer = c.tokenizer.get();
     c.task = registry.factory<TaskFactory>("task", build("task").plugin)(build("task").options, ctx);
+    if (c.tokenizer->ready())
+        check_memory(estimate_memory(spec, registry, c.tokenizer->vocab_size()), backend.available_memory(),
+                     memory_name(backend));
     c.model = registry.factory<ModelFactory>("model", build("model").plugin)(build("model").options, ctx);
     if (c.task->needs_causal_model() && !c.model->causal())
         throw ConfigError("task/" + build("task").plugin + " needs a causal model, but model/" +
@@ -278,11 +274,7 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
     const TrainSettings& train = c.train;
     BuildContext& ctx = *c.ctx;
     bool eval_at_end = spec.train.get_bool("eval_at_end");
-    int64_t ckpt_every = spec.train.get_int("ckpt_every");
-    if (ckpt_every % train.log_every != 0)
-        throw ConfigError("[train] ckpt_every = " + std::to_string(ckpt_every) + " (" + spec.train.origin("ckpt_every") +
-                          ") must be a multiple of log_every = " + std::to_string(train.log_every) +
-                          ", so that a resumed run logs the same intervals");
+    int64_t ckpt_every = spec.train.get_int("ckpt_every");  // a multiple of log_every (validate_run)
     if (train.batch < world)
         throw ConfigError("[train] batch = " + std::to_string(train.batch) + " (" + spec.train.origin("batch") +
                           ") is smaller than the " + std::to_string(world) +

@@ -3,6 +3,7 @@
 #include "lab/backend.h"
 
 #include "lab/error.h"
+#include "lab/memory.h"
 
 namespace lab {
 
@@ -11,6 +12,10 @@ void Backend::set_matmul_inputs(DType dtype) {
         throw ConfigError(std::string("backend ") + name() + ": matmul inputs can be f32 or bf16, not " +
                           dtype_name(dtype));
     matmul_inputs_ = dtype;
+}
+
+size_t Backend::available_memory() const {
+    return device_kind() == DeviceKind::cpu ? host_available_memory() : 0;  // a device's own is unknown here
 }
 
 bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a16, Tensor* b16) const {

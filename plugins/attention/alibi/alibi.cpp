@@ -74,6 +74,14 @@ LAB_PLUGIN(registry) {
     // kv_cache: the core aligns queries with the last keys (T <= S), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     // Not exact anywhere: the bias is always there (no option turns it off).
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::MultiHeadAttention::check_shape("attention/alibi", *plan.attention_shape);
+    };
+    // Composed: scores with the bias, and probabilities (2 H T per token); fused: the log-sum-exp.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        const bool fused = plan.options->get_bool("fused");
+        return lab::MultiHeadAttention::estimate(*plan.attention_shape, 0, fused ? static_cast<double>(plan.attention_shape->heads) : 2 * static_cast<double>(plan.attention_shape->heads * plan.train.seq_len));
+    };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {
         return std::make_shared<AlibiAttention>(opts, shape, ctx);

@@ -45,6 +45,21 @@ namespace {
 
 using namespace lab;
 
+// What the variant needs of the shape beyond MultiHeadAttention's rules (its validate hook and
+// constructor both call it).
+void check_differential_shape(const AttentionShape& shape) {
+    MultiHeadAttention::check_shape("attention/differential", shape);
+    const int64_t D = shape.hidden / shape.heads;
+    if (D % 2 != 0)
+        throw ConfigError("attention/differential: head size D = hidden / heads = " +
+                          std::to_string(shape.hidden) + " / " + std::to_string(shape.heads) + " = " +
+                          std::to_string(D) + " is odd, but q and k split into two halves of D / 2; choose [model] "
+                          "heads so that hidden / heads is even");
+    if (shape.layer < 0)
+        throw ConfigError("attention/differential: layer = " + std::to_string(shape.layer) +
+                          " is negative; the model must set AttentionShape::layer to the 0-based block index");
+}
+
 class DifferentialAttention : public MultiHeadAttention {
 public:
     DifferentialAttention(const Options& opts, const AttentionShape& shape, BuildContext& ctx)
@@ -52,14 +67,7 @@ public:
           norm_eps_(static_cast<float>(opts.get_float("norm_eps"))),
           lambda_init_(0.8f - 0.6f * std::exp(-0.3f * static_cast<float>(shape.layer))) {
         const int64_t D = head_dim(), half = D / 2;
-        if (D % 2 != 0)
-            throw ConfigError("attention/differential: head size D = hidden / heads = " + std::to_string(shape.hidden) +
-                              " / " + std::to_string(shape.heads) + " = " + std::to_string(D) +
-                              " is odd, but q and k split into two halves of D / 2; choose [model] heads so that "
-                              "hidden / heads is even");
-        if (shape.layer < 0)
-            throw ConfigError("attention/differential: layer = " + std::to_string(shape.layer) +
-                              " is negative; the model must set AttentionShape::layer to the 0-based block index");
+        check_differential_shape(shape);
         Backend& be = *ctx.backend;
         for (const char* name : {"lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"}) {
             Tensor p = add_parameter(name, Tensor::empty(be, {half}));
@@ -136,6 +144,15 @@ LAB_PLUGIN(registry) {
     // kv_cache: both maps are softmax_attention / fused_attention, which align queries with the last keys.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     // Not exact anywhere: no option removes the second map or the norm.
+    decl.validate = [](const lab::PlanContext& plan) { check_differential_shape(*plan.attention_shape); };
+    // Two maps: composed, their scores and probabilities (4 H T per token); fused, two log-sum-exps.
+    // Its own parameters: lambda_q1, k1, q2, k2 (D / 2 each) and the norm's gain (D).
+    decl.estimate = [](const lab::PlanContext& plan) {
+        const lab::AttentionShape& shape = *plan.attention_shape;
+        const bool fused = plan.options->get_bool("fused");
+        const int64_t D = shape.hidden / shape.heads;
+        return lab::MultiHeadAttention::estimate(shape, 0, fused ? 2 * static_cast<double>(plan.attention_shape->heads) : 4 * static_cast<double>(plan.attention_shape->heads * plan.train.seq_len), 4 * (D / 2) + D);
+    };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {
         return std::make_shared<DifferentialAttention>(opts, shape, ctx);

@@ -61,6 +61,16 @@ LAB_PLUGIN(registry) {
     // kv_cache: the core handles S > T (causal offset S - T), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     decl.attention.equals_softmax_with = {{"kv_heads", "0"}};
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::MultiHeadAttention::check_shape("attention/gqa", *plan.attention_shape,
+                                             checked_kv_heads(*plan.options, *plan.attention_shape));
+    };
+    // Composed: the scores and probabilities [B, H, T, T] (2 H T per token); fused: the log-sum-exp.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        const bool fused = plan.options->get_bool("fused");
+        return lab::MultiHeadAttention::estimate(*plan.attention_shape, plan.options->get_int("kv_heads"),
+                                                 fused ? static_cast<double>(plan.attention_shape->heads) : 2 * static_cast<double>(plan.attention_shape->heads * plan.train.seq_len));
+    };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {
         return std::make_shared<GroupedQueryAttention>(opts, shape, ctx);

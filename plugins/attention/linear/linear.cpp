@@ -150,6 +150,17 @@ LAB_PLUGIN(registry) {
         .range(1e-12, 1.0);
     decl.attention.supports = {.causal = true, .padding_mask = true};
     // Not exact anywhere: equals_softmax_with stays empty.
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::MultiHeadAttention::check_shape("attention/linear", *plan.attention_shape);
+    };
+    // phi(q), phi(k), [v, 1] and the sums per token (about 4 (D + 1) per head), the in-chunk scores
+    // (2 H chunk per token); the (T / chunk) D^2 running states are left out.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        const lab::AttentionShape& shape = *plan.attention_shape;
+        const double D = static_cast<double>(shape.hidden / std::max<int64_t>(1, shape.heads));
+        const double chunk = static_cast<double>(std::min(plan.options->get_int("chunk"), plan.train.seq_len));
+        return lab::MultiHeadAttention::estimate(shape, 0, static_cast<double>(shape.heads) * (4 * (D + 1) + 2 * chunk));
+    };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {
         return std::make_shared<LinearAttention>(opts, shape, ctx);

@@ -79,6 +79,14 @@ LAB_PLUGIN(registry) {
     // kv_cache: the core aligns queries with the last keys (T <= S), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     decl.attention.equals_softmax_with = {{"window", "1000000"}};
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::MultiHeadAttention::check_shape("attention/local", *plan.attention_shape);
+    };
+    // Composed: masked scores and probabilities over all T keys (2 H T per token); fused: the log-sum-exp.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        const bool fused = plan.options->get_bool("fused");
+        return lab::MultiHeadAttention::estimate(*plan.attention_shape, 0, fused ? static_cast<double>(plan.attention_shape->heads) : 2 * static_cast<double>(plan.attention_shape->heads * plan.train.seq_len));
+    };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {
         return std::make_shared<LocalAttention>(opts, shape, ctx);

@@ -116,6 +116,13 @@ LAB_PLUGIN(registry) {
     // compute in a full causal forward, so a KV cache gives the same outputs.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     // Not exact anywhere: a sigmoid is no softmax for any option.
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::MultiHeadAttention::check_shape("attention/sigmoid", *plan.attention_shape);
+    };
+    // The scores and their sigmoid [B, H, T, T]: 2 H T per token.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        return lab::MultiHeadAttention::estimate(*plan.attention_shape, 0, 2 * static_cast<double>(plan.attention_shape->heads * plan.train.seq_len));
+    };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {
         return std::make_shared<SigmoidAttention>(opts, shape, ctx);

@@ -168,6 +168,12 @@ void CudaBackend::reset_peak_memory() {
     allocator_->reset_peak();
 }
 
+size_t CudaBackend::available_memory() const {
+    size_t free_bytes = 0, total_bytes = 0;
+    LAB_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return free_bytes + allocator_->stats().bytes_cached;
+}
+
 std::shared_ptr<Storage> CudaBackend::alloc(size_t bytes) {
     size_t block_bytes = 0;
     void* ptr = allocator_->alloc(bytes, &block_bytes);

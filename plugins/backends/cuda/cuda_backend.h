@@ -75,6 +75,8 @@ public:
     void synchronize() override;
     BackendStats stats() const override;
     void reset_peak_memory() override;
+    // The device's free memory (cudaMemGetInfo) plus the blocks the caching allocator holds free.
+    size_t available_memory() const override;
     std::map<std::string, std::string> library_versions() const override;
 
     std::shared_ptr<Storage> alloc(size_t bytes) override;

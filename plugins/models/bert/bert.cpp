@@ -36,6 +36,7 @@ namespace fs = std::filesystem;
 struct BertConfig {
     int64_t layers = 0, hidden = 0, heads = 0, intermediate = 0, max_position = 0, type_vocab = 0;
     double dropout = 0, attention_dropout = 0, ln_eps = 0;
+    int64_t vocab = 0;  // config.json's vocab_size (pretrained only)
 };
 
 BertConfig config_from_options(const Options& opts) {
@@ -148,7 +149,8 @@ BertConfig config_from_pretrained(const Options& opts, const fs::path& dir, int6
     if (opts.is_set("dropout")) c.dropout = opts.get_float("dropout");
     if (opts.is_set("attention_dropout")) c.attention_dropout = opts.get_float("attention_dropout");
     require_agreement(opts, "ln_eps", c.ln_eps, hf, "layer_norm_eps");
-    if (vocab != tokenizer_vocab)
+    c.vocab = vocab;
+    if (tokenizer_vocab > 0 && vocab != tokenizer_vocab)  // 0: planning, before the tokenizer is built
         throw ConfigError("model/bert: " + hf.file().string() + " has vocab_size = " + std::to_string(vocab) +
                           " but the [tokenizer] vocabulary has " + std::to_string(tokenizer_vocab) +
                           " entries; set [tokenizer] vocab = " + (dir / "vocab.txt").string() +
@@ -189,6 +191,46 @@ bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The architecture (from the options, or a pretrained folder's config.json) with the rules between
+// it and the run checked: what the validate and estimate hooks and the constructor share.
+// `tokenizer_vocab` 0: not known yet (planning), so config.json's vocab_size is not compared.
+BertConfig bert_config(const Options& opts, const TrainSettings& train, int64_t tokenizer_vocab) {
+    const fs::path pretrained = opts.get_string("pretrained");
+    BertConfig c =
+        pretrained.empty() ? config_from_options(opts) : config_from_pretrained(opts, pretrained, tokenizer_vocab);
+    if (c.hidden % c.heads != 0)
+        throw ConfigError("model/bert: hidden = " + std::to_string(c.hidden) +
+                          " is not divisible by heads = " + std::to_string(c.heads) + " (" +
+                          (pretrained.empty() ? opts.origin("heads") : (pretrained / "config.json").string()) +
+                          "); choose heads that divides hidden");
+    if (train.seq_len > c.max_position)
+        throw ConfigError("[train] seq_len = " + std::to_string(train.seq_len) + " exceeds model/bert's " +
+                          std::to_string(c.max_position) + " positions (" +
+                          (pretrained.empty() ? "[model] max_position" : (pretrained / "config.json").string()) +
+                          "); shorten seq_len or raise max_position");
+    return c;
+}
+
+// Parameters (exact, without the blocks' attention) and activations per token.
+PluginEstimate bert_estimate(const PlanContext& plan) {
+    const BertConfig c = bert_config(*plan.options, plan.train, plan.vocab_size);
+    const double C = static_cast<double>(c.hidden), I = static_cast<double>(c.intermediate);
+    const double V = static_cast<double>(plan.vocab_size > 0 ? plan.vocab_size : c.vocab);
+    PluginEstimate e;
+    e.parameters = (V + static_cast<double>(c.max_position + c.type_vocab)) * C + 2 * C +
+                   static_cast<double>(c.layers) * (2 * I * C + I + C + 4 * C) + C * C + C;
+    // Per block: the residual sums and LayerNorm outputs, the feed-forward's [T, I] before and
+    // after GELU, its output and dropout mask; then the three embeddings' sum and its LayerNorm.
+    e.activation_floats_per_token = static_cast<double>(c.layers) * (7 * C + 2 * I + 4) + 4 * C;
+    e.attention_shape = AttentionShape{c.hidden, c.heads, static_cast<float>(c.attention_dropout), true};
+    e.attention_layers = c.layers;
+    e.hidden = c.hidden;
+    e.max_seq_len = c.max_position;
+    e.causal = false;
+    e.vocab_size = c.vocab;
+    return e;
+}
+
 class Bert : public Model {
 public:
     Bert(const Options& opts, BuildContext& ctx) : backend_(*ctx.backend), rng_(&ctx.dropout_rng) {
@@ -197,20 +239,10 @@ public:
                 "model/bert needs a tokenizer with a vocabulary to size its embeddings; set [tokenizer] vocab");
         const int64_t V = ctx.tokenizer->vocab_size();
         const fs::path pretrained = opts.get_string("pretrained");
-        BertConfig c = pretrained.empty() ? config_from_options(opts) : config_from_pretrained(opts, pretrained, V);
+        BertConfig c = bert_config(opts, ctx.train, V);
         C_ = c.hidden;
         max_T_ = c.max_position;
         dropout_ = static_cast<float>(c.dropout);
-        if (C_ % c.heads != 0)
-            throw ConfigError("model/bert: hidden = " + std::to_string(C_) +
-                              " is not divisible by heads = " + std::to_string(c.heads) + " (" +
-                              (pretrained.empty() ? opts.origin("heads") : (pretrained / "config.json").string()) +
-                              "); choose heads that divides hidden");
-        if (ctx.train.seq_len > max_T_)
-            throw ConfigError("[train] seq_len = " + std::to_string(ctx.train.seq_len) + " exceeds model/bert's " +
-                              std::to_string(max_T_) + " positions (" +
-                              (pretrained.empty() ? "[model] max_position" : (pretrained / "config.json").string()) +
-                              "); shorten seq_len or raise max_position");
         const float eps = static_cast<float>(c.ln_eps);
         AttentionShape shape{C_, c.heads, static_cast<float>(c.attention_dropout), true};
 
@@ -414,6 +446,8 @@ LAB_PLUGIN(registry) {
     lab::PluginDecl decl{"bert", "1.0",
                          "BERT encoder: post-LayerNorm bidirectional blocks, pooler, Hugging Face weights", schema};
     decl.needs_attention.padding_mask = true;  // batches of sentences of different lengths
+    decl.validate = [](const lab::PlanContext& plan) { bert_config(*plan.options, plan.train, plan.vocab_size); };
+    decl.estimate = bert_estimate;
     registry.add_model(std::move(decl), [](const lab::Options& opts, lab::BuildContext& ctx) {
         return std::make_shared<Bert>(opts, ctx);
     });

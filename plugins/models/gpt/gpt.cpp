@@ -70,26 +70,69 @@ private:
     std::shared_ptr<Mlp> mlp_;
 };
 
+// The model's sizes from its options and [train] seq_len, with every rule between them checked:
+// what the validate and estimate hooks and the constructor share.
+struct GptConfig {
+    int64_t layers = 0, hidden = 0, max_seq_len = 0, mlp_hidden = 0;
+    bool learned_positions = true;
+    AttentionShape shape;
+};
+
+GptConfig gpt_config(const Options& opts, const TrainSettings& train) {
+    GptConfig c;
+    c.layers = opts.get_int("layers");
+    c.hidden = opts.get_int("hidden");
+    c.max_seq_len = opts.get_int("max_seq_len") > 0 ? opts.get_int("max_seq_len") : train.seq_len;
+    if (c.max_seq_len < 1)
+        throw ConfigError("model/gpt: max_seq_len is 0 and [train] seq_len is not set; set one of them");
+    c.shape = AttentionShape{c.hidden, opts.get_int("heads"), static_cast<float>(opts.get_float("dropout")),
+                             opts.get_bool("bias")};
+    const std::string position = opts.get_string("position");  // the schema's choices checked it
+    c.learned_positions = position == "learned";
+    c.shape.rope = position == "rope";
+    c.shape.rope_base = static_cast<float>(opts.get_float("rope_base"));
+    if (c.hidden % c.shape.heads != 0)
+        throw ConfigError(opts.origin("heads") + ": [model] hidden = " + std::to_string(c.hidden) + " (" +
+                          opts.origin("hidden") + ") is not divisible by heads = " + std::to_string(c.shape.heads) +
+                          "; choose heads that divides hidden (e.g. " +
+                          std::to_string(c.hidden % 4 == 0 ? 4 : 1) + ")");
+    c.mlp_hidden = opts.get_int("mlp_ratio") * c.hidden;
+    return c;
+}
+
+// Parameters (exact, without the blocks' attention) and activations per token.
+PluginEstimate gpt_estimate(const PlanContext& plan) {
+    const GptConfig c = gpt_config(*plan.options, plan.train);
+    const double C = static_cast<double>(c.hidden), L = static_cast<double>(c.layers);
+    const double F = static_cast<double>(c.mlp_hidden), V = static_cast<double>(plan.vocab_size);
+    const double norm = c.shape.bias ? 2 * C : C;  // a LayerNorm's gain (and shift)
+    PluginEstimate e;
+    e.parameters = V * C + (c.learned_positions ? static_cast<double>(c.max_seq_len) * C : 0) +
+                   L * (2 * norm + 2 * F * C + (c.shape.bias ? F + C : 0)) + norm;
+    // Per block: both LayerNorms' inputs and outputs, the residual sums, the MLP's pre- and
+    // post-GELU [T, F] and its output; then the embedding sum and ln_f.
+    e.activation_floats_per_token = L * (6 * C + 2 * F + 4) + 3 * C;
+    e.attention_shape = c.shape;
+    e.attention_layers = c.layers;
+    e.hidden = c.hidden;
+    e.max_seq_len = c.max_seq_len;
+    e.causal = true;
+    return e;
+}
+
 class Gpt : public Model {
 public:
     Gpt(const Options& opts, BuildContext& ctx) : backend_(*ctx.backend), rng_(&ctx.dropout_rng) {
         if (!ctx.tokenizer || !ctx.tokenizer->ready())
             throw ConfigError("model/gpt needs a tokenizer with a vocabulary to size its embeddings");
         int64_t V = ctx.tokenizer->vocab_size();
-        int64_t L = opts.get_int("layers");
-        C_ = opts.get_int("hidden");
-        max_T_ = opts.get_int("max_seq_len") > 0 ? opts.get_int("max_seq_len") : ctx.train.seq_len;
-        if (max_T_ < 1)
-            throw ConfigError("model/gpt: max_seq_len is 0 and [train] seq_len is not set; set one of them");
-        dropout_ = static_cast<float>(opts.get_float("dropout"));
-        AttentionShape shape{C_, opts.get_int("heads"), dropout_, opts.get_bool("bias")};
-        const std::string position = opts.get_string("position");  // the schema's choices checked it
-        learned_positions_ = position == "learned";
-        shape.rope = position == "rope";
-        shape.rope_base = static_cast<float>(opts.get_float("rope_base"));
-        if (C_ % shape.heads != 0)
-            throw ConfigError("[model] hidden = " + std::to_string(C_) + " is not divisible by heads = " +
-                              std::to_string(shape.heads) + " (" + opts.origin("heads") + ")");
+        const GptConfig config = gpt_config(opts, ctx.train);
+        const int64_t L = config.layers;
+        C_ = config.hidden;
+        max_T_ = config.max_seq_len;
+        dropout_ = config.shape.dropout;
+        AttentionShape shape = config.shape;
+        learned_positions_ = config.learned_positions;
         float eps = static_cast<float>(opts.get_float("ln_eps"));
         const bool gelu_tanh = opts.get_string("activation") == "gelu_tanh";
 
@@ -97,7 +140,7 @@ public:
         if (learned_positions_) wpe_ = add_parameter("wpe.weight", Tensor::empty(backend_, {max_T_, C_}));
         ops::fill_normal(wte_, 0.0f, 0.02f, ctx.init_rng.next(V * C_));
         if (learned_positions_) ops::fill_normal(wpe_, 0.0f, 0.02f, ctx.init_rng.next(max_T_ * C_));
-        const int64_t mlp_hidden = opts.get_int("mlp_ratio") * C_;
+        const int64_t mlp_hidden = config.mlp_hidden;
         for (int64_t l = 0; l < L; ++l) {
             shape.layer = l;
             blocks_.push_back(add_module("h." + std::to_string(l),
@@ -192,6 +235,8 @@ LAB_PLUGIN(registry) {
         .at_least(1.0);
     lab::PluginDecl decl{"gpt", "1.1", "GPT-2 style pre-LayerNorm decoder (learned, rotary or no positions)", schema};
     decl.needs_attention.causal = true;  // every block attends causally
+    decl.validate = [](const lab::PlanContext& plan) { gpt_config(*plan.options, plan.train); };
+    decl.estimate = gpt_estimate;
     registry.add_model(std::move(decl),
                        [](const lab::Options& opts, lab::BuildContext& ctx) {
                            return std::make_shared<Gpt>(opts, ctx);

@@ -33,6 +33,48 @@ Tensor sinusoid_table(Backend& be, int64_t T, int64_t C) {
     return Tensor::from_floats(be, {T, C}, table);
 }
 
+// The model's sizes from its options and [train] seq_len, with every rule between them checked:
+// what the validate and estimate hooks and the constructor share.
+struct TransformerConfig {
+    int64_t layers = 0, hidden = 0, max_seq_len = 0, ffn = 0;
+    AttentionShape shape;
+};
+
+TransformerConfig transformer_config(const Options& opts, const TrainSettings& train) {
+    TransformerConfig c;
+    c.layers = opts.get_int("layers");
+    c.hidden = opts.get_int("hidden");
+    c.max_seq_len = opts.get_int("max_seq_len") > 0 ? opts.get_int("max_seq_len") : train.seq_len;
+    if (c.max_seq_len < 1)
+        throw ConfigError("model/transformer: max_seq_len is 0 and [train] seq_len is not set; set one of them");
+    c.shape = AttentionShape{c.hidden, opts.get_int("heads"), static_cast<float>(opts.get_float("dropout")), true};
+    if (c.hidden % c.shape.heads != 0)
+        throw ConfigError(opts.origin("heads") + ": [model] hidden = " + std::to_string(c.hidden) + " (" +
+                          opts.origin("hidden") + ") is not divisible by heads = " + std::to_string(c.shape.heads) +
+                          "; choose heads that divides hidden");
+    c.ffn = opts.get_int("ffn") > 0 ? opts.get_int("ffn") : 4 * c.hidden;
+    return c;
+}
+
+// Parameters (exact, without the blocks' attention; the sinusoid table is a buffer) and
+// activations per token.
+PluginEstimate transformer_estimate(const PlanContext& plan) {
+    const TransformerConfig c = transformer_config(*plan.options, plan.train);
+    const double C = static_cast<double>(c.hidden), F = static_cast<double>(c.ffn);
+    PluginEstimate e;
+    e.parameters = static_cast<double>(plan.vocab_size) * C +
+                   static_cast<double>(c.layers) * (2 * F * C + F + C + 4 * C);
+    // Per block: the residual sums and both LayerNorms' outputs, the feed-forward's [T, F] before
+    // and after the nonlinearity, its output and dropout mask; then the scaled embedding sum.
+    e.activation_floats_per_token = static_cast<double>(c.layers) * (7 * C + 2 * F + 4) + 3 * C;
+    e.attention_shape = c.shape;
+    e.attention_layers = c.layers;
+    e.hidden = c.hidden;
+    e.max_seq_len = c.max_seq_len;
+    e.causal = false;
+    return e;
+}
+
 class EncoderLayer : public Module {
 public:
     EncoderLayer(BuildContext& ctx, const AttentionShape& shape, int64_t ffn, Activation activation, float eps)
@@ -67,18 +109,13 @@ public:
         Backend& be = *ctx.backend;
         if (!ctx.tokenizer || !ctx.tokenizer->ready())
             throw ConfigError("model/transformer needs a tokenizer with a vocabulary to size its embeddings");
-        const int64_t V = ctx.tokenizer->vocab_size(), L = opts.get_int("layers");
-        C_ = opts.get_int("hidden");
-        max_T_ = opts.get_int("max_seq_len") > 0 ? opts.get_int("max_seq_len") : ctx.train.seq_len;
-        if (max_T_ < 1)
-            throw ConfigError("model/transformer: max_seq_len is 0 and [train] seq_len is not set; set one of them");
-        dropout_ = static_cast<float>(opts.get_float("dropout"));
-        AttentionShape shape{C_, opts.get_int("heads"), dropout_, true};
-        if (C_ % shape.heads != 0)
-            throw ConfigError("[model] hidden = " + std::to_string(C_) +
-                              " is not divisible by heads = " + std::to_string(shape.heads) + " (" +
-                              opts.origin("heads") + "); choose heads that divides hidden");
-        const int64_t ffn = opts.get_int("ffn") > 0 ? opts.get_int("ffn") : 4 * C_;
+        const TransformerConfig config = transformer_config(opts, ctx.train);
+        const int64_t V = ctx.tokenizer->vocab_size(), L = config.layers;
+        C_ = config.hidden;
+        max_T_ = config.max_seq_len;
+        dropout_ = config.shape.dropout;
+        AttentionShape shape = config.shape;
+        const int64_t ffn = config.ffn;
         const Activation activation = activation_from_name(opts.get_string("activation"), "[model] activation");
         const float eps = static_cast<float>(opts.get_float("ln_eps"));
 
@@ -140,6 +177,8 @@ LAB_PLUGIN(registry) {
         "transformer", "1.0",
         "Vaswani et al. (2017) encoder: sinusoidal positions, post-LayerNorm blocks, ReLU feed-forward", schema};
     decl.needs_attention.padding_mask = true;  // batches of sentences of different lengths
+    decl.validate = [](const lab::PlanContext& plan) { transformer_config(*plan.options, plan.train); };
+    decl.estimate = transformer_estimate;
     registry.add_model(std::move(decl), [](const lab::Options& opts, lab::BuildContext& ctx) {
         return std::make_shared<Transformer>(opts, ctx);
     });

@@ -87,7 +87,14 @@ LAB_PLUGIN(registry) {
     schema.real("eps", 1e-8, "added to the root of the second moment").range(0, 1);
     schema.real("weight_decay", 0.01, "decoupled weight decay").range(0, 10);
     schema.boolean("decay_1d", false, "also decay 1-D parameters (biases, LayerNorm gains)");
-    registry.add_optimizer({"adamw", "1.0", "Adam with decoupled weight decay (torch.optim.AdamW)", schema},
+    lab::PluginDecl decl{"adamw", "1.0", "Adam with decoupled weight decay (torch.optim.AdamW)", schema};
+    // The schema's ranges are all its rules (beta1, beta2 < 1). State: the two moments, m and v.
+    decl.estimate = [](const lab::PlanContext&) {
+        lab::PluginEstimate e;
+        e.state_floats_per_parameter = 2;
+        return e;
+    };
+    registry.add_optimizer(std::move(decl),
                            [](const lab::Options& opts, lab::NamedTensors params, lab::BuildContext& ctx) {
                                if (ctx.registry == nullptr)
                                    throw lab::PluginError(

@@ -9,6 +9,14 @@ namespace {
 
 using namespace lab;
 
+// Nesterov's look-ahead is a momentum step (the validate hook and the constructor).
+void check_sgd_options(const Options& opts) {
+    if (opts.get_bool("nesterov") && opts.get_float("momentum") <= 0)
+        throw ConfigError("[optimizer] nesterov = true (" + opts.origin("nesterov") + ") needs momentum > 0, but " +
+                          "momentum = " + opts.values().at("momentum").text + " (" + opts.origin("momentum") +
+                          "); raise momentum or set nesterov = false");
+}
+
 class Sgd : public Optimizer {
 public:
     Sgd(const Options& opts, NamedTensors params, Backend& be, const KernelRegistry& kernels)
@@ -17,8 +25,7 @@ public:
           momentum_(static_cast<float>(opts.get_float("momentum"))),
           weight_decay_(static_cast<float>(opts.get_float("weight_decay"))),
           nesterov_(opts.get_bool("nesterov")) {
-        if (nesterov_ && momentum_ <= 0.0f)
-            throw ConfigError("[optimizer] nesterov = true needs momentum > 0 (" + opts.origin("nesterov") + ")");
+        check_sgd_options(opts);
         params_ = std::move(params);
         for (auto& [name, p] : params_) buffers_.push_back(momentum_ > 0 ? Tensor::zeros(be, p.shape()) : Tensor());
     }
@@ -67,7 +74,15 @@ LAB_PLUGIN(registry) {
     schema.real("momentum", 0.9, "momentum factor (0: plain SGD)").range(0, 0.999999);
     schema.real("weight_decay", 0.0, "L2 penalty added to the gradient").range(0, 10);
     schema.boolean("nesterov", false, "Nesterov momentum");
-    registry.add_optimizer({"sgd", "1.0", "SGD with momentum (torch.optim.SGD)", schema},
+    lab::PluginDecl decl{"sgd", "1.0", "SGD with momentum (torch.optim.SGD)", schema};
+    decl.validate = [](const lab::PlanContext& plan) { check_sgd_options(*plan.options); };
+    // State: one momentum buffer per parameter, none for plain SGD.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        lab::PluginEstimate e;
+        e.state_floats_per_parameter = plan.options->get_float("momentum") > 0 ? 1 : 0;
+        return e;
+    };
+    registry.add_optimizer(std::move(decl),
                            [](const lab::Options& opts, lab::NamedTensors params, lab::BuildContext& ctx) {
                                if (ctx.registry == nullptr)
                                    throw lab::PluginError(

@@ -19,6 +19,24 @@ namespace {
 
 using namespace lab;
 
+// Keys, queries and an example's length (the validate hook and the constructor).
+void check_recall_options(const Options& opts, const TrainSettings& train) {
+    const int64_t vocab = opts.get_int("vocab"), pairs = opts.get_int("pairs"), queries = opts.get_int("queries");
+    if (pairs > vocab / 2)
+        throw ConfigError("task/associative_recall: pairs = " + std::to_string(pairs) + " (" + opts.origin("pairs") +
+                          ") distinct keys do not fit in the key half of vocab = " + std::to_string(vocab) + " (" +
+                          std::to_string(vocab / 2) + " keys); raise vocab or lower pairs");
+    if (queries > pairs)
+        throw ConfigError("task/associative_recall: queries = " + std::to_string(queries) + " (" +
+                          opts.origin("queries") + ") exceeds pairs = " + std::to_string(pairs) +
+                          "; queries are distinct presented keys, so lower queries or raise pairs");
+    const int64_t example_len = 2 * pairs + queries;
+    if (train.seq_len < example_len)
+        throw ConfigError("task/associative_recall: [train] seq_len = " + std::to_string(train.seq_len) +
+                          " is shorter than one example, 2 * pairs + queries = " + std::to_string(example_len) +
+                          "; raise seq_len or lower task.pairs / task.queries");
+}
+
 class AssociativeRecall : public SyntheticSequenceTask {
 public:
     AssociativeRecall(const Options& opts, BuildContext& ctx)
@@ -27,19 +45,7 @@ public:
           pairs_(opts.get_int("pairs")),
           queries_(opts.get_int("queries")),
           pad_(static_cast<int32_t>(vocab_)) {
-        if (pairs_ > vocab_ / 2)
-            throw ConfigError("task/associative_recall: pairs = " + std::to_string(pairs_) +
-                              " distinct keys do not fit in the key half of vocab = " + std::to_string(vocab_) +
-                              " (" + std::to_string(vocab_ / 2) + " keys); raise vocab or lower pairs");
-        if (queries_ > pairs_)
-            throw ConfigError("task/associative_recall: queries = " + std::to_string(queries_) +
-                              " exceeds pairs = " + std::to_string(pairs_) +
-                              "; queries are distinct presented keys, so lower queries or raise pairs");
-        int64_t example_len = 2 * pairs_ + queries_;
-        if (seq_len() < example_len)
-            throw ConfigError("task/associative_recall: [train] seq_len = " + std::to_string(seq_len()) +
-                              " is shorter than one example, 2 * pairs + queries = " + std::to_string(example_len) +
-                              "; raise seq_len or lower task.pairs / task.queries");
+        check_recall_options(opts, ctx.train);
         prepare_tokenizer(vocab_ + 1, ctx);
         int64_t n = opts.get_int("val_examples");
         make_validation_set(n, ctx.seed);
@@ -93,8 +99,18 @@ LAB_PLUGIN(registry) {
     schema.integer("queries", 4, "distinct presented keys asked for per example (at most pairs)").at_least(1);
     schema.integer("val_examples", 512, "examples in the fixed validation set").at_least(1);
     schema.integer("eval_batch", 64, "validation examples per forward pass").at_least(1);
-    registry.add_task({"associative_recall", "1.0",
-                       "multi-query associative recall (Zoology MQAR): recall the value of each queried key", schema},
+    lab::PluginDecl decl{"associative_recall", "1.0",
+                         "multi-query associative recall (Zoology MQAR): recall the value of each queried key", schema};
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::SyntheticSequenceTask::validate("task/associative_recall", plan);
+        check_recall_options(*plan.options, plan.train);
+    };
+    decl.estimate = [](const lab::PlanContext& plan) {
+        lab::PluginEstimate e = lab::SyntheticSequenceTask::estimate(plan);
+        e.vocab_size = plan.options->get_int("vocab") + 1;  // the symbols and PAD
+        return e;
+    };
+    registry.add_task(std::move(decl),
                       [](const lab::Options& opts, lab::BuildContext& ctx) {
                           return std::make_shared<AssociativeRecall>(opts, ctx);
                       });

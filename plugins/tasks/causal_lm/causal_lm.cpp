@@ -29,6 +29,16 @@ std::string read_text(const std::string& path, const std::string& key) {
                           "fetch the datasets with tools/get_data.sh or fix the path");
 }
 
+// The validation stride within a window (the validate hook and the constructor).
+void check_causal_lm_options(const Options& opts, const TrainSettings& train) {
+    const int64_t eval_stride = opts.get_int("eval_stride");
+    if (eval_stride > train.seq_len)
+        throw ConfigError("task/causal_lm: eval_stride = " + std::to_string(eval_stride) + " (" +
+                          opts.origin("eval_stride") + ") exceeds [train] seq_len = " + std::to_string(train.seq_len) +
+                          "; a larger stride would skip validation tokens: use a value in [1, seq_len], "
+                          "or 0 for non-overlapping windows");
+}
+
 class CausalLm : public Task {
 public:
     CausalLm(const Options& opts, BuildContext& ctx)
@@ -43,11 +53,7 @@ public:
           eval_batch_(opts.get_int("eval_batch")),
           sample_tokens_(opts.get_int("sample_tokens")),
           temperature_(static_cast<float>(opts.get_float("sample_temperature"))) {
-        if (eval_stride_ > seq_len_)
-            throw ConfigError("task/causal_lm: eval_stride = " + std::to_string(eval_stride_) +
-                              " exceeds [train] seq_len = " + std::to_string(seq_len_) +
-                              "; a larger stride would skip validation tokens: use a value in [1, seq_len], "
-                              "or 0 for non-overlapping windows");
+        check_causal_lm_options(opts, ctx.train);
         std::string train_path = opts.get_string("train");
         std::string text = read_text(train_path, "train");
         if (!tokenizer_.ready()) {
@@ -90,11 +96,7 @@ public:
     }
 
     void attach(Model& model, BuildContext&) override {
-        if (!model.causal())
-            throw ConfigError("task/causal_lm needs a causal model (each position may only see earlier tokens)");
-        if (model.max_seq_len() < seq_len_)
-            throw ConfigError("task/causal_lm: [train] seq_len = " + std::to_string(seq_len_) +
-                              " exceeds the model's max_seq_len " + std::to_string(model.max_seq_len()));
+        check_model_for_task("task/causal_lm", true, false, model.causal(), model.max_seq_len(), seq_len_);
     }
     bool needs_causal_model() const override { return true; }
 
@@ -256,7 +258,16 @@ LAB_PLUGIN(registry) {
     schema.integer("eval_batch", 64, "validation windows per forward pass").at_least(1);
     schema.integer("sample_tokens", 200, "tokens generated as a text sample at each evaluation (0: none)").at_least(0);
     schema.real("sample_temperature", 1.0, "sampling temperature (0: greedy)").range(0, 10);
-    registry.add_task({"causal_lm", "1.0", "next-token language modelling on a text file", schema},
+    lab::PluginDecl decl{"causal_lm", "1.0", "next-token language modelling on a text file", schema};
+    decl.validate = [](const lab::PlanContext& plan) { check_causal_lm_options(*plan.options, plan.train); };
+    // The output layer is the tied embedding (no parameters); logits and their gradient: 2 V per token.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        lab::PluginEstimate e;
+        e.activation_floats_per_token = 2 * static_cast<double>(plan.vocab_size);
+        e.needs_causal_model = true;
+        return e;
+    };
+    registry.add_task(std::move(decl),
                       [](const lab::Options& opts, lab::BuildContext& ctx) {
                           return std::make_shared<CausalLm>(opts, ctx);
                       });

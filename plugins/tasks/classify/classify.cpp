@@ -137,6 +137,14 @@ double f1_score(const std::vector<std::vector<int64_t>>& confusion) {  // [truth
     return counted > 0 ? sum / static_cast<double>(counted) : 0.0;
 }
 
+// A row must hold [CLS] text [SEP] (the validate hook and the constructor). Sentence pairs need
+// one more, which only the data can tell: make_pair_input refuses those rows.
+void check_classify_options(const TrainSettings& train) {
+    if (train.seq_len < 3)
+        throw ConfigError("task/classify: [train] seq_len = " + std::to_string(train.seq_len) +
+                          " cannot hold [CLS] text [SEP]; set [train] seq_len >= 3 (>= 4 for sentence pairs)");
+}
+
 class Classify : public Task {
 public:
     Classify(const Options& opts, BuildContext& ctx)
@@ -150,6 +158,7 @@ public:
           dropout_(static_cast<float>(opts.get_float("dropout"))) {
         if (!ctx.tokenizer)
             throw ConfigError("task/classify needs the experiment's tokenizer; give a [tokenizer] section");
+        check_classify_options(ctx.train);
         Tokenizer& tokenizer = *ctx.tokenizer;
         bool header = opts.get_bool("header");
         std::string train_path = opts.get_string("train"), valid_path = opts.get_string("valid");
@@ -180,12 +189,8 @@ public:
     void attach(Model& model, BuildContext& ctx) override {
         if (classifier_weight_.defined())
             throw ConfigError("task/classify: attach() was already called; a task holds the head of one model");
-        if (model.causal())
-            throw ConfigError("task/classify needs a bidirectional model: it reads the pooled [CLS] position, which a "
-                              "causal model computes from [CLS] alone; use model/bert or model/transformer");
-        if (model.max_seq_len() < seq_len_)
-            throw ConfigError("task/classify: [train] seq_len = " + std::to_string(seq_len_) +
-                              " exceeds the model's max_seq_len " + std::to_string(model.max_seq_len()));
+        // Bidirectional: it reads the pooled [CLS] position, which a causal model computes from [CLS] alone.
+        check_model_for_task("task/classify", false, true, model.causal(), model.max_seq_len(), seq_len_);
         int64_t C = model.hidden_size();
         classifier_weight_ = add_parameter("classifier.weight", Tensor::empty(backend_, {classes_, C}));
         ops::fill_normal(classifier_weight_, 0.0f, 0.02f, ctx.init_rng.next(static_cast<uint64_t>(classes_ * C)));
@@ -340,6 +345,15 @@ LAB_PLUGIN(registry) {
                          "sequence (pair) classification from TSV files with a linear head on the pooled state",
                          schema};
     decl.needs_attention.padding_mask = true;  // batches are padded to their longest row
+    decl.validate = [](const lab::PlanContext& plan) { check_classify_options(plan.train); };
+    // The head: classifier.weight [classes, C] and its bias; the pooled rows are all it keeps.
+    decl.estimate = [](const lab::PlanContext& plan) {
+        lab::PluginEstimate e;
+        const double classes = static_cast<double>(plan.options->get_int("classes"));
+        e.parameters = plan.model ? classes * static_cast<double>(plan.model->hidden) + classes : 0;
+        e.needs_bidirectional_model = true;
+        return e;
+    };
     registry.add_task(std::move(decl), [](const lab::Options& opts, lab::BuildContext& ctx) {
         return std::make_shared<Classify>(opts, ctx);
     });

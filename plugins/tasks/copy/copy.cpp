@@ -15,6 +15,16 @@ namespace {
 
 using namespace lab;
 
+// An example must fit in a sequence (the validate hook and the constructor).
+void check_copy_options(const Options& opts, const TrainSettings& train) {
+    const int64_t length = opts.get_int("length"), example_len = 2 * length + 1;
+    if (train.seq_len < example_len)
+        throw ConfigError("task/copy: [train] seq_len = " + std::to_string(train.seq_len) +
+                          " is shorter than one example, 2 * length + 1 = " + std::to_string(example_len) +
+                          " (length = " + std::to_string(length) + ", " + opts.origin("length") +
+                          "); raise seq_len or lower task.length");
+}
+
 class CopyTask : public SyntheticSequenceTask {
 public:
     CopyTask(const Options& opts, BuildContext& ctx)
@@ -23,11 +33,7 @@ public:
           length_(opts.get_int("length")),
           sep_(static_cast<int32_t>(vocab_)),
           pad_(static_cast<int32_t>(vocab_ + 1)) {
-        int64_t example_len = 2 * length_ + 1;
-        if (seq_len() < example_len)
-            throw ConfigError("task/copy: [train] seq_len = " + std::to_string(seq_len()) +
-                              " is shorter than one example, 2 * length + 1 = " + std::to_string(example_len) +
-                              " (length = " + std::to_string(length_) + "); raise seq_len or lower task.length");
+        check_copy_options(opts, ctx.train);
         prepare_tokenizer(vocab_ + 2, ctx);
         int64_t n = opts.get_int("val_examples");
         make_validation_set(n, ctx.seed);
@@ -60,7 +66,17 @@ LAB_PLUGIN(registry) {
     schema.integer("length", 16, "symbols per example (n); an example is 2n + 1 tokens").at_least(1);
     schema.integer("val_examples", 512, "examples in the fixed validation set").at_least(1);
     schema.integer("eval_batch", 64, "validation examples per forward pass").at_least(1);
-    registry.add_task({"copy", "1.0", "synthetic copying: reproduce a random sequence after a separator", schema},
+    lab::PluginDecl decl{"copy", "1.0", "synthetic copying: reproduce a random sequence after a separator", schema};
+    decl.validate = [](const lab::PlanContext& plan) {
+        lab::SyntheticSequenceTask::validate("task/copy", plan);
+        check_copy_options(*plan.options, plan.train);
+    };
+    decl.estimate = [](const lab::PlanContext& plan) {
+        lab::PluginEstimate e = lab::SyntheticSequenceTask::estimate(plan);
+        e.vocab_size = plan.options->get_int("vocab") + 2;  // the symbols, SEP and PAD
+        return e;
+    };
+    registry.add_task(std::move(decl),
                       [](const lab::Options& opts, lab::BuildContext& ctx) {
                           return std::make_shared<CopyTask>(opts, ctx);
                       });

@@ -137,6 +137,37 @@ struct HostSequences {
     std::vector<int32_t> ids, segments, labels, nsp;
 };
 
+// What a sequence must hold and how chosen tokens may be replaced (the validate hook and the
+// constructor).
+void check_mlm_options(const Options& opts, const TrainSettings& train) {
+    const bool nsp = opts.get_bool("nsp");
+    const int64_t min_len = nsp ? 5 : 3;
+    if (train.seq_len < min_len)
+        throw ConfigError("task/mlm: [train] seq_len = " + std::to_string(train.seq_len) + " cannot hold " +
+                          (nsp ? "[CLS] A [SEP] B [SEP] with A and B non-empty" : "[CLS] text [SEP]") +
+                          "; set [train] seq_len >= " + std::to_string(min_len));
+    auto mask_token_prob = static_cast<float>(opts.get_float("mask_token_prob"));
+    auto random_token_prob = static_cast<float>(opts.get_float("random_token_prob"));
+    if (mask_token_prob + random_token_prob > 1.0f + 1e-6f)
+        throw ConfigError("task/mlm: mask_token_prob + random_token_prob = " +
+                          std::to_string(mask_token_prob + random_token_prob) + " (" + opts.origin("mask_token_prob") +
+                          ", " + opts.origin("random_token_prob") +
+                          ") exceeds 1; the rest of the chosen tokens are kept, so lower one of them");
+}
+
+// The heads (exact) and activations: the transform's rows and the logits of the masked rows only
+// (about mask_prob of the tokens), with their gradients.
+PluginEstimate mlm_estimate(const PlanContext& plan) {
+    PluginEstimate e;
+    const double C = plan.model ? static_cast<double>(plan.model->hidden) : 0;
+    const double V = static_cast<double>(plan.vocab_size);
+    const bool nsp = plan.options->get_bool("nsp");
+    e.parameters = C * C + C + 2 * C + V + (nsp ? 2 * C + 2 : 0);
+    e.activation_floats_per_token = plan.options->get_float("mask_prob") * (4 * C + 2 * V);
+    e.needs_bidirectional_model = true;
+    return e;
+}
+
 class MaskedLm : public Task {
 public:
     MaskedLm(const Options& opts, BuildContext& ctx)
@@ -149,18 +180,9 @@ public:
           nsp_(opts.get_bool("nsp")) {
         if (!ctx.tokenizer) throw ConfigError("task/mlm needs the experiment's tokenizer; give a [tokenizer] section");
         Tokenizer& tokenizer = *ctx.tokenizer;
-        int64_t min_len = nsp_ ? 5 : 3;
-        if (seq_len_ < min_len)
-            throw ConfigError("task/mlm: [train] seq_len = " + std::to_string(seq_len_) + " cannot hold " +
-                              (nsp_ ? "[CLS] A [SEP] B [SEP] with A and B non-empty" : "[CLS] text [SEP]") +
-                              "; set [train] seq_len >= " + std::to_string(min_len));
+        check_mlm_options(opts, ctx.train);
         auto mask_token_prob = static_cast<float>(opts.get_float("mask_token_prob"));
         auto random_token_prob = static_cast<float>(opts.get_float("random_token_prob"));
-        if (mask_token_prob + random_token_prob > 1.0f + 1e-6f)
-            throw ConfigError("task/mlm: mask_token_prob + random_token_prob = " +
-                              std::to_string(mask_token_prob + random_token_prob) + " (" +
-                              opts.origin("mask_token_prob") + ", " + opts.origin("random_token_prob") +
-                              ") exceeds 1; the rest of the chosen tokens are kept, so lower one of them");
 
         std::string train_path = opts.get_string("train"), valid_path = opts.get_string("valid");
         std::vector<std::string> train_lines = read_lines(train_path, "train"), valid_lines;
@@ -213,12 +235,8 @@ public:
     void attach(Model& model, BuildContext& ctx) override {
         if (dense_weight_.defined())
             throw ConfigError("task/mlm: attach() was already called; a task holds the heads of one model");
-        if (model.causal())
-            throw ConfigError("task/mlm needs a bidirectional model (a masked token is predicted from both sides); "
-                              "use model/bert or model/transformer");
-        if (model.max_seq_len() < seq_len_)
-            throw ConfigError("task/mlm: [train] seq_len = " + std::to_string(seq_len_) +
-                              " exceeds the model's max_seq_len " + std::to_string(model.max_seq_len()));
+        // Bidirectional: a masked token is predicted from both sides.
+        check_model_for_task("task/mlm", false, true, model.causal(), model.max_seq_len(), seq_len_);
         Tensor embedding = model.embedding_weight();
         if (embedding.size(0) != vocab_)
             throw ConfigError("task/mlm: the model's token embedding has " + std::to_string(embedding.size(0)) +
@@ -500,7 +518,11 @@ LAB_PLUGIN(registry) {
     schema.integer("val_sequences", 0, "validation sequences per evaluation (0: every window of the validation text)")
         .at_least(0);
     schema.integer("eval_batch", 64, "validation sequences per forward pass").at_least(1);
-    registry.add_task({"mlm", "1.0", "BERT masked language modelling (with optional next-sentence prediction)", schema},
+    lab::PluginDecl decl{"mlm", "1.0", "BERT masked language modelling (with optional next-sentence prediction)",
+                         schema};
+    decl.validate = [](const lab::PlanContext& plan) { check_mlm_options(*plan.options, plan.train); };
+    decl.estimate = mlm_estimate;
+    registry.add_task(std::move(decl),
                       [](const lab::Options& opts, lab::BuildContext& ctx) {
                           return std::make_shared<MaskedLm>(opts, ctx);
                       });

@@ -29,22 +29,31 @@ namespace {
 
 using namespace lab;
 
+// Which files go together (the validate hook and the constructor).
+void check_bpe_options(const Options& opts) {
+    const std::string& encoder = opts.get_string("encoder");
+    const std::string& merges = opts.get_string("merges");
+    if (encoder.empty() != merges.empty())
+        throw ConfigError("tokenizer/bpe: " + std::string(encoder.empty() ? "merges" : "encoder") + " is set (" +
+                          opts.origin(encoder.empty() ? "merges" : "encoder") + ") but " +
+                          (encoder.empty() ? "encoder" : "merges") +
+                          " is not; GPT-2's BPE needs both files (encoder.json and vocab.bpe)");
+    if (!encoder.empty() && !opts.get_string("corpus").empty())
+        throw ConfigError("tokenizer/bpe: encoder (" + opts.origin("encoder") + ") and corpus (" +
+                          opts.origin("corpus") +
+                          ") are both set; set either encoder/merges (a vocabulary) or corpus (train one), not both");
+}
+
 class BpeTokenizer : public Tokenizer {
 public:
     explicit BpeTokenizer(const Options& opts)
         : allow_special_(opts.get_bool("allow_special")),
           vocab_size_target_(opts.get_int("vocab_size")),
           min_frequency_(opts.get_int("min_frequency")) {
+        check_bpe_options(opts);
         const std::string& encoder = opts.get_string("encoder");
         const std::string& merges = opts.get_string("merges");
         const std::string& corpus = opts.get_string("corpus");
-        if (encoder.empty() != merges.empty())
-            throw ConfigError("tokenizer/bpe: " + std::string(encoder.empty() ? "merges" : "encoder") + " is set (" +
-                              opts.origin(encoder.empty() ? "merges" : "encoder") + ") but " +
-                              (encoder.empty() ? "encoder" : "merges") +
-                              " is not; GPT-2's BPE needs both files (encoder.json and vocab.bpe)");
-        if (!encoder.empty() && !corpus.empty())
-            throw ConfigError("tokenizer/bpe: set either encoder/merges (a vocabulary) or corpus (train one), not both");
         if (!encoder.empty()) {
             vocab_ = bpe::Vocabulary::load(encoder, merges);
         } else if (!corpus.empty()) {
@@ -162,7 +171,9 @@ LAB_PLUGIN(registry) {
     schema.integer("vocab_size", 1000, "training: size of the learned vocabulary (256 bytes + merges + <|endoftext|>)")
         .at_least(257);
     schema.integer("min_frequency", 2, "training: stop when the most frequent pair occurs fewer times").at_least(1);
-    registry.add_tokenizer({"bpe", "1.0", "GPT-2 byte-level BPE (tiktoken gpt2 ids); trainable", schema},
+    lab::PluginDecl decl{"bpe", "1.0", "GPT-2 byte-level BPE (tiktoken gpt2 ids); trainable", schema};
+    decl.validate = [](const lab::PlanContext& plan) { check_bpe_options(*plan.options); };
+    registry.add_tokenizer(std::move(decl),
                            [](const lab::Options& opts, lab::BuildContext&) {
                                return std::make_shared<BpeTokenizer>(opts);
                            });

@@ -64,6 +64,14 @@ void split_specials(std::string_view text, const std::vector<std::string>& speci
     if (piece_start < text.size()) on_text(text.substr(piece_start));
 }
 
+// A vocabulary is loaded or trained, not both (the validate hook and the constructor).
+void check_wordpiece_options(const Options& opts) {
+    if (!opts.get_string("vocab").empty() && !opts.get_string("corpus").empty())
+        throw ConfigError("tokenizer/wordpiece: both vocab (" + opts.origin("vocab") + ") and corpus (" +
+                          opts.origin("corpus") +
+                          ") are set; give vocab to use a vocabulary or corpus to train one, not both");
+}
+
 class WordPieceTokenizer : public Tokenizer {
 public:
     explicit WordPieceTokenizer(const Options& opts)
@@ -72,12 +80,9 @@ public:
         trainer_.vocab_size = opts.get_int("vocab_size");
         trainer_.min_frequency = opts.get_int("min_frequency");
         trainer_.special_tokens = kSpecialTokens;
+        check_wordpiece_options(opts);
         const std::string& vocab = opts.get_string("vocab");
         const std::string& corpus = opts.get_string("corpus");
-        if (!vocab.empty() && !corpus.empty())
-            throw ConfigError("tokenizer/wordpiece: both vocab (" + opts.origin("vocab") + ") and corpus (" +
-                              opts.origin("corpus") +
-                              ") are set; give vocab to use a vocabulary or corpus to train one, not both");
         if (!vocab.empty()) {
             set_vocabulary(Vocabulary::load(vocab), "vocabulary '" + vocab + "'");
         } else if (!corpus.empty()) {
@@ -264,9 +269,10 @@ LAB_PLUGIN(registry) {
     schema.integer("vocab_size", 8000, "training: target vocabulary size, special tokens and alphabet included")
         .at_least(1);
     schema.integer("min_frequency", 2, "training: a pair must occur at least this often to be merged").at_least(0);
-    registry.add_tokenizer({"wordpiece", "1.0",
-                            "BERT WordPiece with Hugging Face BertTokenizer parity; loads vocab.txt or trains one",
-                            schema},
+    lab::PluginDecl decl{"wordpiece", "1.0",
+                         "BERT WordPiece with Hugging Face BertTokenizer parity; loads vocab.txt or trains one", schema};
+    decl.validate = [](const lab::PlanContext& plan) { check_wordpiece_options(*plan.options); };
+    registry.add_tokenizer(std::move(decl),
                            [](const lab::Options& opts, lab::BuildContext&) {
                                return std::make_shared<WordPieceTokenizer>(opts);
                            });
