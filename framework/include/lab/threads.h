@@ -1,5 +1,5 @@
 // CPU threads: the one setting ([backend] threads, declared by the CPU backends; [experiment]
-// threads is its old spelling, an alias resolved by config.cpp) and the one place it is applied.
+// threads is its old spelling, an alias resolved by run/config_resolve.cpp) and the one place it is applied.
 //
 // 0 means "the default": OpenMP's own thread count (all cores, or OMP_NUM_THREADS, which
 // `labrun --jobs` sets for each run it starts), except for data-parallel ranks, which share the

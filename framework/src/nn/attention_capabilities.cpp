@@ -1,4 +1,4 @@
-// AttentionCapabilities on its own: experiment-file resolution (config.cpp) checks capabilities
+// AttentionCapabilities on its own: experiment-file resolution (run/config_resolve.cpp) checks capabilities
 // without the tensor code of attention.cpp, so the config fuzz target links this file alone.
 #include "lab/attention.h"
 
