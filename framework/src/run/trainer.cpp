@@ -262,30 +262,65 @@ void agree_ranks(Communicator& comm, const std::string& error, const std::string
 
 }  // namespace
 
-RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
-    Reporter report(env);
-    const Options& ex = spec.experiment;
-    Communicator* comm = env.comm;
-    const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
-    const bool lead = rank == 0;  // rank 0 alone writes the database, checkpoints and samples
+namespace {
+
+// One run, in the phases run_experiment takes them:
+//   record   rank 0 records the run (or reopens it to resume) and tells the other ranks its uid
+//   build    the plugins recorded; tokenizer, task, model (every rank the same, from the seed),
+//            init_from, the causality probe, the optimizer
+//   restore  a resumed run's latest checkpoint; each rank's own stretch of the dropout stream
+//   train    the steps, with logging, evaluation, checkpoints and stop signals
+//   finish   the run marked finished; or fail: failed, or interrupted when ranks were lost
+// Every rank takes every phase; rank 0 (`lead`) alone writes the database, checkpoints and samples.
+struct ExperimentRun {
+    ExperimentRun(const RunSpec& spec_, const Registry& registry_, const RunEnvironment& env_);
+    void record();
+    void build();
+    void restore();
+    bool train();  // false: a stop signal ended it early, and the run is marked interrupted
+    void finish();
+    void fail(const std::exception& e);  // marks the run failed or interrupted; the caller rethrows
+
+    void checkpoint(int64_t step);
+    EvalResult evaluate(int64_t step);
+
+    const RunSpec& spec;
+    const Registry& registry;
+    const RunEnvironment& env;
+    Reporter report;
+    Communicator* comm;
+    int rank, world;
+    bool lead;  // rank 0
+    TrainingStack c;
+    RunOutcome outcome;
+    std::optional<ResultStore> store;  // rank 0's
+    int64_t run = 0;
+    Clock::time_point start;
+    TrainerState state;
+    std::filesystem::path run_dir;
+    bool has_checkpoint = false;
+    EvalResult last_eval;
+};
+
+ExperimentRun::ExperimentRun(const RunSpec& spec_, const Registry& registry_, const RunEnvironment& env_)
+    : spec(spec_), registry(registry_), env(env_), report(env_), comm(env_.comm), rank(comm ? comm->rank() : 0),
+      world(comm ? comm->size() : 1), lead(rank == 0) {
     set_threads(run_threads(spec), comm ? comm->local_size() : 0);  // before the backend and any OpenMP region start
-    TrainingStack c = new_stack(spec, registry);
+    c = new_stack(spec, registry);
     c.comm = comm;
     const TrainSettings& train = c.train;
-    BuildContext& ctx = *c.ctx;
-    bool eval_at_end = spec.train.get_bool("eval_at_end");
-    int64_t ckpt_every = spec.train.get_int("ckpt_every");  // a multiple of log_every (validate_run)
     if (train.batch < world)
         throw ConfigError("[train] batch = " + std::to_string(train.batch) + " (" + spec.train.origin("batch") +
                           ") is smaller than the " + std::to_string(world) +
                           " ranks of this run; each rank takes at least one sequence of every batch: start fewer "
                           "ranks or raise the batch");
+    outcome.db = env.results_db.empty() ? std::filesystem::path(spec.experiment.get_string("db")) : env.results_db;
+    run = env.resume_run;
+}
 
-    RunOutcome outcome;
-    outcome.db = env.results_db.empty() ? std::filesystem::path(ex.get_string("db")) : env.results_db;
+void ExperimentRun::record() {
+    const Options& ex = spec.experiment;
     // Rank 0 records the run (or reopens it to resume) and tells the other ranks its uid.
-    std::optional<ResultStore> store;
-    int64_t run = env.resume_run;
     std::string record_error;
     try {
         if (lead) {
@@ -329,215 +364,243 @@ RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const R
         std::istringstream(shared.substr(3)) >> run >> outcome.uid;
     }
     outcome.run_id = run;
-    auto start = Clock::now();
+    start = Clock::now();
+    state.config_hash = spec.hash();
+    run_dir = run_folder(outcome.db, spec.name, outcome.uid);
+}
 
+void ExperimentRun::build() {
+    BuildContext& ctx = *c.ctx;
+    const TrainSettings& train = c.train;
+    if (lead && env.resume_run == 0)
+        for (const auto& [section, choice] : spec.plugins) {
+            const PluginInfo& info = registry.find(choice.kind, choice.plugin);
+            store->add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info),
+                              Registry::abi_tag());
+        }
+    if (lead) ctx.run_dir = run_dir;  // the other ranks write nothing
+    ctx.log = [this](const std::string& msg) { report.line(msg); };
+    report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
+                outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info() +
+                (comm ? ", " + std::to_string(world) + " ranks (" + comm->name(c.backend->device_kind()) +
+                            ") with " + std::to_string(omp_get_max_threads()) + " threads each"
+                      : ""));
+    build_model_stack(spec, registry, env, c);
+    if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
+        std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
+        if (lead) store->add_artifact(run, "init_from", file.string());
+    }
+    probe_causal_model(spec, registry, c, report);
+    build_optimizer(spec, registry, c);
+    std::error_code ec;
+    if (lead && env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
+        store->add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
+    int64_t n_params = 0;
+    for (auto& [name, p] : c.params) n_params += p.numel();
+    report.line("model: " + std::to_string(n_params) + " parameters; " + std::to_string(train.steps) +
+                " steps of batch " + std::to_string(train.batch) + " x " + std::to_string(train.seq_len) +
+                " tokens" +
+                (comm ? " (" + std::to_string(train.batch / world) + (train.batch % world ? "-" +
+                            std::to_string(train.batch / world + 1) : "") + " sequences per rank)"
+                      : "") +
+                (train.micro_batch > 0 ? ", in micro-batches of " + std::to_string(train.micro_batch) : ""));
+}
+
+void ExperimentRun::restore() {
+    BuildContext& ctx = *c.ctx;
+    // Where training starts: after the latest checkpoint when resuming (step 0 when the
+    // run was killed before its first checkpoint: the same seed rebuilds the same start).
+    if (env.resume_run > 0) {
+        if (auto dir = latest_checkpoint(run_dir)) {
+            state = load_checkpoint(*dir, *c.model, *c.task, *c.optimizer, spec.hash());
+            c.task->set_data_position(state.data_position);
+            ctx.dropout_rng.set_offset(state.dropout_offset);
+            report.line("resumed from " + dir->string() + " at step " + std::to_string(state.step));
+        } else {
+            report.line("no checkpoint in " + run_dir.string() + "; starting the run again from step 0");
+        }
+        if (lead) store->delete_metrics_after(run, state.step);
+    }
+    // Each rank draws its dropout masks from its own stretch of the dropout stream (rank 0's
+    // is the one-process run's, and the checkpoint keeps its position).
+    if (rank > 0) ctx.dropout_rng.set_offset(ctx.dropout_rng.offset() + (static_cast<uint64_t>(rank) << 48));
+    has_checkpoint = state.step > 0;
+}
+
+void ExperimentRun::checkpoint(int64_t step) {
+    BuildContext& ctx = *c.ctx;
+    if (!lead) return;
+    state.step = step;
+    state.data_position = c.task->data_position();
+    state.dropout_offset = ctx.dropout_rng.offset();
+    save_checkpoint(ctx.run_dir, *c.model, *c.task, *c.optimizer, state);
+    if (!has_checkpoint) store->add_artifact(run, "checkpoints", ctx.run_dir.string());
+    has_checkpoint = true;
+}
+
+// Every rank evaluates (the same weights give the same figures); rank 0 records them.
+EvalResult ExperimentRun::evaluate(int64_t step) {
+    auto t0 = Clock::now();
+    EvalResult r = c.task->evaluate(*c.model);
+    std::string text = "step " + std::to_string(step) + ":";
+    for (const auto& [name, value] : r.metrics) text += " " + name + " " + fixed(value, 4);
+    if (lead) {
+        for (const auto& [name, goal] : r.goals) store->declare_metric(run, name, goal);
+        for (const auto& [name, value] : r.metrics) store->add_metric(run, step, name, value);
+        for (const auto& [name, sample] : r.texts) store->add_text(run, step, name, sample);
+        store->flush();
+    }
+    report.line(text + " (" + fixed(seconds_since(t0), 1) + "s)");
+    outcome.final_metrics = r.metrics;
+    return r;
+}
+
+bool ExperimentRun::train() {
+    const TrainSettings& train = c.train;
+    const bool eval_at_end = spec.train.get_bool("eval_at_end");
+    const int64_t ckpt_every = spec.train.get_int("ckpt_every");  // a multiple of log_every (validate_run)
+    StopRequests signals;  // SIGINT/SIGTERM: finish the step, checkpoint, end interrupted
+    if (comm) comm->set_stop_check([&signals] { return signals.pending() != 0; }, env.stop_grace_s);
+    c.model->train(true);
+    c.task->train(true);
+    double grad_norm = 0, train_seconds = 0, interval_comm_seconds = 0;
+    int64_t interval_tokens = 0, interval_steps = 0, first_step = state.step + 1;
+    auto interval_start = Clock::now();
+    for (int64_t step = first_step; step <= train.steps; ++step) {
+        StepResult result = train_step(c, step, signals.pending() != 0);
+        grad_norm = result.grad_norm;
+        double lr = result.lr;
+        state.loss_sum += result.loss;
+        ++state.loss_count;
+        interval_tokens += result.tokens;
+        interval_comm_seconds += result.comm_seconds;
+        ++interval_steps;
+
+        if (step % train.log_every == 0 || step == train.steps) {
+            double dt = seconds_since(interval_start);
+            train_seconds += dt;
+            // Every rank's tokens: each step trains on the whole batch, shared by the ranks.
+            double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
+            double mean_loss = state.loss_sum / static_cast<double>(state.loss_count);
+            // Each metric with the way it improves (stored once per run). The perf/ figures are
+            // costs to read at the end (labdb ablate's cost columns), not values to optimise over
+            // the steps of a run, so they declare no goal.
+            auto record = [&](const char* name, MetricGoal goal, double value) {
+                if (!lead) return;
+                store->declare_metric(run, name, goal);
+                store->add_metric(run, step, name, value);
+            };
+            record("train/loss", MetricGoal::minimize, mean_loss);
+            record("train/lr", MetricGoal::none, lr);
+            record("train/grad_norm", MetricGoal::none, grad_norm);
+            record("perf/tokens_per_s", MetricGoal::none, tokens_per_s);
+            record("perf/ms_per_step", MetricGoal::none, 1000.0 * dt / static_cast<double>(interval_steps));
+            // Data parallel: rank 0's time in the ranks' exchange and the gradient all-reduce,
+            // waiting for slower ranks included.
+            if (comm)
+                record("perf/comm_ms_per_step", MetricGoal::none,
+                       1000.0 * interval_comm_seconds / static_cast<double>(interval_steps));
+            // The backend allocator's high-water mark since the run started (parameters,
+            // optimizer state, activations): the memory side of an ablation's cost (rank 0's).
+            record("perf/peak_mem_mb", MetricGoal::none,
+                static_cast<double>(c.backend->stats().memory.peak_bytes_in_use) / (1024.0 * 1024.0));
+            if (lead) store->flush();
+            double eta = train_seconds / static_cast<double>(step - first_step + 1) *
+                         static_cast<double>(train.steps - step);
+            std::string status = "step " + std::to_string(step) + "/" + std::to_string(train.steps) +
+                                 " | loss " + fixed(mean_loss, 4) + " | lr " + fixed(lr * 1e3, 3) +
+                                 "e-3 | " + std::to_string(static_cast<int64_t>(tokens_per_s)) +
+                                 " tok/s | ETA " + format_duration(eta);
+            if (env.progress) report.progress(progress_bar(step, train.steps) + " " + status);
+            else report.line(status);
+            state.loss_sum = 0;
+            state.loss_count = 0;
+            interval_tokens = 0;
+            interval_comm_seconds = 0;
+            interval_steps = 0;
+            interval_start = Clock::now();
+        }
+        bool eval_now = (train.eval_every > 0 && step % train.eval_every == 0) ||
+                        (step == train.steps && eval_at_end);
+        if (eval_now) {
+            last_eval = evaluate(step);
+            interval_start = Clock::now();  // evaluation time is not training throughput
+        }
+        bool ckpt_now = step == train.steps || (ckpt_every > 0 ? step % ckpt_every == 0 : eval_now);
+        if (ckpt_now) checkpoint(step);
+        outcome.steps = step;
+        // One process stops at its own signal; the ranks of a data-parallel run stop together,
+        // after the step in which one of them reported a signal.
+        const bool stop = comm ? result.stop : signals.pending() != 0;
+        if (stop && step < train.steps) {
+            if (!ckpt_now) checkpoint(step);
+            report.clear_progress();
+            const int sig = signals.pending() != 0 ? signals.pending() : SIGTERM;
+            std::string why = std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
+                              std::to_string(step) + (comm && signals.pending() == 0 ? " (on another rank)" : "") +
+                              "; continue with: labrun --resume " + outcome.uid + " --db " + outcome.db.string();
+            if (lead) store->finish_run(run, RunStatus::interrupted, why);
+            report.line("interrupted: " + why);
+            outcome.interrupted = true;
+            outcome.stop_signal = sig;
+            outcome.wall_s = seconds_since(start);
+            return false;
+        }
+    }
+    return true;
+}
+
+void ExperimentRun::finish() {
+    if (lead) store->flush();
+    report.clear_progress();
+    for (const auto& [name, sample] : last_eval.texts)
+        report.line("--- " + name + " ---\n" + sample + "\n---");
+    outcome.wall_s = seconds_since(start);
+    if (lead) store->finish_run(run, RunStatus::finished, "");
+    report.line("finished run " + std::to_string(run) + " in " + format_duration(outcome.wall_s) + "; results in " +
+                outcome.db.string());
+}
+
+void ExperimentRun::fail(const std::exception& e) {
+    report.clear_progress();
+    if (lead) {
+        // Ranks lost while waiting (one died, or the launcher is ending the job): the run can
+        // go on from its last checkpoint, so it is interrupted rather than failed.
+        const bool lost = dynamic_cast<const RanksLostError*>(&e) != nullptr;
+        const std::string why = lost ? std::string(e.what()) + "; continue from the last checkpoint with: labrun "
+                                                               "--resume " + outcome.uid + " --db " +
+                                           outcome.db.string()
+                                     : e.what();
+        try {
+            store->finish_run(run, lost ? RunStatus::interrupted : RunStatus::failed, why);
+        } catch (const std::exception& db_error) {
+            report.line(std::string("error: could not record the failure in the database: ") + db_error.what());
+        }
+    }
+}
+
+}  // namespace
+
+RunOutcome run_experiment(const RunSpec& spec, const Registry& registry, const RunEnvironment& env) {
+    ExperimentRun r(spec, registry, env);
+    r.record();
     try {
-        TrainerState state;
-        state.config_hash = spec.hash();
-        const std::filesystem::path run_dir = run_folder(outcome.db, spec.name, outcome.uid);
-        // Building (every rank builds the same model from the same seed) and restoring; every rank
-        // agrees that it succeeded before the first step.
+        // Every rank builds and restores; all agree that it worked before the first step.
         std::string setup_error;
         try {
-            if (lead && env.resume_run == 0)
-                for (const auto& [section, choice] : spec.plugins) {
-                    const PluginInfo& info = registry.find(choice.kind, choice.plugin);
-                    store->add_plugin(run, choice.kind, choice.plugin, info.version, info.file, plugin_sha256(info),
-                                      Registry::abi_tag());
-                }
-            if (lead) ctx.run_dir = run_dir;  // the other ranks write nothing
-            ctx.log = [&report](const std::string& msg) { report.line(msg); };
-            report.line(std::string(env.resume_run > 0 ? "resuming" : "run") + " " + std::to_string(run) + " (" +
-                        outcome.uid + ") of '" + spec.name + "' on " + c.backend->device_info() +
-                        (comm ? ", " + std::to_string(world) + " ranks (" + comm->name(c.backend->device_kind()) +
-                                    ") with " + std::to_string(omp_get_max_threads()) + " threads each"
-                              : ""));
-            build_model_stack(spec, registry, env, c);
-            if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
-                std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);
-                if (lead) store->add_artifact(run, "init_from", file.string());
-            }
-            probe_causal_model(spec, registry, c, report);
-            build_optimizer(spec, registry, c);
-            std::error_code ec;
-            if (lead && env.resume_run == 0 && std::filesystem::exists(ctx.run_dir / "vocab.json", ec))
-                store->add_artifact(run, "vocabulary", (ctx.run_dir / "vocab.json").string());
-            int64_t n_params = 0;
-            for (auto& [name, p] : c.params) n_params += p.numel();
-            report.line("model: " + std::to_string(n_params) + " parameters; " + std::to_string(train.steps) +
-                        " steps of batch " + std::to_string(train.batch) + " x " + std::to_string(train.seq_len) +
-                        " tokens" +
-                        (comm ? " (" + std::to_string(train.batch / world) + (train.batch % world ? "-" +
-                                    std::to_string(train.batch / world + 1) : "") + " sequences per rank)"
-                              : "") +
-                        (train.micro_batch > 0 ? ", in micro-batches of " + std::to_string(train.micro_batch) : ""));
-
-            // Where training starts: after the latest checkpoint when resuming (step 0 when the
-            // run was killed before its first checkpoint: the same seed rebuilds the same start).
-            if (env.resume_run > 0) {
-                if (auto dir = latest_checkpoint(run_dir)) {
-                    state = load_checkpoint(*dir, *c.model, *c.task, *c.optimizer, spec.hash());
-                    c.task->set_data_position(state.data_position);
-                    ctx.dropout_rng.set_offset(state.dropout_offset);
-                    report.line("resumed from " + dir->string() + " at step " + std::to_string(state.step));
-                } else {
-                    report.line("no checkpoint in " + run_dir.string() + "; starting the run again from step 0");
-                }
-                if (lead) store->delete_metrics_after(run, state.step);
-            }
-            // Each rank draws its dropout masks from its own stretch of the dropout stream (rank 0's
-            // is the one-process run's, and the checkpoint keeps its position).
-            if (rank > 0) ctx.dropout_rng.set_offset(ctx.dropout_rng.offset() + (static_cast<uint64_t>(rank) << 48));
+            r.build();
+            r.restore();
         } catch (const std::exception& e) {
-            if (!comm) throw;
+            if (!r.comm) throw;
             setup_error = e.what();
         }
-        if (comm) agree_ranks(*comm, setup_error, "building the run");
-
-        bool has_checkpoint = state.step > 0;
-        auto checkpoint = [&](int64_t step) {
-            if (!lead) return;
-            state.step = step;
-            state.data_position = c.task->data_position();
-            state.dropout_offset = ctx.dropout_rng.offset();
-            save_checkpoint(ctx.run_dir, *c.model, *c.task, *c.optimizer, state);
-            if (!has_checkpoint) store->add_artifact(run, "checkpoints", ctx.run_dir.string());
-            has_checkpoint = true;
-        };
-
-        // Every rank evaluates (the same weights give the same figures); rank 0 records them.
-        auto evaluate = [&](int64_t step) {
-            auto t0 = Clock::now();
-            EvalResult r = c.task->evaluate(*c.model);
-            std::string text = "step " + std::to_string(step) + ":";
-            for (const auto& [name, value] : r.metrics) text += " " + name + " " + fixed(value, 4);
-            if (lead) {
-                for (const auto& [name, goal] : r.goals) store->declare_metric(run, name, goal);
-                for (const auto& [name, value] : r.metrics) store->add_metric(run, step, name, value);
-                for (const auto& [name, sample] : r.texts) store->add_text(run, step, name, sample);
-                store->flush();
-            }
-            report.line(text + " (" + fixed(seconds_since(t0), 1) + "s)");
-            outcome.final_metrics = r.metrics;
-            return r;
-        };
-
-        StopRequests signals;  // SIGINT/SIGTERM: finish the step, checkpoint, end interrupted
-        if (comm) comm->set_stop_check([&signals] { return signals.pending() != 0; }, env.stop_grace_s);
-        c.model->train(true);
-        c.task->train(true);
-        double grad_norm = 0, train_seconds = 0, interval_comm_seconds = 0;
-        int64_t interval_tokens = 0, interval_steps = 0, first_step = state.step + 1;
-        auto interval_start = Clock::now();
-        EvalResult last_eval;
-        for (int64_t step = first_step; step <= train.steps; ++step) {
-            StepResult result = train_step(c, step, signals.pending() != 0);
-            grad_norm = result.grad_norm;
-            double lr = result.lr;
-            state.loss_sum += result.loss;
-            ++state.loss_count;
-            interval_tokens += result.tokens;
-            interval_comm_seconds += result.comm_seconds;
-            ++interval_steps;
-
-            if (step % train.log_every == 0 || step == train.steps) {
-                double dt = seconds_since(interval_start);
-                train_seconds += dt;
-                // Every rank's tokens: each step trains on the whole batch, shared by the ranks.
-                double tokens_per_s = static_cast<double>(interval_tokens) / std::max(dt, 1e-9);
-                double mean_loss = state.loss_sum / static_cast<double>(state.loss_count);
-                // Each metric with the way it improves (stored once per run). The perf/ figures are
-                // costs to read at the end (labdb ablate's cost columns), not values to optimise over
-                // the steps of a run, so they declare no goal.
-                auto record = [&](const char* name, MetricGoal goal, double value) {
-                    if (!lead) return;
-                    store->declare_metric(run, name, goal);
-                    store->add_metric(run, step, name, value);
-                };
-                record("train/loss", MetricGoal::minimize, mean_loss);
-                record("train/lr", MetricGoal::none, lr);
-                record("train/grad_norm", MetricGoal::none, grad_norm);
-                record("perf/tokens_per_s", MetricGoal::none, tokens_per_s);
-                record("perf/ms_per_step", MetricGoal::none, 1000.0 * dt / static_cast<double>(interval_steps));
-                // Data parallel: rank 0's time in the ranks' exchange and the gradient all-reduce,
-                // waiting for slower ranks included.
-                if (comm)
-                    record("perf/comm_ms_per_step", MetricGoal::none,
-                           1000.0 * interval_comm_seconds / static_cast<double>(interval_steps));
-                // The backend allocator's high-water mark since the run started (parameters,
-                // optimizer state, activations): the memory side of an ablation's cost (rank 0's).
-                record("perf/peak_mem_mb", MetricGoal::none,
-                    static_cast<double>(c.backend->stats().memory.peak_bytes_in_use) / (1024.0 * 1024.0));
-                if (lead) store->flush();
-                double eta = train_seconds / static_cast<double>(step - first_step + 1) *
-                             static_cast<double>(train.steps - step);
-                std::string status = "step " + std::to_string(step) + "/" + std::to_string(train.steps) +
-                                     " | loss " + fixed(mean_loss, 4) + " | lr " + fixed(lr * 1e3, 3) +
-                                     "e-3 | " + std::to_string(static_cast<int64_t>(tokens_per_s)) +
-                                     " tok/s | ETA " + format_duration(eta);
-                if (env.progress) report.progress(progress_bar(step, train.steps) + " " + status);
-                else report.line(status);
-                state.loss_sum = 0;
-                state.loss_count = 0;
-                interval_tokens = 0;
-                interval_comm_seconds = 0;
-                interval_steps = 0;
-                interval_start = Clock::now();
-            }
-            bool eval_now = (train.eval_every > 0 && step % train.eval_every == 0) ||
-                            (step == train.steps && eval_at_end);
-            if (eval_now) {
-                last_eval = evaluate(step);
-                interval_start = Clock::now();  // evaluation time is not training throughput
-            }
-            bool ckpt_now = step == train.steps || (ckpt_every > 0 ? step % ckpt_every == 0 : eval_now);
-            if (ckpt_now) checkpoint(step);
-            outcome.steps = step;
-            // One process stops at its own signal; the ranks of a data-parallel run stop together,
-            // after the step in which one of them reported a signal.
-            const bool stop = comm ? result.stop : signals.pending() != 0;
-            if (stop && step < train.steps) {
-                if (!ckpt_now) checkpoint(step);
-                report.clear_progress();
-                const int sig = signals.pending() != 0 ? signals.pending() : SIGTERM;
-                std::string why = std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
-                                  std::to_string(step) + (comm && signals.pending() == 0 ? " (on another rank)" : "") +
-                                  "; continue with: labrun --resume " + outcome.uid + " --db " + outcome.db.string();
-                if (lead) store->finish_run(run, RunStatus::interrupted, why);
-                report.line("interrupted: " + why);
-                outcome.interrupted = true;
-                outcome.stop_signal = sig;
-                outcome.wall_s = seconds_since(start);
-                return outcome;
-            }
-        }
-        if (lead) store->flush();
-        report.clear_progress();
-        for (const auto& [name, sample] : last_eval.texts)
-            report.line("--- " + name + " ---\n" + sample + "\n---");
-        outcome.wall_s = seconds_since(start);
-        if (lead) store->finish_run(run, RunStatus::finished, "");
-        report.line("finished run " + std::to_string(run) + " in " + format_duration(outcome.wall_s) + "; results in " +
-                    outcome.db.string());
+        if (r.comm) agree_ranks(*r.comm, setup_error, "building the run");
+        if (r.train()) r.finish();
     } catch (const std::exception& e) {
-        report.clear_progress();
-        if (lead) {
-            // Ranks lost while waiting (one died, or the launcher is ending the job): the run can
-            // go on from its last checkpoint, so it is interrupted rather than failed.
-            const bool lost = dynamic_cast<const RanksLostError*>(&e) != nullptr;
-            const std::string why = lost ? std::string(e.what()) + "; continue from the last checkpoint with: labrun "
-                                                                   "--resume " + outcome.uid + " --db " +
-                                               outcome.db.string()
-                                         : e.what();
-            try {
-                store->finish_run(run, lost ? RunStatus::interrupted : RunStatus::failed, why);
-            } catch (const std::exception& db_error) {
-                report.line(std::string("error: could not record the failure in the database: ") + db_error.what());
-            }
-        }
+        r.fail(e);
         throw;
     }
-    return outcome;
+    return r.outcome;
 }
 
 std::filesystem::path run_folder(const std::filesystem::path& db, const std::string& name, const std::string& uid) {
