@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
@@ -16,9 +17,20 @@
 #include "lab/autograd.h"
 #include "lab/backend.h"
 #include "lab/ops.h"
+#include "lab/registry.h"
 #include "lab/tensor.h"
 
 namespace lab_test {
+
+// Every plugin of the build (backend_cuda.so among them when it was built), loaded once.
+inline lab::Registry& plugin_registry() {
+    static std::unique_ptr<lab::Registry> registry = [] {
+        auto loaded = std::make_unique<lab::Registry>();
+        loaded->load_directory(LAB_PLUGIN_DIR);
+        return loaded;
+    }();
+    return *registry;
+}
 
 inline std::vector<float> random_values(int64_t count, uint32_t seed, float low = -1.0f, float high = 1.0f) {
     std::mt19937 generator(seed);

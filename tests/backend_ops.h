@@ -98,15 +98,7 @@ inline double tolerance(lab::DType dtype, int64_t sum_length = 1) {
     return sum_length > 4096 ? 1e-4 : 1e-5;
 }
 
-// Every plugin of the build, loaded once.
-inline lab::Registry& plugin_registry() {
-    static std::unique_ptr<lab::Registry> registry = [] {
-        auto loaded = std::make_unique<lab::Registry>();
-        loaded->load_directory(LAB_PLUGIN_DIR);
-        return loaded;
-    }();
-    return *registry;
-}
+using lab_test::plugin_registry;  // backend_compare.h
 
 // A backend plugin made with its default options, or why it cannot run here.
 struct BackendUnderTest {

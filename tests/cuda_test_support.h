@@ -39,15 +39,7 @@ constexpr double kBf16Tolerance = 1e-2;
 
 inline std::filesystem::path cuda_plugin_file() { return std::filesystem::path(LAB_PLUGIN_DIR) / "backend_cuda.so"; }
 
-// Every plugin of the build (backend_cuda.so among them when it was built), loaded once.
-inline lab::Registry& plugin_registry() {
-    static std::unique_ptr<lab::Registry> registry = [] {
-        auto loaded = std::make_unique<lab::Registry>();
-        loaded->load_directory(LAB_PLUGIN_DIR);
-        return loaded;
-    }();
-    return *registry;
-}
+using lab_test::plugin_registry;  // backend_compare.h
 
 inline std::shared_ptr<lab::Backend> make_backend(const std::string& name,
                                                   const std::map<std::string, std::string>& options = {}) {
