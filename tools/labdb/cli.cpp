@@ -36,6 +36,15 @@ CommandLine parse_command_line(const std::string& usage, const po::options_descr
     return command_line;
 }
 
+CommandLine parse_runs_command_line(const std::string& usage, const po::options_description& options,
+                                    const std::vector<std::string>& args, const GlobalOptions& global) {
+    po::options_description hidden;
+    hidden.add_options()("run", po::value<std::vector<std::string>>(), "runs");
+    po::positional_options_description positional;
+    positional.add("run", -1);
+    return parse_command_line(usage, options, hidden, positional, args, global);
+}
+
 std::string json_text(const nlohmann::json& value, int indent) {
     return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }

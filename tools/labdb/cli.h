@@ -34,6 +34,11 @@ CommandLine parse_command_line(const std::string& usage, const po::options_descr
                                const std::vector<std::string>& args, const GlobalOptions& global,
                                bool reads_db = true);
 
+// The same for a command whose positional arguments are runs (compare, curves, export): every one
+// lands in values["run"], a std::vector<std::string>.
+CommandLine parse_runs_command_line(const std::string& usage, const po::options_description& options,
+                                    const std::vector<std::string>& args, const GlobalOptions& global);
+
 // JSON text of `value` (indented by `indent` spaces; one line when negative). Bytes that are not
 // UTF-8 (a text sample cut inside a multi-byte character) become U+FFFD instead of an exception.
 std::string json_text(const nlohmann::json& value, int indent = 2);

@@ -85,11 +85,7 @@ int command_compare(const std::vector<std::string>& args, const GlobalOptions& g
     options.add_options()
         ("all", po::bool_switch(), "show every parameter, not only those that differ")
         ("json", po::bool_switch(), "print a JSON array of objects instead of a table");
-    po::options_description hidden;
-    hidden.add_options()("run", po::value<std::vector<std::string>>(), "runs");
-    po::positional_options_description positional;
-    positional.add("run", -1);
-    const CommandLine command_line = parse_command_line(kUsage, options, hidden, positional, args, global);
+    const CommandLine command_line = parse_runs_command_line(kUsage, options, args, global);
     if (command_line.help) return kExitOk;
     const std::vector<std::string> specs =
         command_line.values.count("run") ? command_line.values["run"].as<std::vector<std::string>>()

@@ -257,11 +257,7 @@ int command_curves(const std::vector<std::string>& args, const GlobalOptions& gl
          "group runs by this parameter (repeatable): one mean line and band per group")
         ("band", po::value<std::string>()->default_value("std"), "with --by: std (mean +- std), minmax or none")
         ("json", po::bool_switch(), "print the series as JSON on stdout");
-    po::options_description hidden;
-    hidden.add_options()("run", po::value<std::vector<std::string>>(), "runs");
-    po::positional_options_description positional;
-    positional.add("run", -1);
-    const CommandLine command_line = parse_command_line(kUsage, options, hidden, positional, args, global);
+    const CommandLine command_line = parse_runs_command_line(kUsage, options, args, global);
     if (command_line.help) return kExitOk;
     const po::variables_map& values = command_line.values;
 

@@ -204,11 +204,7 @@ int command_export(const std::vector<std::string>& args, const GlobalOptions& gl
         ("format", po::value<std::string>(), "csv or json")
         ("wide", po::bool_switch(), "one row per (run, step): param.KEY columns and a column per metric")
         ("output,o", po::value<std::string>(), "output file (default: stdout)");
-    po::options_description hidden;
-    hidden.add_options()("run", po::value<std::vector<std::string>>(), "runs");
-    po::positional_options_description positional;
-    positional.add("run", -1);
-    const CommandLine command_line = parse_command_line(kUsage, options, hidden, positional, args, global);
+    const CommandLine command_line = parse_runs_command_line(kUsage, options, args, global);
     if (command_line.help) return kExitOk;
     const po::variables_map& values = command_line.values;
     if (!values.count("format")) throw UsageError("export needs --format csv or --format json");
