@@ -78,7 +78,7 @@ def labrun_command(labrun, source, db, *overrides):
     # The copy task makes its data from the seed: no dataset needed. One thread, so the live run
     # and the short runs share the machine's cores politely.
     return [labrun, os.path.join(source, 'experiments', 'copy.ini'), '--no-progress', 'experiment.db=' + db,
-            'experiment.threads=1', 'train.log_every=10', 'train.eval_every=20'] + list(overrides)
+            'backend.threads=1', 'train.log_every=10', 'train.eval_every=20'] + list(overrides)
 
 
 def main():

@@ -69,7 +69,7 @@ std::vector<fs::path> experiment_files() {
 
 // Settings that keep a built run small (a step in seconds) without touching any rule checked here.
 const std::vector<std::string> kSmall = {"train.batch=2", "train.micro_batch=0", "train.steps=1",
-                                         "experiment.backend=reference"};
+                                         "backend.type=reference"};
 
 // Each a hostile setting a new user might try, applied on top of an experiment (a key the
 // experiment's plugin does not have is refused as unknown, which is fine too).
@@ -123,7 +123,7 @@ lab::TrainingStack build(const lab::RunSpec& spec) {
 
 }  // namespace
 
-TEST_CASE("--dry-run refuses the issue's two cases in milliseconds, naming the keys", "[run_plan]") {
+TEST_CASE("a dry run refuses the issue's two cases in milliseconds, naming the keys", "[run_plan]") {
     const fs::path file = fs::path(LAB_SOURCE_DIR) / "experiments" / "shakespeare_char.ini";
     const std::string heads = config_error_of(file, {"model.heads=3"});
     CHECK_THAT(heads, Contains("model.heads=3") && Contains("hidden = 128") && Contains("heads = 3") &&
@@ -265,7 +265,7 @@ TEST_CASE("the activation estimate is within a factor of 2 of the measured peak 
     for (const char* file : {"shakespeare_char.ini", "copy.ini", "associative_recall.ini", "bert_mlm.ini",
                              "minilm_sst2.ini"}) {
         INFO(file);
-        const lab::RunSpec spec = dry_run(dir / file, {"train.steps=1", "experiment.backend=reference"});
+        const lab::RunSpec spec = dry_run(dir / file, {"train.steps=1", "backend.type=reference"});
         lab::TrainingStack stack = build(spec);
         const lab::MemoryEstimate estimate = lab::estimate_memory(spec, registry(), stack.tokenizer->vocab_size());
         const double before = static_cast<double>(stack.backend->stats().memory.bytes_in_use);

@@ -24,7 +24,7 @@ HEADER_LAYERS = {
     "model.h": "nn", "module.h": "nn", "build_context.h": "nn", "metric_goal.h": "base",
     "optimizer.h": "plugin", "tokenizer.h": "plugin", "plugin.h": "plugin", "registry.h": "plugin",
     "task.h": "plugin",
-    "communicator.h": "run", "stop_signals.h": "run",
+    "communicator.h": "run", "stop_signals.h": "run", "config.h": "run",
 }
 
 

@@ -12,7 +12,7 @@
 
 using Catch::Matchers::Contains;
 
-TEST_CASE("set_threads applies [backend] threads; 0 keeps OpenMP's count outside data parallelism", "[threads]") {
+TEST_CASE("set_threads applies [backend] threads, and 0 keeps OpenMP's count outside data parallelism", "[threads]") {
     const int before = omp_get_max_threads();
     lab::set_threads(3);
     CHECK(omp_get_max_threads() == 3);
@@ -25,7 +25,7 @@ TEST_CASE("set_threads applies [backend] threads; 0 keeps OpenMP's count outside
     omp_set_num_threads(before);
 }
 
-TEST_CASE("available_cores is the affinity mask; ranks share the machine's cores", "[threads]") {
+TEST_CASE("available_cores is the affinity mask, and ranks share the machine's cores", "[threads]") {
     cpu_set_t set;
     REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
     CHECK(lab::available_cores() == CPU_COUNT(&set));
