@@ -21,10 +21,13 @@ const fs::path copy_ini = fs::path(LAB_SOURCE_DIR) / "experiments" / "copy.ini";
 Outcome run_labrun(const std::vector<std::string>& args) { return run_program(kLabrunBinary, args); }
 
 // --dry-run output without the origin comments at the ends of `key = value` lines (they name the
-// file or the flag a value came from); whole-line comments (# sweep ..., # run ...) are kept.
+// file or the flag a value came from) and without the memory available; other whole-line comments
+// (# sweep ..., # run ..., # memory estimate) are kept.
 std::vector<std::string> without_origins(const std::string& dry_run) {
     std::vector<std::string> lines;
     for (std::string line : lines_of(dry_run)) {
+        // The memory the machine has free is read at each call; it is no part of the resolved runs.
+        if (line.rfind("# memory available:", 0) == 0) continue;
         if (line.rfind("#", 0) != 0)
             if (auto origin = line.rfind("  # "); origin != std::string::npos) line.erase(origin);
         while (!line.empty() && line.back() == ' ') line.pop_back();
