@@ -64,7 +64,7 @@ TEST_CASE("precision bf16: matmul multiplies the bf16 roundings of f32 operands,
     }
 }
 
-TEST_CASE("precision bf16: a GPT ends within 0.03 of fp32's validation loss", "[mixed][plugins]") {
+TEST_CASE("precision bf16: a GPT ends within 0.03 of fp32's validation loss", "[mixed][plugins][serial]") {
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);
     lab::ConfigEnv env;
