@@ -1,6 +1,7 @@
-// Private to the experiment-file code (framework/src/run/config_*.cpp): the helpers that more
-// than one of its parts uses. Reading files (config_read.cpp), resolving against the schemas
-// (config_resolve.cpp), sweeps (config_sweep.cpp) and the --dry-run printout (config_print.cpp).
+// Private to the experiment-file code (framework/src/run/config_*.cpp, and run_plan.cpp, which
+// checks the resolved runs): the helpers that more than one of its parts uses. Reading files
+// (config_read.cpp), resolving against the schemas (config_resolve.cpp), sweeps
+// (config_sweep.cpp) and the --dry-run printout (config_print.cpp).
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -10,11 +10,13 @@
 #include "lab/config.h"
 #include "lab/error.h"
 
+#include "config_detail.h"
+
 namespace lab {
 
-namespace {
+using config_detail::prefix_of;
 
-std::string prefix_of(const std::string& origin) { return origin.empty() ? "" : origin + ": "; }
+namespace {
 
 // Every plugin's estimate, in build order; `validate` runs the validate hooks on the way.
 struct Plan {

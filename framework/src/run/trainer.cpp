@@ -168,9 +168,8 @@ void build_model_stack(const RunSpec& spec, const Registry& registry, const RunE
         check_memory(estimate_memory(spec, registry, c.tokenizer->vocab_size()), backend.available_memory(),
                      memory_name(backend));
     c.model = registry.factory<ModelFactory>("model", build("model").plugin)(build("model").options, ctx);
-    if (c.task->needs_causal_model() && !c.model->causal())
-        throw ConfigError("task/" + build("task").plugin + " needs a causal model, but model/" +
-                          build("model").plugin + " is bidirectional");
+    // The rule the plan checked from the estimates, here for a task whose attach() does not apply it.
+    check_model_for_task("task/" + build("task").plugin, c.task->needs_causal_model(), false, c.model->causal(), 0, 0);
     c.task->attach(*c.model, ctx);
 }
 
