@@ -73,6 +73,9 @@ public:
     Backend& backend() const { return *impl_->storage->backend; }
     const std::shared_ptr<Storage>& storage() const { return impl_->storage; }
     bool is_contiguous() const;
+    // True when the elements fill numel() consecutive slots from raw() on in some order of the
+    // dims: a contiguous tensor or a permutation of one (a transposed view), no gaps, no overlaps.
+    bool is_dense() const;
     bool same_storage(const Tensor& other) const { return impl_->storage == other.impl_->storage; }
 
     // Pointer to the first element (host or device memory, as the backend's).
@@ -100,6 +103,9 @@ public:
 
     // Element-type conversion into a new contiguous tensor.
     Tensor to(DType dtype) const;
+    // Element-type conversion into a new tensor with this one's strides when it is dense (so a
+    // transposed view converts in one pass over consecutive memory), else contiguous.
+    Tensor to_like(DType dtype) const;
     // Contiguous copy (or this tensor itself when it already is contiguous).
     Tensor contiguous_copy() const;
     // Overwrite this tensor's elements (any layout) with those of src (same shape).

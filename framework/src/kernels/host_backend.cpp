@@ -73,6 +73,20 @@ template <DType D, DType S> void copy_typed(const Tensor& dst, const Tensor& src
     });
 }
 
+// dst[i] = f32_to_bf16(src[i]) over n consecutive elements. The select instead of f32_to_bf16's
+// early return lets the compiler vectorise the loop (16 lanes with AVX-512): the conversion feeds
+// every bf16 matmul, and the scalar form cost a third of a bf16 training step.
+void round_to_bf16(uint16_t* __restrict dst, const float* __restrict src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelElems)
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, src + i, sizeof u);
+        const uint32_t nan = (u >> 16) | 0x40u;
+        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        dst[i] = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+    }
+}
+
 // ---- elementwise maps over f32 tensors of one shape, any strides ----
 template <class F> void map1(const char* kernel, const Tensor& y, const Tensor& x, F f) {
     float* yp = y.data<float>();
@@ -209,6 +223,26 @@ void HostBackend::copy(const Tensor& dst, const Tensor& src) {
         for (int64_t blk = 0; blk < blocks; ++blk) {
             std::memcpy(d + blk * kBlock, s + blk * kBlock, std::min(kBlock, bytes - blk * kBlock));
         }
+        return;
+    }
+    if (dst.strides() == src.strides() && dst.is_dense()) {
+        // Equal dense layouts (a conversion made by Tensor::to_like): one pass over consecutive
+        // memory, whatever the order of the dims.
+        const int64_t n = dst.numel();
+        if (dst.dtype() == DType::bf16 && src.dtype() == DType::f32) {
+            round_to_bf16(static_cast<uint16_t*>(dst.raw()), src.data<float>(), n);
+            return;
+        }
+        Tensor flat_dst = dst.view({n}, {1}, dst.offset()), flat_src = src.view({n}, {1}, src.offset());
+        dispatch_dtype(dst.dtype(), [&](auto d) {
+            dispatch_dtype(src.dtype(), [&](auto s) {
+                copy_typed<decltype(d)::value, decltype(s)::value>(flat_dst, flat_src);
+            });
+        });
+        return;
+    }
+    if (dst.dtype() == DType::bf16 && src.dtype() == DType::f32 && dst.is_contiguous() && src.is_contiguous()) {
+        round_to_bf16(static_cast<uint16_t*>(dst.raw()), src.data<float>(), dst.numel());
         return;
     }
     dispatch_dtype(dst.dtype(), [&](auto d) {

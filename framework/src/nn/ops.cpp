@@ -121,6 +121,15 @@ Tensor reduce_to_operand(const Tensor& g, const Shape& shape) {
     return r.view(shape, contiguous_strides(shape), r.offset());
 }
 
+// A matmul operand as the backend multiplies it: under mixed precision (Backend::matmul_inputs()
+// bf16) a dense f32 tensor is rounded to bf16 here, once, keeping its layout, so that the forward
+// and the backward multiply the same rounded copy (and the backward keeps half the bytes) instead
+// of rounding it again in every matmul. Other tensors are left to the backend.
+Tensor matmul_operand(const Tensor& t) {
+    if (t.backend().matmul_inputs() != DType::bf16 || t.dtype() != DType::f32 || !t.is_dense()) return t;
+    return t.to_like(DType::bf16);
+}
+
 // Rank-equalised, batch-broadcast matmul of a [..., M, K] and b [..., K, N] (ranks 2-4).
 Tensor batched_matmul(const Tensor& a, const Tensor& b) {
     int64_t rank = std::max(a.dim(), b.dim());
@@ -133,7 +142,7 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
         st.insert(st.end(), t.strides().begin(), t.strides().end());
         return t.view(s, st, t.offset());
     };
-    Tensor pa = pad(a.detach()), pb = pad(b.detach());
+    Tensor pa = matmul_operand(pad(a.detach())), pb = matmul_operand(pad(b.detach()));
     int64_t M = pa.size(-2), K = pa.size(-1), N = pb.size(-1);
     if (pb.size(-2) != K)
         throw ShapeError("matmul: inner dimensions differ: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()));
@@ -153,7 +162,7 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
         bool need_a = a.requires_grad(), need_b = b.requires_grad();
         Shape a_shape = a.shape(), b_shape = b.shape();
         record(c, "matmul", {a, b}, [=](const Tensor& dout, std::vector<Tensor>& d) {
-            Tensor dc = contig(dout);
+            Tensor dc = matmul_operand(contig(dout));
             if (need_a) {  // dA = dC @ B^T, summed over the batch dims that a was broadcast along
                 Shape s = out_shape;
                 s.back() = K;
@@ -218,17 +227,19 @@ void check_linear(const char* op, const Tensor& x, const Tensor& weight, const T
 }
 
 // The gradients of y = x2d @ w^T + bias given dy [N, out] (contiguous), into d[0..2].
+// x2d and w are the operands the forward multiplied (matmul_operand's).
 void linear_gradients(const Tensor& dy, const Tensor& x2d, const Tensor& w, bool need_x, bool need_w, bool need_b,
                       std::vector<Tensor>& d) {
     Backend& be = dy.backend();
+    const Tensor dy_in = matmul_operand(dy);  // rounded once for both products
     if (need_x) {  // dx = dy @ W
         Tensor dx = new_f32(dy, x2d.shape());
-        be.matmul(dx, dy, w, nullptr, 1.0f, false);
+        be.matmul(dx, dy_in, w, nullptr, 1.0f, false);
         d[0] = dx;
     }
     if (need_w) {  // dW = dy^T @ x
         Tensor dw = new_f32(dy, w.shape());
-        be.matmul(dw, transpose(dy, 0, 1), x2d, nullptr, 1.0f, false);
+        be.matmul(dw, transpose(dy_in, 0, 1), x2d, nullptr, 1.0f, false);
         d[1] = dw;
     }
     if (need_b) {
@@ -244,7 +255,10 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
     check_linear(op, x, weight, bias);
     const int64_t in = weight.size(1), out = weight.size(0);
     Tensor x2 = reshape(x, {-1, in});  // [N, in]
-    Tensor x2d = x2.detach(), w = weight.detach();
+    // Under mixed precision both are rounded to bf16 once per forward: the weight's copy serves the
+    // forward and the backward's dx of this pass (refreshed at the next forward, i.e. after the
+    // optimizer's step), the input's is what the backward's dW multiplies.
+    Tensor x2d = matmul_operand(x2.detach()), w = matmul_operand(weight.detach());
     Tensor bias_d = bias.defined() ? bias.detach() : Tensor();
     Tensor y = new_f32(x, {x2.size(0), out});  // [N, out]
     Tensor pre;  // the GELU's input, kept for the backward

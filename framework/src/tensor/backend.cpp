@@ -21,8 +21,8 @@ size_t Backend::available_memory() const {
 bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a16, Tensor* b16) const {
     if (matmul_inputs_ != DType::bf16 || a.dtype() != DType::f32 || b.dtype() != DType::f32) return false;
     const bool native = native_bf16_matmul();
-    *a16 = native ? a.to(DType::bf16) : a.to(DType::bf16).to(DType::f32);
-    *b16 = native ? b.to(DType::bf16) : b.to(DType::bf16).to(DType::f32);
+    *a16 = native ? a.to_like(DType::bf16) : a.to_like(DType::bf16).to_like(DType::f32);
+    *b16 = native ? b.to_like(DType::bf16) : b.to_like(DType::bf16).to_like(DType::f32);
     return true;
 }
 

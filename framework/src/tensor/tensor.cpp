@@ -1,6 +1,8 @@
 #include "lab/tensor.h"
 
+#include <algorithm>
 #include <sstream>
+#include <utility>
 
 #include "lab/backend.h"
 #include "lab/error.h"
@@ -104,6 +106,21 @@ bool Tensor::is_contiguous() const {
     return true;
 }
 
+bool Tensor::is_dense() const {
+    // Visit the dims of size > 1 from the smallest stride up: each stride must be the product of
+    // the sizes before it.
+    std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+    for (size_t i = 0; i < impl_->shape.size(); ++i)
+        if (impl_->shape[i] != 1) dims.emplace_back(impl_->strides[i], impl_->shape[i]);
+    std::sort(dims.begin(), dims.end());
+    int64_t expected = 1;
+    for (const auto& [stride, size] : dims) {
+        if (stride != expected) return false;
+        expected *= size;
+    }
+    return true;
+}
+
 void* Tensor::raw() const {
     return static_cast<char*>(impl_->storage->data) + impl_->offset * static_cast<int64_t>(dtype_size(dtype()));
 }
@@ -127,6 +144,14 @@ Tensor Tensor::contiguous_copy() const {
 
 Tensor Tensor::to(DType dt) const {
     Tensor out = empty(backend(), shape(), dt);
+    if (numel() > 0) backend().copy(out, *this);
+    return out;
+}
+
+Tensor Tensor::to_like(DType dt) const {
+    if (!is_dense()) return to(dt);
+    Tensor out = empty(backend(), shape(), dt);
+    out.impl_->strides = strides();
     if (numel() > 0) backend().copy(out, *this);
     return out;
 }
