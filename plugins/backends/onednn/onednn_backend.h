@@ -77,6 +77,10 @@ struct Plan {
     // `args` points at it.
     float scalar = 0;
 
+    // Bytes of scratch the primitive needs (user-managed scratchpad, see
+    // OneDnnBackend::execute); 0 when it needs none.
+    size_t scratchpad_bytes = 0;
+
     uint64_t primitive_count() const { return supported ? 1 + conversions.size() : 0; }
     // Points argument `arg` (or the conversion that feeds it) at `data`, a tensor's first element.
     void bind(int arg, const void* data);
@@ -126,7 +130,6 @@ public:
             throw dnnl::error(dnnl_unimplemented, "only oneDNN's reference implementation covers this case");
     }
 
-protected:
     bool native_bf16_matmul() const override { return native_bf16_; }
 
 private:
@@ -157,6 +160,11 @@ private:
 
     dnnl::engine engine_;
     dnnl::stream stream_;
+    // The scratchpad every plan's primitive uses (one call runs at a time), grown to the largest
+    // plan's need. Left to oneDNN, the bf16 matmuls allocate their packing buffers on every call,
+    // and the fresh pages' faults cost up to a quarter of a bf16 training step.
+    std::unique_ptr<char, void (*)(void*)> scratchpad_{nullptr, std::free};
+    size_t scratchpad_capacity_ = 0;
     bool native_bf16_ = false;  // oneDNN has a bf16 matmul kernel for this CPU (avx512_core_bf16, AMX)
     // Plans own shared memory objects whose handles are re-pointed per call, so one call at a
     // time uses them.

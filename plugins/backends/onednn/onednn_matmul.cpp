@@ -1,7 +1,7 @@
 // Batched matmul on the oneDNN matmul primitive:
 //   c[..., M, N] = alpha * a[..., M, K] @ b[..., K, N] (+ bias[N]) (+ c when accumulate)
 // Operands keep their strides (transposed views need no copy); a batch dim of size 1 or stride 0
-// broadcasts. alpha is a runtime output scale, so changing it builds nothing new.
+// broadcasts. alpha other than 1 is a runtime output scale, so changing it builds nothing new.
 #include <algorithm>
 #include <mutex>
 
@@ -23,6 +23,10 @@ struct MatmulLayout {
     bool has_bias = false;
     bool accumulate = false;
     bool bf16_inputs = false;
+    // alpha != 1: a runtime output scale. oneDNN 2.6 serves a matmul with a runtime scale from its
+    // older gemm kernels only; without one its brgemm kernels (AMX for bf16) apply, which ran
+    // the bf16 products of a GPT step at twice the speed.
+    bool scaled = false;
 };
 
 // Strides of size-1 dims never address memory, but oneDNN's choice of a fast GEMM kernel looks
@@ -50,8 +54,8 @@ void collapse_broadcast_batch(Shape& dims, Shape& strides) {
 
 // Fills `layout` when oneDNN can run this call; false sends it to HostBackend::multiply, which
 // also reports inconsistent shapes.
-bool describe_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, bool accumulate,
-                     MatmulLayout* layout) {
+bool describe_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
+                     bool accumulate, MatmulLayout* layout) {
     if (!c.defined() || !a.defined() || !b.defined()) return false;
     const int64_t rank = c.dim();
     if (rank < 2 || rank > 4 || a.dim() != rank || b.dim() != rank) return false;
@@ -87,6 +91,7 @@ bool describe_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Te
         if (layout->bias_stride <= 0) return false;
     }
     layout->accumulate = accumulate;
+    layout->scaled = alpha != 1.0f;
     layout->bf16_inputs = a.dtype() == DType::bf16;
     return true;
 }
@@ -96,7 +101,7 @@ PlanKey matmul_key(const MatmulLayout& layout) {
     key.push(layout.a_dims).push(layout.a_strides);
     key.push(layout.b_dims).push(layout.b_strides);
     key.push(layout.c_dims).push(layout.c_strides);
-    key.push(layout.has_bias).push(layout.bias_stride).push(layout.accumulate).push(layout.bf16_inputs);
+    key.push(layout.has_bias).push(layout.bias_stride).push(layout.accumulate).push(layout.bf16_inputs).push(layout.scaled);
     return key;
 }
 
@@ -141,7 +146,8 @@ void build_matmul(Plan& plan, const dnnl::engine& engine, const MatmulLayout& la
     const dnnl::memory::desc bias_md = strided_md(bias_dims, bias_strides, dt::f32);
 
     dnnl::primitive_attr attr;
-    attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (layout.scaled) attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
     dnnl::post_ops post_ops;
     if (layout.accumulate) post_ops.append_sum(1.0f);
     if (layout.has_bias) post_ops.append_binary(dnnl::algorithm::binary_add, bias_md);
@@ -168,10 +174,13 @@ void build_matmul(Plan& plan, const dnnl::engine& engine, const MatmulLayout& la
         matmul_pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
     }
     plan.primitive = dnnl::matmul(matmul_pd);
+    plan.scratchpad_bytes = matmul_pd.scratchpad_desc().get_size();
+    if (plan.scratchpad_bytes > 0) plan.args[DNNL_ARG_SCRATCHPAD] = unbound_memory(matmul_pd.scratchpad_desc(), engine);
     if (!plan.args.count(DNNL_ARG_SRC)) plan.args[DNNL_ARG_SRC] = unbound_memory(a_md, engine);
     if (!plan.args.count(DNNL_ARG_WEIGHTS)) plan.args[DNNL_ARG_WEIGHTS] = unbound_memory(b_md, engine);
     plan.args[DNNL_ARG_DST] = unbound_memory(c_md, engine);
-    plan.args[DNNL_ARG_ATTR_OUTPUT_SCALES] = dnnl::memory(contiguous_md({1}, dt::f32), engine, &plan.scalar);
+    if (layout.scaled)
+        plan.args[DNNL_ARG_ATTR_OUTPUT_SCALES] = dnnl::memory(contiguous_md({1}, dt::f32), engine, &plan.scalar);
     if (layout.has_bias) plan.args[bias_arg(layout.accumulate)] = unbound_memory(bias_md, engine);
 }
 
@@ -187,7 +196,7 @@ void OneDnnBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, co
 void OneDnnBackend::multiply_onednn(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
                                     float alpha, bool accumulate) {
     MatmulLayout layout;
-    if (!describe_matmul(c, a, b, bias, accumulate, &layout)) {
+    if (!describe_matmul(c, a, b, bias, alpha, accumulate, &layout)) {
         HostBackend::multiply(c, a, b, bias, alpha, accumulate);
         return;
     }
