@@ -88,15 +88,49 @@ inline void gemm_rows(float* __restrict c, int64_t ldc, const float* __restrict 
     }
 }
 
+#if defined(__AVX512F__)
+// The AVX-512 form of gemm_rows: an R x 16 block of c in R 16-float registers, one vector of b and
+// R FMAs per step. R = 12 gives twelve independent accumulators (of AVX-512's 32 registers), and
+// each FMA does twice the work of the 8-float form: the tile products run at about twice the speed.
+typedef float Vec16 __attribute__((vector_size(64)));
+
+template <int R>
+inline void gemm_rows16(float* __restrict c, int64_t ldc, const float* __restrict a, int64_t a_row, int64_t a_k,
+                        const float* __restrict b, int64_t ldb, int64_t k, int64_t n, bool accumulate) {
+    for (int64_t col = 0; col < n; col += kColBlock) {
+        Vec16 acc[R];
+        for (int rr = 0; rr < R; ++rr) {
+            if (accumulate) std::memcpy(&acc[rr], c + rr * ldc + col, sizeof(Vec16));
+            else acc[rr] = Vec16{};
+        }
+        for (int64_t x = 0; x < k; ++x) {
+            Vec16 b0;
+            std::memcpy(&b0, b + x * ldb + col, sizeof b0);
+            asm("" : "+v"(b0));  // as in gemm_rows: one load of b per step, not one per FMA
+            const float* ax = a + x * a_k;
+            for (int rr = 0; rr < R; ++rr) acc[rr] += ax[rr * a_row] * b0;
+        }
+        for (int rr = 0; rr < R; ++rr) std::memcpy(c + rr * ldc + col, &acc[rr], sizeof(Vec16));
+    }
+}
+#endif
+
 // c[rows, n] (+)= A[rows, k] @ b[k, n], A(r, x) = a[r * a_row + x * a_k] (so A may be a transposed
 // buffer), b and c row-major with row strides ldb and ldc. rows % 4 == 0 and n % 16 == 0: the
 // callers pad their buffers.
 void gemm_tile(float* __restrict c, int64_t ldc, const float* __restrict a, int64_t a_row, int64_t a_k,
                const float* __restrict b, int64_t ldb, int64_t rows, int64_t k, int64_t n, bool accumulate) {
     int64_t r = 0;
+#if defined(__AVX512F__)
+    for (; r + 12 <= rows; r += 12)
+        gemm_rows16<12>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+    if (rows - r == 8) gemm_rows16<8>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+    if (rows - r == 4) gemm_rows16<4>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+#else
     for (; r + 6 <= rows; r += 6) gemm_rows<6>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
     if (rows - r == 4) gemm_rows<4>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
     if (rows - r == 2) gemm_rows<2>(c + r * ldc, ldc, a + r * a_row, a_row, a_k, b, ldb, k, n, accumulate);
+#endif
 }
 
 // Element (b, h, t, d) of a [B, H, T, D] f32 tensor with any strides.
