@@ -79,6 +79,35 @@ TEST_CASE("shakespeare_char learns in 300 steps and is recorded as finished", "[
     CHECK(db.one("SELECT length(text) FROM texts WHERE step = 300").text == "101");  // prompt + 100 characters
 }
 
+TEST_CASE("precision = bf16 on a CPU without bf16 instructions warns once and records it", "[e2e]") {
+    // ONEDNN_MAX_CPU_ISA=AVX2 makes any CPU look like one without AVX512-BF16 or AMX to oneDNN.
+    const std::string note = "bf16 emulated: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so precision "
+                             "= fp32 will be faster";
+    for (const std::string precision : {"bf16", "fp32"}) {
+        TempDir dir;
+        const fs::path db_file = dir.path / "lab.db";
+        Outcome r = run_program(kLabrunBinary,
+                                {experiment, "--no-progress", "--data-dir", shakespeare_data_dir().string(),
+                                 "train.steps=2", "train.eval_every=0", "task.sample_tokens=0",
+                                 "experiment.precision=" + precision, "experiment.db=" + db_file.string()},
+                                "", {{"ONEDNN_MAX_CPU_ISA", "AVX2"}});
+        INFO(precision << ": " << r);
+        REQUIRE(r.exit_code == 0);
+        const PlainSqlite db(db_file, PlainSqlite::Access::read_only);
+        const std::string device = db.one("SELECT device FROM runs").text;
+        INFO("device: " << device);
+        if (precision == "bf16") {
+            const size_t first = r.err.find("warning: " + note);
+            CHECK(first != std::string::npos);
+            CHECK(r.err.find(note, first + note.size()) == std::string::npos);  // once
+            CHECK(device.find(note) != std::string::npos);
+        } else {
+            CHECK(r.err.find("bf16 emulated") == std::string::npos);
+            CHECK(device.find("bf16 emulated") == std::string::npos);
+        }
+    }
+}
+
 TEST_CASE("a run whose data file is missing is recorded as failed with the error", "[e2e]") {
     TempDir dir;
     fs::path db_file = dir.path / "lab.db";

@@ -175,10 +175,14 @@ protected:
     // tensors where native_bf16_matmul(), else f32 tensors holding the bf16 values (the same
     // products, computed by the f32 kernels).
     bool round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a16, Tensor* b16) const;
-    // True when bf16 operands multiply faster than f32 ones (bf16 instructions on the device).
-    virtual bool native_bf16_matmul() const { return false; }
 
 public:
+    // True when the device has bf16 instructions, so that bf16 operands multiply faster than f32
+    // ones (a CPU with AVX512-BF16 or AMX, a GPU). Elsewhere precision = bf16 is emulated: the
+    // operands are rounded to bf16 and multiplied as f32, which is slower than f32 alone, and the
+    // trainer says so when a run starts.
+    virtual bool native_bf16_matmul() const { return false; }
+
     // Bytes new tensors may still take on the device, for the memory check before a run builds
     // its model (lab/run_plan.h); 0 = unknown (nothing is refused). Default: for a cpu backend the
     // host's (host_available_memory: MemAvailable, or the cgroup's limit when lower), else 0; a

@@ -114,6 +114,15 @@ std::string format_duration(double seconds) {
 namespace {
 
 // {"liblab": ..., "oneDNN": ..., "sqlite": ..., "boost": ..., "compiler": ...} as JSON text.
+// What a run on `backend` at `precision` should know about bf16: empty, or the note that this CPU
+// emulates bf16 (no AVX512-BF16 or AMX), which fp32 outruns. Said when the run starts and kept in
+// the run's device column.
+std::string bf16_note(const Backend& backend, const std::string& precision) {
+    if (precision != "bf16" || backend.device_kind() != DeviceKind::cpu || backend.native_bf16_matmul()) return "";
+    return "bf16 emulated: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so precision = fp32 will be "
+           "faster";
+}
+
 std::string library_versions(const Backend& backend) {
     nlohmann::json j = backend.library_versions();
     j["liblab"] = LAB_VERSION;
@@ -336,7 +345,8 @@ void ExperimentRun::record() {
                 record.config_hash = spec.hash();
                 record.config_text = spec.canonical_text();
                 record.backend = spec.plugins.at("backend").plugin;
-                record.device = c.backend->device_info();
+                const std::string note = bf16_note(*c.backend, ex.get_string("precision"));
+                record.device = c.backend->device_info() + (note.empty() ? "" : "; " + note);
                 record.precision = ex.get_string("precision");
                 record.host = host_name();
                 record.code_revision = env.source_dir.empty() ? "unknown" : code_revision(env.source_dir);
@@ -384,6 +394,8 @@ void ExperimentRun::build() {
                 (comm ? ", " + std::to_string(world) + " ranks (" + comm->name(c.backend->device_kind()) +
                             ") with " + std::to_string(omp_get_max_threads()) + " threads each"
                       : ""));
+    if (const std::string note = bf16_note(*c.backend, spec.experiment.get_string("precision")); !note.empty())
+        report.line("warning: " + note);
     build_model_stack(spec, registry, env, c);
     if (env.resume_run == 0 && !spec.train.get_string("init_from").empty()) {
         std::filesystem::path file = init_model(*c.model, spec.train.get_string("init_from"), *c.backend, report);

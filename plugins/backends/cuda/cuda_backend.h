@@ -134,7 +134,6 @@ public:
     // error flag, a scalar).
     void read_back(void* host, const void* device, size_t count);
 
-protected:
     bool native_bf16_matmul() const override { return true; }
 
 private:

@@ -2,6 +2,7 @@
 // registration. The kernels live in onednn_matmul.cpp, onednn_elementwise.cpp and onednn_norm.cpp.
 #include "onednn_backend.h"
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -102,7 +103,15 @@ void Plan::bind(int arg, const void* data) {
 namespace {
 
 // Whether oneDNN multiplies bf16 matrices with a real kernel on this CPU, not its reference code.
+// True when the CPU oneDNN runs on has bf16 instructions (AVX512-BF16, AMX) and oneDNN a bf16
+// matmul kernel for it. oneDNN 2.6 also offers bf16 matmuls on plain AVX-512 by emulating them,
+// slower than f32; those count as not native, so precision = bf16 multiplies f32 tensors holding
+// the bf16 values there. The ISA is oneDNN's effective one, which ONEDNN_MAX_CPU_ISA caps (the
+// tests take the emulated path on any CPU that way).
 bool bf16_matmul_available(const dnnl::engine& engine) {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto bf16_isa = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+    if ((isa & bf16_isa) != bf16_isa) return false;
     using dt = dnnl::memory::data_type;
     auto md = [](dt type) { return dnnl::memory::desc({16, 16}, type, dnnl::memory::format_tag::ab); };
     try {
@@ -154,6 +163,19 @@ Plan& OneDnnBackend::insert_plan(const PlanKey& key, std::unique_ptr<Plan> plan)
 }
 
 void OneDnnBackend::execute(Plan& plan, const char* kernel) {
+    if (plan.scratchpad_bytes > 0) {
+        if (plan.scratchpad_bytes > scratchpad_capacity_) {
+            const size_t bytes = (plan.scratchpad_bytes + 4095) / 4096 * 4096;
+            scratchpad_.reset(static_cast<char*>(std::aligned_alloc(4096, bytes)));
+            if (!scratchpad_) {
+                scratchpad_capacity_ = 0;
+                throw BackendError(std::string("backend onednn: out of memory allocating ") + std::to_string(bytes) +
+                                   " bytes of scratch for the " + kernel + " primitive");
+            }
+            scratchpad_capacity_ = bytes;
+        }
+        plan.args.at(DNNL_ARG_SCRATCHPAD).set_data_handle(scratchpad_.get());
+    }
     try {
         for (Plan::Conversion& conversion : plan.conversions)
             conversion.primitive.execute(stream_, conversion.src, conversion.dst);
