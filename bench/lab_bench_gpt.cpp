@@ -8,6 +8,7 @@
 
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <iostream>
 #include <sstream>
@@ -44,6 +45,15 @@ Peak peak_for(const lab::Backend& backend, double given, const std::string& prec
     if (precision == "bf16") return {kHopperBf16PeakTflops, "H100/H200 SXM dense bf16 tensor-core peak"};
     if (tf32) return {kHopperTf32PeakTflops, "H100/H200 SXM dense tf32 tensor-core peak"};
     return {kHopperF32PeakTflops, "H100/H200 SXM f32 (non-tensor-core) peak"};
+}
+
+// CPU seconds of every thread of this process so far. On a shared machine the wall clock of a step
+// moves with the neighbours' load; its CPU time (with OMP_WAIT_POLICY=passive, so that waiting
+// threads sleep instead of spinning) moves much less, which is what A/B comparisons of kernels need.
+double process_cpu_seconds() {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 int run(int argc, char** argv) {
@@ -130,10 +140,12 @@ int run(int argc, char** argv) {
     backend->synchronize();
     const lab::BackendStats before = backend->stats();
     auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = process_cpu_seconds();
     float last_loss = 0;
     for (int64_t i = 0; i < steps; ++i) last_loss = step();
     backend->synchronize();
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double cpu_ms = 1000.0 * (process_cpu_seconds() - cpu0) / static_cast<double>(steps);
     const lab::BackendStats after = backend->stats();
     double ms = 1000.0 * seconds / static_cast<double>(steps);
     // Model FLOPs per step as nanoGPT's estimate_mfu (PaLM appendix B): 6 N per token for the
@@ -156,7 +168,7 @@ int run(int argc, char** argv) {
               << ",\"hidden\":" << hidden << ",\"seq_len\":" << seq_len << ",\"batch\":" << batch << ",\"vocab\":" << vocab
               << ",\"bias\":" << (bias ? "true" : "false")
               << ",\"fused_attention\":" << (fused_attention ? "true" : "false") << ",\"precision\":\"" << precision
-              << "\"},\"ms_per_step\":" << ms
+              << "\"},\"ms_per_step\":" << ms << ",\"cpu_ms_per_step\":" << cpu_ms
               << ",\"tokens_per_s\":" << tokens_per_s << ",\"threads\":" << threads << ",\"steps\":" << steps
               << ",\"loss\":" << last_loss << ",\"params\":" << n_params
               << ",\"model_flops_per_step\":" << flops_per_step

@@ -97,9 +97,21 @@ dropout = 0.1
 }  // namespace
 
 TEST_CASE("steady state: GPT training steps allocate nothing and build no primitive after step 3", "[steady]") {
-    check_steady_after_step_3(step_counts(kGpt, 8), "gpt, composite softmax attention, dropout 0.1");
+    check_steady_after_step_3(step_counts(std::string(kGpt) + "[attention]\nfused = false\n", 8),
+                              "gpt, composite softmax attention, dropout 0.1");
     check_steady_after_step_3(step_counts(std::string(kGpt) + "[attention]\nfused = true\n", 8),
                               "gpt, fused softmax attention");
+}
+
+TEST_CASE("steady state: bf16 GPT training steps allocate nothing and build no primitive after step 3",
+          "[steady][mixed]") {
+    // precision = bf16 rounds operands into new tensors and runs bf16 primitives with a scratchpad
+    // of the backend's: all of it must come from the caches after the first steps too.
+    const std::string bf16 = "[experiment]\nprecision = bf16\n";
+    check_steady_after_step_3(step_counts(std::string(kGpt) + bf16 + "[attention]\nfused = false\n", 8),
+                              "gpt, bf16, composite softmax attention");
+    check_steady_after_step_3(step_counts(std::string(kGpt) + bf16 + "[attention]\nfused = true\n", 8),
+                              "gpt, bf16, fused softmax attention");
 }
 
 TEST_CASE("steady state: BERT masked-LM steps allocate nothing and build no primitive after step 3", "[steady]") {
