@@ -1,57 +1,189 @@
 #!/usr/bin/env bash
-# Compares labrun's BERT masked-LM training step with PyTorch's on the same shapes and thread
-# count: `lab_bench_step experiments/bert_mlm.ini task.mask_count=fixed` (4 layers, 256 wide,
-# 4 heads, T = 128, batch 32, WikiText-2 batches) against bench/torch_bert_step.py, which trains
-# transformers' BertForMaskedLM on random batches with the same number of masked positions, once
-# as transformers computes it (logits over all B * T positions) and once with the prediction head
-# on the masked rows only (what labrun's task/mlm does). Prints one table
-# (ratio = labrun tokens/s / PyTorch tokens/s; above 1: labrun is faster).
-#
-# Usage: bench/bert.sh [--steps 5] [--warmup 3] [--threads 2] [--build-dir build] [--python PY]
+# Compares labrun's BERT masked-LM training step with its strongest PyTorch peer on the same shapes,
+# machine and thread count, in one invocation: for each precision (f32, bf16) it runs
+# `lab_bench_step experiments/bert_mlm.ini task.mask_count=fixed experiment.precision=P` (4 layers,
+# 256 wide, 4 heads, T = 128, batch 32, WikiText-2 batches) and bench/torch_bert_step.py, which
+# trains transformers' BertForMaskedLM (SDPA attention, bf16 by autocast) on random batches with
+# the same number of masked positions, measures both sides' matmul peaks and prints one report
+# (bench/peer_report.py). It builds nothing; see bench/README.md.
 set -euo pipefail
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-steps=5; warmup=3; threads=2; build_dir="build"; python_bin="${PYTHON:-}"
-die() { echo "bert.sh: $*" >&2; exit 1; }
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_root=$(cd "$script_dir/.." && pwd)
+
+# experiments/bert_mlm.ini's shape (its model is experiments/bert/bert_small.ini, BERT-Mini): the
+# PyTorch side is given the same, and the model FLOPs below are counted from it.
+readonly LAYERS=4 HIDDEN=256 HEADS=4 INTERMEDIATE=1024 VOCAB=30522 SEQ_LEN=128 BATCH=32
+# task.mask_count = fixed masks max(1, round(mask_prob * (T - 2))) positions per sequence: 19.
+readonly MASKED=$(((15 * (SEQ_LEN - 2) + 50) / 100))
+
+usage() {
+  cat <<EOF
+Usage: bench/bert.sh [options]
+
+Times BERT masked-LM training steps (forward, loss on the masked positions, backward, clip, AdamW)
+of labrun and of PyTorch on experiments/bert_mlm.ini's shape ($LAYERS layers, $HIDDEN wide, $HEADS heads, FFN
+$INTERMEDIATE, vocabulary $VOCAB, T = $SEQ_LEN, batch $BATCH, $MASKED masked positions per sequence), for each precision:
+  labrun    build/bin/lab_bench_step experiments/bert_mlm.ini task.mask_count=fixed
+            experiment.precision=fp32|bf16 (WikiText-2 batches; the prediction head on the masked
+            rows only, as task/mlm computes it)
+  eager     bench/torch_bert_step.py --masked-rows-only: transformers' BertForMaskedLM with
+            attn_implementation="sdpa", the head on the masked rows only, as labrun; bf16 =
+            forward and loss under torch.autocast(dtype=torch.bfloat16)
+  compile   the same under torch.compile (the untimed warm-up steps compile it)
+  full      BertForMaskedLM as transformers runs it, eager: logits over all B x T positions
+The peer is the fastest PyTorch run; if compiling fails the report says why. First it measures the
+matmul peak of both sides in both precisions (build/bin/lab_bench_matmul,
+bench/torch_matmul_peak.py: the same square sizes and threads) and notes the CPU, the instruction
+set oneDNN dispatches to (ONEDNN_VERBOSE=1) and the versions.
+ratio = peer ms/step / labrun ms/step (> 1: labrun is faster). MFU = model FLOPs per step / time /
+the matmul peak of that side at that precision, the model FLOPs counted as nanoGPT counts a GPT's:
+6 per weight per token through the encoder's matmuls, 12 L C T per token for attention, and 6 per
+weight of the head's transform and decoder per masked position only. Exit status 1 when a labrun,
+eager or full run failed, else 0.
+Build first: cmake --build build --target lab_bench_step lab_bench_matmul. PyTorch and
+transformers: tools/setup.sh --bench. Data: tools/get_data.sh (wikitext-2, bert-base-uncased).
+
+Options:
+  --precisions "P Q"   f32 and/or bf16 (default: "f32 bf16")
+  --steps N            timed steps (default: 5)
+  --warmup W           untimed warm-up steps (default: 3; the compile runs take at least 1)
+  --threads N          threads for both implementations and both peaks (default: 2)
+  --no-compile         skip the torch.compile runs (a compilation takes a minute or more)
+  --no-full-head       skip the BertForMaskedLM-as-is runs
+  --impl WHICH         both (default), labrun or pytorch
+  --build-dir DIR      build tree holding bin/lab_bench_step and bin/lab_bench_matmul (default: build)
+  --python PY          interpreter with torch and transformers (default: \$PYTHON, else
+                       .venv/bin/python3, else python3)
+  --peak-sizes "A,B"   square sizes of both matmul peaks (default: 1024,2048,3072; the best counts)
+  --out FILE           also append every result, the peaks and the machine as JSON lines to FILE
+  -h, --help           show this help
+EOF
+}
+
+die() {
+  echo "bert.sh: error: $*" >&2
+  exit 1
+}
+
+require_value() {
+  [[ $2 -ge 2 && -n "$3" ]] || die "$1 needs a value; hint: see bench/bert.sh --help"
+}
+
+precisions="f32 bf16"
+steps=5
+warmup=3
+threads=2
+compile=true
+full_head=true
+impl=both
+build_dir="build"
+python_bin="${PYTHON:-}"
+peak_sizes="1024,2048,3072"
+out_file=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --steps) steps=${2:?--steps needs a value}; shift 2 ;;
-    --warmup) warmup=${2:?--warmup needs a value}; shift 2 ;;
-    --threads) threads=${2:?--threads needs a value}; shift 2 ;;
-    --build-dir) build_dir=${2:?--build-dir needs a value}; shift 2 ;;
-    --python) python_bin=${2:?--python needs a value}; shift 2 ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1'; see --help" ;;
+    --precisions) require_value "$1" $# "${2:-}"; precisions=$2; shift 2 ;;
+    --steps) require_value "$1" $# "${2:-}"; steps=$2; shift 2 ;;
+    --warmup) require_value "$1" $# "${2:-}"; warmup=$2; shift 2 ;;
+    --threads) require_value "$1" $# "${2:-}"; threads=$2; shift 2 ;;
+    --no-compile) compile=false; shift ;;
+    --no-full-head) full_head=false; shift ;;
+    --impl) require_value "$1" $# "${2:-}"; impl=$2; shift 2 ;;
+    --build-dir) require_value "$1" $# "${2:-}"; build_dir=$2; shift 2 ;;
+    --python) require_value "$1" $# "${2:-}"; python_bin=$2; shift 2 ;;
+    --peak-sizes) require_value "$1" $# "${2:-}"; peak_sizes=$2; shift 2 ;;
+    --out) require_value "$1" $# "${2:-}"; out_file=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1'; hint: see bench/bert.sh --help" ;;
   esac
 done
+
+is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
+{ is_count "$steps" && [[ $steps -gt 0 ]]; } || die "--steps '$steps' is not a positive integer"
+is_count "$warmup" || die "--warmup '$warmup' is not a non-negative integer"
+{ is_count "$threads" && [[ $threads -gt 0 ]]; } || die "--threads '$threads' is not a positive integer"
+case "$impl" in both | labrun | pytorch) ;; *) die "--impl '$impl' must be both, labrun or pytorch" ;; esac
+read -r -a precision_list <<<"$precisions"
+[[ ${#precision_list[@]} -gt 0 ]] || die "--precisions is empty; hint: f32, bf16 or \"f32 bf16\""
+for precision in "${precision_list[@]}"; do
+  case "$precision" in f32 | bf16) ;; *) die "--precisions: '$precision' is not f32 or bf16" ;; esac
+done
+[[ "$peak_sizes" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  die "--peak-sizes '$peak_sizes' is not a comma-separated list of positive sizes, e.g. 1024,2048"
+
+# Relative paths given by the user are relative to where they ran the script; the rest of the
+# script runs from the repository root (experiments/ and data/ are found from there).
+[[ "$build_dir" == /* ]] || build_dir="$PWD/$build_dir"
+[[ -z "$out_file" || "$out_file" == /* ]] || out_file="$PWD/$out_file"
+cd "$repo_root"
+
 # shellcheck source=bench/common.sh
 source "$repo_root/bench/common.sh"
 python_bin=$(bench_python "$repo_root" "$python_bin")
-bench="$repo_root/$build_dir/bin/lab_bench_step"
-[[ -x "$bench" ]] || die "$bench is missing; build it: cmake --build $build_dir --target lab_bench_step"
-"$python_bin" -c "import torch, transformers" 2>/dev/null || die "$python_bin lacks torch or transformers; run tools/setup.sh --bench"
-[[ -f "$repo_root/data/wikitext-2/valid.txt" ]] || die "data/wikitext-2 is missing; run tools/get_data.sh"
+lab_bench="$build_dir/bin/lab_bench_step"
+peak_bench="$build_dir/bin/lab_bench_matmul"
+if [[ "$impl" != pytorch ]]; then
+  for program in "$lab_bench" "$peak_bench"; do
+    [[ -x "$program" ]] ||
+      die "$program not found; hint: cmake --build build --target lab_bench_step lab_bench_matmul (or --build-dir DIR, or --impl pytorch)"
+  done
+  for file in data/wikitext-2/valid.txt data/bert-base-uncased/vocab.txt; do
+    [[ -f "$file" ]] || die "$repo_root/$file is missing; hint: tools/get_data.sh (or --impl pytorch)"
+  done
+fi
+if [[ "$impl" != labrun ]]; then
+  "$python_bin" -c "import torch, transformers" >/dev/null 2>&1 ||
+    die "$python_bin cannot import torch and transformers; hint: tools/setup.sh --bench, or --python PY (or --impl labrun)"
+fi
 
-results=$(mktemp)
-trap 'rm -f "$results"' EXIT
-cd "$repo_root"
-echo "bert.sh: labrun ..." >&2
-"$bench" experiments/bert_mlm.ini task.mask_count=fixed --steps "$steps" --warmup "$warmup" --threads "$threads" >> "$results"
-echo "bert.sh: pytorch ..." >&2
-"$python_bin" bench/torch_bert_step.py --steps "$steps" --warmup "$warmup" --threads "$threads" >> "$results"
-"$python_bin" bench/torch_bert_step.py --steps "$steps" --warmup "$warmup" --threads "$threads" --masked-rows-only >> "$results"
-"$python_bin" - "$results" <<'PY'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-lab = rows[0]
-print(f"BERT MLM training step, {lab['batch']} x {lab['seq_len']} tokens, {lab['threads']} threads; "
-      f"torch {rows[1]['torch']}, transformers {rows[1]['transformers']} (attention: {rows[1]['attn_implementation']})")
-print(f"{'implementation':<44} {'ms/step':>9} {'tok/s':>9} {'labrun speed-up':>16}")
-names = {"labrun-onednn": "labrun (task/mlm, masked rows only)",
-         "pytorch-eager": "PyTorch eager, BertForMaskedLM",
-         "pytorch-eager-masked-rows": "PyTorch eager, head on masked rows only"}
-for r in rows:
-    print(f"{names.get(r['impl'], r['impl']):<44} {r['ms_per_step']:>9.1f} {r['tokens_per_s']:>9.0f} "
-          f"{lab['tokens_per_s'] / r['tokens_per_s']:>16.2f}")
-print(f"labrun steady state: {lab['allocs_per_step']:g} system allocations per step, "
-      f"{lab['primitives_built']} primitives built during the timed steps")
-PY
+results_dir=$(mktemp -d)
+trap 'rm -rf -- "$results_dir"' EXIT
+
+# The machine and both peaks first: the report divides by the peaks.
+lab_side="" torch_side=""
+[[ "$impl" == pytorch ]] || lab_side=$peak_bench
+[[ "$impl" == labrun ]] || torch_side=$python_bin
+bench_describe_machine "$results_dir/machine.txt" "$threads" "$lab_side" "$torch_side"
+if [[ -n "$torch_side" ]]; then
+  "$python_bin" -c 'import transformers; print("transformers:", transformers.__version__)' >>"$results_dir/machine.txt"
+fi
+bench_matmul_peaks "$results_dir" "$threads" "$peak_sizes" "$lab_side" "$torch_side"
+
+peers=(eager)
+[[ "$compile" == false ]] || peers+=(compile)
+[[ "$full_head" == false ]] || peers+=(full)
+run_args=(--steps "$steps" --warmup "$warmup" --threads "$threads")
+torch_shape=(--layers "$LAYERS" --hidden "$HIDDEN" --heads "$HEADS" --intermediate "$INTERMEDIATE" --vocab "$VOCAB"
+  --seq-len "$SEQ_LEN" --batch "$BATCH" --mask-prob 0.15)
+for precision in "${precision_list[@]}"; do
+  if [[ "$impl" != pytorch ]]; then
+    # The experiment file spells f32 'fp32' ([experiment] precision = fp32 | bf16).
+    bench_run_one "$results_dir/bert_mlm.$precision.labrun.json" "$lab_bench" experiments/bert_mlm.ini \
+      task.mask_count=fixed "experiment.precision=${precision/#f32/fp32}" "${run_args[@]}"
+  fi
+  [[ "$impl" != labrun ]] || continue
+  for role in "${peers[@]}"; do
+    case "$role" in
+      eager) role_args=(--masked-rows-only) ;;
+      compile) role_args=(--masked-rows-only --compile) ;;
+      full) role_args=() ;;
+    esac
+    bench_run_one "$results_dir/bert_mlm.$precision.$role.json" "$python_bin" bench/torch_bert_step.py \
+      "${torch_shape[@]}" "${run_args[@]}" --precision "$precision" "${role_args[@]}"
+  done
+done
+
+# Model FLOPs per step (see --help): the encoder's matmul weights per layer (Q, K, V, output: 4 C^2;
+# the FFN: 2 C I) for every token, attention's QK^T and PV, and the head's transform (C^2) and tied
+# decoder (C V) for the masked rows only. Biases and LayerNorms (< 0.5% of the weights) are left out.
+tokens=$((BATCH * SEQ_LEN))
+model_flops=$((6 * tokens * LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * INTERMEDIATE)
+  + 12 * LAYERS * HIDDEN * SEQ_LEN * tokens
+  + 6 * BATCH * MASKED * (HIDDEN * HIDDEN + HIDDEN * VOCAB)))
+
+python3 bench/peer_report.py --results "$results_dir" --rows bert_mlm --precisions "${precision_list[*]}" \
+  --peers "${peers[*]}" --optional compile --impl "$impl" --out "$out_file" --flops-per-step "$model_flops" \
+  --title "BERT masked-LM training step, labrun (lab_bench_step experiments/bert_mlm.ini) against PyTorch (transformers' BertForMaskedLM, SDPA attention, bf16 = autocast)" \
+  --legend "bert_mlm: $LAYERS layers, $HIDDEN wide, $HEADS heads, FFN $INTERMEDIATE, vocabulary $VOCAB, T $SEQ_LEN, batch $BATCH, $MASKED masked positions per sequence; timed steps $steps, warm-up $warmup; $model_flops model FLOPs per step" \
+  --legend "eager, compile: the prediction head on the masked rows only, as labrun's task/mlm; full: BertForMaskedLM as is (logits over all B x T positions), eager"

@@ -9,9 +9,17 @@ bias, and an lm_head tied to the token embedding; dropout is 0. The optimiser is
 configure_optimizers does) with gradient-norm clipping at 1.0.
 
 One step = forward + cross-entropy + backward + clip + optimiser step + zero_grad on a batch of
-random tokens. Warm-up steps are not timed. The script prints exactly one JSON line on stdout:
-  {"impl": "pytorch-eager" | "pytorch-compile", "config": {...}, "ms_per_step": ...,
-   "tokens_per_s": ..., "threads": ..., "torch": "<version>", ...}
+random tokens. Warm-up steps are not timed. By default the script runs PyTorch's fastest attention
+(F.scaled_dot_product_attention, its fused kernel; --attention explicit writes out matmul + masked
+softmax as nanoGPT's fallback does). --precision bf16 runs forward and loss under
+torch.autocast("cpu"/"cuda", dtype=torch.bfloat16), as nanoGPT's train.py does: matmuls and
+attention in bf16, parameters, gradients and the optimiser in f32. --compile wraps the model in
+torch.compile (with at least one untimed step, which compiles).
+
+The script prints exactly one JSON line on stdout:
+  {"impl": "pytorch-eager" | "pytorch-compile", "config": {..., "attention": ..., "precision": ...},
+   "compile": true | false, "ms_per_step": ..., "tokens_per_s": ..., "model_flops_per_step": ...,
+   "threads": ..., "torch": "<version>", ...}
 Messages (e.g. a torch.compile failure) go to stderr.
 """
 
@@ -181,10 +189,15 @@ def parse_arguments(argv):
                         help="biases in linear layers and LayerNorms (default: none, as nanoGPT and "
                              "experiments/shakespeare_char.ini)")
     parser.add_argument("--no-bias", dest="bias", action="store_false", help="no biases (the default)")
-    parser.add_argument("--sdpa", action="store_true",
-                        help="use F.scaled_dot_product_attention instead of explicit matmul + masked softmax")
+    parser.add_argument("--attention", choices=("sdpa", "explicit"), default="sdpa",
+                        help="sdpa: F.scaled_dot_product_attention, PyTorch's fused kernel (the default); "
+                             "explicit: matmul + masked softmax written out, for reference")
+    parser.add_argument("--precision", choices=("f32", "bf16"), default="f32",
+                        help="bf16: forward and loss under torch.autocast(dtype=torch.bfloat16), as nanoGPT; "
+                             "f32 parameters, gradients and optimiser either way")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model; falls back to eager with a message if compiling fails")
+                        help="torch.compile the model (at least one untimed step compiles it); falls back to "
+                             "eager with a message on stderr and a compile_error field if compiling fails")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the initialisation and the token batches")
     arguments = parser.parse_args(argv)
@@ -200,10 +213,11 @@ def synchronize(device):
 
 
 def run_benchmark(arguments, device, use_compile):
-    """Builds model and optimiser, runs the warm-up and the timed steps; returns (seconds, last loss)."""
+    """Builds model and optimiser, runs the warm-up and the timed steps; returns (seconds, last loss,
+    warm-up steps run, parameters without the position embedding)."""
     torch.manual_seed(arguments.seed)
     model = GPT(arguments.layers, arguments.heads, arguments.hidden, arguments.seq_len,
-                arguments.vocab, arguments.bias, arguments.sdpa).to(device)
+                arguments.vocab, arguments.bias, arguments.attention == "sdpa").to(device)
     model.train()
     optimizer = make_optimizer(model, device)
     step_model = torch.compile(model) if use_compile else model
@@ -216,25 +230,34 @@ def run_benchmark(arguments, device, use_compile):
         # inputs = tokens[:, :-1], targets = tokens shifted by one: (B, T) each.
         batches.append((tokens[:, :-1].contiguous().to(device), tokens[:, 1:].contiguous().to(device)))
 
+    # nanoGPT's mixed precision: autocast around forward and loss only; backward follows the dtypes
+    # the forward recorded.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=arguments.precision == "bf16")
+
     def train_step(step):
         ids, targets = batches[step % len(batches)]
-        loss = step_model(ids, targets)
+        with autocast:
+            loss = step_model(ids, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    for step in range(arguments.warmup):
+    # torch.compile compiles on the first call: that step must not be timed.
+    warmup = max(arguments.warmup, 1) if use_compile else arguments.warmup
+    for step in range(warmup):
         train_step(step)
     synchronize(device)
     start = time.perf_counter()
     loss = None
     for step in range(arguments.steps):
-        loss = train_step(arguments.warmup + step)
+        loss = train_step(warmup + step)
     synchronize(device)
     seconds = time.perf_counter() - start
-    return seconds, float(loss.item())
+    # nanoGPT's get_num_params(non_embedding=True): parameters() lists the tied matrix once.
+    n_params = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    return seconds, float(loss.item()), warmup, n_params
 
 
 def main(argv):
@@ -251,31 +274,37 @@ def main(argv):
     compile_error = None
     if arguments.compile:
         try:
-            seconds, last_loss = run_benchmark(arguments, device, use_compile=True)
+            seconds, last_loss, warmup, n_params = run_benchmark(arguments, device, use_compile=True)
         except Exception as error:  # torch.compile raises many types (backend, C++ toolchain, Triton)
             compile_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             print(f"torch_gpt_step.py: torch.compile failed ({compile_error}); "
                   "timing eager mode instead", file=sys.stderr)
             impl = "pytorch-eager"
     if impl == "pytorch-eager":
-        seconds, last_loss = run_benchmark(arguments, device, use_compile=False)
+        seconds, last_loss, warmup, n_params = run_benchmark(arguments, device, use_compile=False)
 
     ms_per_step = 1000.0 * seconds / arguments.steps
     tokens_per_step = arguments.batch * arguments.seq_len
+    # Model FLOPs as nanoGPT's estimate_mfu and lab_bench_gpt count them (PaLM appendix B): 6 N per
+    # token for the matmuls forward and backward, plus 12 L C T per token for QK^T and PV.
+    flops_per_token = 6 * n_params + 12 * arguments.layers * arguments.hidden * arguments.seq_len
     result = {
         "impl": impl,
         "config": {
             "layers": arguments.layers, "heads": arguments.heads, "hidden": arguments.hidden,
             "seq_len": arguments.seq_len, "batch": arguments.batch, "vocab": arguments.vocab,
-            "bias": arguments.bias, "attention": "sdpa" if arguments.sdpa else "explicit",
+            "bias": arguments.bias, "attention": arguments.attention, "precision": arguments.precision,
         },
+        "compile": impl == "pytorch-compile",
         "ms_per_step": round(ms_per_step, 3),
         "tokens_per_s": round(tokens_per_step / (seconds / arguments.steps), 1),
+        "params": n_params,
+        "model_flops_per_step": flops_per_token * tokens_per_step,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device),
         "steps": arguments.steps,
-        "warmup": arguments.warmup,
+        "warmup": warmup,
         "loss": round(last_loss, 4),
     }
     if compile_error is not None:
