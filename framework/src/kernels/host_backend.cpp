@@ -459,6 +459,13 @@ void HostBackend::masked_fill(const Tensor& y, const Tensor& x, const Tensor& ma
     const uint8_t* mp = mask.data<uint8_t>();
     StridedLoop<3> loop("masked_fill", y.shape(), {&y.strides(), &x.strides(), &mask.strides()});
     loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        if (st[0] == 1 && st[1] == 1 && st[2] == 1) {  // the usual case; vectorised
+            float* yo = yp + off[0];
+            const float* xo = xp + off[1];
+            const uint8_t* mo = mp + off[2];
+            for (int64_t i = 0; i < n; ++i) yo[i] = mo[i] ? value : xo[i];
+            return;
+        }
         for (int64_t i = 0; i < n; ++i) {
             yp[off[0] + i * st[0]] = mp[off[2] + i * st[2]] ? value : xp[off[1] + i * st[1]];
         }

@@ -161,7 +161,10 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, cons
                          const Tensor& mask, const Tensor& bias) {
     int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
     Tensor kr = repeat_kv(k, H), vr = repeat_kv(v, H);
-    Tensor scores = ops::scale(ops::matmul(q, ops::transpose(kr, -1, -2)), args.scale);  // [B, H, T, S]
+    // The scale applied to q [B, H, T, D] rather than to the scores [B, H, T, S]: a pass over
+    // D values per query instead of S, forward and backward (exact when the scale is a power of
+    // two, as 1/sqrt(D) is for D = 64).
+    Tensor scores = ops::matmul(ops::scale(q, args.scale), ops::transpose(kr, -1, -2));  // [B, H, T, S]
     if (bias.defined()) scores = ops::add(scores, bias);
     if (args.causal) scores = ops::masked_fill(scores, causal_mask(q.backend(), T, S), -INFINITY);
     if (mask.defined()) scores = ops::masked_fill(scores, mask, -INFINITY);

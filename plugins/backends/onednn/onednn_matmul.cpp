@@ -1,7 +1,8 @@
 // Batched matmul on the oneDNN matmul primitive:
 //   c[..., M, N] = alpha * a[..., M, K] @ b[..., K, N] (+ bias[N]) (+ c when accumulate)
 // Operands keep their strides (transposed views need no copy); a batch dim of size 1 or stride 0
-// broadcasts. alpha other than 1 is a runtime output scale, so changing it builds nothing new.
+// broadcasts. alpha is a runtime output scale (but for bf16 operands at alpha 1, see
+// MatmulLayout::scaled), so changing it builds nothing new.
 #include <algorithm>
 #include <mutex>
 
@@ -23,9 +24,10 @@ struct MatmulLayout {
     bool has_bias = false;
     bool accumulate = false;
     bool bf16_inputs = false;
-    // alpha != 1: a runtime output scale. oneDNN 2.6 serves a matmul with a runtime scale from its
-    // older gemm kernels only; without one its brgemm kernels (AMX for bf16) apply, which ran
-    // the bf16 products of a GPT step at twice the speed.
+    // A runtime output scale (alpha), which makes oneDNN 2.6 choose its gemm kernels. Left out for
+    // bf16 operands when alpha is 1, so that its brgemm kernels (AMX) run them: twice the speed of
+    // gemm:jit on the bf16 products of a GPT step. f32 operands keep it: there gemm:jit's sgemm is
+    // the faster (measured: a shakespeare_char f32 step 5.2 s with it, 5.9 s with brgemm).
     bool scaled = false;
 };
 
@@ -91,7 +93,7 @@ bool describe_matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Te
         if (layout->bias_stride <= 0) return false;
     }
     layout->accumulate = accumulate;
-    layout->scaled = alpha != 1.0f;
+    layout->scaled = alpha != 1.0f || a.dtype() != DType::bf16;  // see MatmulLayout::scaled
     layout->bf16_inputs = a.dtype() == DType::bf16;
     return true;
 }
