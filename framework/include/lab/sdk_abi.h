@@ -15,4 +15,4 @@
 // stayed the same while the headers changed).
 #pragma once
 
-#define LAB_SDK_ABI 1
+#define LAB_SDK_ABI 2
