@@ -75,8 +75,9 @@ int run(int argc, char** argv) {
         ("bias", po::value(&bias)->default_value(false), "biases in linear layers and LayerNorms (default: none, as nanoGPT)")
         ("activation", po::value(&activation)->default_value("gelu"),
          "MLP nonlinearity: gelu (erf, nanoGPT's) or gelu_tanh (GPT-2's; one cuBLASLt call with the matmul on cuda)")
-        ("fused-attention", po::value(&fused_attention)->default_value(true),
-         "attention/softmax's tiled kernel (false: the composite with the [T, T] scores)")
+        ("fused-attention", po::value(&fused_attention)->default_value(false),
+         "attention/softmax's tiled kernel (default false, as [attention] fused: the composite with the [T, T] "
+         "scores, which is the faster on an AMX CPU except in f32 at T >= 256 with a causal mask)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("precision", po::value(&precision)->default_value("f32"),
          "matmul inputs: f32, or bf16 (rounded to bf16, f32 accumulation: [experiment] precision = bf16)")

@@ -162,7 +162,10 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
         bool need_a = a.requires_grad(), need_b = b.requires_grad();
         Shape a_shape = a.shape(), b_shape = b.shape();
         record(c, "matmul", {a, b}, [=](const Tensor& dout, std::vector<Tensor>& d) {
-            Tensor dc = matmul_operand(contig(dout));
+            // Under mixed precision a dense gradient (the attention output's arrives transposed) is
+            // rounded in its own layout: one pass instead of a copy and then a rounding.
+            Tensor dc = dout.is_dense() ? matmul_operand(dout) : Tensor();
+            if (!dc.defined() || dc.dtype() != DType::bf16) dc = matmul_operand(contig(dout));
             if (need_a) {  // dA = dC @ B^T, summed over the batch dims that a was broadcast along
                 Shape s = out_shape;
                 s.back() = K;
