@@ -102,15 +102,10 @@ done
 is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
 { is_count "$steps" && [[ $steps -gt 0 ]]; } || die "--steps '$steps' is not a positive integer"
 is_count "$warmup" || die "--warmup '$warmup' is not a non-negative integer"
-{ is_count "$threads" && [[ $threads -gt 0 ]]; } || die "--threads '$threads' is not a positive integer"
-case "$impl" in both | labrun | pytorch) ;; *) die "--impl '$impl' must be both, labrun or pytorch" ;; esac
+# shellcheck source=bench/common.sh
+source "$repo_root/bench/common.sh"
+problem=$(bench_check_options "$threads" "$impl" "$precisions" "$peak_sizes") || die "$problem"
 read -r -a precision_list <<<"$precisions"
-[[ ${#precision_list[@]} -gt 0 ]] || die "--precisions is empty; hint: f32, bf16 or \"f32 bf16\""
-for precision in "${precision_list[@]}"; do
-  case "$precision" in f32 | bf16) ;; *) die "--precisions: '$precision' is not f32 or bf16" ;; esac
-done
-[[ "$peak_sizes" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
-  die "--peak-sizes '$peak_sizes' is not a comma-separated list of positive sizes, e.g. 1024,2048"
 
 # Relative paths given by the user are relative to where they ran the script; the rest of the
 # script runs from the repository root (experiments/ and data/ are found from there).
@@ -118,8 +113,6 @@ done
 [[ -z "$out_file" || "$out_file" == /* ]] || out_file="$PWD/$out_file"
 cd "$repo_root"
 
-# shellcheck source=bench/common.sh
-source "$repo_root/bench/common.sh"
 python_bin=$(bench_python "$repo_root" "$python_bin")
 lab_bench="$build_dir/bin/lab_bench_step"
 peak_bench="$build_dir/bin/lab_bench_matmul"

@@ -2,6 +2,24 @@
 # Sourced by the bench/ scripts: the Python interpreter that runs the peer implementations, and
 # what run.sh and bert.sh share to run benchmarks and describe the machine for bench/peer_report.py.
 
+# Checks the options run.sh and bert.sh share; prints the message and returns 1 on the first bad
+# one (the caller dies with it).
+bench_check_options() {
+  local threads=$1 impl=$2 precisions=$3 peak_sizes=$4 precision
+  local -a precision_list
+  [[ "$threads" =~ ^[0-9]+$ && $threads -gt 0 ]] || { echo "--threads '$threads' is not a positive integer"; return 1; }
+  case "$impl" in both | labrun | pytorch) ;; *) echo "--impl '$impl' must be both, labrun or pytorch"; return 1 ;; esac
+  read -r -a precision_list <<<"$precisions"
+  [[ ${#precision_list[@]} -gt 0 ]] || { echo "--precisions is empty; hint: f32, bf16 or \"f32 bf16\""; return 1; }
+  for precision in "${precision_list[@]}"; do
+    case "$precision" in f32 | bf16) ;; *) echo "--precisions: '$precision' is not f32 or bf16"; return 1 ;; esac
+  done
+  [[ "$peak_sizes" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || {
+    echo "--peak-sizes '$peak_sizes' is not a comma-separated list of positive sizes, e.g. 1024,2048"
+    return 1
+  }
+}
+
 # bench_python REPO_ROOT [PY]: PY if given, else $PYTHON, else REPO_ROOT/.venv/bin/python3 (what
 # tools/setup.sh --bench creates where pip may not install system-wide), else python3.
 bench_python() {

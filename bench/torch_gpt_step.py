@@ -30,6 +30,8 @@ import sys
 import time
 
 import torch
+
+from bench_args import positive_int, non_negative_int  # bench/, beside this script
 import torch.nn as nn
 from torch.nn import functional as F
 
@@ -149,26 +151,6 @@ def make_optimizer(model, device):
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), **extra)
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
-
-
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
 
 
 def parse_arguments(argv):

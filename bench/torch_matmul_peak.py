@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from bench_args import positive_int  # bench/, beside this script
+
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -48,16 +50,6 @@ def dtype_list(text):
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"'{text}': expected f32 and/or bf16")
     return names
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
 
 
 def seconds_per_call(n, dtype, repeats, generator):

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lab/autograd.h"
 #include "lab/error.h"
 #include "lab/ops.h"
 #include "lab/build_context.h"
@@ -157,6 +158,31 @@ Tensor causal_mask(Backend& be, int64_t T, int64_t S) {
 
 }  // namespace
 
+namespace {
+
+// softmax(masked_fill(scores, causal, -inf)) over the last dim as one autograd node. Every query
+// sees at least the key at its own position, so each row's maximum is finite and a hidden key's
+// probability is exactly 0; the softmax backward, y * (dy - sum(y * dy)), then gives that key a
+// zero gradient by itself. The masked_fill's own backward, a pass over [B, H, T, S] that would only
+// write those zeros again, is left out.
+Tensor causal_softmax(const Tensor& scores, const Tensor& causal) {
+    const Tensor probs = ops::softmax(ops::masked_fill(scores.detach(), causal, -INFINITY));
+    if (any_requires_grad({&scores})) {
+        const Tensor saved = probs.detach();
+        record(probs, "causal_softmax", {scores}, [saved](const Tensor& dout, std::vector<Tensor>& d) {
+            const int64_t C = saved.size(-1), N = saved.numel() / std::max<int64_t>(1, C);
+            const Tensor dy = dout.contiguous_copy();
+            Tensor dx = Tensor::empty(dy.backend(), dy.shape());
+            dy.backend().softmax_backward(dx.view({N, C}, {C, 1}, 0), dy.view({N, C}, {C, 1}, dy.offset()),
+                                          saved.view({N, C}, {C, 1}, saved.offset()), false);
+            d[0] = dx;
+        });
+    }
+    return probs;
+}
+
+}  // namespace
+
 Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
                          const Tensor& mask, const Tensor& bias) {
     int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
@@ -166,7 +192,6 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, cons
     // two, as 1/sqrt(D) is for D = 64).
     Tensor scores = ops::matmul(ops::scale(q, args.scale), ops::transpose(kr, -1, -2));  // [B, H, T, S]
     if (bias.defined()) scores = ops::add(scores, bias);
-    if (args.causal) scores = ops::masked_fill(scores, causal_mask(q.backend(), T, S), -INFINITY);
     if (mask.defined()) scores = ops::masked_fill(scores, mask, -INFINITY);
     if (args.key_padding_mask.defined()) {
         const Tensor& pad = args.key_padding_mask;
@@ -174,7 +199,8 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, cons
         Tensor key_mask = pad.view({B, 1, 1, S}, {pad.strides()[0], 0, 0, pad.strides()[1]}, pad.offset());
         scores = ops::masked_fill(scores, key_mask, -1e30f);
     }
-    Tensor probs = ops::softmax(scores);
+    // The causal mask last (the masks commute), fused with the softmax.
+    Tensor probs = args.causal ? causal_softmax(scores, causal_mask(q.backend(), T, S)) : ops::softmax(scores);
     if (args.dropout_rng) probs = ops::dropout(probs, args.dropout, args.training, *args.dropout_rng);
     return ops::matmul(probs, vr);  // [B, H, T, D]
 }
