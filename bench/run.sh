@@ -16,7 +16,7 @@ repo_root=$(cd "$script_dir/.." && pwd)
 # cores, hence few timed steps. baby is its small sibling for quick checks.
 readonly CONFIGS=(
   "baby|4|4|128|64|12|20|3"
-  "shakespeare_char|6|6|384|256|64|3|1"
+  "shakespeare_char|6|6|384|256|64|3|2"
 )
 
 usage() {
