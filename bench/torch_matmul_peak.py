@@ -30,15 +30,7 @@ DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 
 
 def sizes_list(text):
-    sizes = []
-    for item in text.replace(",", " ").split():
-        try:
-            size = int(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{item}' is not an integer")
-        if size < 1:
-            raise argparse.ArgumentTypeError(f"size {size} must be > 0")
-        sizes.append(size)
+    sizes = [positive_int(item) for item in text.replace(",", " ").split()]
     if not sizes:
         raise argparse.ArgumentTypeError("needs at least one size")
     return sizes
