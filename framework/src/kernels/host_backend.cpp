@@ -87,6 +87,14 @@ void round_to_bf16(uint16_t* __restrict dst, const float* __restrict src, int64_
     }
 }
 
+// True when dst and src (of one shape) are dense and lay their elements out alike: equal strides
+// on every dim of size > 1 (a size-1 dim's stride addresses nothing).
+bool same_dense_layout(const Tensor& dst, const Tensor& src) {
+    for (int64_t d = 0; d < dst.dim(); ++d)
+        if (dst.size(d) != 1 && dst.strides()[d] != src.strides()[d]) return false;
+    return dst.is_dense();
+}
+
 // ---- elementwise maps over f32 tensors of one shape, any strides ----
 template <class F> void map1(const char* kernel, const Tensor& y, const Tensor& x, F f) {
     float* yp = y.data<float>();
@@ -213,22 +221,22 @@ void HostBackend::copy_to_host(void* dst, const Tensor& src) {
 
 void HostBackend::copy(const Tensor& dst, const Tensor& src) {
     require_same_shape("copy", "dst", dst, "src", src);
-    if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
-        const int64_t bytes = dst.numel() * static_cast<int64_t>(dtype_size(dst.dtype()));
-        char* d = static_cast<char*>(dst.raw());
-        const char* s = static_cast<const char*>(src.raw());
-        constexpr int64_t kBlock = 1 << 20;
-        const int64_t blocks = (bytes + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (blocks > 1)
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-            std::memcpy(d + blk * kBlock, s + blk * kBlock, std::min(kBlock, bytes - blk * kBlock));
-        }
-        return;
-    }
-    if (dst.strides() == src.strides() && dst.is_dense()) {
-        // Equal dense layouts (a conversion made by Tensor::to_like): one pass over consecutive
-        // memory, whatever the order of the dims.
+    if (same_dense_layout(dst, src)) {
+        // Equal dense layouts (contiguous ones, or a conversion made by Tensor::to_like): one pass
+        // over consecutive memory, whatever the order of the dims.
         const int64_t n = dst.numel();
+        if (dst.dtype() == src.dtype()) {
+            const int64_t bytes = n * static_cast<int64_t>(dtype_size(dst.dtype()));
+            char* d = static_cast<char*>(dst.raw());
+            const char* s = static_cast<const char*>(src.raw());
+            constexpr int64_t kBlock = 1 << 20;
+            const int64_t blocks = (bytes + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+            for (int64_t blk = 0; blk < blocks; ++blk) {
+                std::memcpy(d + blk * kBlock, s + blk * kBlock, std::min(kBlock, bytes - blk * kBlock));
+            }
+            return;
+        }
         if (dst.dtype() == DType::bf16 && src.dtype() == DType::f32) {
             round_to_bf16(static_cast<uint16_t*>(dst.raw()), src.data<float>(), n);
             return;
@@ -239,10 +247,6 @@ void HostBackend::copy(const Tensor& dst, const Tensor& src) {
                 copy_typed<decltype(d)::value, decltype(s)::value>(flat_dst, flat_src);
             });
         });
-        return;
-    }
-    if (dst.dtype() == DType::bf16 && src.dtype() == DType::f32 && dst.is_contiguous() && src.is_contiguous()) {
-        round_to_bf16(static_cast<uint16_t*>(dst.raw()), src.data<float>(), dst.numel());
         return;
     }
     dispatch_dtype(dst.dtype(), [&](auto d) {

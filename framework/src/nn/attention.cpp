@@ -160,25 +160,16 @@ Tensor causal_mask(Backend& be, int64_t T, int64_t S) {
 
 namespace {
 
-// softmax(masked_fill(scores, causal, -inf)) over the last dim as one autograd node. Every query
-// sees at least the key at its own position, so each row's maximum is finite and a hidden key's
-// probability is exactly 0; the softmax backward, y * (dy - sum(y * dy)), then gives that key a
-// zero gradient by itself. The masked_fill's own backward, a pass over [B, H, T, S] that would only
-// write those zeros again, is left out.
+// softmax(masked_fill(scores, causal, -inf)) over the last dim. Every query sees at least the key
+// at its own position, so each row's maximum is finite and a hidden key's probability is exactly 0;
+// the softmax backward, y * (dy - sum(y * dy)), then gives that key a zero gradient by itself. So
+// the fill passes the gradient through unchanged instead of running masked_fill's backward, a pass
+// over [B, H, T, S] that would only write those zeros again.
 Tensor causal_softmax(const Tensor& scores, const Tensor& causal) {
-    const Tensor probs = ops::softmax(ops::masked_fill(scores.detach(), causal, -INFINITY));
-    if (any_requires_grad({&scores})) {
-        const Tensor saved = probs.detach();
-        record(probs, "causal_softmax", {scores}, [saved](const Tensor& dout, std::vector<Tensor>& d) {
-            const int64_t C = saved.size(-1), N = saved.numel() / std::max<int64_t>(1, C);
-            const Tensor dy = dout.contiguous_copy();
-            Tensor dx = Tensor::empty(dy.backend(), dy.shape());
-            dy.backend().softmax_backward(dx.view({N, C}, {C, 1}, 0), dy.view({N, C}, {C, 1}, dy.offset()),
-                                          saved.view({N, C}, {C, 1}, saved.offset()), false);
-            d[0] = dx;
-        });
-    }
-    return probs;
+    const Tensor masked = ops::masked_fill(scores.detach(), causal, -INFINITY);
+    if (any_requires_grad({&scores}))
+        record(masked, "causal_fill", {scores}, [](const Tensor& dout, std::vector<Tensor>& d) { d[0] = dout; });
+    return ops::softmax(masked);
 }
 
 }  // namespace

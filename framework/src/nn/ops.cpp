@@ -164,8 +164,8 @@ Tensor batched_matmul(const Tensor& a, const Tensor& b) {
         record(c, "matmul", {a, b}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             // Under mixed precision a dense gradient (the attention output's arrives transposed) is
             // rounded in its own layout: one pass instead of a copy and then a rounding.
-            Tensor dc = dout.is_dense() ? matmul_operand(dout) : Tensor();
-            if (!dc.defined() || dc.dtype() != DType::bf16) dc = matmul_operand(contig(dout));
+            const bool round_in_place = dout.backend().matmul_inputs() == DType::bf16 && dout.is_dense();
+            const Tensor dc = matmul_operand(round_in_place ? dout : contig(dout));
             if (need_a) {  // dA = dC @ B^T, summed over the batch dims that a was broadcast along
                 Shape s = out_shape;
                 s.back() = K;
