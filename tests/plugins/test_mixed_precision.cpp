@@ -2,10 +2,18 @@
 // on the reference and the oneDNN backends alike; everything else stays f32. A GPT trained for
 // 300 steps in bf16 ends within 0.03 of the fp32 validation loss.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+#include "attention_compare.h"
 
 #include "lab/config.h"
 #include "lab/error.h"
+#include "lab/host_backend.h"
 #include "lab/registry.h"
 #include "lab/task.h"
 #include "lab/trainer.h"
@@ -20,6 +28,32 @@ std::shared_ptr<lab::Backend> make(lab::Registry& registry, const std::string& n
 }
 
 float round_bf16(float x) { return lab::bf16_to_f32(lab::f32_to_bf16(x)); }
+
+// AMX-BF16 and AVX512-BF16 (CPUID leaf 7): what the host backends' bf16 attention kernel needs.
+bool cpu_has_amx_bf16() {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool amx = (d & (1u << 24)) && (d & (1u << 22));
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    return amx && (a & (1u << 5));
+#else
+    return false;
+#endif
+}
+
+// The largest |got - want| and the largest |want| over the finite values of one output (a
+// query that sees no key has lse = -inf, compared on its own).
+std::pair<double, double> max_error(const std::vector<float>& got, const std::vector<float>& want) {
+    REQUIRE(got.size() == want.size());
+    double error = 0.0, scale = 0.0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        if (!std::isfinite(want[i])) continue;
+        error = std::max(error, std::abs(static_cast<double>(got[i]) - want[i]));
+        scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+    }
+    return {error, scale};
+}
 
 }  // namespace
 
@@ -88,4 +122,43 @@ TEST_CASE("precision bf16: a GPT ends within 0.03 of fp32's validation loss", "[
     CHECK(fp32 < 2.6);  // it learned something (the unigram entropy is about 3.3 nats)
     CHECK(std::abs(bf16 - fp32) < 0.03);
     CHECK(bf16 != fp32);  // the precision took effect
+}
+
+TEST_CASE("precision bf16: the fused attention kernel multiplies bf16 q, k, v, P and dS, accumulating in f32",
+          "[mixed][plugins]") {
+    namespace attention = lab_test::attention;
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    auto onednn = make(registry, "onednn");
+    onednn->set_matmul_inputs(lab::DType::bf16);
+    // With native bf16 products and AMX the onednn backend takes the AMX kernel; elsewhere (oneDNN
+    // capped below AVX512-BF16, as in the "no bf16 instructions" run) the f32 kernel, bit for bit.
+    const bool amx = onednn->native_bf16_matmul() && cpu_has_amx_bf16();
+    INFO("onednn backend: native bf16 " << onednn->native_bf16_matmul() << ", CPU has AMX-BF16 " << cpu_has_amx_bf16());
+    lab::HostBackend host;  // f32 kernel
+    for (const attention::AttentionCase& c : attention::f32_attention_cases()) {
+        INFO("case " << attention::describe(c) << (c.causal ? " causal" : "") << (c.dropout > 0 ? " dropout" : ""));
+        // Inputs that bf16 holds exactly: the two kernels differ only in what they round inside.
+        const attention::Inputs in = attention::make_inputs(c, true);
+        const attention::Result want = attention::run_attention(host, c, in);
+        const attention::Result got = attention::run_attention(*onednn, c, in);
+        const std::pair<const char*, std::pair<const std::vector<float>*, const std::vector<float>*>> outputs[] = {
+            {"o", {&got.o, &want.o}},    {"lse", {&got.lse, &want.lse}}, {"dq", {&got.dq, &want.dq}},
+            {"dk", {&got.dk, &want.dk}}, {"dv", {&got.dv, &want.dv}}};
+        for (const auto& [name, pair] : outputs) {
+            INFO("output " << name);
+            const auto [error, scale] = max_error(*pair.first, *pair.second);
+            if (!amx) {
+                CHECK(error == 0.0);
+                continue;
+            }
+            // P and dS carry bf16's 8-bit mantissa (relative error up to 2^-9) into every product; a
+            // wrong layout or a lost tile is off by the size of the output itself.
+            CHECK(error <= 0.02 * scale + 1e-6);
+            if (std::string(name) != "lse") CHECK(error > 0.0);  // the bf16 kernel ran (lse is all-f32)
+        }
+        // -inf lse (a query that sees no key) and the infinities match exactly.
+        for (size_t i = 0; i < want.lse.size(); ++i)
+            if (std::isinf(want.lse[i])) CHECK(got.lse[i] == want.lse[i]);
+    }
 }

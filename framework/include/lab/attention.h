@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lab/module.h"
+#include "lab/options.h"
 #include "lab/rng.h"
 #include "lab/tensor.h"
 
@@ -177,6 +178,21 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, cons
 // adds the ALiBi bias -slope_h * |i - j| (Press et al. 2022).
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
                        int64_t window = 0, const Tensor& slopes = Tensor());
+
+// The `fused` option of the attention variants that can run either form: auto (the default)
+// runs fused_attention where the backend expects it to be the faster
+// (Backend::prefers_fused_attention: it depends on the device, the precision and the shapes),
+// true and false force one form. Both compute the same function.
+enum class FusedChoice { automatic, fused, composite };
+// Declares `fused` in a variant's schema, and reads it back.
+void declare_fused_option(OptionSchema& schema);
+FusedChoice fused_choice(const Options& options);
+// Whether this call runs fused_attention: the choice, with auto asked of q's backend.
+bool run_fused(FusedChoice choice, const Tensor& q, const Tensor& k, const AttentionCoreArgs& args);
+// What the core keeps per token for the backward, for a variant's estimate hook: H floats (the
+// log-sum-exp) fused, 2 H T (scores and probabilities) composed. auto counts the composite, the
+// larger: which form runs is known only to the backend at run time.
+double core_floats_per_token(const Options& options, int64_t heads, int64_t seq_len);
 
 // RoPE's tables (AttentionShape::rope): cos and sin [T, D/2] f32 of the angles
 // (first + t) * base^(-2i / D), t < T, i < D/2, for ops::rotary. Computed in double and rounded

@@ -139,6 +139,12 @@ public:
     virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                                     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                                     const Tensor& lse, const AttentionKernelArgs& args) = 0;
+    // True when attention() and attention_backward() above are expected to be faster than the
+    // composite (the matmul, softmax and mask ops of attention::softmax_attention) for T queries,
+    // S keys and head size D, with or without a causal mask, under the current matmul inputs: what
+    // the attention variants' `fused = auto` asks. Each backend answers from its kernels' measured
+    // speed; this default keeps the composite.
+    virtual bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const;
 
     // ---- lookups and losses ----
     // y[n, :] = table[ids[n], :]; ids i32 or i64 [N]; an id outside [0, V) throws ShapeError.

@@ -25,6 +25,7 @@
 
 #include <omp.h>
 
+#include "host_attention.h"
 #include "host_kernels.h"
 #include "lab/host_backend.h"
 
@@ -32,25 +33,7 @@ namespace lab {
 
 namespace {
 
-using host::ExpVec;
-
-// Tiles of 64 queries (Br) and 64 keys (Bc): a [64, 64] score tile and the [64, D] tiles around
-// it fit in L2 with room to spare for D up to 128, and 64 rows amortise the per-row softmax work.
-constexpr int64_t kTile = 64;
-constexpr int64_t kQueryTile = kTile;  // Br
-constexpr int64_t kKeyTile = kTile;    // Bc
-constexpr int64_t kRowBlock = 4;    // row counts handed to gemm_tile are padded to a multiple of this
-constexpr int64_t kColBlock = 16;   // gemm_tile's columns per register block (two 8-float vectors)
-constexpr float kMinusInf = -INFINITY;
-
-inline ExpVec load8(const float* p) {
-    ExpVec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-inline void store8(float* p, ExpVec v) { std::memcpy(p, &v, sizeof v); }
-
-inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+using namespace attention_kernel;
 
 // R rows of c [., n] (+)= A[R, k] @ b[k, n]; see gemm_tile. An R x 16 block of c stays in 2R
 // vector registers while x runs: each step loads two vectors of b, broadcasts R values of A and
@@ -133,16 +116,6 @@ void gemm_tile(float* __restrict c, int64_t ldc, const float* __restrict a, int6
 #endif
 }
 
-// Element (b, h, t, d) of a [B, H, T, D] f32 tensor with any strides.
-struct HeadView {
-    const float* base;
-    int64_t sb, sh, st, sd;
-    explicit HeadView(const Tensor& x)
-        : base(x.data<float>()), sb(x.strides()[0]), sh(x.strides()[1]), st(x.strides()[2]), sd(x.strides()[3]) {}
-    const float* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
-};
-
-// The heads of a [B, N, L, D] tensor (any strides) copied into backend memory in the layout
 // gemm_tile reads: tile t of head (b, n) holds rows t * 64 .. t * 64 + 63, zero-padded to a whole
 // tile and to Dp columns, row-major [64, Dp] or transposed [Dp, 64]. One pass per call instead of a
 // copy per tile pair (copying a transposed k tile for every query tile cost some 6% of the
@@ -184,164 +157,6 @@ private:
     const float* data_ = nullptr;
     int64_t heads_, tiles_, tile_floats_;
 };
-
-// Everything the tile loops need to know about one call, with the masking rules of
-// AttentionKernelArgs in one place.
-struct Problem {
-    int64_t B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0;
-    int64_t Dp = 0;  // D rounded up to gemm_tile's column block; the padding is zeros
-    float scale = 1.0f;
-    bool causal = false;
-    int64_t window = 0;
-    const uint8_t* key_padding = nullptr;  // [B, S] or null
-    const float* slopes = nullptr;         // [H] or null
-    float dropout = 0.0f;
-    float keep_scale = 1.0f;  // 1 / (1 - dropout)
-    RngKey dropout_key;
-
-    int64_t query_tiles() const { return (T + kQueryTile - 1) / kQueryTile; }
-    int64_t key_tiles() const { return (S + kKeyTile - 1) / kKeyTile; }
-    int64_t kv_head(int64_t h) const { return h / (H / Hkv); }
-
-    // Keys query i may see form one interval [lo, hi] (empty when lo > hi): causality and the
-    // window bound it; padding is handled per key.
-    void key_range(int64_t i, int64_t& lo, int64_t& hi) const {
-        const int64_t pos = i + (S - T);
-        hi = causal ? pos : (window > 0 ? pos + window - 1 : S - 1);
-        lo = window > 0 ? pos - window + 1 : 0;
-        lo = std::max<int64_t>(lo, 0);
-        hi = std::min<int64_t>(hi, S - 1);
-    }
-    // The union over queries i0 .. i0 + rows (lo and hi grow with i).
-    void tile_key_range(int64_t i0, int64_t rows, int64_t& lo, int64_t& hi) const {
-        int64_t unused = 0;
-        key_range(i0, lo, unused);
-        key_range(i0 + rows - 1, unused, hi);
-    }
-
-    // col_mask[c] = 0 for key j0 + c if it exists and is not padding, else -inf. Returns how many
-    // keys of the tile are visible (0: the tile can be skipped).
-    int64_t key_tile_mask(float* col_mask, int64_t b, int64_t j0, bool& any_masked) const {
-        int64_t visible = 0;
-        for (int64_t c = 0; c < kKeyTile; ++c) {
-            const int64_t j = j0 + c;
-            const bool hidden = j >= S || (key_padding && key_padding[b * S + j] != 0);
-            col_mask[c] = hidden ? kMinusInf : 0.0f;
-            visible += hidden ? 0 : 1;
-        }
-        any_masked = visible < kKeyTile;
-        return visible;
-    }
-
-    // s [kQueryTile, kKeyTile] holds the scaled q . k for queries i0 + r and keys j0 + c: add the
-    // ALiBi bias and set hidden entries to -inf (rows < rows only). Nothing to do, and no pass over
-    // the tile, when there is no bias and every query of the tile sees every key of it.
-    void finish_scores(float* s, int64_t h, int64_t i0, int64_t rows, int64_t j0, const float* col_mask,
-                       bool any_col_masked) const {
-        int64_t first_lo = 0, first_hi = 0, last_lo = 0, last_hi = 0;
-        key_range(i0, first_lo, first_hi);
-        key_range(i0 + rows - 1, last_lo, last_hi);
-        if (!slopes && !any_col_masked && last_lo <= j0 && first_hi >= j0 + kKeyTile - 1) return;
-        static const std::array<float, kKeyTile> column = [] {
-            std::array<float, kKeyTile> c{};
-            for (int64_t i = 0; i < kKeyTile; ++i) c[static_cast<size_t>(i)] = static_cast<float>(i);
-            return c;
-        }();
-        const float slope = slopes ? slopes[h] : 0.0f;
-        for (int64_t r = 0; r < rows; ++r) {
-            float* row = s + r * kKeyTile;
-            const int64_t pos = i0 + r + (S - T);
-            if (slopes) {
-                // -slope * |pos - j|, exact as in the composite's bias tensor: the distance is an
-                // integer held exactly in a float.
-                const float first = static_cast<float>(pos - j0);
-                for (int64_t c = 0; c < kKeyTile; ++c)
-                    row[c] -= slope * std::fabs(first - column[static_cast<size_t>(c)]);
-            }
-            if (any_col_masked)
-                for (int64_t c = 0; c < kKeyTile; ++c) row[c] += col_mask[c];
-            int64_t lo = 0, hi = 0;
-            key_range(i0 + r, lo, hi);
-            const int64_t first_visible = std::clamp<int64_t>(lo - j0, 0, kKeyTile);
-            const int64_t last_visible = std::clamp<int64_t>(hi - j0, -1, kKeyTile - 1);
-            if (first_visible > last_visible) {
-                std::fill(row, row + kKeyTile, kMinusInf);
-                continue;
-            }
-            std::fill(row, row + first_visible, kMinusInf);
-            std::fill(row + last_visible + 1, row + kKeyTile, kMinusInf);
-        }
-    }
-
-    // z[c] = the dropout factor of probability (b, h, i, j0 + c): 0 or 1 / (1 - p), from the
-    // Philox number at ((b * H + h) * T + i) * S + j (one block of four numbers per four keys).
-    void dropout_factors(float* z, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t cols) const {
-        const uint64_t first =
-            dropout_key.offset + static_cast<uint64_t>(((b * H + h) * T + i) * S + j0);
-        std::array<uint32_t, 4> words{};
-        for (int64_t c = 0; c < cols; ++c) {
-            const uint64_t counter = first + static_cast<uint64_t>(c);
-            if (c == 0 || (counter & 3) == 0) words = philox_block(dropout_key.seed, dropout_key.stream, counter >> 2);
-            const float u = static_cast<float>(words[counter & 3] >> 8) * (1.0f / 16777216.0f);
-            z[c] = u >= dropout ? keep_scale : 0.0f;
-        }
-        std::fill(z + cols, z + kKeyTile, 0.0f);
-    }
-};
-
-float row_max(const float* row) {
-    ExpVec m = load8(row);
-    for (int64_t c = 8; c < kKeyTile; c += 8) {
-        const ExpVec v = load8(row + c);
-        m = v > m ? v : m;
-    }
-    float out = m[0];
-    for (int i = 1; i < host::kExpLanes; ++i) out = std::max(out, m[i]);
-    return out;
-}
-
-Problem make_problem(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                     const AttentionKernelArgs& args) {
-    const checks::AttentionSizes sizes = checks::attention_sizes(kernel, q, k, v, args);
-    Problem p;
-    p.B = sizes.B, p.H = sizes.H, p.T = sizes.T, p.D = sizes.D;
-    p.Hkv = sizes.Hkv, p.S = sizes.S;
-    p.Dp = round_up(std::max<int64_t>(p.D, 1), kColBlock);
-    p.scale = args.scale;
-    p.causal = args.causal;
-    p.window = std::max<int64_t>(args.window, 0);
-    if (args.key_padding_mask) p.key_padding = args.key_padding_mask->data<uint8_t>();
-    if (args.slopes) p.slopes = args.slopes->data<float>();
-    if (args.dropout > 0.0f) {
-        p.dropout = args.dropout;
-        p.keep_scale = 1.0f / (1.0f - args.dropout);
-        p.dropout_key = args.dropout_key;
-    }
-    return p;
-}
-
-using checks::require_output;
-
-// o and dout: [B, H, T, D] f32 whose rows (the D values of one (b, h, t)) are contiguous, in any
-// order of rows (the fused op keeps them as [B, T, H, D], the layout the output projection reads).
-HeadView require_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape) {
-    checks::require_rows(kernel, name, t, shape);
-    return HeadView(t);
-}
-
-// Per-thread tile buffers, carved from one allocation.
-struct Scratch {
-    std::vector<float> storage;
-    float* next;
-    explicit Scratch(size_t floats) : storage(floats), next(storage.data()) {}
-    float* take(int64_t n) {
-        float* p = next;
-        next += n;
-        return p;
-    }
-};
-
-// ---- backward tiles ----
 
 // What every backward task reads: the inputs packed into tiles once per call.
 struct BackwardInputs {
@@ -406,28 +221,7 @@ struct BackwardTiles {
         gemm_tile(s, kKeyTile, q_tile, Dp, 1, k_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
         pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
         gemm_tile(dp, kKeyTile, do_tile, Dp, 1, v_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
-        for (int64_t r = 0; r < rows4; ++r) {
-            float* prow = s + r * kKeyTile;
-            float* dprow = dp + r * kKeyTile;
-            float* pdrow = pd ? pd + r * kKeyTile : nullptr;
-            if (r >= rows || tile_lse[r] == kMinusInf) {  // padding, or a query that sees no key
-                std::fill(prow, prow + kKeyTile, 0.0f);
-                std::fill(dprow, dprow + kKeyTile, 0.0f);
-                if (pdrow) std::fill(pdrow, pdrow + kKeyTile, 0.0f);
-                continue;
-            }
-            host::exp_shifted(prow, tile_lse[r], prow, kKeyTile);
-            const float delta = tile_delta[r];
-            if (pdrow) {
-                pb.dropout_factors(z, b, h, i0 + r, j0, cols);
-                for (int64_t c = 0; c < kKeyTile; ++c) {
-                    pdrow[c] = prow[c] * z[c];
-                    dprow[c] = prow[c] * (dprow[c] * z[c] - delta);
-                }
-            } else {
-                for (int64_t c = 0; c < kKeyTile; ++c) dprow[c] = prow[c] * (dprow[c] - delta);
-            }
-        }
+        probs_and_dscores_rows(pb, s, dp, pd, rows, rows4, tile_lse, tile_delta, z, b, h, i0, j0, cols);
     }
 };
 
@@ -490,6 +284,13 @@ void query_tile_dq(const BackwardInputs& in, BackwardTiles& t, float* dq_acc, in
     }
 }
 
+// Mixed precision on a CPU whose bf16 products are native and that has AMX: the AMX kernel
+// (host_attention_amx.cpp). The forward and the backward decide alike, so the backward recomputes
+// the probabilities the forward used.
+bool bf16_on_amx(const Backend& backend) {
+    return backend.matmul_inputs() == DType::bf16 && backend.native_bf16_matmul() && amx_attention_ready();
+}
+
 }  // namespace
 
 void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -498,7 +299,11 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
     const HeadView o_rows = require_rows("attention", "o", o, q.shape());
     require_output("attention", "lse", lse, {pb.B, pb.H, pb.T});
     float* lse_data = lse.data<float>();
-    const int64_t Dp = pb.Dp, D = pb.D, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
+    if (bf16_on_amx(*this)) {
+        amx_attention(*this, pb, o_rows, lse_data, q, k, v);
+        return;
+    }
+    const int64_t Dp = pb.Dp, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
     const PackedTiles q_tiles(*this, q, Dp, false, pb.scale);  // [Br, Dp] tiles of scale * q
     const PackedTiles k_tiles_t(*this, k, Dp, true);           // [Dp, Bc]
     const PackedTiles v_tiles(*this, v, Dp, false);            // [Bc, Dp]
@@ -536,44 +341,26 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
                 const float* v_tile = v_tiles.tile(b, g, j0 / kKeyTile);      // [Bc, Dp]
                 gemm_tile(s, kKeyTile, q_tile, Dp, 1, k_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
                 pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
-                for (int64_t r = 0; r < rows; ++r) {
-                    float* row = s + r * kKeyTile;
-                    const float m_new = std::max(row_m[r], row_max(row));
-                    if (m_new == kMinusInf) {  // nothing visible yet
-                        std::fill(row, row + kKeyTile, 0.0f);
-                        continue;
-                    }
-                    // Online softmax: rescale what was summed under the old maximum.
-                    const float correction = std::exp(row_m[r] - m_new);
-                    row_l[r] = row_l[r] * correction + host::exp_shifted(row, m_new, row, kKeyTile);
-                    row_m[r] = m_new;
-                    if (correction != 1.0f) {
-                        float* arow = acc + r * Dp;
-                        for (int64_t d = 0; d < Dp; ++d) arow[d] *= correction;
-                    }
-                    if (pb.dropout > 0.0f) {  // l sums the undropped probabilities, as softmax does
-                        pb.dropout_factors(z, b, h, i0 + r, j0, cols);
-                        for (int64_t c = 0; c < kKeyTile; ++c) row[c] *= z[c];
-                    }
-                }
+                online_softmax(pb, s, rows, row_m, row_l, acc, Dp, z, b, h, i0, j0, cols);
                 for (int64_t r = rows; r < rows4; ++r) std::fill(s + r * kKeyTile, s + (r + 1) * kKeyTile, 0.0f);
                 gemm_tile(acc, Dp, s, kKeyTile, 1, v_tile, Dp, rows4, kKeyTile, Dp, true);
             }
 
-            for (int64_t r = 0; r < rows; ++r) {
-                const int64_t row_index = (b * pb.H + h) * pb.T + i0 + r;
-                float* out = const_cast<float*>(o_rows.row(b, h, i0 + r));
-                if (row_l[r] > 0.0f) {
-                    const float inv = 1.0f / row_l[r];
-                    for (int64_t d = 0; d < D; ++d) out[d] = acc[r * Dp + d] * inv;
-                    lse_data[row_index] = row_m[r] + std::log(row_l[r]);
-                } else {  // no visible key
-                    std::fill(out, out + D, 0.0f);
-                    lse_data[row_index] = kMinusInf;
-                }
-            }
+            write_output(pb, o_rows, lse_data, acc, Dp, row_m, row_l, b, h, i0, rows);
         }
     }
+}
+
+// [attention] fused = auto. Measured with lab_bench_attention (forward + backward, onednn backend,
+// 2 threads, Intel Xeon with AMX; bench/README.md): under mixed precision the AMX kernel beats the
+// composite of oneDNN's bf16 matmuls at every shape tried, BERT's T = 128 included. In f32 the
+// composite's matmuls (oneDNN) are faster than the tiled f32 kernel, except with a causal mask from
+// T = 256, where the kernel skips the hidden half of the tiles and the composite still computes it.
+bool HostBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const {
+    (void)S;
+    (void)D;
+    if (bf16_on_amx(*this)) return true;
+    return causal && T >= 256;
 }
 
 void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
@@ -603,6 +390,10 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
         float sum = 0.0f;
         for (int64_t d = 0; d < D; ++d) sum += a[d] * c[d];
         delta[static_cast<size_t>(row)] = sum;
+    }
+    if (bf16_on_amx(*this)) {
+        amx_attention_backward(*this, pb, dq_data, dk_data, dv_data, dout, q, k, v, lse.data<float>(), delta.data());
+        return;
     }
     const BackwardInputs in{pb,
                             PackedTiles(*this, q, Dp, false, pb.scale),

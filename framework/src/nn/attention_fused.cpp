@@ -2,13 +2,15 @@
 // Backend::attention_backward. It checks shapes and dtypes (errors name them), draws the dropout
 // key, runs the fused forward and records one autograd node
 // whose backward is the fused backward: the node saves q, k, v (views, no copies), o and lse, that
-// is O(B H T D) memory, never a [T, S] probability matrix.
+// is O(B H T D) memory, never a [T, S] probability matrix. Also the variants' `fused` option and
+// its auto choice.
 #include <string>
 
 #include "lab/attention.h"
 #include "lab/autograd.h"
 #include "lab/backend.h"
 #include "lab/error.h"
+#include "lab/options.h"
 
 namespace lab::attention {
 
@@ -108,6 +110,28 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                });
     }
     return o;
+}
+
+void declare_fused_option(OptionSchema& schema) {
+    schema.choice("fused", "auto", {"auto", "true", "false"},
+                  "true: the backend's tiled kernel with an online softmax and its own backward, memory O(T); "
+                  "false: composed of matmul and softmax ops, memory O(T^2); auto: whichever the backend "
+                  "expects to be faster for the precision and shapes of each call");
+}
+
+FusedChoice fused_choice(const Options& options) {
+    const std::string& value = options.get_string("fused");
+    return value == "true" ? FusedChoice::fused : value == "false" ? FusedChoice::composite : FusedChoice::automatic;
+}
+
+bool run_fused(FusedChoice choice, const Tensor& q, const Tensor& k, const AttentionCoreArgs& args) {
+    if (choice != FusedChoice::automatic) return choice == FusedChoice::fused;
+    return q.backend().prefers_fused_attention(q.size(2), k.size(2), q.size(3), args.causal);
+}
+
+double core_floats_per_token(const Options& options, int64_t heads, int64_t seq_len) {
+    const double h = static_cast<double>(heads);
+    return fused_choice(options) == FusedChoice::fused ? h : 2 * h * static_cast<double>(seq_len);
 }
 
 }  // namespace lab::attention

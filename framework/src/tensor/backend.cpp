@@ -1,5 +1,6 @@
 // The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
-// default of the fused kernel matmul_gelu_tanh in terms of the others.
+// defaults of the fused kernel matmul_gelu_tanh (in terms of the others) and of
+// prefers_fused_attention.
 #include "lab/backend.h"
 
 #include "lab/error.h"
@@ -25,6 +26,8 @@ bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a1
     *b16 = native ? b.to_like(DType::bf16) : b.to_like(DType::bf16).to_like(DType::f32);
     return true;
 }
+
+bool Backend::prefers_fused_attention(int64_t, int64_t, int64_t, bool) const { return false; }
 
 void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,
                                const Tensor* bias) {

@@ -8,7 +8,8 @@
 // O(T^2 D H) time as multi-head attention; what shrinks is the K/V projection (c_attn.weight has
 // (H + 2 Hkv) D rows instead of 3 H D) and the K/V activations and cache, by a factor H / Hkv.
 // fused = false composes the scores of ops (memory O(T^2) per head); fused = true runs the
-// backend's tiled kernel (memory O(T)), which reads the shared kv heads in place.
+// backend's tiled kernel (memory O(T)), which reads the shared kv heads in place; fused = auto
+// (the default) whichever the backend expects to be faster.
 #include <string>
 
 #include "lab/error.h"
@@ -34,16 +35,17 @@ class GroupedQueryAttention : public MultiHeadAttention {
 public:
     GroupedQueryAttention(const Options& opts, const AttentionShape& shape, BuildContext& ctx)
         : MultiHeadAttention("attention/gqa", shape, ctx, checked_kv_heads(opts, shape)),
-          fused_(opts.get_bool("fused")) {}
+          fused_(attention::fused_choice(opts)) {}
 
 protected:
     // q [B, H, T, D]; k, v [B, Hkv, S, D] -> [B, H, T, D]. Both paths take Hkv < H directly.
     Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) override {
-        return fused_ ? attention::fused_attention(q, k, v, args) : attention::softmax_attention(q, k, v, args);
+        return attention::run_fused(fused_, q, k, args) ? attention::fused_attention(q, k, v, args)
+                                                            : attention::softmax_attention(q, k, v, args);
     }
 
 private:
-    bool fused_;
+    attention::FusedChoice fused_;
 };
 
 }  // namespace
@@ -56,8 +58,7 @@ LAB_PLUGIN(registry) {
                  "key/value heads shared by the query heads; must divide [model] heads. 1 = multi-query "
                  "attention (Shazeer 2019), 0 = as many as heads (plain multi-head attention)")
         .at_least(0);
-    decl.schema.boolean("fused", false,
-                        "tiled kernel with an online softmax and its own backward: memory O(T), not O(T^2)");
+    lab::attention::declare_fused_option(decl.schema);
     // kv_cache: the core handles S > T (causal offset S - T), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
     decl.attention.equals_softmax_with = {{"kv_heads", "0"}};
@@ -65,11 +66,12 @@ LAB_PLUGIN(registry) {
         lab::MultiHeadAttention::check_shape("attention/gqa", *plan.attention_shape,
                                              checked_kv_heads(*plan.options, *plan.attention_shape));
     };
-    // Composed: the scores and probabilities [B, H, T, T] (2 H T per token); fused: the log-sum-exp.
+    // Composed: the scores and probabilities [B, H, T, T] (2 H T per token); fused: the log-sum-exp;
+    // auto: the composite's, the larger (the backend chooses per call).
     decl.estimate = [](const lab::PlanContext& plan) {
-        const bool fused = plan.options->get_bool("fused");
-        return lab::MultiHeadAttention::estimate(*plan.attention_shape, plan.options->get_int("kv_heads"),
-                                                 fused ? static_cast<double>(plan.attention_shape->heads) : 2 * static_cast<double>(plan.attention_shape->heads * plan.train.seq_len));
+        return lab::MultiHeadAttention::estimate(
+            *plan.attention_shape, plan.options->get_int("kv_heads"),
+            lab::attention::core_floats_per_token(*plan.options, plan.attention_shape->heads, plan.train.seq_len));
     };
     registry.add_attention(std::move(decl), [](const lab::Options& opts, const lab::AttentionShape& shape,
                                                lab::BuildContext& ctx) {

@@ -135,6 +135,8 @@ public:
     void read_back(void* host, const void* device, size_t count);
 
     bool native_bf16_matmul() const override { return true; }
+    // cuda_sdpa.cpp: where cuDNN's fused attention applies (bf16), the fused path.
+    bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const override;
 
 private:
     Settings settings_;

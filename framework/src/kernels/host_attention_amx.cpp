@@ -1,0 +1,430 @@
+// HostBackend::attention and attention_backward under mixed precision, on AMX: the tiled
+// FlashAttention of host_attention.cpp with its tile products on Intel AMX (tdpbf16ps: bf16
+// operands, f32 accumulation) instead of f32 FMAs.
+//
+// What is bf16: q, k, v and dout, rounded once per call as they are packed, and the probabilities
+// P and score gradients dS of each tile pair, rounded where they enter a product. Everything else
+// is f32, as in the f32 kernel: scores, the online softmax and its running maximum and sum, lse,
+// D_i = rowsum(dO * O), and every accumulator (o, dq, dk, dv). That is what torch.autocast does
+// around scaled_dot_product_attention, and the same tile loops, masks and dropout numbering as
+// the f32 kernel (the shared pieces are in host_attention.h).
+//
+// AMX multiplies C [16, 16] f32 += A [16, 32] bf16 . B, where B [32, 16] is stored as 16 rows of
+// pairs: row x holds (B[2x][n], B[2x + 1][n]) for n = 0 .. 15 ("pairs" layout below). So each input
+// is packed, once per call, in the layouts its products read:
+//   S    = (scale q) k^T       A = q rows [64, Dp]      B = k as pairs over D
+//   O   += P v                 A = P rows [64, 64]      B = v as pairs over keys
+//   dP   = dO v^T              A = dO rows              B = v as pairs over D
+//   dV^T += dO^T (P * Z)       A = dO columns [Dp, 64]  B = P * Z as pairs over queries
+//   dK^T += (scale q)^T dS     A = q columns            B = dS as pairs over queries
+//   dQ  += dS k                A = dS rows              B = k as pairs over keys
+// dK and dV are accumulated transposed so that P and dS, the [64, 64] tiles made once per tile
+// pair, never need a transpose: their pairs layout interleaves two rows, one vector permute.
+#include "host_attention.h"
+
+#include <initializer_list>
+
+#if LAB_HAVE_AMX_ATTENTION
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cpuid.h>
+#include <omp.h>
+#endif
+
+namespace lab::attention_kernel {
+
+#if LAB_HAVE_AMX_ATTENTION
+
+namespace {
+
+constexpr int64_t kDepthBlock = 32;  // bf16 values of one AMX tile row: Dp is a multiple of this
+
+// Tile registers 0-3 hold a 32 x 32 block of C, 4-5 two row blocks of A, 6-7 two column blocks of B:
+// every tile is 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+    uint8_t palette = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t bytes_per_row[16] = {};
+    uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+    TileConfig config;
+    for (int t = 0; t < 8; ++t) {
+        config.bytes_per_row[t] = 64;
+        config.rows[t] = 16;
+    }
+    _tile_loadconfig(&config);
+}
+
+// c [M, N] f32 (row stride ldc) (+)= a [M, K] . b: a bf16 row-major (row stride lda), b bf16 in
+// the pairs layout [K / 2, N, 2]. M and N are multiples of 32, K of 32. 2 x 2 blocks of 16 x 16
+// C tiles: each A and B tile loaded serves two products.
+void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t M, int64_t N,
+              int64_t K, bool accumulate) {
+    const int64_t c_stride = ldc * 4, a_stride = lda * 2, b_stride = N * 4;
+    for (int64_t m = 0; m < M; m += 32)
+        for (int64_t n = 0; n < N; n += 32) {
+            float* c0 = c + m * ldc + n;
+            float* c1 = c0 + 16 * ldc;
+            if (accumulate) {
+                _tile_loadd(0, c0, c_stride);
+                _tile_loadd(1, c0 + 16, c_stride);
+                _tile_loadd(2, c1, c_stride);
+                _tile_loadd(3, c1 + 16, c_stride);
+            } else {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+            }
+            for (int64_t x = 0; x < K; x += kDepthBlock) {
+                const uint16_t* a0 = a + m * lda + x;
+                const uint16_t* b0 = b + (x / 2) * (2 * N) + 2 * n;
+                _tile_loadd(4, a0, a_stride);
+                _tile_loadd(5, a0 + 16 * lda, a_stride);
+                _tile_loadd(6, b0, b_stride);
+                _tile_loadd(7, b0 + 32, b_stride);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c0, c_stride);
+            _tile_stored(1, c0 + 16, c_stride);
+            _tile_stored(2, c1, c_stride);
+            _tile_stored(3, c1 + 16, c_stride);
+        }
+}
+
+// n (a multiple of 16) f32 values rounded to bf16 (nearest even), in order.
+inline void rows_to_bf16(uint16_t* out, const float* in, int64_t n) {
+    for (int64_t c = 0; c < n; c += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + c)));
+}
+
+// Two rows of n (a multiple of 16) f32 values rounded to bf16 and interleaved, the pairs layout:
+// out[2c] = even[c], out[2c + 1] = odd[c].
+inline void pair_rows_to_bf16(uint16_t* out, const float* even, const float* odd, int64_t n) {
+    static const __m512i interleave = [] {
+        alignas(64) uint16_t index[32];
+        for (int i = 0; i < 16; ++i) {
+            index[2 * i] = static_cast<uint16_t>(i);
+            index[2 * i + 1] = static_cast<uint16_t>(16 + i);
+        }
+        return _mm512_load_si512(index);
+    }();
+    for (int64_t c = 0; c < n; c += 16) {
+        // The low 16 values are even's, the high 16 odd's.
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd + c), _mm512_loadu_ps(even + c));
+        _mm512_storeu_si512(out + 2 * c, _mm512_permutexvar_epi16(interleave, both));
+    }
+}
+
+// dst [cols, D] (row-major) = the transpose of src [Dp, 64]'s first D rows and cols columns: a
+// gather of 16 values 64 floats apart per store, instead of one scalar load and store per value.
+inline void transpose_out(float* dst, const float* src, int64_t cols, int64_t D) {
+    static const __m512i column = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(kTile));
+    for (int64_t c = 0; c < cols; ++c)
+        for (int64_t d = 0; d < D; d += 16) {
+            const __mmask16 lanes = D - d >= 16 ? __mmask16(0xffff) : __mmask16((1u << (D - d)) - 1);
+            const __m512 values =
+                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, column, src + d * kTile + c, 4);
+            _mm512_mask_storeu_ps(dst + c * D + d, lanes, values);
+        }
+}
+
+// A [64, Dp] tile of f32 values (rows: keys or queries) in the layouts the products read, each
+// 64 * Dp bf16 values.
+enum class Layout {
+    rows,         // [64, Dp]: A operand
+    columns,      // [Dp, 64]: A operand of the transposed tile
+    pairs_depth,  // [Dp / 2, 64, 2]: B operand of the transposed tile (products over D)
+    pairs_rows,   // [32, Dp, 2]: B operand (products over the tile's rows)
+};
+
+// The heads of a [B, N, L, D] f32 tensor (any strides) packed into bf16 tiles of 64 rows, in one
+// or two layouts, rows zero-padded to whole tiles and columns to Dp, times `multiplier` (the softmax
+// scale for q, which then need not touch the scores). Like PackedTiles in host_attention.cpp; both
+// layouts come from one read of the input, which is what packing costs (the inputs are far larger
+// than the caches).
+class PackedBf16 {
+public:
+    PackedBf16(Backend& backend, const Tensor& x, int64_t Dp, std::initializer_list<Layout> layouts,
+               float multiplier = 1.0f)
+        : layouts_(layouts), heads_(x.size(1)), tiles_((x.size(2) + kTile - 1) / kTile), tile_elems_(kTile * Dp) {
+        const int64_t B = x.size(0), L = x.size(2), D = x.size(3);
+        const int64_t count = B * heads_ * tiles_;
+        for (size_t i = 0; i < layouts_.size(); ++i) {
+            storage_[i] = Tensor::empty(backend, {std::max<int64_t>(count * tile_elems_, 1)}, DType::bf16);
+            data_[i] = static_cast<uint16_t*>(storage_[i].raw());
+        }
+        const HeadView view(x);
+        // One task per (b, tile), its rows in memory order: row t of every head, then row t + 1.
+        // The heads of one position sit side by side in the projections' [B, T, H, D] output, while
+        // one head's consecutive rows are a page or more apart, which the hardware prefetcher does
+        // not follow: walking head by head made packing three times slower.
+        const int64_t tasks = B * tiles_;
+#pragma omp parallel if (count * tile_elems_ >= host::kParallelElems)
+        {
+            std::vector<float> rows_f32(static_cast<size_t>(2 * Dp));
+            std::vector<uint16_t> rows_bf16(static_cast<size_t>(2 * Dp));
+#pragma omp for schedule(static)
+            for (int64_t task = 0; task < tasks; ++task) {
+                const int64_t b = task / tiles_, t0 = task % tiles_ * kTile;
+                for (int64_t r = 0; r < kTile; r += 2)
+                    for (int64_t n = 0; n < heads_; ++n) {
+                        // Rows r and r + 1 of head n's tile as Dp f32 values each: scaled, zero past
+                        // D and past L.
+                        float* even = rows_f32.data();
+                        float* odd = even + Dp;
+                        for (int64_t half = 0; half < 2; ++half) {
+                            float* out = half ? odd : even;
+                            std::fill(out, out + Dp, 0.0f);
+                            if (t0 + r + half >= L) continue;
+                            const float* in = view.row(b, n, t0 + r + half);
+                            for (int64_t d = 0; d < D; ++d) out[d] = in[d * view.sd] * multiplier;
+                        }
+                        rows_to_bf16(rows_bf16.data(), rows_f32.data(), 2 * Dp);
+                        const int64_t offset = ((b * heads_ + n) * tiles_ + t0 / kTile) * tile_elems_;
+                        for (size_t i = 0; i < layouts_.size(); ++i)
+                            write(layouts_[i], const_cast<uint16_t*>(data_[i]) + offset, r, even, odd,
+                                  rows_bf16.data(), Dp);
+                    }
+            }
+        }
+    }
+    const uint16_t* tile(Layout layout, int64_t b, int64_t n, int64_t t) const {
+        const size_t i = layouts_[0] == layout ? 0 : 1;
+        return data_[i] + ((b * heads_ + n) * tiles_ + t) * tile_elems_;
+    }
+
+private:
+    // Rows r and r + 1 of a tile (f32, and rounded to bf16 one after the other) into `layout`.
+    static void write(Layout layout, uint16_t* dst, int64_t r, const float* even, const float* odd,
+                      const uint16_t* rounded, int64_t Dp) {
+        switch (layout) {
+            case Layout::rows:
+                std::memcpy(dst + r * Dp, rounded, static_cast<size_t>(2 * Dp) * sizeof(uint16_t));
+                return;
+            case Layout::pairs_rows:  // pair-row r / 2 starts at r * Dp
+                pair_rows_to_bf16(dst + r * Dp, even, odd, Dp);
+                return;
+            case Layout::columns:
+                for (int64_t half = 0; half < 2; ++half)
+                    for (int64_t d = 0; d < Dp; ++d) dst[d * kTile + r + half] = rounded[half * Dp + d];
+                return;
+            case Layout::pairs_depth:  // the pair (d, d + 1) of a row: 4 bytes at [d / 2, row]
+                for (int64_t half = 0; half < 2; ++half)
+                    for (int64_t d = 0; d < Dp; d += 2)
+                        std::memcpy(dst + (d / 2 * kTile + r + half) * 2, rounded + half * Dp + d, 4);
+                return;
+        }
+    }
+
+    std::vector<Layout> layouts_;
+    Tensor storage_[2];
+    const uint16_t* data_[2] = {nullptr, nullptr};
+    int64_t heads_, tiles_, tile_elems_;
+};
+
+// Per-thread buffers of bf16 values, carved from one allocation.
+struct Bf16Scratch {
+    std::vector<uint16_t> storage;
+    uint16_t* next;
+    explicit Bf16Scratch(size_t n) : storage(n), next(storage.data()) {}
+    uint16_t* take(int64_t n) {
+        uint16_t* p = next;
+        next += n;
+        return p;
+    }
+};
+
+// The OS hands out AMX's tile state on request only (Linux 5.16 and later).
+bool request_amx_permission() {
+    constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+    constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+}
+
+bool cpu_has_amx_bf16() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool amx_tile = d & (1u << 24), amx_bf16 = d & (1u << 22);
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    const bool avx512_bf16 = a & (1u << 5);
+    return amx_tile && amx_bf16 && avx512_bf16;
+}
+
+}  // namespace
+
+bool amx_attention_ready() {
+    static const bool ready = cpu_has_amx_bf16() && request_amx_permission();
+    return ready;
+}
+
+void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* lse, const Tensor& q,
+                   const Tensor& k, const Tensor& v) {
+    pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
+    const int64_t Dp = pb.Dp, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
+    const PackedBf16 q_tiles(backend, q, Dp, {Layout::rows}, pb.scale);
+    const PackedBf16 k_tiles(backend, k, Dp, {Layout::pairs_depth});
+    const PackedBf16 v_tiles(backend, v, Dp, {Layout::pairs_rows});
+
+#pragma omp parallel if (tasks > 1)
+    {
+        Scratch scratch(static_cast<size_t>(kQueryTile * Dp + kQueryTile * kKeyTile + 2 * kKeyTile + 2 * kQueryTile));
+        float* acc = scratch.take(kQueryTile * Dp);      // [Br, Dp] unnormalised output
+        float* s = scratch.take(kQueryTile * kKeyTile);  // [Br, Bc] scores, then probabilities
+        float* col_mask = scratch.take(kKeyTile);
+        float* z = scratch.take(kKeyTile);
+        float* row_m = scratch.take(kQueryTile);
+        float* row_l = scratch.take(kQueryTile);
+        Bf16Scratch bf16(static_cast<size_t>(kQueryTile * kKeyTile));
+        uint16_t* p = bf16.take(kQueryTile * kKeyTile);  // [Br, Bc] probabilities, rows
+        configure_tiles();
+
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < tasks; ++task) {
+            const int64_t b = task / (pb.H * tiles), h = task / tiles % pb.H, i0 = task % tiles * kQueryTile;
+            const int64_t rows = std::min(kQueryTile, pb.T - i0), g = pb.kv_head(h);
+            const uint16_t* q_tile = q_tiles.tile(Layout::rows, b, h, i0 / kQueryTile);
+            std::fill(acc, acc + kQueryTile * Dp, 0.0f);
+            std::fill(row_m, row_m + kQueryTile, kMinusInf);
+            std::fill(row_l, row_l + kQueryTile, 0.0f);
+
+            int64_t lo = 0, hi = -1;
+            if (pb.S > 0) pb.tile_key_range(i0, rows, lo, hi);
+            for (int64_t j0 = lo / kKeyTile * kKeyTile; lo <= hi && j0 <= hi; j0 += kKeyTile) {
+                const int64_t cols = std::min(kKeyTile, pb.S - j0);
+                bool any_masked = false;
+                if (pb.key_tile_mask(col_mask, b, j0, any_masked) == 0) continue;
+                amx_gemm(s, kKeyTile, q_tile, Dp, k_tiles.tile(Layout::pairs_depth, b, g, j0 / kKeyTile), kQueryTile, kKeyTile, Dp, false);
+                pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
+                online_softmax(pb, s, rows, row_m, row_l, acc, Dp, z, b, h, i0, j0, cols);
+                std::fill(s + rows * kKeyTile, s + kQueryTile * kKeyTile, 0.0f);
+                rows_to_bf16(p, s, kQueryTile * kKeyTile);
+                amx_gemm(acc, Dp, p, kKeyTile, v_tiles.tile(Layout::pairs_rows, b, g, j0 / kKeyTile), kQueryTile, Dp, kKeyTile, true);
+            }
+            write_output(pb, o_rows, lse, acc, Dp, row_m, row_l, b, h, i0, rows);
+        }
+        _tile_release();
+    }
+}
+
+void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, float* dv, const Tensor& dout,
+                            const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
+                            const float* delta) {
+    pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
+    const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv, head_tasks = pb.B * pb.Hkv;
+    const int64_t Tp = round_up(pb.T, kQueryTile);
+    const bool dropout = pb.dropout > 0.0f;
+    const PackedBf16 q_tiles(backend, q, Dp, {Layout::rows, Layout::columns}, pb.scale);
+    const PackedBf16 do_tiles(backend, dout, Dp, {Layout::rows, Layout::columns});
+    const PackedBf16 k_tiles(backend, k, Dp, {Layout::pairs_depth, Layout::pairs_rows});
+    const PackedBf16 v_tiles(backend, v, Dp, {Layout::pairs_depth});
+    constexpr int64_t kPair = kQueryTile * kKeyTile;
+
+    // One task per (b, kv head) owns its dk, dv and (for the group's query heads) dq: no two
+    // threads add into one gradient element, as in the f32 kernel's one-pass form.
+#pragma omp parallel if (head_tasks > 1)
+    {
+        Scratch scratch(static_cast<size_t>(3 * kPair + 2 * Dp * kKeyTile + group * Tp * Dp + 2 * kKeyTile +
+                                            2 * kQueryTile));
+        float* s = scratch.take(kPair);                     // [Br, Bc] S, then P
+        float* dp = scratch.take(kPair);                    // [Br, Bc] dP, then dS
+        float* pd = dropout ? scratch.take(kPair) : nullptr;  // [Br, Bc] P * Z
+        float* dk_t = scratch.take(Dp * kKeyTile);          // [Dp, Bc] dK^T of the key tile
+        float* dv_t = scratch.take(Dp * kKeyTile);          // [Dp, Bc] dV^T
+        float* dq_acc = scratch.take(group * Tp * Dp);      // [group, Tp, Dp]
+        float* col_mask = scratch.take(kKeyTile);
+        float* z = scratch.take(kKeyTile);
+        float* tile_lse = scratch.take(kQueryTile);
+        float* tile_delta = scratch.take(kQueryTile);
+        Bf16Scratch bf16(static_cast<size_t>(3 * kPair));
+        uint16_t* p_pairs = bf16.take(kPair);   // [Br / 2, Bc, 2] P * Z
+        uint16_t* ds_pairs = bf16.take(kPair);  // [Br / 2, Bc, 2] dS
+        uint16_t* ds_rows = bf16.take(kPair);   // [Br, Bc] dS
+        configure_tiles();
+
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < head_tasks; ++task) {
+            const int64_t b = task / pb.Hkv, g = task % pb.Hkv;
+            std::fill(dq_acc, dq_acc + group * Tp * Dp, 0.0f);
+            for (int64_t j0 = 0; j0 < pb.S; j0 += kKeyTile) {
+                const int64_t cols = std::min(kKeyTile, pb.S - j0), j = j0 / kKeyTile;
+                std::fill(dk_t, dk_t + Dp * kKeyTile, 0.0f);
+                std::fill(dv_t, dv_t + Dp * kKeyTile, 0.0f);
+                bool any_masked = false;
+                const bool visible = pb.key_tile_mask(col_mask, b, j0, any_masked) > 0;
+                for (int64_t h = g * group; visible && h < (g + 1) * group; ++h) {
+                    for (int64_t i0 = 0; i0 < pb.T; i0 += kQueryTile) {
+                        const int64_t rows = std::min(kQueryTile, pb.T - i0), i = i0 / kQueryTile;
+                        int64_t lo = 0, hi = 0;
+                        pb.tile_key_range(i0, rows, lo, hi);
+                        if (lo > hi || hi < j0 || lo >= j0 + cols) continue;
+                        const int64_t row_index = (b * pb.H + h) * pb.T + i0;
+                        std::copy(lse + row_index, lse + row_index + rows, tile_lse);
+                        std::copy(delta + row_index, delta + row_index + rows, tile_delta);
+                        amx_gemm(s, kKeyTile, q_tiles.tile(Layout::rows, b, h, i), Dp, k_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile,
+                                 kKeyTile, Dp, false);
+                        pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
+                        amx_gemm(dp, kKeyTile, do_tiles.tile(Layout::rows, b, h, i), Dp, v_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile,
+                                 kKeyTile, Dp, false);
+                        probs_and_dscores_rows(pb, s, dp, pd, rows, kQueryTile, tile_lse, tile_delta, z, b, h, i0,
+                                               j0, cols);
+                        const float* kept = pd ? pd : s;
+                        for (int64_t r = 0; r < kQueryTile; r += 2) {
+                            pair_rows_to_bf16(p_pairs + r * kKeyTile, kept + r * kKeyTile, kept + (r + 1) * kKeyTile,
+                                              kKeyTile);
+                            pair_rows_to_bf16(ds_pairs + r * kKeyTile, dp + r * kKeyTile, dp + (r + 1) * kKeyTile,
+                                              kKeyTile);
+                        }
+                        rows_to_bf16(ds_rows, dp, kPair);
+                        // dV^T += dO^T (P * Z) and dK^T += (scale q)^T dS, over the tile's queries.
+                        amx_gemm(dv_t, kKeyTile, do_tiles.tile(Layout::columns, b, h, i), kQueryTile, p_pairs, Dp, kKeyTile,
+                                 kQueryTile, true);
+                        amx_gemm(dk_t, kKeyTile, q_tiles.tile(Layout::columns, b, h, i), kQueryTile, ds_pairs, Dp, kKeyTile,
+                                 kQueryTile, true);
+                        // dQ += dS k, over the tile's keys.
+                        float* dq_rows = dq_acc + ((h - g * group) * Tp + i0) * Dp;
+                        amx_gemm(dq_rows, Dp, ds_rows, kKeyTile, k_tiles.tile(Layout::pairs_rows, b, g, j), kQueryTile, Dp, kKeyTile,
+                                 true);
+                    }
+                }
+                const int64_t first_row = (b * pb.Hkv + g) * pb.S + j0;
+                transpose_out(dk + first_row * D, dk_t, cols, D);
+                transpose_out(dv + first_row * D, dv_t, cols, D);
+            }
+            for (int64_t h = g * group; h < (g + 1) * group; ++h)
+                for (int64_t t = 0; t < pb.T; ++t) {
+                    const float* acc = dq_acc + ((h - g * group) * Tp + t) * Dp;
+                    float* dq_row = dq + ((b * pb.H + h) * pb.T + t) * D;
+                    for (int64_t d = 0; d < D; ++d) dq_row[d] = acc[d] * pb.scale;
+                }
+        }
+        _tile_release();
+    }
+}
+
+#else  // built without AMX: the f32 kernel serves every call
+
+bool amx_attention_ready() { return false; }
+
+void amx_attention(Backend&, Problem, const HeadView&, float*, const Tensor&, const Tensor&, const Tensor&) {
+    throw BackendError("attention: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
+}
+
+void amx_attention_backward(Backend&, Problem, float*, float*, float*, const Tensor&, const Tensor&, const Tensor&,
+                            const Tensor&, const float*, const float*) {
+    throw BackendError(
+        "attention_backward: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
+}
+
+#endif
+
+}  // namespace lab::attention_kernel
