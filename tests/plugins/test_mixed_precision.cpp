@@ -14,9 +14,11 @@
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/host_backend.h"
+#include "lab/ops.h"
 #include "lab/registry.h"
 #include "lab/task.h"
 #include "lab/trainer.h"
+#include "matmul_input.h"  // framework/src/nn: the framework's own layers use it
 #include "test_support.h"
 
 namespace {
@@ -95,6 +97,95 @@ TEST_CASE("precision bf16: matmul multiplies the bf16 roundings of f32 operands,
         got = c.to_floats();
         for (size_t i = 0; i < got.size(); ++i) CHECK(std::abs(got[i] - exact[i]) < 1e-5 * std::abs(exact[i]));
         CHECK_THROWS_AS(backend->set_matmul_inputs(lab::DType::f16), lab::ConfigError);
+    }
+}
+
+// MultiHeadAttention rounds its input once for the q, k and v projections (ops::matmul_input) and
+// hands the bf16 copy to the three linears. That must change nothing but the work: outputs and
+// gradients equal, bit for bit, those of three linears that each round the f32 input themselves.
+TEST_CASE("precision bf16: linears fed one shared rounding of x match separately rounded linears bit for bit",
+          "[mixed][plugins]") {
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    const int64_t B = 2, T = 5, C = 48;
+    const std::vector<int64_t> rows = {16, 8, 8};  // q, k and v rows of a packed weight
+    auto values = [](size_t n, float base, float step) {
+        std::vector<float> v(n);
+        // More mantissa than bf16 keeps, so that rounding changes most values.
+        for (size_t i = 0; i < n; ++i)
+            v[i] = base + static_cast<float>(static_cast<int>(i % 13) - 6) * step + 1.0f / 1024.0f;
+        return v;
+    };
+    const std::vector<float> x_values = values(static_cast<size_t>(B * T * C), 0.1f, 0.173f);
+    for (const char* name : {"reference", "onednn"}) {
+        INFO("backend " << name);
+        auto backend = make(registry, name);
+        backend->set_matmul_inputs(lab::DType::bf16);
+        struct Result {
+            std::vector<std::vector<float>> outputs, weight_grads;
+            std::vector<float> x_grad, bias_grad;
+        };
+        // sum_i sum(linear_i(x) * probe_i): non-uniform upstream gradients for each output.
+        auto run = [&](bool shared) {
+            lab::Tensor x = lab::Tensor::from_floats(*backend, {B, T, C}, x_values);
+            x.set_requires_grad(true);
+            const lab::Tensor x_in = shared ? lab::ops::matmul_input(x) : x;
+            CHECK(x_in.dtype() == (shared ? lab::DType::bf16 : lab::DType::f32));
+            std::vector<lab::Tensor> weights;
+            lab::Tensor bias =
+                lab::Tensor::from_floats(*backend, {rows[0]}, values(static_cast<size_t>(rows[0]), 0.0f, 0.01f));
+            bias.set_requires_grad(true);
+            lab::Tensor loss;
+            Result result;
+            for (size_t i = 0; i < rows.size(); ++i) {
+                const size_t n = static_cast<size_t>(rows[i] * C);
+                const float base = 0.02f * static_cast<float>(i);
+                weights.push_back(lab::Tensor::from_floats(*backend, {rows[i], C}, values(n, base, 0.0131f)));
+                weights.back().set_requires_grad(true);
+                lab::Tensor y = lab::ops::linear(x_in, weights.back(), i == 0 ? bias : lab::Tensor());
+                result.outputs.push_back(y.to_floats());
+                lab::Tensor probe =
+                    lab::Tensor::from_floats(*backend, y.shape(), values(static_cast<size_t>(y.numel()), 0.5f, 0.07f));
+                lab::Tensor term = lab::ops::sum(lab::ops::mul(y, probe));
+                loss = loss.defined() ? lab::ops::add(loss, term) : term;
+            }
+            lab::backward(loss);
+            CHECK(x.grad().dtype() == lab::DType::f32);
+            result.x_grad = x.grad().to_floats();
+            result.bias_grad = bias.grad().to_floats();
+            for (const lab::Tensor& w : weights) result.weight_grads.push_back(w.grad().to_floats());
+            return result;
+        };
+        const Result separate = run(false), shared = run(true);
+        for (size_t i = 0; i < rows.size(); ++i) {
+            INFO("linear " << i);
+            REQUIRE(separate.outputs[i].size() == static_cast<size_t>(B * T * rows[i]));
+            CHECK(shared.outputs[i] == separate.outputs[i]);
+            CHECK(shared.weight_grads[i] == separate.weight_grads[i]);
+        }
+        CHECK(shared.x_grad == separate.x_grad);
+        CHECK(shared.bias_grad == separate.bias_grad);
+
+        // The copy holds the roundings, also made contiguous from a transposed view (the merge of
+        // attention heads), and they differ from x: the rounding took effect.
+        lab::Tensor x = lab::Tensor::from_floats(*backend, {B, T, C}, x_values);
+        const lab::Tensor rounded_t = lab::ops::matmul_input(lab::ops::transpose(x, 0, 1));  // [T, B, C]
+        REQUIRE(rounded_t.dtype() == lab::DType::bf16);
+        CHECK(rounded_t.is_contiguous());
+        const std::vector<float> got = rounded_t.to_floats();
+        size_t changed = 0;
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t c = 0; c < C; ++c) {
+                    const float v = x_values[static_cast<size_t>((b * T + t) * C + c)];
+                    CHECK(got[static_cast<size_t>((t * B + b) * C + c)] == round_bf16(v));
+                    changed += round_bf16(v) != v;
+                }
+        CHECK(changed > x_values.size() / 2);
+
+        // Without mixed precision it is x itself.
+        backend->set_matmul_inputs(lab::DType::f32);
+        CHECK(lab::ops::matmul_input(x).id() == x.id());
     }
 }
 

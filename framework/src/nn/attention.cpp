@@ -7,6 +7,7 @@
 #include "lab/error.h"
 #include "lab/ops.h"
 #include "lab/build_context.h"
+#include "matmul_input.h"
 
 namespace lab {
 
@@ -82,10 +83,13 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     // weight (views), transposed as views. Three products rather than one [B, T, (H + 2 Hkv) D]
     // split in three: the split's backward would assemble the gradient by zero-filling and adding
     // three full-size tensors, where the weight rows' backward touches only the small weight.
+    // Under mixed precision the three read one bf16 rounding of x (each linear would round x
+    // again), and their input gradients sum into x's through the rounding's backward.
+    const Tensor x_in = ops::matmul_input(x);
     auto project = [&](int64_t first_head, int64_t heads) {
         Tensor w = ops::slice(qkv_weight_, 0, first_head * D, (first_head + heads) * D);
         Tensor b = qkv_bias_.defined() ? ops::slice(qkv_bias_, 0, first_head * D, (first_head + heads) * D) : Tensor();
-        return ops::transpose(ops::reshape(ops::linear(x, w, b), {B, T, heads, D}), 1, 2);
+        return ops::transpose(ops::reshape(ops::linear(x_in, w, b), {B, T, heads, D}), 1, 2);
     };
     Tensor q = project(0, H), k = project(H, Hkv), v = project(H + Hkv, Hkv);
     if (shape_.rope) {
@@ -126,7 +130,9 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     if (y.shape() != Shape{B, H, T, D})
         throw ShapeError(name_ + ": core returned " + shape_str(y.shape()) + ", expected [B, H, T, D] = " +
                          shape_str({B, H, T, D}));
-    y = ops::reshape(ops::transpose(y, 1, 2), {B, T, C});
+    // Under mixed precision the heads are rounded to bf16 as they are merged: one pass from the
+    // [B, H, T, D] layout, where the f32 copy into [B, T, C] and the linear's rounding took two.
+    y = ops::reshape(ops::matmul_input(ops::transpose(y, 1, 2)), {B, T, C});
     y = ops::linear(y, proj_weight_, proj_bias_);
     return ops::dropout(y, shape_.dropout, training(), *dropout_rng_);
 }

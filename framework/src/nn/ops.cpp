@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "lab/error.h"
+#include "matmul_input.h"
 
 namespace lab::ops {
 
@@ -219,7 +220,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 namespace {
 
 void check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
-    require_float(x, op);
+    // A bf16 x is matmul_input's rounding, multiplied as it is.
+    if (!x.defined() || x.dtype() != DType::bf16) require_float(x, op);
     require_float(weight, op);
     if (weight.dim() != 2 || x.size(-1) != weight.size(1))
         throw ShapeError(std::string(op) + ": input " + shape_str(x.shape()) + " does not match weight " +
@@ -260,7 +262,8 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
     Tensor x2 = reshape(x, {-1, in});  // [N, in]
     // Under mixed precision both are rounded to bf16 once per forward: the weight's copy serves the
     // forward and the backward's dx of this pass (refreshed at the next forward, i.e. after the
-    // optimizer's step), the input's is what the backward's dW multiplies.
+    // optimizer's step), the input's is what the backward's dW multiplies (a bf16 x, rounded by
+    // matmul_input for several linears, is used as it is).
     Tensor x2d = matmul_operand(x2.detach()), w = matmul_operand(weight.detach());
     Tensor bias_d = bias.defined() ? bias.detach() : Tensor();
     Tensor y = new_f32(x, {x2.size(0), out});  // [N, out]
@@ -274,12 +277,14 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
     if (any_requires_grad({&x2, &weight, &bias})) {
         const bool need_x = x2.requires_grad(), need_w = weight.requires_grad(),
                    need_b = bias.defined() && bias.requires_grad();
-        const Tensor saved_y = gelu_tanh ? y.detach() : Tensor();
         record(y, op, {x2, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dy = contig(dout);  // [N, out]
             if (gelu_tanh) {
+                // gelu_tanh's derivative is a function of its input alone, so y is not kept for
+                // it: the [N, out] output lives on only as the next linear's bf16 rounding under
+                // mixed precision (or the next op's own saved input).
                 Tensor dpre = new_f32(dy, dy.shape());
-                dy.backend().unary_backward(UnaryOp::gelu_tanh, dpre, dy, pre, saved_y);
+                dy.backend().unary_backward(UnaryOp::gelu_tanh, dpre, dy, pre, Tensor());
                 dy = dpre;
             }
             linear_gradients(dy, x2d, w, need_x, need_w, need_b, d);
@@ -298,6 +303,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
 Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     return linear_impl("linear_gelu_tanh", x, weight, bias, true);
+}
+
+Tensor matmul_input(const Tensor& x) {
+    require_float(x, "matmul_input");
+    if (x.backend().matmul_inputs() != DType::bf16) return x;
+    Tensor rounded = Tensor::empty(x.backend(), x.shape(), DType::bf16);
+    rounded.copy_(x.detach());
+    if (any_requires_grad({&x}))
+        record(rounded, "matmul_input", {x}, [](const Tensor& dout, std::vector<Tensor>& d) { d[0] = dout; });
+    return rounded;
 }
 
 // ---- elementwise ----
