@@ -21,7 +21,7 @@ struct GptShape {
     int64_t batch = 1;         // [train] batch
     int64_t max_seq_len = 0;   // learned positions (0: seq_len)
     bool bias = false;
-    bool fused_attention = true;  // attention/softmax fused = true (the tiled kernel)
+    std::string fused_attention = "true";  // attention/softmax's fused: true (the tiled kernel), false, auto
     std::string activation = "gelu";  // model/gpt activation: gelu (erf) or gelu_tanh (GPT-2's)
     std::string backend = "onednn";
     std::map<std::string, std::string> backend_options;  // the [backend] section (e.g. cuda: tf32)
@@ -62,7 +62,7 @@ inline std::unique_ptr<BenchGpt> make_bench_gpt(const GptShape& shape) {
     g->tokenizer->train(alphabet);
     ctx.tokenizer = g->tokenizer.get();
     g->attention_options = lab::plugin_options(g->registry, "attention", "softmax",
-                                               {{"fused", shape.fused_attention ? "true" : "false"}});
+                                               {{"fused", shape.fused_attention}});
     const auto& make_attention = g->registry.factory<lab::AttentionFactory>("attention", "softmax");
     BenchGpt* self = g.get();
     ctx.make_attention = [self, &make_attention](const lab::AttentionShape& s) {

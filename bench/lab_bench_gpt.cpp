@@ -59,7 +59,8 @@ double process_cpu_seconds() {
 int run(int argc, char** argv) {
     int64_t layers, heads, hidden, seq_len, batch, vocab, steps, warmup, threads;
     std::string backend_name, plugin_dir, precision, activation;
-    bool bias, fused_attention, tf32;
+    bool bias, tf32;
+    std::string fused_attention;
     double peak_tflops;
     po::options_description desc("lab_bench_gpt: time labrun's GPT training step");
     desc.add_options()("help", "show this help")
@@ -75,9 +76,9 @@ int run(int argc, char** argv) {
         ("bias", po::value(&bias)->default_value(false), "biases in linear layers and LayerNorms (default: none, as nanoGPT)")
         ("activation", po::value(&activation)->default_value("gelu"),
          "MLP nonlinearity: gelu (erf, nanoGPT's) or gelu_tanh (GPT-2's; one cuBLASLt call with the matmul on cuda)")
-        ("fused-attention", po::value(&fused_attention)->default_value(false),
-         "attention/softmax's tiled kernel (default false, as [attention] fused: the composite with the [T, T] "
-         "scores, which is the faster on an AMX CPU except in f32 at T >= 256 with a causal mask)")
+        ("fused-attention", po::value(&fused_attention)->default_value("auto"),
+         "attention/softmax's fused option: true (the tiled kernel), false (the composite with the [T, T] scores) "
+         "or auto (the default, as [attention] fused: whichever the backend expects to be faster)")
         ("backend", po::value(&backend_name)->default_value("onednn"), "backend plugin")
         ("precision", po::value(&precision)->default_value("f32"),
          "matmul inputs: f32, or bf16 (rounded to bf16, f32 accumulation: [experiment] precision = bf16)")
@@ -87,6 +88,8 @@ int run(int argc, char** argv) {
          "none on a CPU, where bench/run.sh measures one)")
         ("plugin-dir", po::value(&plugin_dir)->default_value(LAB_PLUGIN_DIR), "plugin folder");
     if (!lab_bench::parse_options(argc, argv, desc)) return 0;
+    if (fused_attention != "auto" && fused_attention != "true" && fused_attention != "false")
+        throw lab::ConfigError("--fused-attention '" + fused_attention + "': expected auto, true or false");
     if (precision != "f32" && precision != "bf16")
         throw lab::ConfigError("--precision '" + precision + "': expected f32 or bf16");
     omp_set_num_threads(static_cast<int>(threads));
@@ -168,7 +171,7 @@ int run(int argc, char** argv) {
     std::cout << "{\"impl\":\"labrun-" << backend_name << "\",\"config\":{\"layers\":" << layers << ",\"heads\":" << heads
               << ",\"hidden\":" << hidden << ",\"seq_len\":" << seq_len << ",\"batch\":" << batch << ",\"vocab\":" << vocab
               << ",\"bias\":" << (bias ? "true" : "false")
-              << ",\"fused_attention\":" << (fused_attention ? "true" : "false") << ",\"precision\":\"" << precision
+              << ",\"fused_attention\":\"" << fused_attention << "\"" << ",\"precision\":\"" << precision
               << "\"},\"ms_per_step\":" << ms << ",\"cpu_ms_per_step\":" << cpu_ms
               << ",\"tokens_per_s\":" << tokens_per_s << ",\"threads\":" << threads << ",\"steps\":" << steps
               << ",\"loss\":" << last_loss << ",\"params\":" << n_params

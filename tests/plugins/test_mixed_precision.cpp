@@ -11,6 +11,8 @@
 
 #include "attention_compare.h"
 
+#include "lab/attention.h"
+#include "lab/autograd.h"
 #include "lab/config.h"
 #include "lab/error.h"
 #include "lab/host_backend.h"
@@ -252,4 +254,71 @@ TEST_CASE("precision bf16: the fused attention kernel multiplies bf16 q, k, v, P
         for (size_t i = 0; i < want.lse.size(); ++i)
             if (std::isinf(want.lse[i])) CHECK(got.lse[i] == want.lse[i]);
     }
+}
+
+TEST_CASE("precision bf16: the fused attention op's backward reads the inputs its forward packed, with equal results",
+          "[mixed][plugins]") {
+    namespace attention = lab_test::attention;
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    auto onednn = make(registry, "onednn");
+    onednn->set_matmul_inputs(lab::DType::bf16);
+    for (const attention::AttentionCase& c : attention::f32_attention_cases()) {
+        if (c.dropout > 0 || c.T * c.S > 100000) continue;  // the op draws its own dropout key
+        INFO("case " << attention::describe(c) << (c.causal ? " causal" : ""));
+        const attention::Inputs in = attention::make_inputs(c, true);
+        // The kernels called directly: the backward packs q, k and v itself.
+        const attention::Result want = attention::run_attention(*onednn, c, in);
+        // The differentiable op: AttentionKernelArgs::saved carries the forward's packing over.
+        attention::Operands op = attention::make_operands(*onednn, c, in);
+        for (lab::Tensor* t : {&op.q, &op.k, &op.v}) t->set_requires_grad(true);
+        lab::AttentionCoreArgs args;
+        args.causal = c.causal;
+        args.scale = op.args.scale;
+        if (op.mask.defined()) args.key_padding_mask = op.mask;
+        const lab::Tensor o = lab::attention::fused_attention(op.q, op.k, op.v, args, c.window, op.slopes);
+        lab::backward(o, op.dout);
+        // o is a [B, H, T, D] view of [B, T, H, D] rows, as run_attention's o_storage.
+        CHECK(lab::ops::contiguous(lab::ops::transpose(o, 1, 2)).to_floats() == want.o);
+        if (c.packed) {
+            // q, k and v are views of one tensor: its gradient holds all three.
+            continue;
+        }
+        CHECK(op.q.grad().to_floats() == want.dq);
+        CHECK(op.k.grad().to_floats() == want.dk);
+        CHECK(op.v.grad().to_floats() == want.dv);
+    }
+}
+
+TEST_CASE("[attention] fused = auto asks the backend, which answers from its measured kernels", "[mixed][plugins]") {
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    auto onednn = make(registry, "onednn");
+    auto choose = [&](int64_t T, bool causal, float dropout) {
+        const lab::Tensor q = lab::Tensor::zeros(*onednn, {1, 2, T, 64});
+        lab::Generator rng(1, 2);
+        lab::AttentionCoreArgs args;
+        args.causal = causal;
+        args.dropout = dropout;
+        args.training = true;
+        args.dropout_rng = &rng;
+        return lab::attention::run_fused(lab::attention::FusedChoice::automatic, q, q, args);
+    };
+    // Forced choices are taken as they are.
+    const lab::Tensor q = lab::Tensor::zeros(*onednn, {1, 2, 8, 64});
+    CHECK(lab::attention::run_fused(lab::attention::FusedChoice::fused, q, q, {}));
+    CHECK_FALSE(lab::attention::run_fused(lab::attention::FusedChoice::composite, q, q, {}));
+    // f32: the tiled kernel only where a causal mask lets it skip half of the tiles, from T = 256.
+    CHECK_FALSE(choose(128, false, 0.0f));
+    CHECK_FALSE(choose(128, true, 0.0f));
+    CHECK_FALSE(choose(256, false, 0.0f));
+    CHECK(choose(256, true, 0.0f));
+    CHECK_FALSE(choose(256, true, 0.1f));  // attention dropout: the composite
+    // bf16: the AMX kernel from T = 128 where it runs; elsewhere the f32 rule.
+    onednn->set_matmul_inputs(lab::DType::bf16);
+    const bool amx = onednn->native_bf16_matmul() && cpu_has_amx_bf16();
+    CHECK(choose(128, false, 0.0f) == amx);
+    CHECK(choose(256, true, 0.0f));
+    CHECK_FALSE(choose(64, true, 0.0f));
+    CHECK_FALSE(choose(512, false, 0.1f));
 }

@@ -51,6 +51,10 @@ struct AttentionKernelArgs {
     // regenerates the same mask from the key.
     float dropout = 0.0f;
     RngKey dropout_key;
+    // Set by a caller that will run attention_backward on this call's inputs: attention() may
+    // keep there what its backward would otherwise recompute (the host's AMX kernel keeps q, k and
+    // v packed in bf16), and attention_backward reads it. Null: nothing is kept.
+    std::vector<Tensor>* saved = nullptr;
 };
 
 struct BackendStats {
@@ -140,11 +144,12 @@ public:
                                     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                                     const Tensor& lse, const AttentionKernelArgs& args) = 0;
     // True when attention() and attention_backward() above are expected to be faster than the
-    // composite (the matmul, softmax and mask ops of attention::softmax_attention) for T queries,
-    // S keys and head size D, with or without a causal mask, under the current matmul inputs: what
-    // the attention variants' `fused = auto` asks. Each backend answers from its kernels' measured
-    // speed; this default keeps the composite.
-    virtual bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const;
+    // composite (the matmul, softmax, mask and dropout ops of attention::softmax_attention) for T
+    // queries, S keys and head size D with these masks and dropout (args' tensors may be null:
+    // only which are given counts), under the current matmul inputs: what the attention variants'
+    // `fused = auto` asks. Each backend answers from its kernels' measured speed; this default
+    // keeps the composite.
+    virtual bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const;
 
     // ---- lookups and losses ----
     // y[n, :] = table[ids[n], :]; ids i32 or i64 [N]; an id outside [0, V) throws ShapeError.

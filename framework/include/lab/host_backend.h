@@ -49,7 +49,7 @@ public:
     void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                             const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                             const AttentionKernelArgs& args) override;
-    bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const override;
+    bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const override;
 
     void embedding(const Tensor& y, const Tensor& ids, const Tensor& table) override;
     void embedding_backward(const Tensor& dtable, const Tensor& dy, const Tensor& ids) override;

@@ -13,9 +13,9 @@
 //
 // History: 1 is the first numbered ABI (before it, the tag held the project version, 0.2.0, which
 // stayed the same while the headers changed). 2: Backend::native_bf16_matmul public,
-// Tensor::is_dense and to_like. 3: Backend::prefers_fused_attention, and the attention variants'
-// fused option (attention::FusedChoice, declare_fused_option, fused_choice, run_fused,
-// core_floats_per_token).
+// Tensor::is_dense and to_like. 3: Backend::prefers_fused_attention, AttentionKernelArgs::saved, and the
+// attention variants' fused option (attention::FusedChoice, declare_fused_option, fused_choice,
+// run_fused, core_floats_per_token).
 #pragma once
 
 #define LAB_SDK_ABI 3

@@ -300,7 +300,7 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
     require_output("attention", "lse", lse, {pb.B, pb.H, pb.T});
     float* lse_data = lse.data<float>();
     if (bf16_on_amx(*this)) {
-        amx_attention(*this, pb, o_rows, lse_data, q, k, v);
+        amx_attention(*this, pb, o_rows, lse_data, q, k, v, args.saved);
         return;
     }
     const int64_t Dp = pb.Dp, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
@@ -351,16 +351,19 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
     }
 }
 
-// [attention] fused = auto. Measured with lab_bench_attention (forward + backward, onednn backend,
-// 2 threads, Intel Xeon with AMX; bench/README.md): under mixed precision the AMX kernel beats the
-// composite of oneDNN's bf16 matmuls at every shape tried, BERT's T = 128 included. In f32 the
-// composite's matmuls (oneDNN) are faster than the tiled f32 kernel, except with a causal mask from
-// T = 256, where the kernel skips the hidden half of the tiles and the composite still computes it.
-bool HostBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const {
+// [attention] fused = auto, from lab_bench_attention and lab_bench_step (onednn backend, 2 threads,
+// Intel Xeon with AMX; the figures are in bench/README.md). Attention dropout makes the fused
+// kernels slower than the composite (they draw each probability's Philox number one at a time,
+// in the forward and again in the backward), so it keeps the composite. Otherwise: under mixed
+// precision the AMX kernel is as fast at T = 128 and faster from there (1.8x at T = 256 causal,
+// 3x at T = 1024); in f32 the composite's oneDNN matmuls win unless a causal mask lets the
+// tiled kernel skip the hidden half of the tiles, from T = 256.
+bool HostBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const {
     (void)S;
     (void)D;
-    if (bf16_on_amx(*this)) return true;
-    return causal && T >= 256;
+    if (args.dropout > 0.0f) return false;
+    if (bf16_on_amx(*this)) return T >= 128;
+    return args.causal && T >= 256;
 }
 
 void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
@@ -392,7 +395,8 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
         delta[static_cast<size_t>(row)] = sum;
     }
     if (bf16_on_amx(*this)) {
-        amx_attention_backward(*this, pb, dq_data, dk_data, dv_data, dout, q, k, v, lse.data<float>(), delta.data());
+        amx_attention_backward(*this, pb, dq_data, dk_data, dv_data, dout, q, k, v, lse.data<float>(), delta.data(),
+                               args.saved);
         return;
     }
     const BackwardInputs in{pb,

@@ -157,34 +157,43 @@ struct Problem {
     }
 };
 
-inline float row_max(const float* row) {
-    ExpVec m = load8(row);
-    for (int64_t c = 8; c < kKeyTile; c += 8) {
-        const ExpVec v = load8(row + c);
-        m = v > m ? v : m;
+// The row math of a [64, 64] tile the f32 kernel uses: 8-float vectors (lab/host_kernels.h).
+// The AMX kernel passes its own (AVX-512) to the functions below.
+struct TileRowMath {
+    static float row_max(const float* row) {
+        ExpVec m = load8(row);
+        for (int64_t c = 8; c < kKeyTile; c += 8) {
+            const ExpVec v = load8(row + c);
+            m = v > m ? v : m;
+        }
+        float out = m[0];
+        for (int i = 1; i < host::kExpLanes; ++i) out = std::max(out, m[i]);
+        return out;
     }
-    float out = m[0];
-    for (int i = 1; i < host::kExpLanes; ++i) out = std::max(out, m[i]);
-    return out;
-}
+    // out[c] = exp(row[c] - shift) over the tile's 64 keys; returns their sum.
+    static float exp_shifted(const float* row, float shift, float* out) {
+        return host::exp_shifted(row, shift, out, kKeyTile);
+    }
+};
 
 // The online softmax of one score tile s [64, 64] (Dao et al. 2022, algorithm 1, with the loops of
 // FlashAttention-2): for each of the first `rows` rows, update the running maximum row_m and sum
 // row_l, rescale the row's unnormalised output acc [64, Dp] by what the maximum moved, and turn the
 // row into its probabilities under the new maximum, times the dropout factors. Rows that see
 // nothing yet become zeros.
-inline void online_softmax(const Problem& pb, float* s, int64_t rows, float* row_m, float* row_l, float* acc,
+template <class RowMath = TileRowMath>
+void online_softmax(const Problem& pb, float* s, int64_t rows, float* row_m, float* row_l, float* acc,
                            int64_t Dp, float* z, int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t cols) {
     for (int64_t r = 0; r < rows; ++r) {
         float* row = s + r * kKeyTile;
-        const float m_new = std::max(row_m[r], row_max(row));
+        const float m_new = std::max(row_m[r], RowMath::row_max(row));
         if (m_new == kMinusInf) {  // nothing visible yet
             std::fill(row, row + kKeyTile, 0.0f);
             continue;
         }
         // Online softmax: rescale what was summed under the old maximum.
         const float correction = std::exp(row_m[r] - m_new);
-        row_l[r] = row_l[r] * correction + host::exp_shifted(row, m_new, row, kKeyTile);
+        row_l[r] = row_l[r] * correction + RowMath::exp_shifted(row, m_new, row);
         row_m[r] = m_new;
         if (correction != 1.0f) {
             float* arow = acc + r * Dp;
@@ -218,7 +227,8 @@ inline void write_output(const Problem& pb, const HeadView& o_rows, float* lse, 
 // The backward's elementwise step for one tile pair: s [64, 64] holds the scores (masked) and dp
 // dO V^T. Afterwards s holds P = exp(S - lse) and dp dS = P * (dP * Z - D_i) (Z the dropout
 // factors); pd gets P * Z with dropout. Rows from `rows` to rows_padded are zeroed.
-inline void probs_and_dscores_rows(const Problem& pb, float* s, float* dp, float* pd, int64_t rows,
+template <class RowMath = TileRowMath>
+void probs_and_dscores_rows(const Problem& pb, float* s, float* dp, float* pd, int64_t rows,
                                    int64_t rows_padded, const float* tile_lse, const float* tile_delta, float* z,
                                    int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t cols) {
     for (int64_t r = 0; r < rows_padded; ++r) {
@@ -231,7 +241,7 @@ inline void probs_and_dscores_rows(const Problem& pb, float* s, float* dp, float
             if (pdrow) std::fill(pdrow, pdrow + kKeyTile, 0.0f);
             continue;
         }
-        host::exp_shifted(prow, tile_lse[r], prow, kKeyTile);
+        RowMath::exp_shifted(prow, tile_lse[r], prow);
         const float delta = tile_delta[r];
         if (pdrow) {
             pb.dropout_factors(z, b, h, i0 + r, j0, cols);
@@ -296,14 +306,15 @@ struct Scratch {
 bool amx_attention_ready();
 
 // HostBackend::attention with bf16 tile products on AMX: o rows and lse [B, H, T] as the f32 kernel
-// writes them. Call only when amx_attention_ready().
+// writes them; with `saved` (AttentionKernelArgs::saved), the packed inputs the backward reads are
+// kept there. Call only when amx_attention_ready().
 void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* lse, const Tensor& q,
-                   const Tensor& k, const Tensor& v);
+                   const Tensor& k, const Tensor& v, std::vector<Tensor>* saved);
 
 // HostBackend::attention_backward likewise: dq, dk, dv contiguous [B, H(kv), T(S), D]; lse and
 // delta (D_i = dO_i . O_i) [B, H, T].
 void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, float* dv, const Tensor& dout,
                             const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
-                            const float* delta);
+                            const float* delta, const std::vector<Tensor>* saved);
 
 }  // namespace lab::attention_kernel

@@ -22,7 +22,7 @@
 // pair, never need a transpose: their pairs layout interleaves two rows, one vector permute.
 #include "host_attention.h"
 
-#include <initializer_list>
+#include <utility>
 
 #if LAB_HAVE_AMX_ATTENTION
 #include <immintrin.h>
@@ -36,6 +36,10 @@
 namespace lab::attention_kernel {
 
 #if LAB_HAVE_AMX_ATTENTION
+
+// GCC 12's own AVX-512 intrinsics (_mm512_reduce_max_ps, _mm512_roundscale_ps, ...) start from
+// _mm512_undefined_ps(), which -Wmaybe-uninitialized reports inside the compiler's headers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace {
 
@@ -100,28 +104,75 @@ void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint1
         }
 }
 
+// exp(x) over 16 lanes: the polynomial of host::exp_vec (Cephes expf, relative error about 1e-7)
+// with AVX-512's scalef for the 2^n, at twice exp_vec's width. Below -87 (and -inf) exactly 0.
+inline __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    const __m512 y = _mm512_scalef_ps(e, n);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), y);
+}
+
+// The tile row math (TileRowMath in host_attention.h) in 16-float vectors.
+struct Avx512RowMath {
+    static float row_max(const float* row) {
+        __m512 m = _mm512_loadu_ps(row);
+        for (int64_t c = 16; c < kKeyTile; c += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + c));
+        return _mm512_reduce_max_ps(m);
+    }
+    static float exp_shifted(const float* row, float shift, float* out) {
+        const __m512 s = _mm512_set1_ps(shift);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t c = 0; c < kKeyTile; c += 16) {
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + c), s));
+            _mm512_storeu_ps(out + c, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        return _mm512_reduce_add_ps(sum);
+    }
+};
+
 // n (a multiple of 16) f32 values rounded to bf16 (nearest even), in order.
 inline void rows_to_bf16(uint16_t* out, const float* in, int64_t n) {
     for (int64_t c = 0; c < n; c += 16)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + c)));
 }
 
+// The 32 bf16 values of two rows' 16 roundings (the first row's in the low half, as
+// _mm512_cvtne2ps_pbh(odd, even) gives them), interleaved: even[0], odd[0], even[1], ...
+inline __m512i interleave_pairs(__m512i both) {
+    static const __m512i index = [] {
+        alignas(64) uint16_t order[32];
+        for (int i = 0; i < 16; ++i) {
+            order[2 * i] = static_cast<uint16_t>(i);
+            order[2 * i + 1] = static_cast<uint16_t>(16 + i);
+        }
+        return _mm512_load_si512(order);
+    }();
+    return _mm512_permutexvar_epi16(index, both);
+}
+
+// Values c .. c + 15 of two f32 rows rounded to bf16 and interleaved: 16 pairs (even[c + i],
+// odd[c + i]) of 4 bytes.
+inline __m512i rounded_pairs(const float* even, const float* odd, int64_t c) {
+    return interleave_pairs((__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd + c), _mm512_loadu_ps(even + c)));
+}
+
 // Two rows of n (a multiple of 16) f32 values rounded to bf16 and interleaved, the pairs layout:
 // out[2c] = even[c], out[2c + 1] = odd[c].
 inline void pair_rows_to_bf16(uint16_t* out, const float* even, const float* odd, int64_t n) {
-    static const __m512i interleave = [] {
-        alignas(64) uint16_t index[32];
-        for (int i = 0; i < 16; ++i) {
-            index[2 * i] = static_cast<uint16_t>(i);
-            index[2 * i + 1] = static_cast<uint16_t>(16 + i);
-        }
-        return _mm512_load_si512(index);
-    }();
-    for (int64_t c = 0; c < n; c += 16) {
-        // The low 16 values are even's, the high 16 odd's.
-        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd + c), _mm512_loadu_ps(even + c));
-        _mm512_storeu_si512(out + 2 * c, _mm512_permutexvar_epi16(interleave, both));
-    }
+    for (int64_t c = 0; c < n; c += 16) _mm512_storeu_si512(out + 2 * c, rounded_pairs(even, odd, c));
 }
 
 // dst [cols, D] (row-major) = the transpose of src [Dp, 64]'s first D rows and cols columns: a
@@ -154,9 +205,9 @@ enum class Layout {
 // than the caches).
 class PackedBf16 {
 public:
-    PackedBf16(Backend& backend, const Tensor& x, int64_t Dp, std::initializer_list<Layout> layouts,
-               float multiplier = 1.0f)
-        : layouts_(layouts), heads_(x.size(1)), tiles_((x.size(2) + kTile - 1) / kTile), tile_elems_(kTile * Dp) {
+    PackedBf16(Backend& backend, const Tensor& x, int64_t Dp, std::vector<Layout> layouts, float multiplier = 1.0f)
+        : layouts_(std::move(layouts)), heads_(x.size(1)), tiles_((x.size(2) + kTile - 1) / kTile),
+          tile_elems_(kTile * Dp) {
         const int64_t B = x.size(0), L = x.size(2), D = x.size(3);
         const int64_t count = B * heads_ * tiles_;
         for (size_t i = 0; i < layouts_.size(); ++i) {
@@ -164,64 +215,96 @@ public:
             data_[i] = static_cast<uint16_t*>(storage_[i].raw());
         }
         const HeadView view(x);
-        // One task per (b, tile), its rows in memory order: row t of every head, then row t + 1.
-        // The heads of one position sit side by side in the projections' [B, T, H, D] output, while
-        // one head's consecutive rows are a page or more apart, which the hardware prefetcher does
-        // not follow: walking head by head made packing three times slower.
-        const int64_t tasks = B * tiles_;
+        // Rows are read in memory order. In the projections' [B, T, H, D] output the heads of one
+        // position sit side by side and one head's consecutive rows a page or more apart, which
+        // the hardware prefetcher does not follow: there the heads are the inner loop (walking
+        // head by head made packing three times slower). A [B, H, T, D] tensor walks head by head.
+        const bool heads_inner = view.sh < view.st;
+        const bool need_rounded = std::find(layouts_.begin(), layouts_.end(), Layout::pairs_depth) != layouts_.end();
+        const int64_t tasks = heads_inner ? B * tiles_ : count;
 #pragma omp parallel if (count * tile_elems_ >= host::kParallelElems)
         {
             std::vector<float> rows_f32(static_cast<size_t>(2 * Dp));
             std::vector<uint16_t> rows_bf16(static_cast<size_t>(2 * Dp));
+            // Rows r and r + 1 of head n's tile t0 / 64 into every layout.
+            auto pack_pair = [&](int64_t b, int64_t n, int64_t t0, int64_t r) {
+                float* even = rows_f32.data();
+                float* odd = even + Dp;
+                for (int64_t half = 0; half < 2; ++half) {  // Dp f32 values: scaled, zero past D and L
+                    float* out = half ? odd : even;
+                    if (t0 + r + half >= L) {
+                        std::fill(out, out + Dp, 0.0f);
+                        continue;
+                    }
+                    const float* in = view.row(b, n, t0 + r + half);
+                    for (int64_t d = 0; d < D; ++d) out[d] = in[d * view.sd] * multiplier;
+                    std::fill(out + D, out + Dp, 0.0f);
+                }
+                if (need_rounded) rows_to_bf16(rows_bf16.data(), rows_f32.data(), 2 * Dp);
+                const int64_t offset = ((b * heads_ + n) * tiles_ + t0 / kTile) * tile_elems_;
+                for (size_t i = 0; i < layouts_.size(); ++i)
+                    write(layouts_[i], const_cast<uint16_t*>(data_[i]) + offset, r, even, odd, rows_bf16.data(),
+                          Dp);
+            };
 #pragma omp for schedule(static)
             for (int64_t task = 0; task < tasks; ++task) {
-                const int64_t b = task / tiles_, t0 = task % tiles_ * kTile;
-                for (int64_t r = 0; r < kTile; r += 2)
-                    for (int64_t n = 0; n < heads_; ++n) {
-                        // Rows r and r + 1 of head n's tile as Dp f32 values each: scaled, zero past
-                        // D and past L.
-                        float* even = rows_f32.data();
-                        float* odd = even + Dp;
-                        for (int64_t half = 0; half < 2; ++half) {
-                            float* out = half ? odd : even;
-                            std::fill(out, out + Dp, 0.0f);
-                            if (t0 + r + half >= L) continue;
-                            const float* in = view.row(b, n, t0 + r + half);
-                            for (int64_t d = 0; d < D; ++d) out[d] = in[d * view.sd] * multiplier;
-                        }
-                        rows_to_bf16(rows_bf16.data(), rows_f32.data(), 2 * Dp);
-                        const int64_t offset = ((b * heads_ + n) * tiles_ + t0 / kTile) * tile_elems_;
-                        for (size_t i = 0; i < layouts_.size(); ++i)
-                            write(layouts_[i], const_cast<uint16_t*>(data_[i]) + offset, r, even, odd,
-                                  rows_bf16.data(), Dp);
-                    }
+                if (heads_inner) {  // task = (b, tile)
+                    const int64_t b = task / tiles_, t0 = task % tiles_ * kTile;
+                    for (int64_t r = 0; r < kTile; r += 2)
+                        for (int64_t n = 0; n < heads_; ++n) pack_pair(b, n, t0, r);
+                } else {  // task = (b, n, tile)
+                    const int64_t b = task / (heads_ * tiles_), n = task / tiles_ % heads_;
+                    for (int64_t r = 0; r < kTile; r += 2) pack_pair(b, n, task % tiles_ * kTile, r);
+                }
             }
         }
     }
+    // x's tiles as an earlier PackedBf16 of x left them (storage(i) of each layout).
+    PackedBf16(const Tensor& x, int64_t Dp, std::vector<Layout> layouts, const Tensor* storage)
+        : layouts_(std::move(layouts)), heads_(x.size(1)), tiles_((x.size(2) + kTile - 1) / kTile),
+          tile_elems_(kTile * Dp) {
+        for (size_t i = 0; i < layouts_.size(); ++i) {
+            storage_[i] = storage[i];
+            data_[i] = static_cast<const uint16_t*>(storage_[i].raw());
+        }
+    }
+    const Tensor& storage(size_t i) const { return storage_[i]; }
     const uint16_t* tile(Layout layout, int64_t b, int64_t n, int64_t t) const {
         const size_t i = layouts_[0] == layout ? 0 : 1;
         return data_[i] + ((b * heads_ + n) * tiles_ + t) * tile_elems_;
     }
 
 private:
-    // Rows r and r + 1 of a tile (f32, and rounded to bf16 one after the other) into `layout`.
+    // Rows r and r + 1 of a tile (f32 one after the other, and rounded to bf16 for the
+    // pairs_depth layout) into `layout`.
+    static __m512i lane_numbers() { return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); }
     static void write(Layout layout, uint16_t* dst, int64_t r, const float* even, const float* odd,
                       const uint16_t* rounded, int64_t Dp) {
         switch (layout) {
-            case Layout::rows:
-                std::memcpy(dst + r * Dp, rounded, static_cast<size_t>(2 * Dp) * sizeof(uint16_t));
+            case Layout::rows:  // the two rows are adjacent there too
+                rows_to_bf16(dst + r * Dp, even, 2 * Dp);
                 return;
             case Layout::pairs_rows:  // pair-row r / 2 starts at r * Dp
                 pair_rows_to_bf16(dst + r * Dp, even, odd, Dp);
                 return;
-            case Layout::columns:
-                for (int64_t half = 0; half < 2; ++half)
-                    for (int64_t d = 0; d < Dp; ++d) dst[d * kTile + r + half] = rounded[half * Dp + d];
+            case Layout::columns: {  // (row r, row r + 1) of column d: 4 bytes at [d, r]
+                const __m512i step = _mm512_set1_epi32(kTile / 2);  // a column, in 4-byte units
+                __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(lane_numbers(), step), _mm512_set1_epi32(r / 2));
+                for (int64_t c = 0; c < Dp; c += 16) {
+                    _mm512_i32scatter_epi32(dst, at, rounded_pairs(even, odd, c), 4);
+                    at = _mm512_add_epi32(at, _mm512_mullo_epi32(_mm512_set1_epi32(16), step));
+                }
                 return;
+            }
             case Layout::pairs_depth:  // the pair (d, d + 1) of a row: 4 bytes at [d / 2, row]
-                for (int64_t half = 0; half < 2; ++half)
-                    for (int64_t d = 0; d < Dp; d += 2)
-                        std::memcpy(dst + (d / 2 * kTile + r + half) * 2, rounded + half * Dp + d, 4);
+                for (int64_t half = 0; half < 2; ++half) {
+                    __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(lane_numbers(), _mm512_set1_epi32(kTile)),
+                                                  _mm512_set1_epi32(r + half));
+                    for (int64_t d = 0; d < Dp; d += 32) {  // 16 pairs
+                        _mm512_i32scatter_epi32(dst, at, _mm512_loadu_si512(rounded + half * Dp + d), 4);
+                        at = _mm512_add_epi32(at, _mm512_set1_epi32(16 * kTile));
+                    }
+                }
                 return;
         }
     }
@@ -268,12 +351,20 @@ bool amx_attention_ready() {
 }
 
 void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* lse, const Tensor& q,
-                   const Tensor& k, const Tensor& v) {
+                   const Tensor& k, const Tensor& v, std::vector<Tensor>* saved) {
     pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
     const int64_t Dp = pb.Dp, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
-    const PackedBf16 q_tiles(backend, q, Dp, {Layout::rows}, pb.scale);
-    const PackedBf16 k_tiles(backend, k, Dp, {Layout::pairs_depth});
-    const PackedBf16 v_tiles(backend, v, Dp, {Layout::pairs_rows});
+    // For a backward to come, each input is packed in the backward's second layout too, from the
+    // same read, and kept: the backward then packs only dout.
+    auto layouts = [saved](Layout forward, Layout backward) {
+        return saved ? std::vector<Layout>{forward, backward} : std::vector<Layout>{forward};
+    };
+    const PackedBf16 q_tiles(backend, q, Dp, layouts(Layout::rows, Layout::columns), pb.scale);
+    const PackedBf16 k_tiles(backend, k, Dp, layouts(Layout::pairs_depth, Layout::pairs_rows));
+    const PackedBf16 v_tiles(backend, v, Dp, layouts(Layout::pairs_rows, Layout::pairs_depth));
+    if (saved)
+        *saved = {q_tiles.storage(0), q_tiles.storage(1), k_tiles.storage(0),
+                  k_tiles.storage(1), v_tiles.storage(0), v_tiles.storage(1)};
 
 #pragma omp parallel if (tasks > 1)
     {
@@ -305,7 +396,7 @@ void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* 
                 if (pb.key_tile_mask(col_mask, b, j0, any_masked) == 0) continue;
                 amx_gemm(s, kKeyTile, q_tile, Dp, k_tiles.tile(Layout::pairs_depth, b, g, j0 / kKeyTile), kQueryTile, kKeyTile, Dp, false);
                 pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
-                online_softmax(pb, s, rows, row_m, row_l, acc, Dp, z, b, h, i0, j0, cols);
+                online_softmax<Avx512RowMath>(pb, s, rows, row_m, row_l, acc, Dp, z, b, h, i0, j0, cols);
                 std::fill(s + rows * kKeyTile, s + kQueryTile * kKeyTile, 0.0f);
                 rows_to_bf16(p, s, kQueryTile * kKeyTile);
                 amx_gemm(acc, Dp, p, kKeyTile, v_tiles.tile(Layout::pairs_rows, b, g, j0 / kKeyTile), kQueryTile, Dp, kKeyTile, true);
@@ -318,15 +409,21 @@ void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* 
 
 void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, float* dv, const Tensor& dout,
                             const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
-                            const float* delta) {
+                            const float* delta, const std::vector<Tensor>* saved) {
     pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
     const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv, head_tasks = pb.B * pb.Hkv;
     const int64_t Tp = round_up(pb.T, kQueryTile);
     const bool dropout = pb.dropout > 0.0f;
-    const PackedBf16 q_tiles(backend, q, Dp, {Layout::rows, Layout::columns}, pb.scale);
+    // q, k and v as the forward kept them (see amx_attention), or packed here.
+    const bool kept = saved && saved->size() == 6;
+    auto inputs = [&](const Tensor& x, std::vector<Layout> layouts, size_t first, float multiplier) {
+        return kept ? PackedBf16(x, Dp, std::move(layouts), saved->data() + first)
+                    : PackedBf16(backend, x, Dp, std::move(layouts), multiplier);
+    };
+    const PackedBf16 q_tiles = inputs(q, {Layout::rows, Layout::columns}, 0, pb.scale);
+    const PackedBf16 k_tiles = inputs(k, {Layout::pairs_depth, Layout::pairs_rows}, 2, 1.0f);
+    const PackedBf16 v_tiles = inputs(v, {Layout::pairs_rows, Layout::pairs_depth}, 4, 1.0f);
     const PackedBf16 do_tiles(backend, dout, Dp, {Layout::rows, Layout::columns});
-    const PackedBf16 k_tiles(backend, k, Dp, {Layout::pairs_depth, Layout::pairs_rows});
-    const PackedBf16 v_tiles(backend, v, Dp, {Layout::pairs_depth});
     constexpr int64_t kPair = kQueryTile * kKeyTile;
 
     // One task per (b, kv head) owns its dk, dv and (for the group's query heads) dq: no two
@@ -375,7 +472,7 @@ void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, 
                         pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
                         amx_gemm(dp, kKeyTile, do_tiles.tile(Layout::rows, b, h, i), Dp, v_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile,
                                  kKeyTile, Dp, false);
-                        probs_and_dscores_rows(pb, s, dp, pd, rows, kQueryTile, tile_lse, tile_delta, z, b, h, i0,
+                        probs_and_dscores_rows<Avx512RowMath>(pb, s, dp, pd, rows, kQueryTile, tile_lse, tile_delta, z, b, h, i0,
                                                j0, cols);
                         const float* kept = pd ? pd : s;
                         for (int64_t r = 0; r < kQueryTile; r += 2) {
@@ -415,12 +512,13 @@ void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, 
 
 bool amx_attention_ready() { return false; }
 
-void amx_attention(Backend&, Problem, const HeadView&, float*, const Tensor&, const Tensor&, const Tensor&) {
+void amx_attention(Backend&, Problem, const HeadView&, float*, const Tensor&, const Tensor&, const Tensor&,
+                   std::vector<Tensor>*) {
     throw BackendError("attention: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
 }
 
 void amx_attention_backward(Backend&, Problem, float*, float*, float*, const Tensor&, const Tensor&, const Tensor&,
-                            const Tensor&, const float*, const float*) {
+                            const Tensor&, const float*, const float*, const std::vector<Tensor>*) {
     throw BackendError(
         "attention_backward: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
 }

@@ -4,7 +4,9 @@
 // whose backward is the fused backward: the node saves q, k, v (views, no copies), o and lse, that
 // is O(B H T D) memory, never a [T, S] probability matrix. Also the variants' `fused` option and
 // its auto choice.
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "lab/attention.h"
 #include "lab/autograd.h"
@@ -90,9 +92,13 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
     // output projection it is contiguous, so no copy is needed there (nor for its gradient here).
     Tensor o = Tensor::empty(backend, {B, T, H, D}).view({B, H, T, D}, {T * H * D, D, H * D, 1}, 0);
     Tensor lse = Tensor::empty(backend, {B, H, T});
+    const bool backward = any_requires_grad({&q, &k, &v});
+    // What the forward keeps for the backward (AttentionKernelArgs::saved), freed once it ran.
+    auto saved = backward ? std::make_shared<std::vector<Tensor>>() : nullptr;
+    kernel_args.saved = saved.get();
     backend.attention(o, lse, q, k, v, kernel_args);
 
-    if (any_requires_grad({&q, &k, &v})) {
+    if (backward) {
         Tensor saved_q = q.detach(), saved_k = k.detach(), saved_v = v.detach(), saved_o = o.detach();
         record(o, "fused_attention", {q, k, v},
                [=](const Tensor& dout, std::vector<Tensor>& d) {
@@ -103,7 +109,9 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                    Tensor dq = Tensor::empty(be, saved_q.shape());
                    Tensor dk = Tensor::empty(be, saved_k.shape());
                    Tensor dv = Tensor::empty(be, saved_v.shape());
+                   ka.saved = saved.get();
                    be.attention_backward(dq, dk, dv, dout_c, saved_q, saved_k, saved_v, saved_o, lse, ka);
+                   saved->clear();
                    d[0] = dq;
                    d[1] = dk;
                    d[2] = dv;
@@ -126,7 +134,12 @@ FusedChoice fused_choice(const Options& options) {
 
 bool run_fused(FusedChoice choice, const Tensor& q, const Tensor& k, const AttentionCoreArgs& args) {
     if (choice != FusedChoice::automatic) return choice == FusedChoice::fused;
-    return q.backend().prefers_fused_attention(q.size(2), k.size(2), q.size(3), args.causal);
+    AttentionKernelArgs kernel_args;  // what the call would pass: which masks, and dropout
+    kernel_args.scale = args.scale;
+    kernel_args.causal = args.causal;
+    if (args.key_padding_mask.defined()) kernel_args.key_padding_mask = &args.key_padding_mask;
+    if (args.training && args.dropout > 0.0f && args.dropout_rng) kernel_args.dropout = args.dropout;
+    return q.backend().prefers_fused_attention(q.size(2), k.size(2), q.size(3), kernel_args);
 }
 
 double core_floats_per_token(const Options& options, int64_t heads, int64_t seq_len) {

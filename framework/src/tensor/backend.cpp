@@ -27,7 +27,7 @@ bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a1
     return true;
 }
 
-bool Backend::prefers_fused_attention(int64_t, int64_t, int64_t, bool) const { return false; }
+bool Backend::prefers_fused_attention(int64_t, int64_t, int64_t, const AttentionKernelArgs&) const { return false; }
 
 void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,
                                const Tensor* bias) {

@@ -136,7 +136,7 @@ public:
 
     bool native_bf16_matmul() const override { return true; }
     // cuda_sdpa.cpp: where cuDNN's fused attention applies (bf16), the fused path.
-    bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const override;
+    bool prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const override;
 
 private:
     Settings settings_;

@@ -317,12 +317,14 @@ void execute(CudaBackend& backend, SdpaGraphs& graphs, const SdpaGraphs::Entry& 
 }  // namespace
 
 // [attention] fused = auto: cuDNN's flash-attention engines (bf16) over the composite's
-// [B, H, T, S] matmuls and softmax, on the shapes sdpa_applies takes (attention dropout, which
-// cuDNN does not take here, runs the backend's own fused kernel). In f32 the composite's cuBLAS
-// matmuls stay.
-bool CudaBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, bool causal) const {
-    return settings_.cudnn_attention && matmul_inputs() == DType::bf16 && D > 0 && D % 8 == 0 && D <= 128 &&
-           (!causal || T <= S);
+// [B, H, T, S] matmuls and softmax, where sdpa_applies would take the call (padding is checked
+// per call: a mask that is not a suffix falls back to the backend's own fused kernel). In f32,
+// and where cuDNN does not apply, the composite's cuBLAS matmuls stay.
+bool CudaBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const {
+    const bool padding = args.key_padding_mask != nullptr;
+    return settings_.cudnn_attention && matmul_inputs() == DType::bf16 && !(args.dropout > 0.0f) &&
+           args.window <= 0 && args.slopes == nullptr && D > 0 && D % 8 == 0 && D <= 128 &&
+           (!args.causal || (padding ? T == S : T <= S));
 }
 
 bool CudaBackend::cudnn_attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k,
