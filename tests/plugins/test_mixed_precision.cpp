@@ -314,10 +314,13 @@ TEST_CASE("[attention] fused = auto asks the backend, which answers from its mea
     CHECK_FALSE(choose(256, false, 0.0f));
     CHECK(choose(256, true, 0.0f));
     CHECK_FALSE(choose(256, true, 0.1f));  // attention dropout: the composite
-    // bf16: the AMX kernel from T = 128 where it runs; elsewhere the f32 rule.
+    // bf16: the AMX kernel where it runs, from T = 128 causal and T = 256 without a mask;
+    // elsewhere the f32 rule.
     onednn->set_matmul_inputs(lab::DType::bf16);
     const bool amx = onednn->native_bf16_matmul() && cpu_has_amx_bf16();
-    CHECK(choose(128, false, 0.0f) == amx);
+    CHECK(choose(128, true, 0.0f) == amx);
+    CHECK_FALSE(choose(128, false, 0.0f));
+    CHECK(choose(256, false, 0.0f) == amx);
     CHECK(choose(256, true, 0.0f));
     CHECK_FALSE(choose(64, true, 0.0f));
     CHECK_FALSE(choose(512, false, 0.1f));

@@ -354,15 +354,16 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
 // [attention] fused = auto, from lab_bench_attention and lab_bench_step (onednn backend, 2 threads,
 // Intel Xeon with AMX; the figures are in bench/README.md). Attention dropout makes the fused
 // kernels slower than the composite (they draw each probability's Philox number one at a time,
-// in the forward and again in the backward), so it keeps the composite. Otherwise: under mixed
-// precision the AMX kernel is as fast at T = 128 and faster from there (1.8x at T = 256 causal,
-// 3x at T = 1024); in f32 the composite's oneDNN matmuls win unless a causal mask lets the
-// tiled kernel skip the hidden half of the tiles, from T = 256.
+// in the forward and again in the backward), so it keeps the composite. Otherwise, under mixed
+// precision the AMX kernel wins from T = 128 with a causal mask (whose hidden tiles it skips) and
+// from T = 256 without (1.2x at T = 256, 1.9x at T = 256 causal, 3.6x at T = 1024 causal; at
+// T = 128 without a mask the composite is ahead by 5-15%). In f32 the composite's oneDNN matmuls
+// win unless a causal mask lets the tiled kernel skip the hidden half of the tiles, from T = 256.
 bool HostBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const {
     (void)S;
     (void)D;
     if (args.dropout > 0.0f) return false;
-    if (bf16_on_amx(*this)) return T >= 128;
+    if (bf16_on_amx(*this)) return T >= (args.causal ? 128 : 256);
     return args.causal && T >= 256;
 }
 
