@@ -33,6 +33,13 @@ std::shared_ptr<lab::Backend> make(lab::Registry& registry, const std::string& n
 
 float round_bf16(float x) { return lab::bf16_to_f32(lab::f32_to_bf16(x)); }
 
+// The onednn backend under precision = bf16.
+std::shared_ptr<lab::Backend> onednn_in_bf16(lab::Registry& registry) {
+    auto backend = make(registry, "onednn");
+    backend->set_matmul_inputs(lab::DType::bf16);
+    return backend;
+}
+
 // AMX-BF16 and AVX512-BF16 (CPUID leaf 7): what the host backends' bf16 attention kernel needs.
 bool cpu_has_amx_bf16() {
 #if defined(__x86_64__)
@@ -222,8 +229,7 @@ TEST_CASE("precision bf16: the fused attention kernel multiplies bf16 q, k, v, P
     namespace attention = lab_test::attention;
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);
-    auto onednn = make(registry, "onednn");
-    onednn->set_matmul_inputs(lab::DType::bf16);
+    auto onednn = onednn_in_bf16(registry);
     // With native bf16 products and AMX the onednn backend takes the AMX kernel; elsewhere (oneDNN
     // capped below AVX512-BF16, as in the "no bf16 instructions" run) the f32 kernel, bit for bit.
     const bool amx = onednn->native_bf16_matmul() && cpu_has_amx_bf16();
@@ -261,8 +267,7 @@ TEST_CASE("precision bf16: the fused attention op's backward reads the inputs it
     namespace attention = lab_test::attention;
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);
-    auto onednn = make(registry, "onednn");
-    onednn->set_matmul_inputs(lab::DType::bf16);
+    auto onednn = onednn_in_bf16(registry);
     for (const attention::AttentionCase& c : attention::f32_attention_cases()) {
         if (c.dropout > 0 || c.T * c.S > 100000) continue;  // the op draws its own dropout key
         INFO("case " << attention::describe(c) << (c.causal ? " causal" : ""));

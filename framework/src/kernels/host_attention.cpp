@@ -307,47 +307,23 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
     const PackedTiles q_tiles(*this, q, Dp, false, pb.scale);  // [Br, Dp] tiles of scale * q
     const PackedTiles k_tiles_t(*this, k, Dp, true);           // [Dp, Bc]
     const PackedTiles v_tiles(*this, v, Dp, false);            // [Bc, Dp]
-    const size_t scratch_floats =
-        static_cast<size_t>(kQueryTile * Dp + kQueryTile * kKeyTile + 2 * kKeyTile + 2 * kQueryTile);
-
 #pragma omp parallel if (tasks > 1)
     {
-        Scratch scratch(scratch_floats);
-        float* acc = scratch.take(kQueryTile * Dp);      // [Br, Dp] unnormalised output
-        float* s = scratch.take(kQueryTile * kKeyTile);  // [Br, Bc] scores, then probabilities
-        float* col_mask = scratch.take(kKeyTile);
-        float* z = scratch.take(kKeyTile);
-        float* row_m = scratch.take(kQueryTile);
-        float* row_l = scratch.take(kQueryTile);
-
+        Scratch scratch(ForwardTiles::floats(Dp));
+        const ForwardTiles tiles_of_thread(scratch, Dp);
+        // gemm_tile's rows: the tile's queries, padded to its row block.
+        auto rows4 = [&pb](int64_t i0) { return round_up(std::min(kQueryTile, pb.T - i0), kRowBlock); };
+        auto score_tile = [&](float* s, int64_t b, int64_t h, int64_t g, int64_t i0, int64_t j0) {
+            gemm_tile(s, kKeyTile, q_tiles.tile(b, h, i0 / kQueryTile), Dp, 1, k_tiles_t.tile(b, g, j0 / kKeyTile),
+                      kKeyTile, rows4(i0), Dp, kKeyTile, false);
+        };
+        auto add_pv = [&](float* acc, const float* p, int64_t b, int64_t g, int64_t i0, int64_t j0) {
+            gemm_tile(acc, Dp, p, kKeyTile, 1, v_tiles.tile(b, g, j0 / kKeyTile), Dp, rows4(i0), kKeyTile, Dp, true);
+        };
         // Causal tiles differ in cost (later queries see more keys): hand them out one by one.
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < tasks; ++task) {
-            const int64_t b = task / (pb.H * tiles), h = task / tiles % pb.H, i0 = task % tiles * kQueryTile;
-            const int64_t rows = std::min(kQueryTile, pb.T - i0), rows4 = round_up(rows, kRowBlock);
-            const int64_t g = pb.kv_head(h);
-            const float* q_tile = q_tiles.tile(b, h, i0 / kQueryTile);  // [Br, Dp]
-            std::fill(acc, acc + rows4 * Dp, 0.0f);
-            std::fill(row_m, row_m + kQueryTile, kMinusInf);
-            std::fill(row_l, row_l + kQueryTile, 0.0f);
-
-            int64_t lo = 0, hi = -1;
-            if (pb.S > 0) pb.tile_key_range(i0, rows, lo, hi);
-            for (int64_t j0 = lo / kKeyTile * kKeyTile; lo <= hi && j0 <= hi; j0 += kKeyTile) {
-                const int64_t cols = std::min(kKeyTile, pb.S - j0);
-                bool any_masked = false;
-                if (pb.key_tile_mask(col_mask, b, j0, any_masked) == 0) continue;
-                const float* k_tile_t = k_tiles_t.tile(b, g, j0 / kKeyTile);  // [Dp, Bc]
-                const float* v_tile = v_tiles.tile(b, g, j0 / kKeyTile);      // [Bc, Dp]
-                gemm_tile(s, kKeyTile, q_tile, Dp, 1, k_tile_t, kKeyTile, rows4, Dp, kKeyTile, false);
-                pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
-                online_softmax(pb, s, rows, row_m, row_l, acc, Dp, z, b, h, i0, j0, cols);
-                for (int64_t r = rows; r < rows4; ++r) std::fill(s + r * kKeyTile, s + (r + 1) * kKeyTile, 0.0f);
-                gemm_tile(acc, Dp, s, kKeyTile, 1, v_tile, Dp, rows4, kKeyTile, Dp, true);
-            }
-
-            write_output(pb, o_rows, lse_data, acc, Dp, row_m, row_l, b, h, i0, rows);
-        }
+        for (int64_t task = 0; task < tasks; ++task)
+            forward_task<TileRowMath>(pb, task, Dp, tiles_of_thread, o_rows, lse_data, score_tile, add_pv);
     }
 }
 

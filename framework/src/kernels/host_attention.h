@@ -284,17 +284,64 @@ inline HeadView require_rows(const char* kernel, const char* name, const Tensor&
     return HeadView(t);
 }
 
-// Per-thread tile buffers, carved from one allocation.
-struct Scratch {
-    std::vector<float> storage;
-    float* next;
-    explicit Scratch(size_t floats) : storage(floats), next(storage.data()) {}
-    float* take(int64_t n) {
-        float* p = next;
+// Per-thread tile buffers, carved from one allocation (f32, or bf16 bits for the AMX kernel).
+template <class T>
+struct ScratchOf {
+    std::vector<T> storage;
+    T* next;
+    explicit ScratchOf(size_t count) : storage(count), next(storage.data()) {}
+    T* take(int64_t n) {
+        T* p = next;
         next += n;
         return p;
     }
 };
+using Scratch = ScratchOf<float>;
+
+// One thread's buffers for forward tasks.
+struct ForwardTiles {
+    float* acc;       // [Br, Dp] unnormalised output
+    float* s;         // [Br, Bc] scores, then probabilities
+    float* col_mask;  // [Bc]
+    float* z;         // [Bc] dropout factors
+    float* row_m;     // [Br] running maximum
+    float* row_l;     // [Br] running sum
+    static size_t floats(int64_t Dp) {
+        return static_cast<size_t>(kQueryTile * Dp + kQueryTile * kKeyTile + 2 * kKeyTile + 2 * kQueryTile);
+    }
+    ForwardTiles(Scratch& scratch, int64_t Dp)
+        : acc(scratch.take(kQueryTile * Dp)), s(scratch.take(kQueryTile * kKeyTile)), col_mask(scratch.take(kKeyTile)),
+          z(scratch.take(kKeyTile)), row_m(scratch.take(kQueryTile)), row_l(scratch.take(kQueryTile)) {}
+};
+
+// One forward task, task = (b, h, query tile), as both kernels run it: the key tiles its queries
+// can see, each as scores, masks, the online softmax and the product with v, then o and lse. The
+// kernel supplies the two products: score_tile(s, b, h, g, i0, j0) writes the [64, 64] scores
+// (scale q) k^T of query tile i0 and key tile j0 (g: the kv head), and add_pv(acc, p, b, g, i0, j0)
+// adds the probabilities p [64, 64] (zero past the last query) times v's key tile to acc.
+template <class RowMath, class ScoreTile, class AddPv>
+void forward_task(const Problem& pb, int64_t task, int64_t Dp, const ForwardTiles& t, const HeadView& o_rows,
+                  float* lse, ScoreTile&& score_tile, AddPv&& add_pv) {
+    const int64_t tiles = pb.query_tiles();
+    const int64_t b = task / (pb.H * tiles), h = task / tiles % pb.H, i0 = task % tiles * kQueryTile;
+    const int64_t rows = std::min(kQueryTile, pb.T - i0), g = pb.kv_head(h);
+    std::fill(t.acc, t.acc + kQueryTile * Dp, 0.0f);
+    std::fill(t.row_m, t.row_m + kQueryTile, kMinusInf);
+    std::fill(t.row_l, t.row_l + kQueryTile, 0.0f);
+    int64_t lo = 0, hi = -1;
+    if (pb.S > 0) pb.tile_key_range(i0, rows, lo, hi);
+    for (int64_t j0 = lo / kKeyTile * kKeyTile; lo <= hi && j0 <= hi; j0 += kKeyTile) {
+        const int64_t cols = std::min(kKeyTile, pb.S - j0);
+        bool any_masked = false;
+        if (pb.key_tile_mask(t.col_mask, b, j0, any_masked) == 0) continue;
+        score_tile(t.s, b, h, g, i0, j0);
+        pb.finish_scores(t.s, h, i0, rows, j0, t.col_mask, any_masked);
+        online_softmax<RowMath>(pb, t.s, rows, t.row_m, t.row_l, t.acc, Dp, t.z, b, h, i0, j0, cols);
+        std::fill(t.s + rows * kKeyTile, t.s + kQueryTile * kKeyTile, 0.0f);
+        add_pv(t.acc, t.s, b, g, i0, j0);
+    }
+    write_output(pb, o_rows, lse, t.acc, Dp, t.row_m, t.row_l, b, h, i0, rows);
+}
 
 // ---- backward tiles ----
 

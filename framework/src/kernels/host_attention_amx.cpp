@@ -315,17 +315,7 @@ private:
     int64_t heads_, tiles_, tile_elems_;
 };
 
-// Per-thread buffers of bf16 values, carved from one allocation.
-struct Bf16Scratch {
-    std::vector<uint16_t> storage;
-    uint16_t* next;
-    explicit Bf16Scratch(size_t n) : storage(n), next(storage.data()) {}
-    uint16_t* take(int64_t n) {
-        uint16_t* p = next;
-        next += n;
-        return p;
-    }
-};
+using Bf16Scratch = ScratchOf<uint16_t>;  // bf16 bits
 
 // The OS hands out AMX's tile state on request only (Linux 5.16 and later).
 bool request_amx_permission() {
@@ -368,41 +358,23 @@ void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* 
 
 #pragma omp parallel if (tasks > 1)
     {
-        Scratch scratch(static_cast<size_t>(kQueryTile * Dp + kQueryTile * kKeyTile + 2 * kKeyTile + 2 * kQueryTile));
-        float* acc = scratch.take(kQueryTile * Dp);      // [Br, Dp] unnormalised output
-        float* s = scratch.take(kQueryTile * kKeyTile);  // [Br, Bc] scores, then probabilities
-        float* col_mask = scratch.take(kKeyTile);
-        float* z = scratch.take(kKeyTile);
-        float* row_m = scratch.take(kQueryTile);
-        float* row_l = scratch.take(kQueryTile);
+        Scratch scratch(ForwardTiles::floats(Dp));
+        const ForwardTiles tiles_of_thread(scratch, Dp);
         Bf16Scratch bf16(static_cast<size_t>(kQueryTile * kKeyTile));
-        uint16_t* p = bf16.take(kQueryTile * kKeyTile);  // [Br, Bc] probabilities, rows
+        uint16_t* p16 = bf16.take(kQueryTile * kKeyTile);  // [Br, Bc] probabilities, rows
+        auto score_tile = [&](float* s, int64_t b, int64_t h, int64_t g, int64_t i0, int64_t j0) {
+            amx_gemm(s, kKeyTile, q_tiles.tile(Layout::rows, b, h, i0 / kQueryTile), Dp,
+                     k_tiles.tile(Layout::pairs_depth, b, g, j0 / kKeyTile), kQueryTile, kKeyTile, Dp, false);
+        };
+        auto add_pv = [&](float* acc, const float* p, int64_t b, int64_t g, int64_t, int64_t j0) {
+            rows_to_bf16(p16, p, kQueryTile * kKeyTile);
+            amx_gemm(acc, Dp, p16, kKeyTile, v_tiles.tile(Layout::pairs_rows, b, g, j0 / kKeyTile), kQueryTile, Dp,
+                     kKeyTile, true);
+        };
         configure_tiles();
-
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < tasks; ++task) {
-            const int64_t b = task / (pb.H * tiles), h = task / tiles % pb.H, i0 = task % tiles * kQueryTile;
-            const int64_t rows = std::min(kQueryTile, pb.T - i0), g = pb.kv_head(h);
-            const uint16_t* q_tile = q_tiles.tile(Layout::rows, b, h, i0 / kQueryTile);
-            std::fill(acc, acc + kQueryTile * Dp, 0.0f);
-            std::fill(row_m, row_m + kQueryTile, kMinusInf);
-            std::fill(row_l, row_l + kQueryTile, 0.0f);
-
-            int64_t lo = 0, hi = -1;
-            if (pb.S > 0) pb.tile_key_range(i0, rows, lo, hi);
-            for (int64_t j0 = lo / kKeyTile * kKeyTile; lo <= hi && j0 <= hi; j0 += kKeyTile) {
-                const int64_t cols = std::min(kKeyTile, pb.S - j0);
-                bool any_masked = false;
-                if (pb.key_tile_mask(col_mask, b, j0, any_masked) == 0) continue;
-                amx_gemm(s, kKeyTile, q_tile, Dp, k_tiles.tile(Layout::pairs_depth, b, g, j0 / kKeyTile), kQueryTile, kKeyTile, Dp, false);
-                pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
-                online_softmax<Avx512RowMath>(pb, s, rows, row_m, row_l, acc, Dp, z, b, h, i0, j0, cols);
-                std::fill(s + rows * kKeyTile, s + kQueryTile * kKeyTile, 0.0f);
-                rows_to_bf16(p, s, kQueryTile * kKeyTile);
-                amx_gemm(acc, Dp, p, kKeyTile, v_tiles.tile(Layout::pairs_rows, b, g, j0 / kKeyTile), kQueryTile, Dp, kKeyTile, true);
-            }
-            write_output(pb, o_rows, lse, acc, Dp, row_m, row_l, b, h, i0, rows);
-        }
+        for (int64_t task = 0; task < tasks; ++task)
+            forward_task<Avx512RowMath>(pb, task, Dp, tiles_of_thread, o_rows, lse, score_tile, add_pv);
         _tile_release();
     }
 }
