@@ -360,19 +360,27 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
     const bool dropout = pb.dropout > 0.0f;
 
     // delta [B, H, T]: D_i = dO_i . O_i (= rowsum(dP * P), Dao et al. 2022, eq. 4), O(T) memory.
+    // Rows in (b, t, h) order, the order of o's and dout's [B, T, H, D] memory; eight partial sums
+    // per row (a vector), since a float sum in order is not vectorised. From the backend's cache:
+    // a vector of this size (1.5 MB at the shakespeare_char shape) was mapped and zeroed per call.
     const int64_t query_rows = pb.B * pb.H * pb.T;
-    std::vector<float> delta(static_cast<size_t>(query_rows));
+    const Tensor delta_storage = Tensor::empty(*this, {std::max<int64_t>(query_rows, 1)});
+    float* delta = delta_storage.data<float>();
 #pragma omp parallel for schedule(static) if (query_rows * D >= host::kParallelElems)
     for (int64_t row = 0; row < query_rows; ++row) {
-        const int64_t b = row / (pb.H * pb.T), h = row / pb.T % pb.H, t = row % pb.T;
+        const int64_t b = row / (pb.T * pb.H), t = row / pb.H % pb.T, h = row % pb.H;
         const float* a = dout_rows.row(b, h, t);
         const float* c = o_rows.row(b, h, t);
+        ExpVec partial = {};
+        int64_t d = 0;
+        for (; d + host::kExpLanes <= D; d += host::kExpLanes) partial += load8(a + d) * load8(c + d);
         float sum = 0.0f;
-        for (int64_t d = 0; d < D; ++d) sum += a[d] * c[d];
-        delta[static_cast<size_t>(row)] = sum;
+        for (int i = 0; i < host::kExpLanes; ++i) sum += partial[i];
+        for (; d < D; ++d) sum += a[d] * c[d];
+        delta[(b * pb.H + h) * pb.T + t] = sum;
     }
     if (bf16_on_amx(*this)) {
-        amx_attention_backward(*this, pb, dq_data, dk_data, dv_data, dout, q, k, v, lse.data<float>(), delta.data(),
+        amx_attention_backward(*this, pb, dq_data, dk_data, dv_data, dout, q, k, v, lse.data<float>(), delta,
                                args.saved);
         return;
     }
@@ -383,7 +391,7 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
                             PackedTiles(*this, k, Dp, true),
                             PackedTiles(*this, v, Dp, true),
                             lse.data<float>(),
-                            delta.data()};
+                            delta};
 
     // One pass per (b, kv head) computes dq along with dk and dv (5 tile products per tile pair);
     // the two-pass form needs 7 but parallelises over tiles. Both add the same terms in the same
