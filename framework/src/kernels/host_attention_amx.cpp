@@ -20,6 +20,10 @@
 //   dQ  += dS k                A = dS rows              B = k as pairs over keys
 // dK and dV are accumulated transposed so that P and dS, the [64, 64] tiles made once per tile
 // pair, never need a transpose: their pairs layout interleaves two rows, one vector permute.
+// When a backward will follow (AttentionKernelArgs::saved), the forward packs q, k and v in the
+// backward's layouts too, from the same read, and keeps them; the backward then packs only dout.
+// The tile softmax runs 16 lanes wide (exp16). The task loops are the f32 kernel's (forward_task,
+// and the one-pass backward over (b, kv head)); the tile products are AMX calls.
 #include "host_attention.h"
 
 #include <utility>
@@ -30,7 +34,6 @@
 #include <unistd.h>
 
 #include <cpuid.h>
-#include <omp.h>
 #endif
 
 namespace lab::attention_kernel {
