@@ -216,7 +216,8 @@ inline void transpose_out(float* dst, const float* src, int64_t cols, int64_t D)
         for (int64_t c0 = 0; c0 < cols; c0 += 16) {
             for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + (d0 + i) * kTile + c0);
             transpose16(r);
-            for (int64_t j = 0; j < 16 && c0 + j < cols; ++j) _mm512_mask_storeu_ps(dst + (c0 + j) * D + d0, lanes, r[j]);
+            for (int64_t j = 0; j < 16 && c0 + j < cols; ++j)
+                _mm512_mask_storeu_ps(dst + (c0 + j) * D + d0, lanes, r[j]);
         }
     }
 }
@@ -471,30 +472,30 @@ void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, 
                         const int64_t row_index = (b * pb.H + h) * pb.T + i0;
                         std::copy(lse + row_index, lse + row_index + rows, tile_lse);
                         std::copy(delta + row_index, delta + row_index + rows, tile_delta);
-                        amx_gemm(s, kKeyTile, q_tiles.tile(Layout::rows, b, h, i), Dp, k_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile,
-                                 kKeyTile, Dp, false);
+                        amx_gemm(s, kKeyTile, q_tiles.tile(Layout::rows, b, h, i), Dp,
+                                 k_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile, kKeyTile, Dp, false);
                         pb.finish_scores(s, h, i0, rows, j0, col_mask, any_masked);
-                        amx_gemm(dp, kKeyTile, do_tiles.tile(Layout::rows, b, h, i), Dp, v_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile,
-                                 kKeyTile, Dp, false);
-                        probs_and_dscores_rows<Avx512RowMath>(pb, s, dp, pd, rows, kQueryTile, tile_lse, tile_delta, z, b, h, i0,
-                                               j0, cols);
-                        const float* kept = pd ? pd : s;
+                        amx_gemm(dp, kKeyTile, do_tiles.tile(Layout::rows, b, h, i), Dp,
+                                 v_tiles.tile(Layout::pairs_depth, b, g, j), kQueryTile, kKeyTile, Dp, false);
+                        probs_and_dscores_rows<Avx512RowMath>(pb, s, dp, pd, rows, kQueryTile, tile_lse, tile_delta, z,
+                                                              b, h, i0, j0, cols);
+                        const float* probs = pd ? pd : s;  // P * Z: what dV multiplies
                         for (int64_t r = 0; r < kQueryTile; r += 2) {
-                            pair_rows_to_bf16(p_pairs + r * kKeyTile, kept + r * kKeyTile, kept + (r + 1) * kKeyTile,
+                            pair_rows_to_bf16(p_pairs + r * kKeyTile, probs + r * kKeyTile, probs + (r + 1) * kKeyTile,
                                               kKeyTile);
                             pair_rows_to_bf16(ds_pairs + r * kKeyTile, dp + r * kKeyTile, dp + (r + 1) * kKeyTile,
                                               kKeyTile);
                         }
                         rows_to_bf16(ds_rows, dp, kPair);
                         // dV^T += dO^T (P * Z) and dK^T += (scale q)^T dS, over the tile's queries.
-                        amx_gemm(dv_t, kKeyTile, do_tiles.tile(Layout::columns, b, h, i), kQueryTile, p_pairs, Dp, kKeyTile,
-                                 kQueryTile, true);
-                        amx_gemm(dk_t, kKeyTile, q_tiles.tile(Layout::columns, b, h, i), kQueryTile, ds_pairs, Dp, kKeyTile,
-                                 kQueryTile, true);
+                        amx_gemm(dv_t, kKeyTile, do_tiles.tile(Layout::columns, b, h, i), kQueryTile, p_pairs, Dp,
+                                 kKeyTile, kQueryTile, true);
+                        amx_gemm(dk_t, kKeyTile, q_tiles.tile(Layout::columns, b, h, i), kQueryTile, ds_pairs, Dp,
+                                 kKeyTile, kQueryTile, true);
                         // dQ += dS k, over the tile's keys.
                         float* dq_rows = dq_acc + ((h - g * group) * Tp + i0) * Dp;
-                        amx_gemm(dq_rows, Dp, ds_rows, kKeyTile, k_tiles.tile(Layout::pairs_rows, b, g, j), kQueryTile, Dp, kKeyTile,
-                                 true);
+                        amx_gemm(dq_rows, Dp, ds_rows, kKeyTile, k_tiles.tile(Layout::pairs_rows, b, g, j), kQueryTile,
+                                 Dp, kKeyTile, true);
                     }
                 }
                 const int64_t first_row = (b * pb.Hkv + g) * pb.S + j0;
