@@ -1,6 +1,7 @@
 // The pieces of the fused attention kernels (host_attention.cpp, f32; host_attention_amx.cpp,
-// bf16 on AMX) that both share: the problem and its masking rules, the views of the inputs, and
-// per-thread scratch. Internal to the kernels layer.
+// bf16 on AMX) that both share: the problem and its masking rules, the views of the inputs, the
+// row math between the tile products (online softmax, output rows, P and dS), the forward's task
+// loop, and per-thread scratch. Internal to the kernels layer.
 #pragma once
 
 #include <algorithm>
