@@ -51,7 +51,7 @@ private:
 }  // namespace
 
 LAB_PLUGIN(registry) {
-    lab::PluginDecl decl("gqa", "1.0",
+    lab::PluginDecl decl("gqa", "1.1",
                           "grouped-query attention (Ainslie et al. 2023): query heads share kv_heads key/value heads");
     decl.schema
         .integer("kv_heads", 0,

@@ -31,7 +31,7 @@ private:
 }  // namespace
 
 LAB_PLUGIN(registry) {
-    lab::PluginDecl decl{"softmax", "1.1", "multi-head scaled dot-product attention (causal and padding masks)", {}};
+    lab::PluginDecl decl{"softmax", "1.2", "multi-head scaled dot-product attention (causal and padding masks)", {}};
     lab::attention::declare_fused_option(decl.schema);
     // kv_cache: the core handles S > T (causal offset S - T), which is what a KV cache hands it.
     decl.attention.supports = {.causal = true, .padding_mask = true, .kv_cache = true};
