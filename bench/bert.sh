@@ -61,14 +61,8 @@ Options:
 EOF
 }
 
-die() {
-  echo "bert.sh: error: $*" >&2
-  exit 1
-}
-
-require_value() {
-  [[ $2 -ge 2 && -n "$3" ]] || die "$1 needs a value; hint: see bench/bert.sh --help"
-}
+# shellcheck source=bench/common.sh
+source "$repo_root/bench/common.sh"
 
 precisions="f32 bf16"
 steps=5
@@ -83,28 +77,25 @@ peak_sizes="1024,2048,3072"
 out_file=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --precisions) require_value "$1" $# "${2:-}"; precisions=$2; shift 2 ;;
-    --steps) require_value "$1" $# "${2:-}"; steps=$2; shift 2 ;;
-    --warmup) require_value "$1" $# "${2:-}"; warmup=$2; shift 2 ;;
-    --threads) require_value "$1" $# "${2:-}"; threads=$2; shift 2 ;;
+    --precisions) bench_require_value "$1" $# "${2:-}"; precisions=$2; shift 2 ;;
+    --steps) bench_require_value "$1" $# "${2:-}"; steps=$2; shift 2 ;;
+    --warmup) bench_require_value "$1" $# "${2:-}"; warmup=$2; shift 2 ;;
+    --threads) bench_require_value "$1" $# "${2:-}"; threads=$2; shift 2 ;;
     --no-compile) compile=false; shift ;;
     --no-full-head) full_head=false; shift ;;
-    --impl) require_value "$1" $# "${2:-}"; impl=$2; shift 2 ;;
-    --build-dir) require_value "$1" $# "${2:-}"; build_dir=$2; shift 2 ;;
-    --python) require_value "$1" $# "${2:-}"; python_bin=$2; shift 2 ;;
-    --peak-sizes) require_value "$1" $# "${2:-}"; peak_sizes=$2; shift 2 ;;
-    --out) require_value "$1" $# "${2:-}"; out_file=$2; shift 2 ;;
+    --impl) bench_require_value "$1" $# "${2:-}"; impl=$2; shift 2 ;;
+    --build-dir) bench_require_value "$1" $# "${2:-}"; build_dir=$2; shift 2 ;;
+    --python) bench_require_value "$1" $# "${2:-}"; python_bin=$2; shift 2 ;;
+    --peak-sizes) bench_require_value "$1" $# "${2:-}"; peak_sizes=$2; shift 2 ;;
+    --out) bench_require_value "$1" $# "${2:-}"; out_file=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
-    *) die "unknown argument '$1'; hint: see bench/bert.sh --help" ;;
+    *) bench_die "unknown argument '$1'; hint: see bench/bert.sh --help" ;;
   esac
 done
 
-is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
-{ is_count "$steps" && [[ $steps -gt 0 ]]; } || die "--steps '$steps' is not a positive integer"
-is_count "$warmup" || die "--warmup '$warmup' is not a non-negative integer"
-# shellcheck source=bench/common.sh
-source "$repo_root/bench/common.sh"
-problem=$(bench_check_options "$threads" "$impl" "$precisions" "$peak_sizes") || die "$problem"
+{ bench_is_count "$steps" && [[ $steps -gt 0 ]]; } || bench_die "--steps '$steps' is not a positive integer"
+bench_is_count "$warmup" || bench_die "--warmup '$warmup' is not a non-negative integer"
+problem=$(bench_check_options "$threads" "$impl" "$precisions" "$peak_sizes") || bench_die "$problem"
 read -r -a precision_list <<<"$precisions"
 
 # Relative paths given by the user are relative to where they ran the script; the rest of the
@@ -119,15 +110,15 @@ peak_bench="$build_dir/bin/lab_bench_matmul"
 if [[ "$impl" != pytorch ]]; then
   for program in "$lab_bench" "$peak_bench"; do
     [[ -x "$program" ]] ||
-      die "$program not found; hint: cmake --build build --target lab_bench_step lab_bench_matmul (or --build-dir DIR, or --impl pytorch)"
+      bench_die "$program not found; hint: cmake --build build --target lab_bench_step lab_bench_matmul (or --build-dir DIR, or --impl pytorch)"
   done
   for file in data/wikitext-2/valid.txt data/bert-base-uncased/vocab.txt; do
-    [[ -f "$file" ]] || die "$repo_root/$file is missing; hint: tools/get_data.sh (or --impl pytorch)"
+    [[ -f "$file" ]] || bench_die "$repo_root/$file is missing; hint: tools/get_data.sh (or --impl pytorch)"
   done
 fi
 if [[ "$impl" != labrun ]]; then
   "$python_bin" -c "import torch, transformers" >/dev/null 2>&1 ||
-    die "$python_bin cannot import torch and transformers; hint: tools/setup.sh --bench, or --python PY (or --impl labrun)"
+    bench_die "$python_bin cannot import torch and transformers; hint: tools/setup.sh --bench, or --python PY (or --impl labrun)"
 fi
 
 results_dir=$(mktemp -d)

@@ -2,6 +2,19 @@
 # Sourced by the bench/ scripts: the Python interpreter that runs the peer implementations, and
 # what run.sh and bert.sh share to run benchmarks and describe the machine for bench/peer_report.py.
 
+# The calling script's error exit: "run.sh: error: MESSAGE" on stderr, status 1.
+bench_die() {
+  echo "${0##*/}: error: $*" >&2
+  exit 1
+}
+
+# bench_require_value OPTION ARGS_LEFT VALUE: dies unless OPTION has a non-empty value after it.
+bench_require_value() {
+  [[ $2 -ge 2 && -n "$3" ]] || bench_die "$1 needs a value; hint: see bench/${0##*/} --help"
+}
+
+bench_is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
 # Checks the options run.sh and bert.sh share; prints the message and returns 1 on the first bad
 # one (the caller dies with it).
 bench_check_options() {

@@ -65,14 +65,8 @@ $(for entry in "${CONFIGS[@]}"; do
 EOF
 }
 
-die() {
-  echo "run.sh: error: $*" >&2
-  exit 1
-}
-
-require_value() {
-  [[ $2 -ge 2 && -n "$3" ]] || die "$1 needs a value; hint: see bench/run.sh --help"
-}
+# shellcheck source=bench/common.sh
+source "$repo_root/bench/common.sh"
 
 config_names=""
 precisions="f32 bf16"
@@ -88,31 +82,28 @@ peak_sizes="1024,2048,3072"
 out_file=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --configs) require_value "$1" $# "${2:-}"; config_names=$2; shift 2 ;;
-    --precisions) require_value "$1" $# "${2:-}"; precisions=$2; shift 2 ;;
-    --steps) require_value "$1" $# "${2:-}"; steps_override=$2; shift 2 ;;
-    --warmup) require_value "$1" $# "${2:-}"; warmup_override=$2; shift 2 ;;
-    --threads) require_value "$1" $# "${2:-}"; threads=$2; shift 2 ;;
+    --configs) bench_require_value "$1" $# "${2:-}"; config_names=$2; shift 2 ;;
+    --precisions) bench_require_value "$1" $# "${2:-}"; precisions=$2; shift 2 ;;
+    --steps) bench_require_value "$1" $# "${2:-}"; steps_override=$2; shift 2 ;;
+    --warmup) bench_require_value "$1" $# "${2:-}"; warmup_override=$2; shift 2 ;;
+    --threads) bench_require_value "$1" $# "${2:-}"; threads=$2; shift 2 ;;
     --no-compile) compile=false; shift ;;
-    --impl) require_value "$1" $# "${2:-}"; impl=$2; shift 2 ;;
-    --build-dir) require_value "$1" $# "${2:-}"; build_dir=$2; shift 2 ;;
-    --python) require_value "$1" $# "${2:-}"; python_bin=$2; shift 2 ;;
-    --torch-args) require_value "$1" $# "${2:-}"; torch_args=$2; shift 2 ;;
-    --peak-sizes) require_value "$1" $# "${2:-}"; peak_sizes=$2; shift 2 ;;
-    --out) require_value "$1" $# "${2:-}"; out_file=$2; shift 2 ;;
+    --impl) bench_require_value "$1" $# "${2:-}"; impl=$2; shift 2 ;;
+    --build-dir) bench_require_value "$1" $# "${2:-}"; build_dir=$2; shift 2 ;;
+    --python) bench_require_value "$1" $# "${2:-}"; python_bin=$2; shift 2 ;;
+    --torch-args) bench_require_value "$1" $# "${2:-}"; torch_args=$2; shift 2 ;;
+    --peak-sizes) bench_require_value "$1" $# "${2:-}"; peak_sizes=$2; shift 2 ;;
+    --out) bench_require_value "$1" $# "${2:-}"; out_file=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
-    *) die "unknown argument '$1'; hint: see bench/run.sh --help" ;;
+    *) bench_die "unknown argument '$1'; hint: see bench/run.sh --help" ;;
   esac
 done
 
-is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
-[[ -z "$steps_override" ]] || { is_count "$steps_override" && [[ $steps_override -gt 0 ]]; } ||
-  die "--steps '$steps_override' is not a positive integer"
-[[ -z "$warmup_override" ]] || is_count "$warmup_override" ||
-  die "--warmup '$warmup_override' is not a non-negative integer"
-# shellcheck source=bench/common.sh
-source "$repo_root/bench/common.sh"
-problem=$(bench_check_options "$threads" "$impl" "$precisions" "$peak_sizes") || die "$problem"
+[[ -z "$steps_override" ]] || { bench_is_count "$steps_override" && [[ $steps_override -gt 0 ]]; } ||
+  bench_die "--steps '$steps_override' is not a positive integer"
+[[ -z "$warmup_override" ]] || bench_is_count "$warmup_override" ||
+  bench_die "--warmup '$warmup_override' is not a non-negative integer"
+problem=$(bench_check_options "$threads" "$impl" "$precisions" "$peak_sizes") || bench_die "$problem"
 read -r -a precision_list <<<"$precisions"
 
 # Relative paths given by the user are relative to where they ran the script; the rest of the
@@ -127,12 +118,12 @@ peak_bench="$build_dir/bin/lab_bench_matmul"
 if [[ "$impl" != pytorch ]]; then
   for program in "$lab_bench" "$peak_bench"; do
     [[ -x "$program" ]] ||
-      die "$program not found; hint: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target lab_bench_gpt lab_bench_matmul (or --build-dir DIR, or --impl pytorch)"
+      bench_die "$program not found; hint: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target lab_bench_gpt lab_bench_matmul (or --build-dir DIR, or --impl pytorch)"
   done
 fi
 if [[ "$impl" != labrun ]]; then
   "$python_bin" -c "import torch" >/dev/null 2>&1 ||
-    die "$python_bin cannot import torch; hint: tools/setup.sh --bench, or --python PY (or --impl labrun)"
+    bench_die "$python_bin cannot import torch; hint: tools/setup.sh --bench, or --python PY (or --impl labrun)"
 fi
 
 selected=()
@@ -141,7 +132,7 @@ for name in ${config_names:-$(for entry in "${CONFIGS[@]}"; do printf '%s ' "${e
   for entry in "${CONFIGS[@]}"; do
     [[ "${entry%%|*}" == "$name" ]] && found=$entry
   done
-  [[ -n "$found" ]] || die "unknown configuration '$name'; hint: known are: $(printf '%s ' "${CONFIGS[@]%%|*}")"
+  [[ -n "$found" ]] || bench_die "unknown configuration '$name'; hint: known are: $(printf '%s ' "${CONFIGS[@]%%|*}")"
   selected+=("$found")
 done
 
