@@ -335,9 +335,8 @@ void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q,
 // from T = 256 without (1.2x at T = 256, 1.9x at T = 256 causal, 3.6x at T = 1024 causal; at
 // T = 128 without a mask the composite is ahead by 5-15%). In f32 the composite's oneDNN matmuls
 // win unless a causal mask lets the tiled kernel skip the hidden half of the tiles, from T = 256.
-bool HostBackend::prefers_fused_attention(int64_t T, int64_t S, int64_t D, const AttentionKernelArgs& args) const {
-    (void)S;
-    (void)D;
+bool HostBackend::prefers_fused_attention(int64_t T, int64_t /*S*/, int64_t /*D*/,
+                                          const AttentionKernelArgs& args) const {
     if (args.dropout > 0.0f) return false;
     if (bf16_on_amx(*this)) return T >= (args.causal ? 128 : 256);
     return args.causal && T >= 256;

@@ -162,10 +162,6 @@ Tensor causal_mask(Backend& be, int64_t T, int64_t S) {
     return Tensor::from_host(be, {T, S}, DType::u8, m.data());
 }
 
-}  // namespace
-
-namespace {
-
 // softmax(masked_fill(scores, causal, -inf)) over the last dim. Every query sees at least the key
 // at its own position, so each row's maximum is finite and a hidden key's probability is exactly 0;
 // the softmax backward, y * (dy - sum(y * dy)), then gives that key a zero gradient by itself. So
