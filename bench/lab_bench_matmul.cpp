@@ -110,7 +110,9 @@ int run(int argc, char** argv) {
         for (const std::string& text : shapes) {
             int64_t M = 0, K = 0, N = 0;
             char layout[3] = {};
-            if (std::sscanf(text.c_str(), "%ld,%ld,%ld,%2s", &M, &K, &N, layout) != 4 || M < 1 || K < 1 || N < 1 ||
+            int used = 0;
+            if (std::sscanf(text.c_str(), "%ld,%ld,%ld,%2s%n", &M, &K, &N, layout, &used) != 4 ||
+                static_cast<size_t>(used) != text.size() || M < 1 || K < 1 || N < 1 ||
                 (layout[0] != 'n' && layout[0] != 't') || (layout[1] != 'n' && layout[1] != 't'))
                 throw lab::ConfigError("--shape '" + text + "': expected M,K,N,LAYOUT with positive sizes and LAYOUT "
                                        "one of nn, tn, nt, tt");
