@@ -46,7 +46,9 @@ Tensor unary_op(UnaryOp op, const Tensor& x, float alpha, const char* name) {
     Tensor y = new_f32(x, x.shape());
     x.backend().unary(op, y, xc, alpha);
     if (any_requires_grad({&x})) {
-        Tensor saved_x = xc.detach(), saved_y = y.detach();
+        // y is kept only for the derivatives that read it (Backend::unary_backward).
+        const bool keep_y = op == UnaryOp::tanh || op == UnaryOp::sigmoid || op == UnaryOp::exp || op == UnaryOp::sqrt;
+        Tensor saved_x = xc.detach(), saved_y = keep_y ? y.detach() : Tensor();
         record(y, name, {x}, [op, alpha, saved_x, saved_y](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dy = contig(dout);
             Tensor dx = new_f32(dy, dy.shape());
