@@ -198,6 +198,59 @@ TEST_CASE("precision bf16: linears fed one shared rounding of x match separately
     }
 }
 
+TEST_CASE("precision bf16: gelu_matmul_input stores the GELU in bf16 as the next linear rounds it, same gradients",
+          "[mixed][plugins]") {
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    const int64_t N = 7, H = 40, C = 12;  // x [N, H] -> GELU -> linear to C
+    std::vector<float> x_values(static_cast<size_t>(N * H)), w_values(static_cast<size_t>(C * H));
+    for (size_t i = 0; i < x_values.size(); ++i)
+        x_values[i] = -4.0f + 8.0f * static_cast<float>((i * 37) % x_values.size()) / x_values.size() + 1.0f / 1024;
+    for (size_t i = 0; i < w_values.size(); ++i) w_values[i] = 0.05f * static_cast<float>(int(i % 11) - 5) + 1.0f / 512;
+    for (const char* name : {"reference", "onednn"}) {
+        INFO("backend " << name);
+        auto backend = make(registry, name);
+        backend->set_matmul_inputs(lab::DType::bf16);
+        struct Result {
+            std::vector<float> y, x_grad, w_grad;
+        };
+        auto run = [&](bool fused) {
+            lab::Tensor x = lab::Tensor::from_floats(*backend, {N, H}, x_values);
+            lab::Tensor w = lab::Tensor::from_floats(*backend, {C, H}, w_values);
+            x.set_requires_grad(true);
+            w.set_requires_grad(true);
+            const lab::Tensor h = fused ? lab::ops::gelu_matmul_input(x) : lab::ops::gelu(x, false);
+            CHECK(h.dtype() == (fused ? lab::DType::bf16 : lab::DType::f32));
+            const lab::Tensor y = lab::ops::linear(h, w);
+            std::vector<float> probe(static_cast<size_t>(N * C));
+            for (size_t i = 0; i < probe.size(); ++i) probe[i] = 0.3f + 0.01f * static_cast<float>(i % 17);
+            lab::backward(lab::ops::sum(lab::ops::mul(y, lab::Tensor::from_floats(*backend, {N, C}, probe))));
+            CHECK(x.grad().dtype() == lab::DType::f32);
+            return Result{y.to_floats(), x.grad().to_floats(), w.grad().to_floats()};
+        };
+        const Result fused = run(true), composite = run(false);
+        // The linear multiplies the same bf16 values either way: rounded as the GELU is written, or
+        // from its f32 output. The reference backend's GELU is the kernel unary_bf16 rounds, so
+        // there every value matches bit for bit; oneDNN's f32 GELU is its own (eltwise_gelu_erf),
+        // whose results may round to the neighbouring bf16 value.
+        if (std::string(name) == "reference") {
+            CHECK(fused.y == composite.y);
+            CHECK(fused.w_grad == composite.w_grad);
+        } else {
+            for (size_t i = 0; i < fused.y.size(); ++i) CHECK(fused.y[i] == Approx(composite.y[i]).margin(2e-2));
+        }
+        // The backward reads the f32 x, as gelu's does: equal input gradients.
+        CHECK(fused.x_grad == composite.x_grad);
+
+        // Without mixed precision it is ops::gelu.
+        backend->set_matmul_inputs(lab::DType::f32);
+        lab::Tensor x = lab::Tensor::from_floats(*backend, {N, H}, x_values);
+        const lab::Tensor h = lab::ops::gelu_matmul_input(x);
+        CHECK(h.dtype() == lab::DType::f32);
+        CHECK(h.to_floats() == lab::ops::gelu(x, false).to_floats());
+    }
+}
+
 TEST_CASE("precision bf16: a GPT ends within 0.03 of fp32's validation loss", "[mixed][plugins][serial]") {
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);

@@ -108,6 +108,11 @@ public:
 
     // y = op(x) elementwise; alpha for scale/add_scalar.
     virtual void unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) = 0;
+    // y = op(x) rounded to bf16 (nearest even) as it is written: y bf16, x f32 of y's shape. For a
+    // result whose only readers are bf16 matmuls (ops::gelu_matmul_input), so that no f32 copy is
+    // stored. The default runs unary into an f32 temporary and copies; backends override it where
+    // one pass is faster (HostBackend: gelu).
+    virtual void unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alpha);
     // dx = dy * op'(x) (y = op(x) given too, for ops whose derivative is cheaper from y).
     // Defined for relu, gelu, gelu_tanh, tanh, sigmoid, exp, log, sqrt, square.
     virtual void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,

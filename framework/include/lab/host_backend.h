@@ -30,6 +30,7 @@ public:
     void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                 bool accumulate) override;
     void unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) override;
+    void unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) override;
     void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
                         const Tensor& y) override;
     void binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) override;

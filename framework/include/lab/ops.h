@@ -37,6 +37,12 @@ Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x, bool tanh_approximation = false);
+// gelu(x) (erf form) for a tensor that only matmuls read (the MLP's hidden layer, feeding its
+// projection). Under mixed precision (Backend::matmul_inputs() bf16) the result is a bf16 tensor,
+// rounded as each value is computed (Backend::unary_bf16): the f32 activation is never stored and
+// the matmuls that read it round nothing, since ops::linear multiplies a bf16 input as it is.
+// Otherwise it is gelu(x). Its gradient is f32 either way; the backward reads x.
+Tensor gelu_matmul_input(const Tensor& x);
 
 // ---- shape (views where the layout allows; copies otherwise) ----
 Tensor reshape(const Tensor& x, Shape shape);  // one dim may be -1

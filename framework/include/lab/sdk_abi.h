@@ -15,7 +15,8 @@
 // stayed the same while the headers changed). 2: Backend::native_bf16_matmul public,
 // Tensor::is_dense and to_like. 3: Backend::prefers_fused_attention, AttentionKernelArgs::saved, and the
 // attention variants' fused option (attention::FusedChoice, declare_fused_option, fused_choice,
-// run_fused, core_floats_per_token).
+// run_fused, core_floats_per_token). 4: Backend::unary_bf16 (and HostBackend's override),
+// ops::gelu_matmul_input.
 #pragma once
 
-#define LAB_SDK_ABI 3
+#define LAB_SDK_ABI 4

@@ -18,7 +18,9 @@
 #include <string>
 #include <type_traits>
 
+#include "host_gelu.h"
 #include "host_kernels.h"
+#include "host_lanes.h"
 #include "lab/element.h"
 #include "lab/error.h"
 
@@ -56,17 +58,6 @@ using namespace host;
 
 namespace {
 
-// f32_to_bf16 with a select instead of its early return, which lets the compiler vectorise a loop
-// over it (16 lanes with AVX-512): the conversion feeds every bf16 matmul, and the scalar form
-// cost a third of a bf16 training step.
-inline uint16_t f32_to_bf16_select(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    const uint32_t nan = (u >> 16) | 0x40u;
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
-}
-
 template <DType D, DType S> void copy_typed(const Tensor& dst, const Tensor& src) {
     using DT = typename Elem<D>::T;
     using ST = typename Elem<S>::T;
@@ -77,9 +68,11 @@ template <DType D, DType S> void copy_typed(const Tensor& dst, const Tensor& src
         DT* d = dp + off[0];
         const ST* s = sp + off[1];
         if (st[0] == 1 && st[1] == 1) {
-            // Rounding runs of a strided f32 tensor (ops::matmul_input merging attention heads).
+            // Rounding runs of a strided f32 tensor too (ops::matmul_input merging attention heads).
+            // Vectorised (host_lanes.h): the rounding feeds every bf16 matmul, and its scalar form
+            // had cost a third of a bf16 training step.
             if constexpr (D == DType::bf16 && S == DType::f32)
-                for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16_select(s[i]);
+                round_run_to_bf16(d, s, n);
             else
                 for (int64_t i = 0; i < n; ++i) d[i] = convert<D, S>(s[i]);
         } else {
@@ -90,10 +83,10 @@ template <DType D, DType S> void copy_typed(const Tensor& dst, const Tensor& src
 
 // dst[i] = f32_to_bf16(src[i]) over n consecutive elements.
 void round_to_bf16(uint16_t* __restrict dst, const float* __restrict src, int64_t n) {
+    constexpr int64_t kChunk = 4096;
 #pragma omp parallel for schedule(static) if (n >= kParallelElems)
-    for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16_select(src[i]);
+    for (int64_t s = 0; s < n; s += kChunk) round_run_to_bf16(dst + s, src + s, std::min(kChunk, n - s));
 }
-
 // True when dst and src (of one shape) are dense and lay their elements out alike: equal strides
 // on every dim of size > 1 (a size-1 dim's stride addresses nothing).
 bool same_dense_layout(const Tensor& dst, const Tensor& src) {
@@ -158,8 +151,55 @@ void map3(const char* kernel, const Tensor& d, const Tensor& a, const Tensor& b,
     });
 }
 
-constexpr float kSqrt2 = 1.41421356237309504880f;
-constexpr float kInvSqrt2Pi = 0.39894228040143267794f;  // 1/sqrt(2 pi)
+// A run kernel, run(out, in..., n) over n consecutive elements, mapped over tensors of one shape
+// with any strides: unit-stride runs go to it directly, strided ones through gathered blocks. Out
+// is float, or uint16_t for a bf16 y. For the vectorised kernels (host_gelu.h), whose results must
+// not depend on the layout.
+template <class Out, class Run> void map_runs(const char* kernel, const Tensor& y, const Tensor& x, Run run) {
+    Out* yp = static_cast<Out*>(y.raw());
+    const float* xp = x.data<float>();
+    StridedLoop<2> loop(kernel, y.shape(), {&y.strides(), &x.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        Out* yo = yp + off[0];
+        const float* xo = xp + off[1];
+        if (st[0] == 1 && st[1] == 1) return run(yo, xo, n);
+        constexpr int64_t kBlock = 256;
+        float xb[kBlock];
+        Out yb[kBlock];
+        for (int64_t s = 0; s < n; s += kBlock) {
+            const int64_t m = std::min(kBlock, n - s);
+            for (int64_t i = 0; i < m; ++i) xb[i] = xo[(s + i) * st[1]];
+            run(yb, xb, m);
+            for (int64_t i = 0; i < m; ++i) yo[(s + i) * st[0]] = yb[i];
+        }
+    });
+}
+
+template <class Run>
+void map_runs(const char* kernel, const Tensor& y, const Tensor& a, const Tensor& b, Run run) {
+    float* yp = y.data<float>();
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    StridedLoop<3> loop(kernel, y.shape(), {&y.strides(), &a.strides(), &b.strides()});
+    loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
+        float* yo = yp + off[0];
+        const float* ao = ap + off[1];
+        const float* bo = bp + off[2];
+        if (st[0] == 1 && st[1] == 1 && st[2] == 1) return run(yo, ao, bo, n);
+        constexpr int64_t kBlock = 256;
+        float ab[kBlock], bb[kBlock], yb[kBlock];
+        for (int64_t s = 0; s < n; s += kBlock) {
+            const int64_t m = std::min(kBlock, n - s);
+            for (int64_t i = 0; i < m; ++i) {
+                ab[i] = ao[(s + i) * st[1]];
+                bb[i] = bo[(s + i) * st[2]];
+            }
+            run(yb, ab, bb, m);
+            for (int64_t i = 0; i < m; ++i) yo[(s + i) * st[0]] = yb[i];
+        }
+    });
+}
+
 constexpr float kSqrt2OverPi = 0.79788456080286535588f;
 constexpr float kGeluTanhCoeff = 0.044715f;
 
@@ -284,9 +324,7 @@ void HostBackend::unary(UnaryOp op, const Tensor& y, const Tensor& x, float alph
     const char* k = unary_op_name(op);
     switch (op) {
         case UnaryOp::relu: map1(k, y, x, [](float v) { return v > 0.0f ? v : 0.0f; }); return;
-        case UnaryOp::gelu:
-            map1(k, y, x, [](float v) { return 0.5f * v * (1.0f + std::erf(v / kSqrt2)); });
-            return;
+        case UnaryOp::gelu: map_runs<float>(k, y, x, [](float* o, const float* i, int64_t n) { gelu_run(o, i, n); }); return;
         case UnaryOp::gelu_tanh:
             map1(k, y, x, [](float v) {
                 return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + kGeluTanhCoeff * v * v * v)));
@@ -302,6 +340,14 @@ void HostBackend::unary(UnaryOp op, const Tensor& y, const Tensor& x, float alph
         case UnaryOp::scale: map1(k, y, x, [alpha](float v) { return alpha * v; }); return;
         case UnaryOp::add_scalar: map1(k, y, x, [alpha](float v) { return v + alpha; }); return;
     }
+}
+
+void HostBackend::unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) {
+    if (op != UnaryOp::gelu) return Backend::unary_bf16(op, y, x, alpha);
+    require_same_shape("unary_bf16", "y", y, "x", x);
+    require_dtype("unary_bf16", "y", y, DType::bf16);
+    require_dtype("unary_bf16", "x", x, DType::f32);
+    map_runs<uint16_t>("unary_bf16", y, x, [](uint16_t* o, const float* i, int64_t n) { gelu_run(o, i, n); });
 }
 
 void HostBackend::unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
@@ -325,13 +371,7 @@ void HostBackend::unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy,
     const char* k = "unary_backward";
     switch (op) {
         case UnaryOp::relu: map2(k, dx, dy, x, [](float g, float v) { return v > 0.0f ? g : 0.0f; }); return;
-        case UnaryOp::gelu:
-            map2(k, dx, dy, x, [](float g, float v) {
-                const float cdf = 0.5f * (1.0f + std::erf(v / kSqrt2));
-                const float pdf = kInvSqrt2Pi * std::exp(-0.5f * v * v);
-                return g * (cdf + v * pdf);
-            });
-            return;
+        case UnaryOp::gelu: map_runs(k, dx, dy, x, gelu_backward_run); return;
         case UnaryOp::gelu_tanh:
             map2(k, dx, dy, x, [](float g, float v) {
                 const float t = std::tanh(kSqrt2OverPi * (v + kGeluTanhCoeff * v * v * v));

@@ -106,26 +106,29 @@ typedef float ExpVec __attribute__((vector_size(32)));
 typedef int32_t ExpVecInt __attribute__((vector_size(32)));
 constexpr int kExpLanes = 8;
 
-inline ExpVec exp_vec(ExpVec x) {
-    const ExpVec zero = {}, lo = zero - 87.0f, hi = zero + 88.0f, magic = zero + 12582912.0f;
-    ExpVec xc = x < lo ? lo : x;
+// exp over any float vector type V whose int32 vector of the same width is I.
+template <class V, class I> inline V exp_lanes(V x) {
+    const V zero = {}, lo = zero - 87.0f, hi = zero + 88.0f, magic = zero + 12582912.0f;
+    V xc = x < lo ? lo : x;
     xc = xc > hi ? hi : xc;
-    ExpVec n = (xc * 1.44269504088896341f + magic) - magic;  // round to nearest
+    V n = (xc * 1.44269504088896341f + magic) - magic;  // round to nearest
     n = n == n ? n : zero;  // NaN propagates through r; keep the int conversion defined
-    ExpVec r = xc - n * 0.693359375f;
+    V r = xc - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
-    ExpVec p = zero + 1.9875691500e-4f;
+    V p = zero + 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    const ExpVec e = p * r * r + r + 1.0f;
-    const ExpVecInt bits = (__builtin_convertvector(n, ExpVecInt) + 127) << 23;
-    ExpVec scale;
+    const V e = p * r * r + r + 1.0f;
+    const I bits = (__builtin_convertvector(n, I) + 127) << 23;
+    V scale;
     std::memcpy(&scale, &bits, sizeof scale);
     return x < lo ? zero : e * scale;
 }
+
+inline ExpVec exp_vec(ExpVec x) { return exp_lanes<ExpVec, ExpVecInt>(x); }
 
 // out[j] = exp(x[j] - shift); returns the sum of out (out may be x).
 inline float exp_shifted(const float* x, float shift, float* out, int64_t n) {

@@ -338,6 +338,24 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
                               : unary_op(UnaryOp::gelu, x, 0.0f, "gelu");
 }
 
+Tensor gelu_matmul_input(const Tensor& x) {
+    if (x.backend().matmul_inputs() != DType::bf16) return gelu(x, false);
+    require_float(x, "gelu_matmul_input");
+    Tensor xc = contig(x);
+    Tensor y = Tensor::empty(x.backend(), x.shape(), DType::bf16);
+    x.backend().unary_bf16(UnaryOp::gelu, y, xc, 0.0f);
+    if (any_requires_grad({&x})) {
+        Tensor saved_x = xc.detach();
+        record(y, "gelu_matmul_input", {x}, [saved_x](const Tensor& dout, std::vector<Tensor>& d) {
+            Tensor dy = contig(dout);
+            Tensor dx = new_f32(dy, dy.shape());
+            dy.backend().unary_backward(UnaryOp::gelu, dx, dy, saved_x, Tensor());
+            d[0] = dx;
+        });
+    }
+    return y;
+}
+
 // ---- shape ----
 
 Tensor contiguous(const Tensor& x) {

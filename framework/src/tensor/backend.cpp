@@ -4,6 +4,7 @@
 #include "lab/backend.h"
 
 #include "lab/error.h"
+#include "lab/kernel_checks.h"
 #include "lab/memory.h"
 
 namespace lab {
@@ -28,6 +29,14 @@ bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a1
 }
 
 bool Backend::prefers_fused_attention(int64_t, int64_t, int64_t, const AttentionKernelArgs&) const { return false; }
+
+void Backend::unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) {
+    checks::require_same_shape("unary_bf16", "y", y, "x", x);
+    checks::require_dtype("unary_bf16", "y", y, DType::bf16);
+    Tensor y32 = Tensor::empty(*this, x.shape(), DType::f32);
+    unary(op, y32, x, alpha);
+    copy(y, y32);
+}
 
 void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,
                                const Tensor* bias) {

@@ -174,7 +174,7 @@ public:
     // x [B, T, C] -> [B, T, C]
     Tensor forward(const Tensor& x, const AttentionContext& actx) {
         Tensor h = attention_norm_->forward(ops::add(x, attention_->forward(x, actx)));
-        Tensor f = output_->forward(ops::gelu(intermediate_->forward(h), false));  // [B, T, C]
+        Tensor f = output_->forward(ops::gelu_matmul_input(intermediate_->forward(h)));  // [B, T, C]
         return output_norm_->forward(ops::add(h, ops::dropout(f, dropout_, training(), *rng_)));
     }
     const Attention& attention() const { return *attention_; }

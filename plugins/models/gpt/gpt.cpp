@@ -38,7 +38,7 @@ public:
     }
     Tensor forward(const Tensor& x) const {
         Tensor h = gelu_tanh_ ? ops::linear_gelu_tanh(x, fc_weight_, fc_bias_)
-                              : ops::gelu(ops::linear(x, fc_weight_, fc_bias_));
+                              : ops::gelu_matmul_input(ops::linear(x, fc_weight_, fc_bias_));
         return ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_);
     }
 

@@ -90,7 +90,10 @@ public:
     // x [B, T, C] -> [B, T, C]
     Tensor forward(const Tensor& x, const AttentionContext& actx) {
         Tensor h = norm1_->forward(ops::add(x, attention_->forward(x, actx)));
-        Tensor f = linear2_->forward(activate(linear1_->forward(h), activation_));  // [B, T, C]
+        Tensor inner = linear1_->forward(h);
+        // linear2 is the activation's only reader: gelu_matmul_input stores it as linear2 multiplies it.
+        inner = activation_ == Activation::gelu ? ops::gelu_matmul_input(inner) : activate(inner, activation_);
+        Tensor f = linear2_->forward(inner);  // [B, T, C]
         return norm2_->forward(ops::add(h, ops::dropout(f, dropout_, training(), *rng_)));
     }
 
