@@ -1,10 +1,9 @@
 // The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
-// defaults of the fused kernel matmul_gelu_tanh (in terms of the others) and of
+// defaults of the fused kernel matmul_gelu_tanh and of unary_bf16 (in terms of the others) and of
 // prefers_fused_attention.
 #include "lab/backend.h"
 
 #include "lab/error.h"
-#include "lab/kernel_checks.h"
 #include "lab/memory.h"
 
 namespace lab {
@@ -31,8 +30,9 @@ bool Backend::round_matmul_operands(const Tensor& a, const Tensor& b, Tensor* a1
 bool Backend::prefers_fused_attention(int64_t, int64_t, int64_t, const AttentionKernelArgs&) const { return false; }
 
 void Backend::unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) {
-    checks::require_same_shape("unary_bf16", "y", y, "x", x);
-    checks::require_dtype("unary_bf16", "y", y, DType::bf16);
+    if (y.dtype() != DType::bf16 || y.shape() != x.shape())
+        throw ShapeError(std::string("unary_bf16: y is ") + dtype_name(y.dtype()) + " " + shape_str(y.shape()) +
+                         ", expected bf16 of x's shape " + shape_str(x.shape()));
     Tensor y32 = Tensor::empty(*this, x.shape(), DType::f32);
     unary(op, y32, x, alpha);
     copy(y, y32);
