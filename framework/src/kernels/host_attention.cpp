@@ -51,9 +51,10 @@ inline void gemm_rows(float* __restrict c, int64_t ldc, const float* __restrict 
         }
         for (int64_t x = 0; x < k; ++x) {
             ExpVec b0 = load8(b + x * ldb + col), b1 = load8(b + x * ldb + col + 8);
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__AVX__)
             // Keep b0 and b1 in registers: otherwise GCC folds a fresh load of them into every
-            // FMA, and the loop becomes bound by loads rather than by FMAs.
+            // FMA, and the loop becomes bound by loads rather than by FMAs. (Without AVX an
+            // 8-float vector fits no one register, and the constraint cannot be met.)
             asm("" : "+x"(b0), "+x"(b1));
 #endif
             const float* ax = a + x * a_k;
