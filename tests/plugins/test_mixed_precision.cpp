@@ -348,6 +348,64 @@ TEST_CASE("precision bf16: the fused attention op's backward reads the inputs it
     }
 }
 
+TEST_CASE("fused attention: dq, dk and dv written in the projections' layout equal contiguous ones bit for bit",
+          "[mixed][plugins]") {
+    // The fused op allocates the gradients in the projections' layout (views of [B, T, H, D]), so
+    // that they reach the projections without a copy. Every kernel writes rows where the views say:
+    // the f32 kernel (reference; onednn in f32) in its one-pass and two-pass forms, the AMX kernel
+    // (onednn in bf16, where the CPU has it).
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    struct Shape4 {
+        int64_t B, H, Hkv, T, D;
+        bool causal;
+    };
+    // B * Hkv = 1 leaves a thread idle in the one-pass form: the f32 kernel takes two passes.
+    const std::vector<Shape4> shapes = {{2, 4, 2, 77, 64, true}, {1, 2, 1, 130, 32, false}, {3, 2, 2, 64, 64, true}};
+    for (const char* name : {"reference", "onednn-f32", "onednn-bf16"}) {
+        auto backend = make(registry, std::string(name).substr(0, std::string(name).find('-')));
+        if (std::string(name) == "onednn-bf16") backend->set_matmul_inputs(lab::DType::bf16);
+        for (const Shape4& sh : shapes) {
+            INFO(name << " B " << sh.B << " H " << sh.H << " Hkv " << sh.Hkv << " T " << sh.T << " D " << sh.D);
+            auto random = [&](lab::Shape shape, uint64_t stream) {
+                lab::Tensor t = lab::Tensor::empty(*backend, shape);
+                lab::ops::fill_normal(t, 0.0f, 1.0f, lab::RngKey{7, stream, 0});
+                return t;
+            };
+            const lab::Tensor q = random({sh.B, sh.H, sh.T, sh.D}, 1), k = random({sh.B, sh.Hkv, sh.T, sh.D}, 2),
+                              v = random({sh.B, sh.Hkv, sh.T, sh.D}, 3), dout = random({sh.B, sh.H, sh.T, sh.D}, 4);
+            lab::AttentionKernelArgs args;
+            args.scale = 1.0f / std::sqrt(static_cast<float>(sh.D));
+            args.causal = sh.causal;
+            lab::Tensor o = lab::Tensor::empty(*backend, q.shape()), lse = lab::Tensor::empty(*backend, {sh.B, sh.H, sh.T});
+            backend->attention(o, lse, q, k, v, args);
+            // [B, N, L, D] views of [B, L, N, D] memory.
+            auto as_rows_of_positions = [&](const lab::Tensor& like) {
+                const int64_t B = like.size(0), N = like.size(1), L = like.size(2), D = like.size(3);
+                return lab::Tensor::empty(*backend, {B, L, N, D}).view({B, N, L, D}, {L * N * D, D, N * D, 1}, 0);
+            };
+            lab::Tensor dq = lab::Tensor::empty(*backend, q.shape()), dk = lab::Tensor::empty(*backend, k.shape()),
+                        dv = lab::Tensor::empty(*backend, v.shape());
+            backend->attention_backward(dq, dk, dv, dout, q, k, v, o, lse, args);
+            lab::Tensor dq_s = as_rows_of_positions(q), dk_s = as_rows_of_positions(k), dv_s = as_rows_of_positions(v);
+            REQUIRE_FALSE(dq_s.is_contiguous());
+            backend->attention_backward(dq_s, dk_s, dv_s, dout, q, k, v, o, lse, args);
+            CHECK(dq_s.to_floats() == dq.to_floats());
+            CHECK(dk_s.to_floats() == dk.to_floats());
+            CHECK(dv_s.to_floats() == dv.to_floats());
+            const std::vector<float> dqv = dq.to_floats();
+            CHECK(std::any_of(dqv.begin(), dqv.end(), [](float x) { return x != 0.0f; }));
+
+            // Rows that overlap (a stride-0 head dimension) are refused, naming the gradient.
+            const lab::Tensor one_head = lab::Tensor::empty(*backend, {sh.B, 1, sh.T, sh.D});
+            const lab::Tensor overlapping =
+                one_head.view(q.shape(), {sh.T * sh.D, 0, sh.D, 1}, 0);
+            REQUIRE_THROWS_WITH(backend->attention_backward(overlapping, dk, dv, dout, q, k, v, o, lse, args),
+                                Catch::Matchers::Contains("dq") && Catch::Matchers::Contains("dense"));
+        }
+    }
+}
+
 TEST_CASE("[attention] fused = auto asks the backend, which answers from its measured kernels", "[mixed][plugins]") {
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);

@@ -142,8 +142,10 @@ public:
     // h / (H / Hkv). lse contiguous; o's rows (its last dim) contiguous, in any order of rows.
     virtual void attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                            const AttentionKernelArgs& args) = 0;
-    // Gradients of the above (dq [B, H, T, D], dk and dv [B, Hkv, S, D], contiguous, overwritten)
-    // given dout [B, H, T, D] (rows contiguous) and the forward's inputs, o and lse. Probabilities are
+    // Gradients of the above (dq [B, H, T, D], dk and dv [B, Hkv, S, D], overwritten; dense with
+    // contiguous rows in any order, e.g. [B, T, H, D] memory, the layout of the projections q, k
+    // and v come from) given dout [B, H, T, D] (rows contiguous) and the forward's inputs, o and
+    // lse. Probabilities are
     // recomputed tile by tile (Dao et al. 2022, algorithm 2).
     virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
                                     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,

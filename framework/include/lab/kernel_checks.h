@@ -113,5 +113,7 @@ AttentionSizes attention_sizes(const char* kernel, const Tensor& q, const Tensor
 void require_output(const char* kernel, const char* name, const Tensor& t, const Shape& shape);
 // o and dout: [B, H, T, D] f32 with contiguous rows (last dim stride 1), rows in any order.
 void require_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape);
+// dq, dk and dv: as require_rows, and dense (Tensor::is_dense: no two rows overlap, no gaps).
+void require_output_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape);
 
 }  // namespace lab::checks

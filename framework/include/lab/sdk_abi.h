@@ -16,7 +16,8 @@
 // Tensor::is_dense and to_like. 3: Backend::prefers_fused_attention, AttentionKernelArgs::saved, and the
 // attention variants' fused option (attention::FusedChoice, declare_fused_option, fused_choice,
 // run_fused, core_floats_per_token). 4: Backend::unary_bf16 (and HostBackend's override),
-// ops::gelu_matmul_input.
+// ops::gelu_matmul_input, checks::require_output_rows (attention_backward's dq, dk and dv may be
+// laid out as any dense rows, as the fused op now allocates them).
 #pragma once
 
 #define LAB_SDK_ABI 4

@@ -230,7 +230,7 @@ struct BackwardTiles {
 // query tile that sees the tile). With dq_acc (one [Tp, Dp] block per head of the group) it also
 // adds the tile's dS K into dq_acc: the one-pass backward.
 void key_tile_backward(const BackwardInputs& in, BackwardTiles& t, int64_t b, int64_t g, int64_t j0,
-                       float* dq_acc, int64_t Tp, float* dk_out, float* dv_out) {
+                       float* dq_acc, int64_t Tp, const OutRows& dk_out, const OutRows& dv_out) {
     const Problem& pb = in.pb;
     const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv, cols = std::min(kKeyTile, pb.S - j0);
     std::fill(t.dk_acc, t.dk_acc + kKeyTile * Dp, 0.0f);
@@ -255,10 +255,11 @@ void key_tile_backward(const BackwardInputs& in, BackwardTiles& t, int64_t b, in
         }
     }
     for (int64_t c = 0; c < cols; ++c) {
-        const int64_t row_index = (b * pb.Hkv + g) * pb.S + j0 + c;
+        float* dk_row = dk_out.row(b, g, j0 + c);
+        float* dv_row = dv_out.row(b, g, j0 + c);
         for (int64_t d = 0; d < D; ++d) {
-            dk_out[row_index * D + d] = t.dk_acc[c * Dp + d];  // q was packed scaled
-            dv_out[row_index * D + d] = t.dv_acc[c * Dp + d];
+            dk_row[d] = t.dk_acc[c * Dp + d];  // q was packed scaled
+            dv_row[d] = t.dv_acc[c * Dp + d];
         }
     }
 }
@@ -266,7 +267,7 @@ void key_tile_backward(const BackwardInputs& in, BackwardTiles& t, int64_t b, in
 // dq of query tile i0 of head h: scale * sum over the key tiles it sees of dS K, tile by tile in
 // key order, the same sums in the same order as the one-pass backward.
 void query_tile_dq(const BackwardInputs& in, BackwardTiles& t, float* dq_acc, int64_t b, int64_t h, int64_t i0,
-                   float* dq_out) {
+                   const OutRows& dq_out) {
     const Problem& pb = in.pb;
     const int64_t Dp = pb.Dp, rows = std::min(kQueryTile, pb.T - i0), rows4 = round_up(rows, kRowBlock);
     std::fill(dq_acc, dq_acc + rows4 * Dp, 0.0f);
@@ -280,7 +281,7 @@ void query_tile_dq(const BackwardInputs& in, BackwardTiles& t, float* dq_acc, in
         gemm_tile(dq_acc, Dp, t.dp, kKeyTile, 1, t.k_tile, Dp, rows4, kKeyTile, Dp, true);
     }
     for (int64_t r = 0; r < rows; ++r) {
-        float* dq_row = dq_out + ((b * pb.H + h) * pb.T + i0 + r) * pb.D;
+        float* dq_row = dq_out.row(b, h, i0 + r);
         for (int64_t d = 0; d < pb.D; ++d) dq_row[d] = dq_acc[r * Dp + d] * pb.scale;
     }
 }
@@ -347,15 +348,13 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
                                      const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                                      const Tensor& lse, const AttentionKernelArgs& args) {
     const Problem pb = make_problem("attention_backward", q, k, v, args);
-    require_output("attention_backward", "dq", dq, q.shape());
-    require_output("attention_backward", "dk", dk, k.shape());
-    require_output("attention_backward", "dv", dv, v.shape());
+    require_output_rows("attention_backward", "dq", dq, q.shape());
+    require_output_rows("attention_backward", "dk", dk, k.shape());
+    require_output_rows("attention_backward", "dv", dv, v.shape());
     const HeadView dout_rows = require_rows("attention_backward", "dout", dout, q.shape());
     const HeadView o_rows = require_rows("attention_backward", "o", o, q.shape());
     require_output("attention_backward", "lse", lse, {pb.B, pb.H, pb.T});
-    float* dq_data = dq.data<float>();
-    float* dk_data = dk.data<float>();
-    float* dv_data = dv.data<float>();
+    const OutRows dq_rows(dq), dk_rows(dk), dv_rows(dv);
     const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv;
     const bool dropout = pb.dropout > 0.0f;
 
@@ -380,7 +379,7 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
         delta[(b * pb.H + h) * pb.T + t] = sum;
     }
     if (bf16_on_amx(*this)) {
-        amx_attention_backward(*this, pb, dq_data, dk_data, dv_data, dout, q, k, v, lse.data<float>(), delta,
+        amx_attention_backward(*this, pb, dq_rows, dk_rows, dv_rows, dout, q, k, v, lse.data<float>(), delta,
                                args.saved);
         return;
     }
@@ -414,11 +413,11 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
                 const int64_t b = task / pb.Hkv, g = task % pb.Hkv;
                 std::fill(dq_acc, dq_acc + group * Tp * Dp, 0.0f);
                 for (int64_t j0 = 0; j0 < pb.S; j0 += kKeyTile)
-                    key_tile_backward(in, tiles, b, g, j0, dq_acc, Tp, dk_data, dv_data);
+                    key_tile_backward(in, tiles, b, g, j0, dq_acc, Tp, dk_rows, dv_rows);
                 for (int64_t h = g * group; h < (g + 1) * group; ++h)
                     for (int64_t i = 0; i < pb.T; ++i) {
                         const float* acc = dq_acc + ((h - g * group) * Tp + i) * Dp;
-                        float* dq_row = dq_data + ((b * pb.H + h) * pb.T + i) * D;
+                        float* dq_row = dq_rows.row(b, h, i);
                         for (int64_t d = 0; d < D; ++d) dq_row[d] = acc[d] * pb.scale;
                     }
             }
@@ -435,7 +434,7 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < kv_tasks; ++task) {
             const int64_t b = task / (pb.Hkv * key_tiles), g = task / key_tiles % pb.Hkv;
-            key_tile_backward(in, tiles, b, g, task % key_tiles * kKeyTile, nullptr, 0, dk_data, dv_data);
+            key_tile_backward(in, tiles, b, g, task % key_tiles * kKeyTile, nullptr, 0, dk_rows, dv_rows);
         }
     }
     // Pass 2: dq, one task per (b, h, query tile).
@@ -448,7 +447,7 @@ void HostBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < q_tasks; ++task) {
             const int64_t b = task / (pb.H * query_tiles), h = task / query_tiles % pb.H;
-            query_tile_dq(in, tiles, dq_acc, b, h, task % query_tiles * kQueryTile, dq_data);
+            query_tile_dq(in, tiles, dq_acc, b, h, task % query_tiles * kQueryTile, dq_rows);
         }
     }
 }

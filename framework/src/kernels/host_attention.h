@@ -52,6 +52,16 @@ struct HeadView {
     const float* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
 };
 
+// Where row (b, n, t) of a [B, N, L, D] f32 output with contiguous rows goes (dq, dk and dv may
+// be laid out as [B, L, N, D], the projections' layout, as the fused op allocates them).
+struct OutRows {
+    float* base;
+    int64_t sb, sh, st;
+    explicit OutRows(const Tensor& x)
+        : base(x.data<float>()), sb(x.strides()[0]), sh(x.strides()[1]), st(x.strides()[2]) {}
+    float* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
+};
+
 // The heads of a [B, N, L, D] tensor (any strides) copied into backend memory in the layout
 
 // Everything the tile loops need to know about one call, with the masking rules of
@@ -277,6 +287,7 @@ inline Problem make_problem(const char* kernel, const Tensor& q, const Tensor& k
 }
 
 using checks::require_output;
+using checks::require_output_rows;
 
 // o and dout: [B, H, T, D] f32 whose rows (the D values of one (b, h, t)) are contiguous, in any
 // order of rows (the fused op keeps them as [B, T, H, D], the layout the output projection reads).
@@ -359,9 +370,10 @@ bool amx_attention_ready();
 void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* lse, const Tensor& q,
                    const Tensor& k, const Tensor& v, std::vector<Tensor>* saved);
 
-// HostBackend::attention_backward likewise: dq, dk, dv contiguous [B, H(kv), T(S), D]; lse and
-// delta (D_i = dO_i . O_i) [B, H, T].
-void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, float* dv, const Tensor& dout,
+// HostBackend::attention_backward likewise: dq, dk, dv [B, H(kv), T(S), D] rows wherever OutRows
+// puts them; lse and delta (D_i = dO_i . O_i) [B, H, T].
+void amx_attention_backward(Backend& backend, Problem pb, const OutRows& dq, const OutRows& dk, const OutRows& dv,
+                            const Tensor& dout,
                             const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
                             const float* delta, const std::vector<Tensor>* saved);
 

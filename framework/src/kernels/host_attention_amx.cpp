@@ -207,9 +207,9 @@ inline void transpose16(__m512 r[16]) {
     }
 }
 
-// dst [cols, D] (row-major) = the transpose of src [Dp, 64]'s first D rows and cols columns, in
-// 16 x 16 blocks transposed in registers (a gather per 16 values cost a tenth of the backward).
-inline void transpose_out(float* dst, const float* src, int64_t cols, int64_t D) {
+// dst [cols, D] (rows ld apart) = the transpose of src [Dp, 64]'s first D rows and cols columns,
+// in 16 x 16 blocks transposed in registers (a gather per 16 values cost a tenth of the backward).
+inline void transpose_out(float* dst, int64_t ld, const float* src, int64_t cols, int64_t D) {
     __m512 r[16];
     for (int64_t d0 = 0; d0 < D; d0 += 16) {
         const __mmask16 lanes = D - d0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (D - d0)) - 1);
@@ -217,7 +217,7 @@ inline void transpose_out(float* dst, const float* src, int64_t cols, int64_t D)
             for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + (d0 + i) * kTile + c0);
             transpose16(r);
             for (int64_t j = 0; j < 16 && c0 + j < cols; ++j)
-                _mm512_mask_storeu_ps(dst + (c0 + j) * D + d0, lanes, r[j]);
+                _mm512_mask_storeu_ps(dst + (c0 + j) * ld + d0, lanes, r[j]);
         }
     }
 }
@@ -412,7 +412,8 @@ void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* 
     }
 }
 
-void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, float* dv, const Tensor& dout,
+void amx_attention_backward(Backend& backend, Problem pb, const OutRows& dq, const OutRows& dk, const OutRows& dv,
+                            const Tensor& dout,
                             const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
                             const float* delta, const std::vector<Tensor>* saved) {
     pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
@@ -498,14 +499,13 @@ void amx_attention_backward(Backend& backend, Problem pb, float* dq, float* dk, 
                                  Dp, kKeyTile, true);
                     }
                 }
-                const int64_t first_row = (b * pb.Hkv + g) * pb.S + j0;
-                transpose_out(dk + first_row * D, dk_t, cols, D);
-                transpose_out(dv + first_row * D, dv_t, cols, D);
+                transpose_out(dk.row(b, g, j0), dk.st, dk_t, cols, D);
+                transpose_out(dv.row(b, g, j0), dv.st, dv_t, cols, D);
             }
             for (int64_t h = g * group; h < (g + 1) * group; ++h)
                 for (int64_t t = 0; t < pb.T; ++t) {
                     const float* acc = dq_acc + ((h - g * group) * Tp + t) * Dp;
-                    float* dq_row = dq + ((b * pb.H + h) * pb.T + t) * D;
+                    float* dq_row = dq.row(b, h, t);
                     for (int64_t d = 0; d < D; ++d) dq_row[d] = acc[d] * pb.scale;
                 }
         }
@@ -522,8 +522,9 @@ void amx_attention(Backend&, Problem, const HeadView&, float*, const Tensor&, co
     throw BackendError("attention: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
 }
 
-void amx_attention_backward(Backend&, Problem, float*, float*, float*, const Tensor&, const Tensor&, const Tensor&,
-                            const Tensor&, const float*, const float*, const std::vector<Tensor>*) {
+void amx_attention_backward(Backend&, Problem, const OutRows&, const OutRows&, const OutRows&, const Tensor&,
+                            const Tensor&, const Tensor&, const Tensor&, const float*, const float*,
+                            const std::vector<Tensor>*) {
     throw BackendError(
         "attention_backward: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
 }

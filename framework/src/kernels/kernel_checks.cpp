@@ -195,4 +195,11 @@ void require_rows(const char* kernel, const char* name, const Tensor& t, const S
                          "; its last dimension must be contiguous (stride 1)");
 }
 
+void require_output_rows(const char* kernel, const char* name, const Tensor& t, const Shape& shape) {
+    require_rows(kernel, name, t, shape);
+    if (!t.is_dense())
+        throw ShapeError(std::string(kernel) + ": " + name + " has strides " + shape_str(t.strides()) +
+                         "; an output must be dense (its rows may not overlap or leave gaps)");
+}
+
 }  // namespace lab::checks

@@ -27,6 +27,17 @@ void require_f32_4d(const Tensor& t, const char* name, const char* expected) {
                          "reshape + transpose and convert with Tensor::to(DType::f32)");
 }
 
+// An uninitialised f32 gradient for x [B, N, L, D] in x's own layout where x is dense with
+// contiguous rows (the projections' [B, L, N, D] memory seen as heads): its way back through the
+// head transpose and the reshape to [B, L, C] is then views, where a contiguous [B, N, L, D]
+// gradient is copied there, three f32 activations per layer. Otherwise contiguous.
+Tensor gradient_like(const Tensor& x) {
+    Backend& backend = x.backend();
+    if (!x.is_dense() || x.strides()[3] != 1 || x.is_contiguous()) return Tensor::empty(backend, x.shape());
+    const Tensor storage = Tensor::empty(backend, {x.numel()});
+    return storage.view(x.shape(), x.strides(), 0);
+}
+
 }  // namespace
 
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args,
@@ -106,9 +117,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                    point_at(ka, key_padding, slopes_c);
                    Backend& be = dout.backend();
                    Tensor dout_c = dout.strides()[3] == 1 ? dout : dout.contiguous_copy();
-                   Tensor dq = Tensor::empty(be, saved_q.shape());
-                   Tensor dk = Tensor::empty(be, saved_k.shape());
-                   Tensor dv = Tensor::empty(be, saved_v.shape());
+                   Tensor dq = gradient_like(saved_q), dk = gradient_like(saved_k), dv = gradient_like(saved_v);
                    ka.saved = saved.get();
                    be.attention_backward(dq, dk, dv, dout_c, saved_q, saved_k, saved_v, saved_o, lse, ka);
                    saved->clear();

@@ -706,9 +706,20 @@ void CudaBackend::attention_backward(const Tensor& dq, const Tensor& dk, const T
                                      const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                                      const Tensor& lse, const AttentionKernelArgs& args) {
     const checks::AttentionSizes sizes = checks::attention_sizes("attention_backward", q, k, v, args);
-    checks::require_output("attention_backward", "dq", dq, q.shape());
-    checks::require_output("attention_backward", "dk", dk, k.shape());
-    checks::require_output("attention_backward", "dv", dv, v.shape());
+    checks::require_output_rows("attention_backward", "dq", dq, q.shape());
+    checks::require_output_rows("attention_backward", "dk", dk, k.shape());
+    checks::require_output_rows("attention_backward", "dv", dv, v.shape());
+    if (!dq.is_contiguous() || !dk.is_contiguous() || !dv.is_contiguous()) {
+        // The kernels below and cuDNN's write [B, H, T, D] in order: gradients laid out otherwise
+        // (the fused op's [B, T, H, D], the projections' layout) are computed contiguous and copied.
+        Tensor dq_c = Tensor::empty(*this, dq.shape()), dk_c = Tensor::empty(*this, dk.shape()),
+               dv_c = Tensor::empty(*this, dv.shape());
+        attention_backward(dq_c, dk_c, dv_c, dout, q, k, v, o, lse, args);
+        copy(dq, dq_c);
+        copy(dk, dk_c);
+        copy(dv, dv_c);
+        return;
+    }
     checks::require_rows("attention_backward", "dout", dout, q.shape());
     checks::require_rows("attention_backward", "o", o, q.shape());
     checks::require_output("attention_backward", "lse", lse, {sizes.B, sizes.H, sizes.T});
