@@ -112,6 +112,61 @@ TEST_CASE("precision bf16: matmul multiplies the bf16 roundings of f32 operands,
 // MultiHeadAttention rounds its input once for the q, k and v projections (ops::matmul_input) and
 // hands the bf16 copy to the three linears. That must change nothing but the work: outputs and
 // gradients equal, bit for bit, those of three linears that each round the f32 input themselves.
+TEST_CASE("precision bf16: the onednn backend's linear-layer products on AMX match the reference's",
+          "[mixed][plugins]") {
+    // 2-D bf16 products whose sizes are multiples of 32 and large run on AMX
+    // (HostBackend::multiply_on_amx) where the CPU has it, oneDNN's primitive elsewhere; both must
+    // equal the reference backend's bf16 products (the same roundings, f32 sums in another order).
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    auto onednn = onednn_in_bf16(registry);
+    auto reference = make(registry, "reference");
+    reference->set_matmul_inputs(lab::DType::bf16);
+    struct Case {
+        int64_t M, K, N;
+        bool transposed_b, bias, accumulate;
+    };
+    // 256^3 is the smallest size that takes AMX; 96 x 64 x 40 stays on oneDNN (N not a multiple of 32).
+    const std::vector<Case> cases = {{256, 256, 256, false, false, false}, {256, 256, 256, true, true, false},
+                                     {512, 96, 384, true, false, true},    {320, 1152, 64, false, true, true},
+                                     {96, 64, 40, false, true, false}};
+    for (const Case& c : cases) {
+        INFO("M " << c.M << " K " << c.K << " N " << c.N << (c.transposed_b ? " b transposed" : "")
+                  << (c.bias ? " bias" : "") << (c.accumulate ? " accumulate" : ""));
+        auto values = [](int64_t n, uint64_t seed) {
+            std::vector<float> v(static_cast<size_t>(n));
+            for (size_t i = 0; i < v.size(); ++i)
+                v[i] = std::sin(0.37f * static_cast<float>(i) + static_cast<float>(seed)) * (1.0f + 0.001f * (i % 7));
+            return v;
+        };
+        const std::vector<float> a = values(c.M * c.K, 1), b = values(c.K * c.N, 2), bias = values(c.N, 3),
+                                 c0 = values(c.M * c.N, 4);
+        double scale = 0;  // the largest sum of |a_ik b_kj| bounds the rounding of either order of sums
+        for (float v : a) scale = std::max(scale, std::abs(static_cast<double>(v)));
+        scale *= static_cast<double>(c.K) * 1.01;
+        auto run = [&](lab::Backend& be) {
+            lab::Tensor ta = lab::Tensor::from_floats(be, {c.M, c.K}, a).to(lab::DType::bf16);
+            lab::Tensor tb = c.transposed_b
+                                 ? lab::ops::transpose(lab::Tensor::from_floats(be, {c.N, c.K}, b).to(lab::DType::bf16), 0, 1)
+                                 : lab::Tensor::from_floats(be, {c.K, c.N}, b).to(lab::DType::bf16);
+            lab::Tensor tbias = lab::Tensor::from_floats(be, {c.N}, bias);
+            lab::Tensor out = lab::Tensor::from_floats(be, {c.M, c.N}, c0);
+            be.matmul(out, ta, tb, c.bias ? &tbias : nullptr, 1.0f, c.accumulate);
+            return out.to_floats();
+        };
+        const std::vector<float> got = run(*onednn), want = run(*reference);
+        double worst = 0;
+        size_t changed = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+            worst = std::max(worst, std::abs(static_cast<double>(got[i]) - want[i]));
+            changed += got[i] != c0[i];
+        }
+        INFO("largest difference " << worst << " against a scale of " << scale);
+        CHECK(worst <= 1e-5 * scale);
+        CHECK(changed > got.size() * 9 / 10);
+    }
+}
+
 TEST_CASE("precision bf16: linears fed one shared rounding of x match separately rounded linears bit for bit",
           "[mixed][plugins]") {
     lab::Registry registry;

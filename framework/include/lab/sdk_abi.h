@@ -17,7 +17,7 @@
 // attention variants' fused option (attention::FusedChoice, declare_fused_option, fused_choice,
 // run_fused, core_floats_per_token). 4: Backend::unary_bf16 (and HostBackend's override),
 // ops::gelu_matmul_input, checks::require_output_rows (attention_backward's dq, dk and dv may be
-// laid out as any dense rows, as the fused op now allocates them).
+// laid out as any dense rows, as the fused op now allocates them), HostBackend::multiply_on_amx.
 #pragma once
 
 #define LAB_SDK_ABI 4

@@ -25,6 +25,7 @@
 // The tile softmax runs 16 lanes wide (exp16). The task loops are the f32 kernel's (forward_task,
 // and the one-pass backward over (b, kv head)); the tile products are AMX calls.
 #include "host_attention.h"
+#include "host_amx.h"
 
 #include <utility>
 
@@ -45,67 +46,6 @@ namespace lab::attention_kernel {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace {
-
-constexpr int64_t kDepthBlock = 32;  // bf16 values of one AMX tile row: Dp is a multiple of this
-
-// Tile registers 0-3 hold a 32 x 32 block of C, 4-5 two row blocks of A, 6-7 two column blocks of B:
-// every tile is 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-    uint8_t palette = 1;
-    uint8_t start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t bytes_per_row[16] = {};
-    uint8_t rows[16] = {};
-};
-
-void configure_tiles() {
-    TileConfig config;
-    for (int t = 0; t < 8; ++t) {
-        config.bytes_per_row[t] = 64;
-        config.rows[t] = 16;
-    }
-    _tile_loadconfig(&config);
-}
-
-// c [M, N] f32 (row stride ldc) (+)= a [M, K] . b: a bf16 row-major (row stride lda), b bf16 in
-// the pairs layout [K / 2, N, 2]. M and N are multiples of 32, K of 32. 2 x 2 blocks of 16 x 16
-// C tiles: each A and B tile loaded serves two products.
-void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t M, int64_t N,
-              int64_t K, bool accumulate) {
-    const int64_t c_stride = ldc * 4, a_stride = lda * 2, b_stride = N * 4;
-    for (int64_t m = 0; m < M; m += 32)
-        for (int64_t n = 0; n < N; n += 32) {
-            float* c0 = c + m * ldc + n;
-            float* c1 = c0 + 16 * ldc;
-            if (accumulate) {
-                _tile_loadd(0, c0, c_stride);
-                _tile_loadd(1, c0 + 16, c_stride);
-                _tile_loadd(2, c1, c_stride);
-                _tile_loadd(3, c1 + 16, c_stride);
-            } else {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-            }
-            for (int64_t x = 0; x < K; x += kDepthBlock) {
-                const uint16_t* a0 = a + m * lda + x;
-                const uint16_t* b0 = b + (x / 2) * (2 * N) + 2 * n;
-                _tile_loadd(4, a0, a_stride);
-                _tile_loadd(5, a0 + 16 * lda, a_stride);
-                _tile_loadd(6, b0, b_stride);
-                _tile_loadd(7, b0 + 32, b_stride);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, c0, c_stride);
-            _tile_stored(1, c0 + 16, c_stride);
-            _tile_stored(2, c1, c_stride);
-            _tile_stored(3, c1 + 16, c_stride);
-        }
-}
 
 // exp(x) over 16 lanes: the polynomial of host::exp_vec (Cephes expf, relative error about 1e-7)
 // with AVX-512's scalef for the 2^n, at twice exp_vec's width. Below -87 (and -inf) exactly 0.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "host_amx.h"
 #include "host_kernels.h"
 #include "lab/host_backend.h"
 
@@ -204,6 +205,11 @@ void HostBackend::multiply(const Tensor& c, const Tensor& a, const Tensor& b, co
             }
         }
     }
+}
+
+bool HostBackend::multiply_on_amx(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
+                                  bool accumulate) {
+    return attention_kernel::amx_matmul(*this, c, a, b, bias, alpha, accumulate);
 }
 
 }  // namespace lab

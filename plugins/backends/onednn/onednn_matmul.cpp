@@ -191,8 +191,13 @@ void build_matmul(Plan& plan, const dnnl::engine& engine, const MatmulLayout& la
 void OneDnnBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                            bool accumulate) {
     Tensor a16, b16;
-    if (round_matmul_operands(a, b, &a16, &b16)) multiply_onednn(c, a16, b16, bias, alpha, accumulate);
-    else multiply_onednn(c, a, b, bias, alpha, accumulate);
+    const bool rounded = round_matmul_operands(a, b, &a16, &b16);
+    const Tensor& a_in = rounded ? a16 : a;
+    const Tensor& b_in = rounded ? b16 : b;
+    // A bf16 linear layer's product on AMX (HostBackend::multiply_on_amx) where the CPU has it:
+    // oneDNN 2.6.3's runs these long, thin products well below the AMX peak.
+    if (multiply_on_amx(c, a_in, b_in, bias, alpha, accumulate)) return;
+    multiply_onednn(c, a_in, b_in, bias, alpha, accumulate);
 }
 
 void OneDnnBackend::multiply_onednn(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
