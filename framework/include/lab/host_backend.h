@@ -68,8 +68,9 @@ protected:
     // after rounding, and what a derived backend falls back to.
     void multiply(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha, bool accumulate);
     // The same product on AMX where the CPU has it and the call is a bf16 linear layer's (2-D, a
-    // and b bf16, M, N and K multiples of 32, large): true when it ran, false (nothing done)
-    // otherwise. For derived backends whose own bf16 matmul is slower on such shapes (onednn).
+    // and b bf16, M, N and K multiples of 32, large, b at most 1.25 MB): true when it ran, false
+    // (nothing done) otherwise. For derived backends whose own bf16 matmul is slower on such
+    // shapes (onednn).
     bool multiply_on_amx(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                          bool accumulate);
     CachingAllocator& allocator() { return *allocator_; }

@@ -81,7 +81,8 @@ namespace lab::attention_kernel {
 
 // c = a @ b (+ bias) (+ c when accumulate) on AMX, for the shapes of a training step's linear
 // layers: 2-D, a and b bf16, a's rows contiguous, b any strides, c contiguous f32, alpha 1, M, N
-// and K multiples of 32 and the product large enough to pay for packing b. Returns false, having
+// and K multiples of 32, the product large enough to pay for packing b, and b small enough
+// (1.25 MB) to stay in L2. Returns false, having
 // done nothing, when the call is not of that kind or the CPU (or the build) has no AMX.
 bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                 bool accumulate);

@@ -5,7 +5,8 @@
 // reaches 2,300-2,900 on those with K >= 1152. This is the plain form of what those do: b packed
 // once per call into the pairs layout the tile product reads ([K / 2, N, 2], 0.6-1.2 MB for these
 // layers), a's tiles loaded straight from its rows, and one task per 32 rows of c running
-// amx_gemm's 2 x 2 blocks of 16 x 16 tiles over every column block, with b's panels in L2.
+// amx_gemm's 2 x 2 blocks of 16 x 16 tiles over every column block, with all of b in L2: so only
+// for b up to 1.25 MB (larger ones stay on oneDNN).
 #include "host_amx.h"
 
 #include <cstring>
@@ -17,6 +18,9 @@ namespace lab::attention_kernel {
 #if LAB_HAVE_AMX_ATTENTION
 
 namespace {
+
+// The largest packed b taken: the shakespeare_char MLP's 1536 x 384 weight is 1.2 MB.
+constexpr int64_t kMaxPackedBytes = 1280 * 1024;
 
 // b [K, N] (any strides) in the pairs layout: out[(x * N + n) * 2 + i] = b[2x + i][n].
 void pack_pairs(uint16_t* out, const Tensor& b) {
@@ -54,6 +58,10 @@ bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor
         return false;
     // Below about 16M multiply-adds packing b and starting the tiles cost more than oneDNN saves.
     if (static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) < 16e6) return false;
+    // Every 32 rows of c read all of packed b, which must stay in L2: with a larger b the kernel
+    // fell behind oneDNN (GPT-2's 768 x 2304 weight, 3.5 MB: 1,190 against 1,395 GFLOP/s; square
+    // 1024: 1,540 against 1,825), where blocking over K and N would be needed.
+    if (K * N * 2 > kMaxPackedBytes) return false;
     if (bias && (bias->dtype() != DType::f32 || !bias->is_contiguous() || bias->numel() != N)) return false;
     if (!amx_attention_ready()) return false;
 
