@@ -22,27 +22,6 @@ namespace po = boost::program_options;
 
 namespace {
 
-// Best GFLOP/s of c = a @ b over `repeats` timed calls after one untimed call.
-double gflops(lab::Backend& backend, int64_t n, lab::DType dtype, int repeats) {
-    lab::Tensor a = lab::Tensor::empty(backend, {n, n}), b = lab::Tensor::empty(backend, {n, n});
-    lab::ops::fill_normal(a, 0.0f, 1.0f, lab::RngKey{1, 0, 0});
-    lab::ops::fill_normal(b, 0.0f, 1.0f, lab::RngKey{2, 0, 0});
-    if (dtype != lab::DType::f32) {
-        a = a.to(dtype);
-        b = b.to(dtype);
-    }
-    lab::Tensor c = lab::Tensor::empty(backend, {n, n});
-    backend.matmul(c, a, b, nullptr, 1.0f, false);
-    double best = 1e30;
-    for (int r = 0; r < repeats; ++r) {
-        auto t0 = std::chrono::steady_clock::now();
-        backend.matmul(c, a, b, nullptr, 1.0f, false);
-        backend.synchronize();
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best / 1e9;
-}
-
 // c[M, N] = a[M, K] @ b[K, N] with a and/or b given as transposed views ("t": the operand is
 // stored [K, M] or [N, K], as the backward's dW = dy^T @ x reads dy): the GFLOP/s of the best call.
 double gflops_shape(lab::Backend& backend, int64_t M, int64_t K, int64_t N, bool ta, bool tb, lab::DType dtype,
@@ -67,6 +46,11 @@ double gflops_shape(lab::Backend& backend, int64_t M, int64_t K, int64_t N, bool
         best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     return 2.0 * double(M) * double(K) * double(N) / best / 1e9;
+}
+
+// Best GFLOP/s of the square c = a @ b over `repeats` timed calls after one untimed call.
+double gflops(lab::Backend& backend, int64_t n, lab::DType dtype, int repeats) {
+    return gflops_shape(backend, n, n, n, false, false, dtype, repeats);
 }
 
 int run(int argc, char** argv) {

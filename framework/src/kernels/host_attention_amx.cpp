@@ -26,6 +26,7 @@
 // and the one-pass backward over (b, kv head)); the tile products are AMX calls.
 #include "host_attention.h"
 #include "host_amx.h"
+#include "host_lanes.h"
 
 #include <utility>
 
@@ -47,25 +48,9 @@ namespace lab::attention_kernel {
 
 namespace {
 
-// exp(x) over 16 lanes: the polynomial of host::exp_vec (Cephes expf, relative error about 1e-7)
-// with AVX-512's scalef for the 2^n, at twice exp_vec's width. Below -87 (and -inf) exactly 0.
-inline __m512 exp16(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.0f);
-    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    const __m512 y = _mm512_scalef_ps(e, n);
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), y);
-}
+// exp(x) over 16 lanes (host::exp_fast: host::exp_vec's polynomial with AVX-512's scalef for the
+// 2^n). Below -87 (and -inf) exactly 0.
+inline __m512 exp16(__m512 x) { return host::exp_fast(x); }
 
 // The tile row math (TileRowMath in host_attention.h) in 16-float vectors.
 struct Avx512RowMath {

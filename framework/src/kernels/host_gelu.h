@@ -39,38 +39,12 @@ inline Lanes erfcc_poly(Lanes t) {
 }
 
 #if defined(__AVX512F__)
-// exp_lanes with AVX-512's scalef for the 2^n and a rounding instruction: fewer operations than
-// the portable form below, the same polynomial. The zero-masked forms of the intrinsics, with
-// every lane selected: GCC 12's unmasked ones start from _mm512_undefined_ps(), which
-// -Wmaybe-uninitialized reports at each caller.
-constexpr __mmask16 kAllLanes = 0xffff;
-
-inline Lanes exp_gelu(Lanes x) {
-    const __m512 lo = _mm512_set1_ps(-87.0f);
-    const __m512 xc = _mm512_maskz_min_ps(kAllLanes, _mm512_maskz_max_ps(kAllLanes, x, lo), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_maskz_roundscale_ps(kAllLanes, _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    // Below -87 (and -inf) exactly 0; NaN stays NaN through r (its compare is false: 0 there, so
-    // NaN inputs are kept by the callers' own arithmetic on x).
-    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), e, n);
-}
-
 // 1 / d for d >= 1: the 14-bit reciprocal estimate and one Newton step (about 1 ulp).
 inline Lanes recip_gelu(Lanes d) {
     const __m512 r = _mm512_maskz_rcp14_ps(kAllLanes, d);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
 }
 #else
-inline Lanes exp_gelu(Lanes x) { return exp_lanes<Lanes, LanesInt>(x); }
 inline Lanes recip_gelu(Lanes d) { return 1.0f / d; }
 #endif
 
@@ -100,7 +74,7 @@ inline Lanes gelu_lanes(Lanes x) {
     using namespace gelu_detail;
     const Lanes z = scaled_abs(x);
     const Lanes t = recip_gelu(z * 0.5f + 1.0f);
-    const Lanes tail = 0.5f * t * exp_gelu(erfcc_poly(t) - z * z);
+    const Lanes tail = 0.5f * t * exp_fast(erfcc_poly(t) - z * z);
     return x * cdf_from_tail(x, tail);
 }
 
@@ -109,8 +83,8 @@ inline Lanes gelu_grad_lanes(Lanes x) {
     using namespace gelu_detail;
     const Lanes z = scaled_abs(x);
     const Lanes t = recip_gelu(z * 0.5f + 1.0f);
-    const Lanes ez2 = exp_gelu(-(z * z));
-    const Lanes tail = 0.5f * t * ez2 * exp_gelu(erfcc_poly(t));
+    const Lanes ez2 = exp_fast(-(z * z));
+    const Lanes tail = 0.5f * t * ez2 * exp_fast(erfcc_poly(t));
     return cdf_from_tail(x, tail) + x * (ez2 * kInvSqrt2Pi);
 }
 

@@ -26,6 +26,37 @@ typedef int32_t LanesInt __attribute__((vector_size(4 * kLanes)));
 typedef uint32_t LanesBits __attribute__((vector_size(4 * kLanes)));
 typedef uint16_t LanesHalf __attribute__((vector_size(2 * kLanes)));
 
+#if defined(__AVX512F__)
+// exp over the lanes: exp_lanes's polynomial (host_kernels.h, Cephes expf, relative error about
+// 1e-7; below -87 and for -inf exactly 0), with AVX-512's scalef for the 2^n and a rounding
+// instruction where compiled for: fewer operations than the portable form. The zero-masked forms
+// of the intrinsics, with every lane selected: GCC 12's unmasked ones start from
+// _mm512_undefined_ps(), which -Wmaybe-uninitialized reports at each caller.
+constexpr __mmask16 kAllLanes = 0xffff;
+
+inline Lanes exp_fast(Lanes x) {
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    const __m512 xc = _mm512_maskz_min_ps(kAllLanes, _mm512_maskz_max_ps(kAllLanes, x, lo), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_maskz_roundscale_ps(kAllLanes, _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    // Below -87 (and -inf) exactly 0. NaN gives 0 too (its compare is false), where exp_lanes
+    // keeps it: the GELU keeps NaN through its own products with x.
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), e, n);
+}
+
+#else
+inline Lanes exp_fast(Lanes x) { return exp_lanes<Lanes, LanesInt>(x); }
+#endif
+
 // Loads n <= kLanes floats; the lanes past n hold 0.
 inline Lanes load_lanes(const float* in, int64_t n) {
     Lanes v = {};
