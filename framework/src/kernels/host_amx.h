@@ -36,8 +36,8 @@ inline void configure_tiles() {
 // c [M, N] f32 (row stride ldc) (+)= a [M, K] . b: a bf16 row-major (row stride lda), b bf16 in
 // the pairs layout [K / 2, N, 2]. M and N are multiples of 32, K of 32. 2 x 2 blocks of 16 x 16
 // C tiles: each A and B tile loaded serves two products.
-inline void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t M, int64_t N,
-              int64_t K, bool accumulate) {
+inline void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t M,
+                     int64_t N, int64_t K, bool accumulate) {
     const int64_t c_stride = ldc * 4, a_stride = lda * 2, b_stride = N * 4;
     for (int64_t m = 0; m < M; m += 32)
         for (int64_t n = 0; n < N; n += 32) {
@@ -82,8 +82,8 @@ namespace lab::attention_kernel {
 // c = a @ b (+ bias) (+ c when accumulate) on AMX, for the shapes of a training step's linear
 // layers: 2-D, a and b bf16, a's rows contiguous, b any strides, c contiguous f32, alpha 1, M, N
 // and K multiples of 32, the product large enough to pay for packing b, and b small enough
-// (1.25 MB) to stay in L2. Returns false, having
-// done nothing, when the call is not of that kind or the CPU (or the build) has no AMX.
+// (1.25 MB) to stay in L2. Returns false, having done nothing, when the call is not of that kind
+// or the CPU (or the build) has no AMX. (In attention_kernel with the other AMX code.)
 bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                 bool accumulate);
 

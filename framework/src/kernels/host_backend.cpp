@@ -87,6 +87,7 @@ void round_to_bf16(uint16_t* __restrict dst, const float* __restrict src, int64_
 #pragma omp parallel for schedule(static) if (n >= kParallelElems)
     for (int64_t s = 0; s < n; s += kChunk) round_run_to_bf16(dst + s, src + s, std::min(kChunk, n - s));
 }
+
 // True when dst and src (of one shape) are dense and lay their elements out alike: equal strides
 // on every dim of size > 1 (a size-1 dim's stride addresses nothing).
 bool same_dense_layout(const Tensor& dst, const Tensor& src) {
