@@ -220,6 +220,18 @@ TEST_CASE("backend ops: unary ops and their backward match the host backend on e
                                  be.unary(op, y, x, alpha);
                                  return std::vector<Output>{output("y", y)};
                              }});
+        // unary_bf16: the same op rounded to bf16 as it is written (a backend's own kernel or
+        // Backend's default); a value next to a rounding boundary may round either way.
+        cases.push_back({"unary_bf16 " + std::string(lab::unary_op_name(op)) + " [3, 1711] f32 -> bf16, alpha " +
+                             number(alpha),
+                         tolerance(DType::bf16), false, [=](Backend& be) {
+                             const Shape shape{3, 1711};
+                             const Tensor x =
+                                 input(be, shape, random_values(lab::shape_numel(shape), seed + 7, low, 3.0f));
+                             const Tensor y = Tensor::zeros(be, shape, DType::bf16);
+                             be.unary_bf16(op, y, x, alpha);
+                             return std::vector<Output>{output("y", y)};
+                         }});
         cases.push_back({name + " [100] f32 in place (y is x), alpha 0.5", tolerance(DType::f32), false,
                          [=](Backend& be) {
                              const Tensor x =
