@@ -117,6 +117,7 @@ void gemm_tile(float* __restrict c, int64_t ldc, const float* __restrict a, int6
 #endif
 }
 
+// The heads of a [B, N, L, D] tensor (any strides) copied into backend memory in the layout
 // gemm_tile reads: tile t of head (b, n) holds rows t * 64 .. t * 64 + 63, zero-padded to a whole
 // tile and to Dp columns, row-major [64, Dp] or transposed [Dp, 64]. One pass per call instead of a
 // copy per tile pair (copying a transposed k tile for every query tile cost some 6% of the
@@ -298,7 +299,8 @@ bool bf16_on_amx(const Backend& backend) {
 void HostBackend::attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                             const AttentionKernelArgs& args) {
     const Problem pb = make_problem("attention", q, k, v, args);
-    const HeadView o_rows = require_rows("attention", "o", o, q.shape());
+    checks::require_rows("attention", "o", o, q.shape());
+    const OutRows o_rows(o);
     require_output("attention", "lse", lse, {pb.B, pb.H, pb.T});
     float* lse_data = lse.data<float>();
     if (bf16_on_amx(*this)) {

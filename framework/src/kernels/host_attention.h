@@ -52,8 +52,8 @@ struct HeadView {
     const float* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
 };
 
-// Where row (b, n, t) of a [B, N, L, D] f32 output with contiguous rows goes (dq, dk and dv may
-// be laid out as [B, L, N, D], the projections' layout, as the fused op allocates them).
+// Where row (b, n, t) of a [B, N, L, D] f32 output with contiguous rows goes (o, dq, dk and dv
+// may be laid out as [B, L, N, D], the projections' layout, as the fused op allocates them).
 struct OutRows {
     float* base;
     int64_t sb, sh, st;
@@ -61,8 +61,6 @@ struct OutRows {
         : base(x.data<float>()), sb(x.strides()[0]), sh(x.strides()[1]), st(x.strides()[2]) {}
     float* row(int64_t b, int64_t h, int64_t t) const { return base + b * sb + h * sh + t * st; }
 };
-
-// The heads of a [B, N, L, D] tensor (any strides) copied into backend memory in the layout
 
 // Everything the tile loops need to know about one call, with the masking rules of
 // AttentionKernelArgs in one place.
@@ -193,8 +191,8 @@ struct TileRowMath {
 // row into its probabilities under the new maximum, times the dropout factors. Rows that see
 // nothing yet become zeros.
 template <class RowMath = TileRowMath>
-void online_softmax(const Problem& pb, float* s, int64_t rows, float* row_m, float* row_l, float* acc,
-                           int64_t Dp, float* z, int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t cols) {
+void online_softmax(const Problem& pb, float* s, int64_t rows, float* row_m, float* row_l, float* acc, int64_t Dp,
+                    float* z, int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t cols) {
     for (int64_t r = 0; r < rows; ++r) {
         float* row = s + r * kKeyTile;
         const float m_new = std::max(row_m[r], RowMath::row_max(row));
@@ -219,11 +217,11 @@ void online_softmax(const Problem& pb, float* s, int64_t rows, float* row_m, flo
 
 // The forward's last step for query rows i0 .. i0 + rows of head (b, h): o = acc / l and
 // lse = m + log l; a query that saw no key gets a zero output and lse = -inf.
-inline void write_output(const Problem& pb, const HeadView& o_rows, float* lse, const float* acc, int64_t Dp,
+inline void write_output(const Problem& pb, const OutRows& o_rows, float* lse, const float* acc, int64_t Dp,
                          const float* row_m, const float* row_l, int64_t b, int64_t h, int64_t i0, int64_t rows) {
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t row_index = (b * pb.H + h) * pb.T + i0 + r;
-        float* out = const_cast<float*>(o_rows.row(b, h, i0 + r));
+        float* out = o_rows.row(b, h, i0 + r);
         if (row_l[r] > 0.0f) {
             const float inv = 1.0f / row_l[r];
             for (int64_t d = 0; d < pb.D; ++d) out[d] = acc[r * Dp + d] * inv;
@@ -239,9 +237,9 @@ inline void write_output(const Problem& pb, const HeadView& o_rows, float* lse, 
 // dO V^T. Afterwards s holds P = exp(S - lse) and dp dS = P * (dP * Z - D_i) (Z the dropout
 // factors); pd gets P * Z with dropout. Rows from `rows` to rows_padded are zeroed.
 template <class RowMath = TileRowMath>
-void probs_and_dscores_rows(const Problem& pb, float* s, float* dp, float* pd, int64_t rows,
-                                   int64_t rows_padded, const float* tile_lse, const float* tile_delta, float* z,
-                                   int64_t b, int64_t h, int64_t i0, int64_t j0, int64_t cols) {
+void probs_and_dscores_rows(const Problem& pb, float* s, float* dp, float* pd, int64_t rows, int64_t rows_padded,
+                            const float* tile_lse, const float* tile_delta, float* z, int64_t b, int64_t h,
+                            int64_t i0, int64_t j0, int64_t cols) {
     for (int64_t r = 0; r < rows_padded; ++r) {
         float* prow = s + r * kKeyTile;
         float* dprow = dp + r * kKeyTile;
@@ -267,7 +265,7 @@ void probs_and_dscores_rows(const Problem& pb, float* s, float* dp, float* pd, i
 }
 
 inline Problem make_problem(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                     const AttentionKernelArgs& args) {
+                            const AttentionKernelArgs& args) {
     const checks::AttentionSizes sizes = checks::attention_sizes(kernel, q, k, v, args);
     Problem p;
     p.B = sizes.B, p.H = sizes.H, p.T = sizes.T, p.D = sizes.D;
@@ -332,7 +330,7 @@ struct ForwardTiles {
 // (scale q) k^T of query tile i0 and key tile j0 (g: the kv head), and add_pv(acc, p, b, g, i0, j0)
 // adds the probabilities p [64, 64] (zero past the last query) times v's key tile to acc.
 template <class RowMath, class ScoreTile, class AddPv>
-void forward_task(const Problem& pb, int64_t task, int64_t Dp, const ForwardTiles& t, const HeadView& o_rows,
+void forward_task(const Problem& pb, int64_t task, int64_t Dp, const ForwardTiles& t, const OutRows& o_rows,
                   float* lse, ScoreTile&& score_tile, AddPv&& add_pv) {
     const int64_t tiles = pb.query_tiles();
     const int64_t b = task / (pb.H * tiles), h = task / tiles % pb.H, i0 = task % tiles * kQueryTile;
@@ -355,9 +353,6 @@ void forward_task(const Problem& pb, int64_t task, int64_t Dp, const ForwardTile
     write_output(pb, o_rows, lse, t.acc, Dp, t.row_m, t.row_l, b, h, i0, rows);
 }
 
-// ---- backward tiles ----
-
-
 // ---- the AMX kernel (host_attention_amx.cpp) ----
 
 // True when this build has the AMX kernel, the CPU has AMX-BF16 and AVX512-BF16, and the OS grants
@@ -367,14 +362,13 @@ bool amx_attention_ready();
 // HostBackend::attention with bf16 tile products on AMX: o rows and lse [B, H, T] as the f32 kernel
 // writes them; with `saved` (AttentionKernelArgs::saved), the packed inputs the backward reads are
 // kept there. Call only when amx_attention_ready().
-void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* lse, const Tensor& q,
+void amx_attention(Backend& backend, Problem pb, const OutRows& o_rows, float* lse, const Tensor& q,
                    const Tensor& k, const Tensor& v, std::vector<Tensor>* saved);
 
 // HostBackend::attention_backward likewise: dq, dk, dv [B, H(kv), T(S), D] rows wherever OutRows
 // puts them; lse and delta (D_i = dO_i . O_i) [B, H, T].
 void amx_attention_backward(Backend& backend, Problem pb, const OutRows& dq, const OutRows& dk, const OutRows& dv,
-                            const Tensor& dout,
-                            const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
+                            const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
                             const float* delta, const std::vector<Tensor>* saved);
 
 }  // namespace lab::attention_kernel

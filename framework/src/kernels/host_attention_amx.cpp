@@ -298,7 +298,7 @@ bool amx_attention_ready() {
     return ready;
 }
 
-void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* lse, const Tensor& q,
+void amx_attention(Backend& backend, Problem pb, const OutRows& o_rows, float* lse, const Tensor& q,
                    const Tensor& k, const Tensor& v, std::vector<Tensor>* saved) {
     pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
     const int64_t Dp = pb.Dp, tiles = pb.query_tiles(), tasks = pb.B * pb.H * tiles;
@@ -338,8 +338,7 @@ void amx_attention(Backend& backend, Problem pb, const HeadView& o_rows, float* 
 }
 
 void amx_attention_backward(Backend& backend, Problem pb, const OutRows& dq, const OutRows& dk, const OutRows& dv,
-                            const Tensor& dout,
-                            const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
+                            const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const float* lse,
                             const float* delta, const std::vector<Tensor>* saved) {
     pb.Dp = round_up(std::max<int64_t>(pb.D, 1), kDepthBlock);
     const int64_t Dp = pb.Dp, D = pb.D, group = pb.H / pb.Hkv, head_tasks = pb.B * pb.Hkv;
@@ -442,7 +441,7 @@ void amx_attention_backward(Backend& backend, Problem pb, const OutRows& dq, con
 
 bool amx_attention_ready() { return false; }
 
-void amx_attention(Backend&, Problem, const HeadView&, float*, const Tensor&, const Tensor&, const Tensor&,
+void amx_attention(Backend&, Problem, const OutRows&, float*, const Tensor&, const Tensor&, const Tensor&,
                    std::vector<Tensor>*) {
     throw BackendError("attention: this labrun was built without the AMX kernel; hint: amx_attention_ready() is false");
 }
