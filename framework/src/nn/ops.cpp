@@ -40,14 +40,19 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
     return reduced.view(shape, contiguous_strides(shape), reduced.offset());
 }
 
-Tensor unary_op(UnaryOp op, const Tensor& x, float alpha, const char* name) {
+// y = op(x), f32; or with out = bf16 rounded as it is written (Backend::unary_bf16). The gradient
+// is f32 either way.
+Tensor unary_op(UnaryOp op, const Tensor& x, float alpha, const char* name, DType out = DType::f32) {
     require_float(x, name);
     Tensor xc = contig(x);
-    Tensor y = new_f32(x, x.shape());
-    x.backend().unary(op, y, xc, alpha);
+    Tensor y = Tensor::empty(x.backend(), x.shape(), out);
+    if (out == DType::bf16) x.backend().unary_bf16(op, y, xc, alpha);
+    else x.backend().unary(op, y, xc, alpha);
     if (any_requires_grad({&x})) {
-        // y is kept only for the derivatives that read it (Backend::unary_backward).
-        const bool keep_y = op == UnaryOp::tanh || op == UnaryOp::sigmoid || op == UnaryOp::exp || op == UnaryOp::sqrt;
+        // y is kept only for the derivatives that read it (Backend::unary_backward), and only in
+        // f32; without it the backward recomputes it.
+        const bool keep_y = out == DType::f32 && (op == UnaryOp::tanh || op == UnaryOp::sigmoid ||
+                                                  op == UnaryOp::exp || op == UnaryOp::sqrt);
         Tensor saved_x = xc.detach(), saved_y = keep_y ? y.detach() : Tensor();
         record(y, name, {x}, [op, alpha, saved_x, saved_y](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dy = contig(dout);
@@ -340,20 +345,7 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
 
 Tensor gelu_matmul_input(const Tensor& x) {
     if (x.backend().matmul_inputs() != DType::bf16) return gelu(x, false);
-    require_float(x, "gelu_matmul_input");
-    Tensor xc = contig(x);
-    Tensor y = Tensor::empty(x.backend(), x.shape(), DType::bf16);
-    x.backend().unary_bf16(UnaryOp::gelu, y, xc, 0.0f);
-    if (any_requires_grad({&x})) {
-        Tensor saved_x = xc.detach();
-        record(y, "gelu_matmul_input", {x}, [saved_x](const Tensor& dout, std::vector<Tensor>& d) {
-            Tensor dy = contig(dout);
-            Tensor dx = new_f32(dy, dy.shape());
-            dy.backend().unary_backward(UnaryOp::gelu, dx, dy, saved_x, Tensor());
-            d[0] = dx;
-        });
-    }
-    return y;
+    return unary_op(UnaryOp::gelu, x, 0.0f, "gelu_matmul_input", DType::bf16);
 }
 
 // ---- shape ----
