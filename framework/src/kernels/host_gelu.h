@@ -12,11 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-#include "host_lanes.h"
+#include "host_lanes.h"  // with <immintrin.h> where AVX-512 is compiled for
 
 namespace lab::host {
 

@@ -92,6 +92,13 @@ inline void store_lanes(uint16_t* out, Lanes v, int64_t n) {
     std::memcpy(out, &h, sizeof(uint16_t) * n);
 }
 
+// y[i] = f32_to_bf16(x[i]) for i < n.
+inline void round_run_to_bf16(uint16_t* y, const float* x, int64_t n) {
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, load_lanes(x + i, kLanes), kLanes);
+    if (i < n) store_lanes(y + i, load_lanes(x + i, n - i), n - i);
+}
+
 // y[i] = bf16(f(x)[i]) for i < n, where f32_run(out, in, m) writes m f32 results. The f32 results
 // pass through a buffer that stays in L1. Stored straight out, 32 bytes for every 64 loaded, the
 // loads kept waiting on stores whose addresses match theirs modulo 4 KiB: the GELU ran 1.7x slower
@@ -103,17 +110,8 @@ template <class Run> inline void bf16_through_buffer(uint16_t* y, const float* x
     for (int64_t s = 0; s < n; s += kBlock) {
         const int64_t m = n - s < kBlock ? n - s : kBlock;
         f32_run(buf, x + s, m);
-        int64_t i = 0;
-        for (; i + kLanes <= m; i += kLanes) store_lanes(y + s + i, load_lanes(buf + i, kLanes), kLanes);
-        if (i < m) store_lanes(y + s + i, load_lanes(buf + i, m - i), m - i);
+        round_run_to_bf16(y + s, buf, m);
     }
-}
-
-// y[i] = f32_to_bf16(x[i]) for i < n.
-inline void round_run_to_bf16(uint16_t* y, const float* x, int64_t n) {
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, load_lanes(x + i, kLanes), kLanes);
-    if (i < n) store_lanes(y + i, load_lanes(x + i, n - i), n - i);
 }
 
 }  // namespace lab::host
