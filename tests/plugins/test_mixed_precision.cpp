@@ -124,15 +124,20 @@ TEST_CASE("precision bf16: the onednn backend's linear-layer products on AMX mat
     reference->set_matmul_inputs(lab::DType::bf16);
     struct Case {
         int64_t M, K, N;
-        bool transposed_b, bias, accumulate;
+        bool transposed_b, bias, accumulate, transposed_a = false;
     };
     // 256^3 is the smallest size that takes AMX; 96 x 64 x 40 stays on oneDNN (N not a multiple of 32).
-    const std::vector<Case> cases = {{256, 256, 256, false, false, false}, {256, 256, 256, true, true, false},
-                                     {512, 96, 384, true, false, true},    {320, 1152, 64, false, true, true},
-                                     {96, 64, 40, false, true, false}};
+    // A transposed a is the weight gradient dy^T x, K the tokens: K = 2080 and 1056 end in a part
+    // of the kernel's 128-token chunk; M > N writes c transposed; N = 1152 over 64 rows is cut into
+    // four column slabs.
+    const std::vector<Case> cases = {{256, 256, 256, false, false, false},     {256, 256, 256, true, true, false},
+                                     {512, 96, 384, true, false, true},        {320, 1152, 64, false, true, true},
+                                     {96, 64, 40, false, true, false},         {96, 2080, 640, false, false, false, true},
+                                     {512, 1056, 160, false, false, true, true}, {64, 256, 1152, false, false, false, true}};
     for (const Case& c : cases) {
-        INFO("M " << c.M << " K " << c.K << " N " << c.N << (c.transposed_b ? " b transposed" : "")
-                  << (c.bias ? " bias" : "") << (c.accumulate ? " accumulate" : ""));
+        INFO("M " << c.M << " K " << c.K << " N " << c.N << (c.transposed_a ? " a transposed" : "")
+                  << (c.transposed_b ? " b transposed" : "") << (c.bias ? " bias" : "")
+                  << (c.accumulate ? " accumulate" : ""));
         auto values = [](int64_t n, uint64_t seed) {
             std::vector<float> v(static_cast<size_t>(n));
             for (size_t i = 0; i < v.size(); ++i)
@@ -145,7 +150,9 @@ TEST_CASE("precision bf16: the onednn backend's linear-layer products on AMX mat
         for (float v : a) scale = std::max(scale, std::abs(static_cast<double>(v)));
         scale *= static_cast<double>(c.K) * 1.01;
         auto run = [&](lab::Backend& be) {
-            lab::Tensor ta = lab::Tensor::from_floats(be, {c.M, c.K}, a).to(lab::DType::bf16);
+            lab::Tensor ta = c.transposed_a
+                                 ? lab::ops::transpose(lab::Tensor::from_floats(be, {c.K, c.M}, a).to(lab::DType::bf16), 0, 1)
+                                 : lab::Tensor::from_floats(be, {c.M, c.K}, a).to(lab::DType::bf16);
             lab::Tensor tb = c.transposed_b
                                  ? lab::ops::transpose(lab::Tensor::from_floats(be, {c.N, c.K}, b).to(lab::DType::bf16), 0, 1)
                                  : lab::Tensor::from_floats(be, {c.K, c.N}, b).to(lab::DType::bf16);

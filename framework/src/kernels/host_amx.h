@@ -1,7 +1,8 @@
 // The AMX tile product the host kernels share (host_attention_amx.cpp, host_matmul_amx.cpp): the
-// tile configuration and c (+)= a . b in 2 x 2 blocks of 16 x 16 f32 tiles, bf16 operands. Only
-// where the compiler targets AMX-BF16 (LAB_HAVE_AMX_ATTENTION, host_attention.h); a thread calls
-// configure_tiles() before its first product and _tile_release() after its last. Internal.
+// tile configuration, c (+)= a . b in 2 x 2 blocks of 16 x 16 f32 tiles, bf16 operands, and the
+// register shuffles their packing uses. Only where the compiler targets AMX-BF16
+// (LAB_HAVE_AMX_ATTENTION, host_attention.h); a thread calls configure_tiles() before its first
+// product and _tile_release() after its last. Internal.
 #pragma once
 #include <cstdint>
 
@@ -31,6 +32,49 @@ inline void configure_tiles() {
         config.rows[t] = 16;
     }
     _tile_loadconfig(&config);
+}
+
+// The 32 bf16 values of two rows' 16 roundings (the first row's in the low half, as
+// _mm512_cvtne2ps_pbh(odd, even) gives them), interleaved: even[0], odd[0], even[1], ...
+inline __m512i interleave_pairs(__m512i both) {
+    static const __m512i index = [] {
+        alignas(64) uint16_t order[32];
+        for (int i = 0; i < 16; ++i) {
+            order[2 * i] = static_cast<uint16_t>(i);
+            order[2 * i + 1] = static_cast<uint16_t>(16 + i);
+        }
+        return _mm512_load_si512(order);
+    }();
+    return _mm512_permutexvar_epi16(index, both);
+}
+
+// r[i] = column i of the 16 x 16 block whose rows r held: unpacks of 32-bit and 64-bit pairs,
+// then two rounds of 128-bit lane shuffles.
+inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    auto pairs = [](__m512 a, __m512 b, bool high) {
+        const __m512d x = _mm512_castps_pd(a), y = _mm512_castps_pd(b);
+        return _mm512_castpd_ps(high ? _mm512_unpackhi_pd(x, y) : _mm512_unpacklo_pd(x, y));
+    };
+    for (int i = 0; i < 4; ++i) {
+        r[4 * i] = pairs(t[4 * i], t[4 * i + 2], false);
+        r[4 * i + 1] = pairs(t[4 * i], t[4 * i + 2], true);
+        r[4 * i + 2] = pairs(t[4 * i + 1], t[4 * i + 3], false);
+        r[4 * i + 3] = pairs(t[4 * i + 1], t[4 * i + 3], true);
+    }
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 4; ++j) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
+            t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; ++j) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+    }
 }
 
 // c [M, N] f32 (row stride ldc) (+)= a [M, K] . b: a bf16 row-major (row stride lda), b bf16 in
@@ -80,9 +124,10 @@ inline void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, cons
 namespace lab::attention_kernel {
 
 // c = a @ b (+ bias) (+ c when accumulate) on AMX, for the shapes of a training step's linear
-// layers: 2-D, a and b bf16, a's rows contiguous, b any strides, c contiguous f32, alpha 1, M, N
-// and K multiples of 32, the product large enough to pay for packing b, and b small enough
-// (1.25 MB) to stay in L2. Returns false, having done nothing, when the call is not of that kind
+// layers: 2-D, a and b bf16, c contiguous f32, alpha 1, M, N and K multiples of 32, the product
+// large enough to pay for packing, and either a's rows contiguous (b any strides, and small enough,
+// 1.25 MB, to stay in L2) or, for the weight gradient dy^T x, a a transposed view with b's rows
+// contiguous and no bias. Returns false, having done nothing, when the call is not of that kind
 // or the CPU (or the build) has no AMX. (In attention_kernel with the other AMX code.)
 bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                 bool accumulate);

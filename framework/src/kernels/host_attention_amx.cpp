@@ -77,20 +77,6 @@ inline void rows_to_bf16(uint16_t* out, const float* in, int64_t n) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + c)));
 }
 
-// The 32 bf16 values of two rows' 16 roundings (the first row's in the low half, as
-// _mm512_cvtne2ps_pbh(odd, even) gives them), interleaved: even[0], odd[0], even[1], ...
-inline __m512i interleave_pairs(__m512i both) {
-    static const __m512i index = [] {
-        alignas(64) uint16_t order[32];
-        for (int i = 0; i < 16; ++i) {
-            order[2 * i] = static_cast<uint16_t>(i);
-            order[2 * i + 1] = static_cast<uint16_t>(16 + i);
-        }
-        return _mm512_load_si512(order);
-    }();
-    return _mm512_permutexvar_epi16(index, both);
-}
-
 // Values c .. c + 15 of two f32 rows rounded to bf16 and interleaved: 16 pairs (even[c + i],
 // odd[c + i]) of 4 bytes.
 inline __m512i rounded_pairs(const float* even, const float* odd, int64_t c) {
@@ -101,35 +87,6 @@ inline __m512i rounded_pairs(const float* even, const float* odd, int64_t c) {
 // out[2c] = even[c], out[2c + 1] = odd[c].
 inline void pair_rows_to_bf16(uint16_t* out, const float* even, const float* odd, int64_t n) {
     for (int64_t c = 0; c < n; c += 16) _mm512_storeu_si512(out + 2 * c, rounded_pairs(even, odd, c));
-}
-
-// r[i] = column i of the 16 x 16 block whose rows r held: unpacks of 32-bit and 64-bit pairs,
-// then two rounds of 128-bit lane shuffles.
-inline void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    auto pairs = [](__m512 a, __m512 b, bool high) {
-        const __m512d x = _mm512_castps_pd(a), y = _mm512_castps_pd(b);
-        return _mm512_castpd_ps(high ? _mm512_unpackhi_pd(x, y) : _mm512_unpacklo_pd(x, y));
-    };
-    for (int i = 0; i < 4; ++i) {
-        r[4 * i] = pairs(t[4 * i], t[4 * i + 2], false);
-        r[4 * i + 1] = pairs(t[4 * i], t[4 * i + 2], true);
-        r[4 * i + 2] = pairs(t[4 * i + 1], t[4 * i + 3], false);
-        r[4 * i + 3] = pairs(t[4 * i + 1], t[4 * i + 3], true);
-    }
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 4; ++j) {
-            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
-            t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xdd);
-        }
-    for (int j = 0; j < 8; ++j) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
-    }
 }
 
 // dst [cols, D] (rows ld apart) = the transpose of src [Dp, 64]'s first D rows and cols columns,
