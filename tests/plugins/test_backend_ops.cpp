@@ -261,6 +261,24 @@ TEST_CASE("backend ops: unary ops and their backward match the host backend on e
                          be.unary_backward(op, dx, dy, x, y);
                          return std::vector<Output>{output("dx", dx)};
                      }});
+        // unary_backward_bf16: the same derivative rounded to bf16 as it is written (a backend's
+        // own kernel or Backend's default), from a contiguous and a transposed layout.
+        for (bool transposed : {false, true})
+            cases.push_back({"unary_backward_bf16 " + std::string(lab::unary_op_name(op)) + " [3, 1711] f32 -> bf16" +
+                                 (transposed ? ", dy and x transposed views" : ""),
+                             tolerance(DType::bf16), false, [=](Backend& be) {
+                                 const Shape shape{3, 1711};
+                                 const int64_t count = lab::shape_numel(shape);
+                                 auto laid_out = [&](const std::vector<float>& values) {
+                                     if (!transposed) return input(be, shape, values);
+                                     return lab::ops::transpose(input(be, {1711, 3}, values), 0, 1);
+                                 };
+                                 const Tensor x = laid_out(random_values(count, 57 + static_cast<uint32_t>(op), low, 3.0f));
+                                 const Tensor dy = laid_out(random_values(count, 77 + static_cast<uint32_t>(op)));
+                                 const Tensor dx = Tensor::zeros(be, shape, DType::bf16);
+                                 be.unary_backward_bf16(op, dx, dy, x, Tensor());
+                                 return std::vector<Output>{output("dx", dx)};
+                             }});
     }
     lab_test::ops::run_on_every_backend(cases);
 }
@@ -413,6 +431,19 @@ TEST_CASE("backend ops: softmax and layer norm, forward and backward, match the 
                              const Tensor mean = Tensor::zeros(be, {rows}), rstd = Tensor::zeros(be, {rows});
                              be.layer_norm(y, mean, rstd, x, n.gamma ? &gamma : nullptr, n.beta ? &beta : nullptr,
                                            1e-5f);
+                             return std::vector<Output>{output("y", y), output("mean", mean), output("rstd", rstd)};
+                         }});
+        // layer_norm_bf16: the same statistics, y rounded to bf16 as it is written.
+        cases.push_back({"layer_norm_bf16 " + lab::shape_str(n.shape) + " f32 -> bf16" + flag(n.gamma, "gamma") +
+                             flag(n.beta, "beta") + ", x offset " + number(n.offset),
+                         std::max(tol, tolerance(DType::bf16)), false, [=, n = n](Backend& be) {
+                             const Tensor x = input(be, n.shape, x_values());
+                             const Tensor gamma = input(be, {columns}, random_values(columns, 102, 0.5f, 1.5f));
+                             const Tensor beta = input(be, {columns}, random_values(columns, 103));
+                             const Tensor y = Tensor::zeros(be, n.shape, DType::bf16);
+                             const Tensor mean = Tensor::zeros(be, {rows}), rstd = Tensor::zeros(be, {rows});
+                             be.layer_norm_bf16(y, mean, rstd, x, n.gamma ? &gamma : nullptr, n.beta ? &beta : nullptr,
+                                                1e-5f);
                              return std::vector<Output>{output("y", y), output("mean", mean), output("rstd", rstd)};
                          }});
         // The backward from the host's mean and rstd; dgamma and dbeta accumulate into initial

@@ -313,6 +313,142 @@ TEST_CASE("precision bf16: gelu_matmul_input stores the GELU in bf16 as the next
     }
 }
 
+TEST_CASE("precision bf16: linear_gelu_matmul_input writes the GELU's gradient in bf16, the rounding the linear made",
+          "[mixed][plugins]") {
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    // x [N, C] -> linear to H -> GELU -> linear to C; H and N large enough for the AMX products.
+    const int64_t N = 96, C = 64, H = 160;
+    auto values = [](int64_t n, float scale, int seed) {
+        std::vector<float> v(static_cast<size_t>(n));
+        for (size_t i = 0; i < v.size(); ++i)
+            v[i] = scale * std::sin(0.61f * static_cast<float>(i) + static_cast<float>(seed)) + 1.0f / 1024;
+        return v;
+    };
+    const std::vector<float> x_values = values(N * C, 1.5f, 1), w1_values = values(H * C, 0.2f, 2),
+                             b1_values = values(H, 0.5f, 3), w2_values = values(C * H, 0.1f, 4),
+                             probe = values(N * C, 0.7f, 5);
+    for (const char* name : {"reference", "onednn"})
+        for (bool bias : {false, true}) {
+            INFO("backend " << name << (bias ? ", with a bias" : ", no bias"));
+            auto backend = make(registry, name);
+            backend->set_matmul_inputs(lab::DType::bf16);
+            struct Result {
+                std::vector<float> y, x_grad, w1_grad, b1_grad;
+            };
+            auto run = [&](bool fused) {
+                lab::Tensor x = lab::Tensor::from_floats(*backend, {N, C}, x_values);
+                lab::Tensor w1 = lab::Tensor::from_floats(*backend, {H, C}, w1_values);
+                lab::Tensor b1 = bias ? lab::Tensor::from_floats(*backend, {H}, b1_values) : lab::Tensor();
+                lab::Tensor w2 = lab::Tensor::from_floats(*backend, {C, H}, w2_values);
+                for (lab::Tensor* t : {&x, &w1, &b1})
+                    if (t->defined()) t->set_requires_grad(true);
+                const lab::Tensor h = fused ? lab::ops::linear_gelu_matmul_input(x, w1, b1)
+                                            : lab::ops::gelu_matmul_input(lab::ops::linear(x, w1, b1));
+                CHECK(h.dtype() == lab::DType::bf16);
+                const lab::Tensor y = lab::ops::linear(h, w2);
+                lab::backward(lab::ops::sum(lab::ops::mul(y, lab::Tensor::from_floats(*backend, {N, C}, probe))));
+                CHECK(x.grad().dtype() == lab::DType::f32);
+                return Result{y.to_floats(), x.grad().to_floats(), w1.grad().to_floats(),
+                              bias ? b1.grad().to_floats() : std::vector<float>{}};
+            };
+            const Result fused = run(true), composite = run(false);
+            // The same forward values; the linear's products read the GELU's gradient rounded
+            // once either way. With a bias the fused op takes the two ops' f32 path (the bias
+            // gradient sums f32 values): bit for bit. Without one, the reference backend's f32
+            // GELU derivative is the kernel that unary_backward_bf16 rounds: bit for bit too; the
+            // onednn backend's f32 derivative is oneDNN's own, whose values may round to a
+            // neighbouring bf16 value, so its gradients agree to bf16's precision.
+            CHECK(fused.y == composite.y);
+            if (std::string(name) == "reference" || bias) {
+                CHECK(fused.x_grad == composite.x_grad);
+                CHECK(fused.w1_grad == composite.w1_grad);
+                CHECK(fused.b1_grad == composite.b1_grad);
+            } else {
+                for (auto [got, want] : {std::pair{&fused.x_grad, &composite.x_grad},
+                                         std::pair{&fused.w1_grad, &composite.w1_grad}}) {
+                    double error = 0, scale = 0;
+                    for (size_t i = 0; i < got->size(); ++i) {
+                        error = std::max(error, std::abs(static_cast<double>((*got)[i]) - (*want)[i]));
+                        scale = std::max(scale, std::abs(static_cast<double>((*want)[i])));
+                    }
+                    INFO("largest difference " << error << " against " << scale);
+                    CHECK(scale > 1e-3);
+                    CHECK(error <= 4e-3 * scale);
+                }
+            }
+        }
+    // Without mixed precision it is gelu(linear(...)), f32.
+    lab::HostBackend host;
+    const lab::Tensor x = lab::Tensor::from_floats(host, {N, C}, x_values);
+    const lab::Tensor w1 = lab::Tensor::from_floats(host, {H, C}, w1_values);
+    const lab::Tensor h = lab::ops::linear_gelu_matmul_input(x, w1);
+    CHECK(h.dtype() == lab::DType::f32);
+    CHECK(h.to_floats() == lab::ops::gelu(lab::ops::linear(x, w1), false).to_floats());
+}
+
+TEST_CASE("precision bf16: layer_norm_matmul_input is layer_norm rounded as written, with layer_norm's gradients",
+          "[mixed][plugins]") {
+    lab::Registry registry;
+    registry.load_directory(LAB_PLUGIN_DIR);
+    const int64_t N = 37, C = 96;
+    std::vector<float> x_values(static_cast<size_t>(N * C)), g_values(static_cast<size_t>(C)),
+        b_values(static_cast<size_t>(C)), probe(x_values.size());
+    for (size_t i = 0; i < x_values.size(); ++i) {
+        x_values[i] = 3.0f + 2.0f * std::sin(0.37f * static_cast<float>(i));
+        probe[i] = 0.5f * std::cos(0.11f * static_cast<float>(i));
+    }
+    for (size_t i = 0; i < g_values.size(); ++i) {
+        g_values[i] = 1.0f + 0.3f * std::sin(static_cast<float>(i));
+        b_values[i] = 0.2f * std::cos(static_cast<float>(i));
+    }
+    for (const char* name : {"reference", "onednn"}) {
+        INFO("backend " << name);
+        auto backend = make(registry, name);
+        backend->set_matmul_inputs(lab::DType::bf16);
+        struct Result {
+            std::vector<float> y, x_grad, g_grad, b_grad;
+        };
+        auto run = [&](bool matmul_input) {
+            lab::Tensor x = lab::Tensor::from_floats(*backend, {N, C}, x_values);
+            lab::Tensor g = lab::Tensor::from_floats(*backend, {C}, g_values);
+            lab::Tensor b = lab::Tensor::from_floats(*backend, {C}, b_values);
+            for (lab::Tensor* t : {&x, &g, &b}) t->set_requires_grad(true);
+            lab::Tensor y = matmul_input ? lab::ops::layer_norm_matmul_input(x, g, b)
+                                         : lab::ops::matmul_input(lab::ops::layer_norm(x, g, b));
+            CHECK(y.dtype() == lab::DType::bf16);
+            // The gradient reaching it is f32, as a linear's input gradient is.
+            lab::backward(lab::ops::sum(lab::ops::mul(lab::ops::linear(y, lab::Tensor::from_floats(*backend, {C, C},
+                                                                                                    std::vector<float>(C * C, 0.01f))),
+                                                      lab::Tensor::from_floats(*backend, {N, C}, probe))));
+            return Result{y.to_floats(), x.grad().to_floats(), g.grad().to_floats(), b.grad().to_floats()};
+        };
+        const Result direct = run(true), rounded = run(false);
+        // The host computes both from one kernel's statistics: bit for bit. oneDNN's f32 layer
+        // norm is its own, whose values may round to a neighbouring bf16 value.
+        if (std::string(name) == "reference") {
+            CHECK(direct.y == rounded.y);
+        } else {
+            for (size_t i = 0; i < direct.y.size(); ++i) CHECK(direct.y[i] == Approx(rounded.y[i]).epsilon(8e-3));
+        }
+        // The backward reads x, the statistics and the f32 gradient, never y.
+        if (std::string(name) == "reference") {
+            CHECK(direct.x_grad == rounded.x_grad);
+            CHECK(direct.g_grad == rounded.g_grad);
+            CHECK(direct.b_grad == rounded.b_grad);
+        } else {
+            for (size_t i = 0; i < direct.x_grad.size(); ++i)
+                CHECK(direct.x_grad[i] == Approx(rounded.x_grad[i]).epsilon(1e-4).margin(1e-6));
+        }
+    }
+    // Without mixed precision it is layer_norm.
+    lab::HostBackend host;
+    const lab::Tensor x = lab::Tensor::from_floats(host, {N, C}, x_values);
+    const lab::Tensor y = lab::ops::layer_norm_matmul_input(x, lab::Tensor(), lab::Tensor());
+    CHECK(y.dtype() == lab::DType::f32);
+    CHECK(y.to_floats() == lab::ops::layer_norm(x, lab::Tensor(), lab::Tensor()).to_floats());
+}
+
 TEST_CASE("precision bf16: a GPT ends within 0.03 of fp32's validation loss", "[mixed][plugins][serial]") {
     lab::Registry registry;
     registry.load_directory(LAB_PLUGIN_DIR);

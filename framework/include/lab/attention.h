@@ -129,7 +129,8 @@ public:
                                    int64_t extra_parameters = 0);
 
     // Checks x [B, T, C] and the mask, projects, rotates q and k (AttentionShape::rope), calls
-    // core(), merges heads, projects out, applies output dropout. A KV cache is refused unless the
+    // core(), merges heads, projects out, applies output dropout. x is read only by the three
+    // projections, so it may be bf16 already under mixed precision (LayerNorm::forward_matmul_input). A KV cache is refused unless the
     // plugin declared kv_cache (capabilities()): only then does core() handle queries that are the
     // last T of S > T positions.
     Tensor forward(const Tensor& x, const AttentionContext& ctx) final;

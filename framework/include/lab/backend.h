@@ -117,6 +117,12 @@ public:
     // Defined for relu, gelu, gelu_tanh, tanh, sigmoid, exp, log, sqrt, square.
     virtual void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
                                 const Tensor& y) = 0;
+    // unary_backward with dx rounded to bf16 (nearest even) as it is written: dx bf16; dy, x (and
+    // y) f32 of dx's shape. For a gradient whose only readers are bf16 matmuls (the linear before
+    // ops::linear_gelu_matmul_input's GELU). The default runs unary_backward into an f32 temporary
+    // and copies; backends override it where one pass is faster (HostBackend: gelu).
+    virtual void unary_backward_bf16(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
+                                     const Tensor& y);
     // c = a op b; a and b have c's shape with any strides (stride 0 = broadcast).
     virtual void binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) = 0;
     // y = sum of x over the dims where y's size is 1 and x's is not (y has x's rank).
@@ -130,6 +136,11 @@ public:
     // y = (x - mean) * rstd * gamma + beta; mean, rstd: [N]; gamma, beta: [C] or null.
     virtual void layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                             const Tensor* gamma, const Tensor* beta, float eps) = 0;
+    // layer_norm with y rounded to bf16 (nearest even) as it is written: y bf16, everything else as
+    // there. For an output whose only readers are bf16 matmuls (ops::layer_norm_matmul_input). The
+    // default runs layer_norm into an f32 temporary and copies; HostBackend writes it in one pass.
+    virtual void layer_norm_bf16(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                                 const Tensor* gamma, const Tensor* beta, float eps);
     // dgamma, dbeta are accumulated into (+=) when given.
     virtual void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
                                      const Tensor& dy, const Tensor& x, const Tensor& mean,

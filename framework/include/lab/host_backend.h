@@ -33,6 +33,8 @@ public:
     void unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) override;
     void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
                         const Tensor& y) override;
+    void unary_backward_bf16(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
+                             const Tensor& y) override;
     void binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) override;
     void reduce_sum(const Tensor& y, const Tensor& x) override;
     void sum_squares(const Tensor& out, const Tensor& x, bool accumulate) override;
@@ -41,6 +43,8 @@ public:
     void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, bool log) override;
     void layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                     const Tensor* gamma, const Tensor* beta, float eps) override;
+    void layer_norm_bf16(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                         const Tensor* gamma, const Tensor* beta, float eps) override;
     void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta, const Tensor& dy,
                              const Tensor& x, const Tensor& mean, const Tensor& rstd,
                              const Tensor* gamma) override;

@@ -21,6 +21,9 @@ class LayerNorm : public Module {
 public:
     LayerNorm(Backend& backend, int64_t C, bool bias = true, float eps = 1e-5f);
     Tensor forward(const Tensor& x) const;  // [..., C] -> [..., C]
+    // forward for an output that only matmuls read: bf16 under mixed precision
+    // (ops::layer_norm_matmul_input).
+    Tensor forward_matmul_input(const Tensor& x) const;
     const Tensor& weight() const { return weight_; }
     const Tensor& bias() const { return bias_; }  // undefined without bias
 

@@ -20,6 +20,13 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // gelu(linear(x, weight, bias), true) as one backend call (Backend::matmul_gelu_tanh: the cuda
 // backend runs the GELU in cuBLASLt's epilogue), with the same values and gradients.
 Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// gelu_matmul_input(linear(x, weight, bias)) as one op, for an MLP's hidden layer. Under mixed
+// precision the GELU's derivative is written straight into the bf16 gradient that the linear's
+// backward products read (Backend::unary_backward_bf16): one pass, where a GELU op of its own
+// wrote an f32 gradient for the linear to round. The same values; the gradients differ from the
+// two ops' only in where the GELU's gradient is rounded (once, as the linear would round it).
+// Without mixed precision it is gelu(linear(x, weight, bias)).
+Tensor linear_gelu_matmul_input(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- elementwise (numpy broadcasting) ----
 Tensor add(const Tensor& a, const Tensor& b);
@@ -64,6 +71,11 @@ Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor softmax(const Tensor& x);      // over the last dim
 Tensor log_softmax(const Tensor& x);  // over the last dim
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
+// layer_norm(x, gamma, beta) for a tensor that only matmuls read (a pre-LN block's normalised input
+// to its attention or MLP). Under mixed precision the result is bf16, rounded as each value is
+// written (Backend::layer_norm_bf16): no f32 output is stored and the linears that read it round
+// nothing. Otherwise it is layer_norm(x, gamma, beta). Its gradient is f32 either way.
+Tensor layer_norm_matmul_input(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 // Mean cross entropy of logits [N, V] against integer targets [N]; rows whose target equals
 // ignore_index are left out of the mean.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);

@@ -176,19 +176,20 @@ template <class Out, class Run> void map_runs(const char* kernel, const Tensor& 
     });
 }
 
-template <class Run>
+template <class Out, class Run>
 void map_runs(const char* kernel, const Tensor& y, const Tensor& a, const Tensor& b, Run run) {
-    float* yp = y.data<float>();
+    Out* yp = static_cast<Out*>(y.raw());
     const float* ap = a.data<float>();
     const float* bp = b.data<float>();
     StridedLoop<3> loop(kernel, y.shape(), {&y.strides(), &a.strides(), &b.strides()});
     loop.run([&](const int64_t* off, int64_t n, const int64_t* st) {
-        float* yo = yp + off[0];
+        Out* yo = yp + off[0];
         const float* ao = ap + off[1];
         const float* bo = bp + off[2];
         if (st[0] == 1 && st[1] == 1 && st[2] == 1) return run(yo, ao, bo, n);
         constexpr int64_t kBlock = 256;
-        float ab[kBlock], bb[kBlock], yb[kBlock];
+        float ab[kBlock], bb[kBlock];
+        Out yb[kBlock];
         for (int64_t s = 0; s < n; s += kBlock) {
             const int64_t m = std::min(kBlock, n - s);
             for (int64_t i = 0; i < m; ++i) {
@@ -372,7 +373,7 @@ void HostBackend::unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy,
     const char* k = "unary_backward";
     switch (op) {
         case UnaryOp::relu: map2(k, dx, dy, x, [](float g, float v) { return v > 0.0f ? g : 0.0f; }); return;
-        case UnaryOp::gelu: map_runs(k, dx, dy, x, gelu_backward_run); return;
+        case UnaryOp::gelu: map_runs<float>(k, dx, dy, x, [](float* o, const float* g, const float* v, int64_t n) { gelu_backward_run(o, g, v, n); }); return;
         case UnaryOp::gelu_tanh:
             map2(k, dx, dy, x, [](float g, float v) {
                 const float t = std::tanh(kSqrt2OverPi * (v + kGeluTanhCoeff * v * v * v));
@@ -396,6 +397,18 @@ void HostBackend::unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy,
     throw BackendError(std::string("unary_backward: no derivative kernel for '") + unary_op_name(op) +
                        "' (its alpha is not passed); hint: differentiate scale/add_scalar in ops with "
                        "unary(scale, ...) on dy");
+}
+
+void HostBackend::unary_backward_bf16(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
+                                      const Tensor& y) {
+    if (op != UnaryOp::gelu) return Backend::unary_backward_bf16(op, dx, dy, x, y);
+    require_same_shape("unary_backward_bf16", "dx", dx, "dy", dy);
+    require_same_shape("unary_backward_bf16", "dx", dx, "x", x);
+    require_dtype("unary_backward_bf16", "dx", dx, DType::bf16);
+    require_dtype("unary_backward_bf16", "dy", dy, DType::f32);
+    require_dtype("unary_backward_bf16", "x", x, DType::f32);
+    map_runs<uint16_t>("unary_backward_bf16", dx, dy, x,
+                       [](uint16_t* o, const float* g, const float* v, int64_t n) { gelu_backward_run(o, g, v, n); });
 }
 
 void HostBackend::binary(BinaryOp op, const Tensor& c, const Tensor& a, const Tensor& b) {

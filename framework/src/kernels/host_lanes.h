@@ -1,5 +1,6 @@
 // Float vectors of the compiler's widest registers for the elementwise HostBackend kernels
-// (host_gelu.h, the f32 -> bf16 rounding of host_backend.cpp): loads and stores of partial
+// (host_gelu.h, the f32 -> bf16 rounding of host_backend.cpp, the bf16 layer norm of
+// host_rows.cpp): loads and stores of partial
 // vectors, and rounding to bf16 the way f32_to_bf16 (lab/element.h) rounds, only faster.
 // Internal, not part of the plugin SDK.
 #pragma once
@@ -99,17 +100,17 @@ inline void round_run_to_bf16(uint16_t* y, const float* x, int64_t n) {
     if (i < n) store_lanes(y + i, load_lanes(x + i, n - i), n - i);
 }
 
-// y[i] = bf16(f(x)[i]) for i < n, where f32_run(out, in, m) writes m f32 results. The f32 results
-// pass through a buffer that stays in L1. Stored straight out, 32 bytes for every 64 loaded, the
-// loads kept waiting on stores whose addresses match theirs modulo 4 KiB: the GELU ran 1.7x slower
-// into bf16 than into f32 (48 against 29 ms for 25M elements on one core of a Xeon with AMX), and
-// through the buffer as fast.
-template <class Run> inline void bf16_through_buffer(uint16_t* y, const float* x, int64_t n, Run f32_run) {
+// y[i] = bf16(f[i]) for i < n, where f32_run(out, first, m) writes the m f32 results f[first ..
+// first + m). The f32 results pass through a buffer that stays in L1. Stored straight out, 32 bytes
+// for every 64 loaded, the loads kept waiting on stores whose addresses match theirs modulo 4 KiB:
+// the GELU ran 1.7x slower into bf16 than into f32 (48 against 29 ms for 25M elements on one core
+// of a Xeon with AMX), and through the buffer as fast.
+template <class Run> inline void bf16_through_buffer(uint16_t* y, int64_t n, Run f32_run) {
     constexpr int64_t kBlock = 512;
     alignas(64) float buf[kBlock];
     for (int64_t s = 0; s < n; s += kBlock) {
         const int64_t m = n - s < kBlock ? n - s : kBlock;
-        f32_run(buf, x + s, m);
+        f32_run(buf, s, m);
         round_run_to_bf16(y + s, buf, m);
     }
 }

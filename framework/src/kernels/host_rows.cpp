@@ -4,8 +4,10 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "host_kernels.h"
+#include "host_lanes.h"
 #include "lab/host_backend.h"
 
 namespace lab {
@@ -100,16 +102,52 @@ void HostBackend::softmax_backward(const Tensor& dx, const Tensor& dy, const Ten
     }
 }
 
+namespace {
+
+// A row's mean and 1 / sqrt(var + eps), in two passes in double: the one-pass E[x^2] - E[x]^2
+// cancels badly for large means.
+void row_statistics(const float* xr, int64_t cols, float eps, float* mean, float* rstd) {
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < cols; ++j) sum += xr[j];
+    const double mu = sum / static_cast<double>(cols);
+    double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t j = 0; j < cols; ++j) sq += (xr[j] - mu) * (xr[j] - mu);
+    *mean = static_cast<float>(mu);
+    *rstd = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
+}
+
+// y = (x - mean) * rstd * gamma + beta over n values of a row (gamma, beta may be null).
+void normalize_run(float* y, const float* x, const float* gamma, const float* beta, float mean, float rstd,
+                   int64_t n) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+        const float normed = (x[j] - mean) * rstd;
+        y[j] = normed * (gamma ? gamma[j] : 1.0f) + (beta ? beta[j] : 0.0f);
+    }
+}
+
+// The checks both layer norms make; returns rows and columns.
+std::pair<int64_t, int64_t> check_layer_norm(const char* kernel, const Tensor& y, const Tensor& mean,
+                                             const Tensor& rstd, const Tensor& x, const Tensor* gamma,
+                                             const Tensor* beta) {
+    require_f32_contiguous(kernel, "x", x);
+    require_same_shape(kernel, "y", y, "x", x);
+    const int64_t rows = row_count(x), cols = row_size(x);
+    require_one_per_row(kernel, "mean", mean, rows);
+    require_one_per_row(kernel, "rstd", rstd, rows);
+    require_one_per_column(kernel, "gamma", gamma, cols);
+    require_one_per_column(kernel, "beta", beta, cols);
+    return {rows, cols};
+}
+
+}  // namespace
+
 void HostBackend::layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                              const Tensor* gamma, const Tensor* beta, float eps) {
-    require_f32_contiguous("layer_norm", "x", x);
     require_f32_contiguous("layer_norm", "y", y);
-    require_same_shape("layer_norm", "y", y, "x", x);
-    const int64_t rows = row_count(x), cols = row_size(x);
-    require_one_per_row("layer_norm", "mean", mean, rows);
-    require_one_per_row("layer_norm", "rstd", rstd, rows);
-    require_one_per_column("layer_norm", "gamma", gamma, cols);
-    require_one_per_column("layer_norm", "beta", beta, cols);
+    const auto [rows, cols] = check_layer_norm("layer_norm", y, mean, rstd, x, gamma, beta);
     const float* xp = x.data<float>();
     float* yp = y.data<float>();
     float* meanp = mean.data<float>();
@@ -118,25 +156,31 @@ void HostBackend::layer_norm(const Tensor& y, const Tensor& mean, const Tensor& 
     const float* bp = beta ? beta->data<float>() : nullptr;
 #pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
     for (int64_t r = 0; r < rows; ++r) {
+        row_statistics(xp + r * cols, cols, eps, meanp + r, rstdp + r);
+        normalize_run(yp + r * cols, xp + r * cols, gp, bp, meanp[r], rstdp[r], cols);
+    }
+}
+
+void HostBackend::layer_norm_bf16(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                                  const Tensor* gamma, const Tensor* beta, float eps) {
+    require_dtype("layer_norm_bf16", "y", y, DType::bf16);
+    if (!y.is_contiguous()) return Backend::layer_norm_bf16(y, mean, rstd, x, gamma, beta, eps);
+    const auto [rows, cols] = check_layer_norm("layer_norm_bf16", y, mean, rstd, x, gamma, beta);
+    const float* xp = x.data<float>();
+    uint16_t* yp = static_cast<uint16_t*>(y.raw());
+    float* meanp = mean.data<float>();
+    float* rstdp = rstd.data<float>();
+    const float* gp = gamma ? gamma->data<float>() : nullptr;
+    const float* bp = beta ? beta->data<float>() : nullptr;
+    // The f32 kernel's values, each rounded as it is written (through an L1 buffer).
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
+    for (int64_t r = 0; r < rows; ++r) {
         const float* xr = xp + r * cols;
-        float* yr = yp + r * cols;
-        // Two passes in double: the one-pass E[x^2] - E[x]^2 cancels badly for large means.
-        double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < cols; ++j) sum += xr[j];
-        const double mu = sum / static_cast<double>(cols);
-        double sq = 0.0;
-#pragma omp simd reduction(+ : sq)
-        for (int64_t j = 0; j < cols; ++j) sq += (xr[j] - mu) * (xr[j] - mu);
-        const float m = static_cast<float>(mu);
-        const float rs = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + eps));
-        meanp[r] = m;
-        rstdp[r] = rs;
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) {
-            const float normed = (xr[j] - m) * rs;
-            yr[j] = normed * (gp ? gp[j] : 1.0f) + (bp ? bp[j] : 0.0f);
-        }
+        row_statistics(xr, cols, eps, meanp + r, rstdp + r);
+        const float m = meanp[r], rs = rstdp[r];
+        bf16_through_buffer(yp + r * cols, cols, [&](float* out, int64_t first, int64_t n) {
+            normalize_run(out, xr + first, gp ? gp + first : nullptr, bp ? bp + first : nullptr, m, rs, n);
+        });
     }
 }
 

@@ -13,6 +13,10 @@ LayerNorm::LayerNorm(Backend& backend, int64_t C, bool bias, float eps) : eps_(e
 
 Tensor LayerNorm::forward(const Tensor& x) const { return ops::layer_norm(x, weight_, bias_, eps_); }
 
+Tensor LayerNorm::forward_matmul_input(const Tensor& x) const {
+    return ops::layer_norm_matmul_input(x, weight_, bias_, eps_);
+}
+
 Linear::Linear(BuildContext& ctx, int64_t in, int64_t out, bool bias, float init_std) {
     weight_ = add_parameter("weight", Tensor::empty(*ctx.backend, {out, in}));
     ops::fill_normal(weight_, 0.0f, init_std, ctx.init_rng.next(static_cast<uint64_t>(out * in)));

@@ -262,8 +262,14 @@ void linear_gradients(const Tensor& dy, const Tensor& x2d, const Tensor& w, bool
     }
 }
 
-// linear, optionally followed by GPT-2's tanh GELU fused into the same backend call.
-Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu_tanh) {
+// What follows the linear inside the same op: nothing, GPT-2's tanh GELU fused into the same
+// backend call, or (under mixed precision only) the erf GELU written in bf16, whose derivative is
+// written in bf16 straight into the gradient the linear's products read.
+enum class LinearActivation { none, gelu_tanh, gelu_bf16 };
+
+Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                   LinearActivation activation) {
+    const bool gelu_tanh = activation == LinearActivation::gelu_tanh;
     check_linear(op, x, weight, bias);
     const int64_t in = weight.size(1), out = weight.size(0);
     Tensor x2 = reshape(x, {-1, in});  // [N, in]
@@ -273,11 +279,16 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
     // matmul_input for several linears, is used as it is).
     Tensor x2d = matmul_operand(x2.detach()), w = matmul_operand(weight.detach());
     Tensor bias_d = bias.defined() ? bias.detach() : Tensor();
-    Tensor y = new_f32(x, {x2.size(0), out});  // [N, out]
+    const bool gelu_bf16 = activation == LinearActivation::gelu_bf16;
+    Tensor y = Tensor::empty(x.backend(), {x2.size(0), out}, gelu_bf16 ? DType::bf16 : DType::f32);  // [N, out]
     Tensor pre;  // the GELU's input, kept for the backward
     if (gelu_tanh) {
         pre = new_f32(x, {x2.size(0), out});
         x.backend().matmul_gelu_tanh(y, pre, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr);
+    } else if (gelu_bf16) {
+        pre = new_f32(x, {x2.size(0), out});
+        x.backend().matmul(pre, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
+        x.backend().unary_bf16(UnaryOp::gelu, y, pre, 0.0f);
     } else {
         x.backend().matmul(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
     }
@@ -293,6 +304,14 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
                 Tensor dpre = new_f32(dy, dy.shape());
                 dy.backend().unary_backward(UnaryOp::gelu_tanh, dpre, dy, pre, Tensor());
                 dy = dpre;
+            } else if (gelu_bf16) {
+                // The products read dy rounded to bf16, so the derivative is rounded as it is
+                // written. A bias gradient sums the f32 values instead (the backends' reduce_sum
+                // reads f32), as the two separate ops would.
+                Tensor dpre = Tensor::empty(dy.backend(), dy.shape(), need_b ? DType::f32 : DType::bf16);
+                if (need_b) dy.backend().unary_backward(UnaryOp::gelu, dpre, dy, pre, Tensor());
+                else dy.backend().unary_backward_bf16(UnaryOp::gelu, dpre, dy, pre, Tensor());
+                dy = dpre;
             }
             linear_gradients(dy, x2d, w, need_x, need_w, need_b, d);
         });
@@ -305,14 +324,20 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-    return linear_impl("linear", x, weight, bias, false);
+    return linear_impl("linear", x, weight, bias, LinearActivation::none);
 }
 
 Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-    return linear_impl("linear_gelu_tanh", x, weight, bias, true);
+    return linear_impl("linear_gelu_tanh", x, weight, bias, LinearActivation::gelu_tanh);
+}
+
+Tensor linear_gelu_matmul_input(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    if (x.backend().matmul_inputs() != DType::bf16) return gelu(linear(x, weight, bias), false);
+    return linear_impl("linear_gelu_matmul_input", x, weight, bias, LinearActivation::gelu_bf16);
 }
 
 Tensor matmul_input(const Tensor& x) {
+    if (x.defined() && x.dtype() == DType::bf16) return x;  // already a matmul input
     require_float(x, "matmul_input");
     if (x.backend().matmul_inputs() != DType::bf16) return x;
     Tensor rounded = Tensor::empty(x.backend(), x.shape(), DType::bf16);
@@ -595,23 +620,30 @@ Tensor softmax_impl(const Tensor& x, bool log, const char* name) {
 Tensor softmax(const Tensor& x) { return softmax_impl(x, false, "softmax"); }
 Tensor log_softmax(const Tensor& x) { return softmax_impl(x, true, "log_softmax"); }
 
-Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
-    require_float(x, "layer_norm");
+namespace {
+
+// layer_norm, its output f32 or (layer_norm_matmul_input) bf16; the backward reads x, not y.
+Tensor layer_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                       DType out_dtype) {
+    require_float(x, op);
     int64_t C = x.size(-1), N = x.numel() / std::max<int64_t>(1, C);
     for (const Tensor* p : {&gamma, &beta})
         if (p->defined() && (p->dim() != 1 || p->size(0) != C))
-            throw ShapeError("layer_norm: parameter " + shape_str(p->shape()) + " does not match input " +
+            throw ShapeError(std::string(op) + ": parameter " + shape_str(p->shape()) + " does not match input " +
                              shape_str(x.shape()) + " (expected [" + std::to_string(C) + "])");
     Tensor xc = contig(x).detach();
     Tensor x2 = xc.view({N, C}, {C, 1}, xc.offset());
-    Tensor y = new_f32(x, {N, C}), mean_t = new_f32(x, {N}), rstd = new_f32(x, {N});
+    Tensor y = Tensor::empty(x.backend(), {N, C}, out_dtype), mean_t = new_f32(x, {N}), rstd = new_f32(x, {N});
     Tensor g = gamma.defined() ? gamma.detach() : Tensor(), b = beta.defined() ? beta.detach() : Tensor();
-    x.backend().layer_norm(y, mean_t, rstd, x2, gamma.defined() ? &g : nullptr, beta.defined() ? &b : nullptr, eps);
+    const Tensor* gp = gamma.defined() ? &g : nullptr;
+    const Tensor* bp = beta.defined() ? &b : nullptr;
+    if (out_dtype == DType::bf16) x.backend().layer_norm_bf16(y, mean_t, rstd, x2, gp, bp, eps);
+    else x.backend().layer_norm(y, mean_t, rstd, x2, gp, bp, eps);
     Tensor out = y.view(x.shape(), contiguous_strides(x.shape()), 0);
     if (any_requires_grad({&x, &gamma, &beta})) {
         bool need_g = gamma.defined() && gamma.requires_grad(), need_b = beta.defined() && beta.requires_grad();
         Shape in_shape = x.shape();
-        record(out, "layer_norm", {x, gamma, beta}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+        record(out, op, {x, gamma, beta}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dyc = contig(dout);
             Tensor dy = dyc.view({N, C}, {C, 1}, dyc.offset());
             Backend& be = dy.backend();
@@ -626,6 +658,17 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
         });
     }
     return out;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+    return layer_norm_impl("layer_norm", x, gamma, beta, eps, DType::f32);
+}
+
+Tensor layer_norm_matmul_input(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+    const DType out = x.defined() && x.backend().matmul_inputs() == DType::bf16 ? DType::bf16 : DType::f32;
+    return layer_norm_impl("layer_norm_matmul_input", x, gamma, beta, eps, out);
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {

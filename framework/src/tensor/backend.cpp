@@ -1,6 +1,6 @@
 // The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
-// defaults of the fused kernel matmul_gelu_tanh and of unary_bf16 (in terms of the others) and of
-// prefers_fused_attention.
+// defaults of the fused kernel matmul_gelu_tanh and of the bf16-output kernels unary_bf16,
+// unary_backward_bf16 and layer_norm_bf16 (in terms of the others) and of prefers_fused_attention.
 #include "lab/backend.h"
 
 #include "lab/error.h"
@@ -35,6 +35,25 @@ void Backend::unary_bf16(UnaryOp op, const Tensor& y, const Tensor& x, float alp
                          ", expected bf16 of x's shape " + shape_str(x.shape()));
     Tensor y32 = Tensor::empty(*this, x.shape(), DType::f32);
     unary(op, y32, x, alpha);
+    copy(y, y32);
+}
+
+void Backend::unary_backward_bf16(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& y) {
+    if (dx.dtype() != DType::bf16 || dx.shape() != dy.shape())
+        throw ShapeError(std::string("unary_backward_bf16: dx is ") + dtype_name(dx.dtype()) + " " +
+                         shape_str(dx.shape()) + ", expected bf16 of dy's shape " + shape_str(dy.shape()));
+    Tensor dx32 = Tensor::empty(*this, dy.shape(), DType::f32);
+    unary_backward(op, dx32, dy, x, y);
+    copy(dx, dx32);
+}
+
+void Backend::layer_norm_bf16(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                              const Tensor* gamma, const Tensor* beta, float eps) {
+    if (y.dtype() != DType::bf16 || y.shape() != x.shape())
+        throw ShapeError(std::string("layer_norm_bf16: y is ") + dtype_name(y.dtype()) + " " + shape_str(y.shape()) +
+                         ", expected bf16 of x's shape " + shape_str(x.shape()));
+    Tensor y32 = Tensor::empty(*this, x.shape(), DType::f32);
+    layer_norm(y32, mean, rstd, x, gamma, beta, eps);
     copy(y, y32);
 }
 

@@ -38,7 +38,7 @@ public:
     }
     Tensor forward(const Tensor& x) const {
         Tensor h = gelu_tanh_ ? ops::linear_gelu_tanh(x, fc_weight_, fc_bias_)
-                              : ops::gelu_matmul_input(ops::linear(x, fc_weight_, fc_bias_));
+                              : ops::linear_gelu_matmul_input(x, fc_weight_, fc_bias_);
         return ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_);
     }
 
@@ -57,10 +57,15 @@ public:
         ln_2_ = add_module("ln_2", std::make_shared<LayerNorm>(*ctx.backend, shape.hidden, shape.bias, eps));
         mlp_ = add_module("mlp",
                           std::make_shared<Mlp>(ctx, shape.hidden, mlp_hidden, shape.bias, shape.dropout, gelu_tanh));
+        // MultiHeadAttention (every variant built on it) reads its input only through its
+        // projections; another Attention may read it as f32.
+        attn_reads_matmul_input_ = dynamic_cast<const MultiHeadAttention*>(attn_.get()) != nullptr;
     }
     Tensor forward(const Tensor& x, const AttentionContext& actx) {
-        Tensor h = ops::add(x, attn_->forward(ln_1_->forward(x), actx));
-        return ops::add(h, mlp_->forward(ln_2_->forward(h)));
+        // Both LayerNorms feed linears only: under mixed precision they write bf16.
+        Tensor a = attn_reads_matmul_input_ ? ln_1_->forward_matmul_input(x) : ln_1_->forward(x);
+        Tensor h = ops::add(x, attn_->forward(a, actx));
+        return ops::add(h, mlp_->forward(ln_2_->forward_matmul_input(h)));
     }
     const Attention& attention() const { return *attn_; }
 
@@ -68,6 +73,7 @@ private:
     std::shared_ptr<LayerNorm> ln_1_, ln_2_;
     std::shared_ptr<Attention> attn_;
     std::shared_ptr<Mlp> mlp_;
+    bool attn_reads_matmul_input_ = false;
 };
 
 // The model's sizes from its options and [train] seq_len, with every rule between them checked:
