@@ -273,7 +273,8 @@ TEST_CASE("backend ops: unary ops and their backward match the host backend on e
                                      if (!transposed) return input(be, shape, values);
                                      return lab::ops::transpose(input(be, {1711, 3}, values), 0, 1);
                                  };
-                                 const Tensor x = laid_out(random_values(count, 57 + static_cast<uint32_t>(op), low, 3.0f));
+                                 const uint32_t seed_x = 57 + static_cast<uint32_t>(op);
+                                 const Tensor x = laid_out(random_values(count, seed_x, low, 3.0f));
                                  const Tensor dy = laid_out(random_values(count, 77 + static_cast<uint32_t>(op)));
                                  const Tensor dx = Tensor::zeros(be, shape, DType::bf16);
                                  be.unary_backward_bf16(op, dx, dy, x, Tensor());
@@ -449,27 +450,35 @@ TEST_CASE("backend ops: softmax and layer norm, forward and backward, match the 
         // The backward from the host's mean and rstd; dgamma and dbeta accumulate into initial
         // values, and stay untouched when not asked for (both are outputs either way).
         for (const Grads g : backward_grads)
-            cases.push_back(
-                {"layer_norm_backward " + lab::shape_str(n.shape) + " f32" + flag(n.gamma, "gamma") +
-                     flag(g.dgamma, "dgamma +=") + flag(g.dbeta, "dbeta +=") + ", x offset " + number(n.offset),
-                 tol, false, [=, n = n](Backend& be) {
-                     static lab::HostBackend host;
-                     const std::vector<float> x_host_values = x_values();
-                     const Tensor mean_host = Tensor::zeros(host, {rows}), rstd_host = Tensor::zeros(host, {rows});
-                     host.layer_norm(Tensor::zeros(host, n.shape), mean_host, rstd_host,
-                                     input(host, n.shape, x_host_values), nullptr, nullptr, 1e-5f);
-                     const Tensor x = input(be, n.shape, x_host_values);
-                     const Tensor mean = input(be, {rows}, mean_host.to_floats());
-                     const Tensor rstd = input(be, {rows}, rstd_host.to_floats());
-                     const Tensor gamma = input(be, {columns}, random_values(columns, 112, 0.5f, 1.5f));
-                     const Tensor dy = input(be, n.shape, random_values(rows * columns, 115));
-                     const Tensor dx = Tensor::zeros(be, n.shape);
-                     const Tensor dgamma = input(be, {columns}, random_values(columns, 113));
-                     const Tensor dbeta = input(be, {columns}, random_values(columns, 114));
-                     be.layer_norm_backward(dx, g.dgamma ? &dgamma : nullptr, g.dbeta ? &dbeta : nullptr, dy, x, mean,
-                                            rstd, n.gamma ? &gamma : nullptr);
-                     return std::vector<Output>{output("dx", dx), output("dgamma", dgamma), output("dbeta", dbeta)};
-                 }});
+            for (bool add : {false, true})
+                cases.push_back(
+                    {std::string(add ? "layer_norm_backward_accumulate (dx +=) " : "layer_norm_backward ") +
+                         lab::shape_str(n.shape) + " f32" + flag(n.gamma, "gamma") +
+                         flag(g.dgamma, "dgamma +=") + flag(g.dbeta, "dbeta +=") + ", x offset " + number(n.offset),
+                     tol, false, [=, n = n](Backend& be) {
+                         static lab::HostBackend host;
+                         const std::vector<float> x_host_values = x_values();
+                         const Tensor mean_host = Tensor::zeros(host, {rows}), rstd_host = Tensor::zeros(host, {rows});
+                         host.layer_norm(Tensor::zeros(host, n.shape), mean_host, rstd_host,
+                                         input(host, n.shape, x_host_values), nullptr, nullptr, 1e-5f);
+                         const Tensor x = input(be, n.shape, x_host_values);
+                         const Tensor mean = input(be, {rows}, mean_host.to_floats());
+                         const Tensor rstd = input(be, {rows}, rstd_host.to_floats());
+                         const Tensor gamma = input(be, {columns}, random_values(columns, 112, 0.5f, 1.5f));
+                         const Tensor dy = input(be, n.shape, random_values(rows * columns, 115));
+                         const Tensor dx = add ? input(be, n.shape, random_values(rows * columns, 116))
+                                               : Tensor::zeros(be, n.shape);
+                         const Tensor dgamma = input(be, {columns}, random_values(columns, 113));
+                         const Tensor dbeta = input(be, {columns}, random_values(columns, 114));
+                         if (add)
+                             be.layer_norm_backward_accumulate(dx, g.dgamma ? &dgamma : nullptr,
+                                                               g.dbeta ? &dbeta : nullptr, dy, x, mean, rstd,
+                                                               n.gamma ? &gamma : nullptr);
+                         else
+                             be.layer_norm_backward(dx, g.dgamma ? &dgamma : nullptr, g.dbeta ? &dbeta : nullptr, dy, x,
+                                                    mean, rstd, n.gamma ? &gamma : nullptr);
+                         return std::vector<Output>{output("dx", dx), output("dgamma", dgamma), output("dbeta", dbeta)};
+                     }});
     }
     lab_test::ops::run_on_every_backend(cases);
 }

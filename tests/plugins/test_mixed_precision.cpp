@@ -130,10 +130,14 @@ TEST_CASE("precision bf16: the onednn backend's linear-layer products on AMX mat
     // A transposed a is the weight gradient dy^T x, K the tokens: K = 2080 and 1056 end in a part
     // of the kernel's 128-token chunk; M > N writes c transposed; N = 1152 over 64 rows is cut into
     // four column slabs.
-    const std::vector<Case> cases = {{256, 256, 256, false, false, false},     {256, 256, 256, true, true, false},
-                                     {512, 96, 384, true, false, true},        {320, 1152, 64, false, true, true},
-                                     {96, 64, 40, false, true, false},         {96, 2080, 640, false, false, false, true},
-                                     {512, 1056, 160, false, false, true, true}, {64, 256, 1152, false, false, false, true}};
+    const std::vector<Case> cases = {{256, 256, 256, false, false, false},
+                                     {256, 256, 256, true, true, false},
+                                     {512, 96, 384, true, false, true},
+                                     {320, 1152, 64, false, true, true},
+                                     {96, 64, 40, false, true, false},
+                                     {96, 2080, 640, false, false, false, true},
+                                     {512, 1056, 160, false, false, true, true},
+                                     {64, 256, 1152, false, false, false, true}};
     for (const Case& c : cases) {
         INFO("M " << c.M << " K " << c.K << " N " << c.N << (c.transposed_a ? " a transposed" : "")
                   << (c.transposed_b ? " b transposed" : "") << (c.bias ? " bias" : "")
@@ -150,9 +154,10 @@ TEST_CASE("precision bf16: the onednn backend's linear-layer products on AMX mat
         for (float v : a) scale = std::max(scale, std::abs(static_cast<double>(v)));
         scale *= static_cast<double>(c.K) * 1.01;
         auto run = [&](lab::Backend& be) {
-            lab::Tensor ta = c.transposed_a
-                                 ? lab::ops::transpose(lab::Tensor::from_floats(be, {c.K, c.M}, a).to(lab::DType::bf16), 0, 1)
-                                 : lab::Tensor::from_floats(be, {c.M, c.K}, a).to(lab::DType::bf16);
+            lab::Tensor ta =
+                c.transposed_a
+                    ? lab::ops::transpose(lab::Tensor::from_floats(be, {c.K, c.M}, a).to(lab::DType::bf16), 0, 1)
+                    : lab::Tensor::from_floats(be, {c.M, c.K}, a).to(lab::DType::bf16);
             lab::Tensor tb = c.transposed_b
                                  ? lab::ops::transpose(lab::Tensor::from_floats(be, {c.N, c.K}, b).to(lab::DType::bf16), 0, 1)
                                  : lab::Tensor::from_floats(be, {c.K, c.N}, b).to(lab::DType::bf16);
@@ -418,9 +423,9 @@ TEST_CASE("precision bf16: layer_norm_matmul_input is layer_norm rounded as writ
                                          : lab::ops::matmul_input(lab::ops::layer_norm(x, g, b));
             CHECK(y.dtype() == lab::DType::bf16);
             // The gradient reaching it is f32, as a linear's input gradient is.
-            lab::backward(lab::ops::sum(lab::ops::mul(lab::ops::linear(y, lab::Tensor::from_floats(*backend, {C, C},
-                                                                                                    std::vector<float>(C * C, 0.01f))),
-                                                      lab::Tensor::from_floats(*backend, {N, C}, probe))));
+            const lab::Tensor w = lab::Tensor::from_floats(*backend, {C, C}, std::vector<float>(C * C, 0.01f));
+            const lab::Tensor weights = lab::Tensor::from_floats(*backend, {N, C}, probe);
+            lab::backward(lab::ops::sum(lab::ops::mul(lab::ops::linear(y, w), weights)));
             return Result{y.to_floats(), x.grad().to_floats(), g.grad().to_floats(), b.grad().to_floats()};
         };
         const Result direct = run(true), rounded = run(false);

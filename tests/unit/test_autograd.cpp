@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "lab/autograd.h"
@@ -47,6 +48,116 @@ TEST_CASE("autograd: a tensor used twice accumulates both contributions", "[auto
         Tensor y = ops::add(ops::mul(x3, x3), ops::exp(x));  // 9x^2 + e^x
         backward(ops::sum(y));
         require_values(x.grad(), {18.0f + std::exp(1.0f), -36.0f + std::exp(-2.0f), 9.0f + std::exp(0.5f)}, 1e-5);
+    }
+}
+
+TEST_CASE("autograd: a node marked accumulate_into adds into a gradient nothing else holds", "[autograd]") {
+    HostBackend backend;
+    Tensor x = leaf(backend, {3}, {1.0f, -2.0f, 0.5f});
+    // h = 2x, an interior tensor read by two ops: a plain scale (h * 3) and a recorded op whose
+    // backward says whether it was handed h's gradient so far, and adds its own (h * 5) into it.
+    Tensor h = ops::scale(x, 2.0f);
+    std::vector<std::string> seen;
+    auto five_h = [&](bool accumulates) {
+        Tensor out = ops::scale(h.detach(), 5.0f);
+        record(out, "five_h", {h}, [&seen](const Tensor& dout, std::vector<Tensor>& d) {
+            if (d[0].defined()) {
+                seen.push_back("handed");
+                Tensor part = Tensor::empty(dout.backend(), dout.shape());
+                dout.backend().unary(UnaryOp::scale, part, dout, 5.0f);
+                dout.backend().binary(BinaryOp::add, d[0], d[0], part);
+            } else {
+                seen.push_back("fresh");
+                Tensor g = Tensor::empty(dout.backend(), dout.shape());
+                dout.backend().unary(UnaryOp::scale, g, dout, 5.0f);
+                d[0] = g;
+            }
+        }, accumulates ? 1u : 0u);
+        return out;
+    };
+    SECTION("the op reached second is handed the first one's gradient: d/dx = 2 (3 + 5)") {
+        // The sum's backward runs scale(h, 3)'s node first (it was recorded later), then five_h's.
+        Tensor y = ops::add(five_h(true), ops::scale(h, 3.0f));
+        backward(ops::sum(y));
+        CHECK(seen == std::vector<std::string>{"handed"});
+        require_values(x.grad(), {16.0f, 16.0f, 16.0f});
+    }
+    SECTION("without the mark it returns a new gradient and autograd adds the two") {
+        Tensor y = ops::add(five_h(false), ops::scale(h, 3.0f));
+        backward(ops::sum(y));
+        CHECK(seen == std::vector<std::string>{"fresh"});
+        require_values(x.grad(), {16.0f, 16.0f, 16.0f});
+    }
+    SECTION("a gradient that another tensor shares is not handed over") {
+        // add's backward gives its dout to both operands: h's gradient so far is also the other
+        // branch's, and adding into it would change that one too.
+        Tensor y = ops::add(five_h(true), h);
+        backward(ops::sum(y));
+        CHECK(seen == std::vector<std::string>{"fresh"});
+        require_values(x.grad(), {12.0f, 12.0f, 12.0f});
+    }
+    SECTION("a backward that replaces a handed gradient is an error") {
+        Tensor out = ops::scale(h.detach(), 5.0f);
+        record(out, "replaces", {h}, [](const Tensor& dout, std::vector<Tensor>& d) {
+            d[0] = Tensor::zeros(dout.backend(), dout.shape());
+        }, 1u);
+        REQUIRE_THROWS_WITH(backward(ops::sum(ops::add(out, ops::scale(h, 3.0f)))),
+                            Catch::Contains("replaces") && Catch::Contains("replaced instead of added into"));
+    }
+}
+
+TEST_CASE("autograd: linears and layer norms that share an input add their input gradients in place", "[autograd]") {
+    // q, k and v of one x, and a pre-LN residual x + linear(layer_norm(x)): the input gradients
+    // equal the sums of each reader's own (each computed alone).
+    HostBackend backend;
+    const int64_t N = 6, C = 8;
+    std::vector<float> xv(N * C), wv(C * C), gv(C), bv(C);
+    for (size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(0.7f * static_cast<float>(i)) + 0.1f;
+    for (size_t i = 0; i < wv.size(); ++i) wv[i] = 0.3f * std::cos(0.3f * static_cast<float>(i));
+    for (size_t i = 0; i < gv.size(); ++i) {
+        gv[i] = 1.0f + 0.1f * static_cast<float>(i);
+        bv[i] = 0.05f * static_cast<float>(i);
+    }
+    const Tensor w = Tensor::from_floats(backend, {C, C}, wv), g = Tensor::from_floats(backend, {C}, gv),
+                 b = Tensor::from_floats(backend, {C}, bv);
+    auto grad_of = [&](auto f) {
+        Tensor x = leaf(backend, {N, C}, xv);
+        backward(ops::sum(ops::square(f(ops::scale(x, 1.0f)))));  // x's scale: an interior input
+        return x.grad().to_floats();
+    };
+    auto sum = [](std::vector<float> a, const std::vector<float>& b2) {
+        for (size_t i = 0; i < a.size(); ++i) a[i] += b2[i];
+        return a;
+    };
+    SECTION("three linears") {
+        const auto one = [&](const Tensor& x) { return ops::linear(x, w); };
+        const auto together = grad_of([&](const Tensor& x) {
+            return ops::add(ops::add(one(x), ops::scale(one(x), 2.0f)), ops::scale(one(x), -1.0f));
+        });
+        // Each reader alone, with the other two's outputs held fixed: their gradients add up.
+        const auto q = grad_of([&](const Tensor& x) {
+            return ops::add(ops::add(one(x), ops::scale(one(x.detach()), 2.0f)), ops::scale(one(x.detach()), -1.0f));
+        });
+        const auto k = grad_of([&](const Tensor& x) {
+            return ops::add(ops::add(one(x.detach()), ops::scale(one(x), 2.0f)), ops::scale(one(x.detach()), -1.0f));
+        });
+        const auto v = grad_of([&](const Tensor& x) {
+            return ops::add(ops::add(one(x.detach()), ops::scale(one(x.detach()), 2.0f)), ops::scale(one(x), -1.0f));
+        });
+        const auto want = sum(sum(q, k), v);
+        for (size_t i = 0; i < want.size(); ++i) CHECK(together[i] == Approx(want[i]).epsilon(1e-5).margin(1e-6));
+    }
+    SECTION("a pre-LN residual") {
+        const auto together =
+            grad_of([&](const Tensor& x) { return ops::add(x, ops::linear(ops::layer_norm(x, g, b), w)); });
+        const auto residual = grad_of([&](const Tensor& x) {
+            return ops::add(x, ops::linear(ops::layer_norm(x.detach(), g, b), w));
+        });
+        const auto normed = grad_of([&](const Tensor& x) {
+            return ops::add(x.detach(), ops::linear(ops::layer_norm(x, g, b), w));
+        });
+        const auto want = sum(residual, normed);
+        for (size_t i = 0; i < want.size(); ++i) CHECK(together[i] == Approx(want[i]).epsilon(1e-5).margin(1e-6));
     }
 }
 

@@ -145,6 +145,13 @@ public:
     virtual void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
                                      const Tensor& dy, const Tensor& x, const Tensor& mean,
                                      const Tensor& rstd, const Tensor* gamma) = 0;
+    // layer_norm_backward with dx added into (+=) instead of written: for the gradient the input
+    // already has from another reader (autograd's Node::accumulate_into; a pre-LN block's
+    // residual), so that no separate sum reads both. The default runs layer_norm_backward into an
+    // f32 temporary and adds; HostBackend does it in one pass.
+    virtual void layer_norm_backward_accumulate(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                                const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                                const Tensor& rstd, const Tensor* gamma);
 
     // ---- fused attention (FlashAttention-style: tiled, online softmax, no [T, S] matrix) ----
     // o [B, H, T, D] = softmax(scores, masked) v (see AttentionKernelArgs); lse [B, H, T] f32 =

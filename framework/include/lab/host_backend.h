@@ -48,6 +48,9 @@ public:
     void layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta, const Tensor& dy,
                              const Tensor& x, const Tensor& mean, const Tensor& rstd,
                              const Tensor* gamma) override;
+    void layer_norm_backward_accumulate(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                        const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                        const Tensor* gamma) override;
 
     void attention(const Tensor& o, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                    const AttentionKernelArgs& args) override;

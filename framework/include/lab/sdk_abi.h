@@ -18,8 +18,10 @@
 // run_fused, core_floats_per_token). 4: Backend::unary_bf16 (and HostBackend's override),
 // ops::gelu_matmul_input, checks::require_output_rows (attention_backward's dq, dk and dv may be
 // laid out as any dense rows, as the fused op now allocates them), HostBackend::multiply_on_amx.
-// 5: Backend::unary_backward_bf16 and layer_norm_bf16 (and HostBackend's overrides),
-// ops::linear_gelu_matmul_input and layer_norm_matmul_input, LayerNorm::forward_matmul_input.
+// 5: Backend::unary_backward_bf16, layer_norm_bf16 and layer_norm_backward_accumulate (and
+// HostBackend's overrides), ops::linear_gelu_matmul_input and layer_norm_matmul_input,
+// LayerNorm::forward_matmul_input, Node::accumulate_into (record's last argument),
+// Tensor::is_sole_reference.
 #pragma once
 
 #define LAB_SDK_ABI 5

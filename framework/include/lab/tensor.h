@@ -77,6 +77,9 @@ public:
     // dims: a contiguous tensor or a permutation of one (a transposed view), no gaps, no overlaps.
     bool is_dense() const;
     bool same_storage(const Tensor& other) const { return impl_->storage == other.impl_->storage; }
+    // True when this handle is the only one to its tensor and no other tensor views its storage:
+    // a write into it in place is seen by no one else (autograd adds gradients into such tensors).
+    bool is_sole_reference() const { return impl_.use_count() == 1 && impl_->storage.use_count() == 1; }
 
     // Pointer to the first element (host or device memory, as the backend's).
     void* raw() const;

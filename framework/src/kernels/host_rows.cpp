@@ -1,10 +1,13 @@
 // HostBackend row kernels: softmax, layer norm, embedding and cross entropy. Each treats its
 // input as [N, C] rows (all leading dims flattened) and gives rows to OpenMP threads; row
 // reductions use `omp simd` so the compiler may reorder the float sums into vector lanes.
+#include <omp.h>
+
 #include <cmath>
 #include <limits>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "host_kernels.h"
 #include "host_lanes.h"
@@ -184,20 +187,25 @@ void HostBackend::layer_norm_bf16(const Tensor& y, const Tensor& mean, const Ten
     }
 }
 
-void HostBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
-                                      const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                                      const Tensor* gamma) {
-    require_f32_contiguous("layer_norm_backward", "x", x);
-    require_f32_contiguous("layer_norm_backward", "dx", dx);
-    require_f32_contiguous("layer_norm_backward", "dy", dy);
-    require_same_shape("layer_norm_backward", "dx", dx, "x", x);
-    require_same_shape("layer_norm_backward", "dy", dy, "x", x);
+namespace {
+
+// dx (+)= rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, xhat the normalised x;
+// dgamma += sum over rows of dy * xhat, dbeta += sum of dy. One pass: each thread sums the parameter
+// gradients of its rows in double, and the threads' sums are added in thread order.
+void layer_norm_backward_rows(const char* kernel, bool add, const Tensor& dx, const Tensor* dgamma,
+                              const Tensor* dbeta, const Tensor& dy, const Tensor& x, const Tensor& mean,
+                              const Tensor& rstd, const Tensor* gamma) {
+    require_f32_contiguous(kernel, "x", x);
+    require_f32_contiguous(kernel, "dx", dx);
+    require_f32_contiguous(kernel, "dy", dy);
+    require_same_shape(kernel, "dx", dx, "x", x);
+    require_same_shape(kernel, "dy", dy, "x", x);
     const int64_t rows = row_count(x), cols = row_size(x);
-    require_one_per_row("layer_norm_backward", "mean", mean, rows);
-    require_one_per_row("layer_norm_backward", "rstd", rstd, rows);
-    require_one_per_column("layer_norm_backward", "gamma", gamma, cols);
-    require_one_per_column("layer_norm_backward", "dgamma", dgamma, cols);
-    require_one_per_column("layer_norm_backward", "dbeta", dbeta, cols);
+    require_one_per_row(kernel, "mean", mean, rows);
+    require_one_per_row(kernel, "rstd", rstd, rows);
+    require_one_per_column(kernel, "gamma", gamma, cols);
+    require_one_per_column(kernel, "dgamma", dgamma, cols);
+    require_one_per_column(kernel, "dbeta", dbeta, cols);
     const float* xp = x.data<float>();
     const float* dyp = dy.data<float>();
     float* dxp = dx.data<float>();
@@ -205,51 +213,85 @@ void HostBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, co
     const float* rstdp = rstd.data<float>();
     const float* gp = gamma ? gamma->data<float>() : nullptr;
     const float inv_cols = cols > 0 ? 1.0f / static_cast<float>(cols) : 0.0f;
-    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, xhat the normalised x.
-#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
-    for (int64_t r = 0; r < rows; ++r) {
-        const float* xr = xp + r * cols;
-        const float* dyr = dyp + r * cols;
-        float* dxr = dxp + r * cols;
-        const float m = meanp[r], rs = rstdp[r];
-        float sum_g = 0.0f, sum_gx = 0.0f;
-#pragma omp simd reduction(+ : sum_g, sum_gx)
-        for (int64_t j = 0; j < cols; ++j) {
-            const float g = dyr[j] * (gp ? gp[j] : 1.0f);
-            sum_g += g;
-            sum_gx += g * (xr[j] - m) * rs;
-        }
-        const float mean_g = sum_g * inv_cols, mean_gx = sum_gx * inv_cols;
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) {
-            const float g = dyr[j] * (gp ? gp[j] : 1.0f);
-            dxr[j] = rs * (g - mean_g - (xr[j] - m) * rs * mean_gx);
-        }
-    }
-    if (dgamma == nullptr && dbeta == nullptr) return;
-    // Parameter gradients sum over rows: threads own column blocks, so no two write one column.
-    float* dgp = dgamma ? dgamma->data<float>() : nullptr;
-    float* dbp = dbeta ? dbeta->data<float>() : nullptr;
-    constexpr int64_t kCols = 64;
-    const int64_t blocks = (cols + kCols - 1) / kCols;
-#pragma omp parallel for schedule(static) if (x.numel() >= kParallelElems)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t c0 = blk * kCols, width = std::min(kCols, cols - c0);
-        double acc_gamma[kCols] = {}, acc_beta[kCols] = {};
+    const bool parallel = x.numel() >= kParallelElems;
+    const int threads = parallel ? omp_get_max_threads() : 1;
+    const bool sums = dgamma || dbeta;
+    std::vector<double> partial(sums ? static_cast<size_t>(2 * cols * threads) : 0, 0.0);
+#pragma omp parallel num_threads(threads) if (parallel)
+    {
+        double* part_gamma = sums ? partial.data() + 2 * cols * omp_get_thread_num() : nullptr;
+        double* part_beta = sums ? part_gamma + cols : nullptr;
+        // The rows' terms are summed in f32 over blocks of kBlockRows rows, each block's sum
+        // added in double: double's accuracy over many rows without a conversion per term.
+        constexpr int64_t kBlockRows = 16;
+        std::vector<float> block(sums ? static_cast<size_t>(2 * cols) : 0, 0.0f);
+        float* block_gamma = block.data();
+        float* block_beta = sums ? block_gamma + cols : nullptr;
+        int64_t in_block = 0;
+        auto flush = [&] {
+            for (int64_t j = 0; j < cols; ++j) {
+                part_gamma[j] += block_gamma[j];
+                part_beta[j] += block_beta[j];
+                block_gamma[j] = block_beta[j] = 0.0f;
+            }
+            in_block = 0;
+        };
+#pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = xp + r * cols + c0;
-            const float* dyr = dyp + r * cols + c0;
+            const float* xr = xp + r * cols;
+            const float* dyr = dyp + r * cols;
+            float* dxr = dxp + r * cols;
             const float m = meanp[r], rs = rstdp[r];
-            for (int64_t j = 0; j < width; ++j) {
-                acc_gamma[j] += dyr[j] * ((xr[j] - m) * rs);
-                acc_beta[j] += dyr[j];
+            float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+            for (int64_t j = 0; j < cols; ++j) {
+                const float g = dyr[j] * (gp ? gp[j] : 1.0f);
+                sum_g += g;
+                sum_gx += g * (xr[j] - m) * rs;
+            }
+            const float mean_g = sum_g * inv_cols, mean_gx = sum_gx * inv_cols;
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) {
+                const float g = dyr[j] * (gp ? gp[j] : 1.0f);
+                const float v = rs * (g - mean_g - (xr[j] - m) * rs * mean_gx);
+                dxr[j] = add ? dxr[j] + v : v;
+            }
+            if (sums) {
+#pragma omp simd
+                for (int64_t j = 0; j < cols; ++j) {
+                    block_gamma[j] += dyr[j] * ((xr[j] - m) * rs);
+                    block_beta[j] += dyr[j];
+                }
+                if (++in_block == kBlockRows) flush();
             }
         }
-        for (int64_t j = 0; j < width; ++j) {
-            if (dgp) dgp[c0 + j] += static_cast<float>(acc_gamma[j]);
-            if (dbp) dbp[c0 + j] += static_cast<float>(acc_beta[j]);
-        }
+        if (sums && in_block > 0) flush();
     }
+    float* dgp = dgamma ? dgamma->data<float>() : nullptr;
+    float* dbp = dbeta ? dbeta->data<float>() : nullptr;
+    for (int64_t j = 0; j < cols && sums; ++j) {
+        double total_gamma = 0.0, total_beta = 0.0;
+        for (int t = 0; t < threads; ++t) {
+            total_gamma += partial[static_cast<size_t>(2 * cols * t + j)];
+            total_beta += partial[static_cast<size_t>(2 * cols * t + cols + j)];
+        }
+        if (dgp) dgp[j] += static_cast<float>(total_gamma);
+        if (dbp) dbp[j] += static_cast<float>(total_beta);
+    }
+}
+
+}  // namespace
+
+void HostBackend::layer_norm_backward(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                      const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                      const Tensor* gamma) {
+    layer_norm_backward_rows("layer_norm_backward", false, dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
+}
+
+void HostBackend::layer_norm_backward_accumulate(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                                 const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                                 const Tensor& rstd, const Tensor* gamma) {
+    layer_norm_backward_rows("layer_norm_backward_accumulate", true, dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
 }
 
 void HostBackend::embedding(const Tensor& y, const Tensor& ids, const Tensor& table) {

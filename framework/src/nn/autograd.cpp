@@ -29,9 +29,10 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
     return false;
 }
 
-void record(const Tensor& out, const char* op, std::vector<Tensor> inputs, BackwardFn fn) {
+void record(const Tensor& out, const char* op, std::vector<Tensor> inputs, BackwardFn fn, uint32_t accumulate_into) {
     auto node = std::make_shared<Node>();
     node->op = op;
+    node->accumulate_into = accumulate_into;
     for (Tensor& t : inputs)
         if (t.defined() && !t.requires_grad()) t = Tensor();
     node->inputs = std::move(inputs);
@@ -110,9 +111,33 @@ void backward(const Tensor& root, const Tensor& droot) {
         grads.erase(it);
         std::shared_ptr<Node> node = t.grad_fn();
         std::vector<Tensor> dinputs(node->inputs.size());
+        std::vector<TensorImpl*> handed(node->inputs.size(), nullptr);
+        for (size_t k = 0; k < node->inputs.size() && k < 32; ++k) {
+            const Tensor& in = node->inputs[k];
+            if (!(node->accumulate_into >> k & 1u) || !in.defined() || !in.grad_fn()) continue;
+            auto held = grads.find(in.id());
+            if (held == grads.end()) continue;
+            bool repeated = false;  // an input given twice gets two separate gradients
+            for (size_t j = 0; j < node->inputs.size(); ++j)
+                repeated |= j != k && node->inputs[j].defined() && node->inputs[j].id() == in.id();
+            Tensor& g = held->second;
+            if (repeated || g.dtype() != DType::f32 || !g.is_contiguous() || g.shape() != in.shape() ||
+                !g.is_sole_reference())
+                continue;
+            dinputs[k] = std::move(g);  // the backward adds into it; it returns below
+            grads.erase(held);
+            handed[k] = dinputs[k].id();
+        }
         node->backward(dout, dinputs);
         for (size_t k = 0; k < node->inputs.size(); ++k) {
             const Tensor& in = node->inputs[k];
+            if (handed[k]) {
+                if (dinputs[k].id() != handed[k])
+                    throw Error(std::string("backward of ") + node->op +
+                                ": an accumulated gradient was replaced instead of added into");
+                grads.emplace(in.id(), std::move(dinputs[k]));
+                continue;
+            }
             if (!in.defined() || !dinputs[k].defined()) continue;
             if (dinputs[k].shape() != in.shape())
                 throw ShapeError(std::string("backward of ") + node->op + ": gradient shape " +

@@ -238,16 +238,20 @@ void check_linear(const char* op, const Tensor& x, const Tensor& weight, const T
                          shape_str(weight.shape()));
 }
 
-// The gradients of y = x2d @ w^T + bias given dy [N, out] (contiguous), into d[0..2].
-// x2d and w are the operands the forward multiplied (matmul_operand's).
-void linear_gradients(const Tensor& dy, const Tensor& x2d, const Tensor& w, bool need_x, bool need_w, bool need_b,
-                      std::vector<Tensor>& d) {
+// The gradients of y = x2d @ w^T + bias given dy [N, out] (contiguous), into d[0..2]; d[0] has
+// x_shape (x2d's rows), and when it arrives holding a gradient (Node::accumulate_into) dx is added
+// into it by the product itself. x2d and w are the operands the forward multiplied
+// (matmul_operand's).
+void linear_gradients(const Tensor& dy, const Tensor& x2d, const Tensor& w, const Shape& x_shape, bool need_x,
+                      bool need_w, bool need_b, std::vector<Tensor>& d) {
     Backend& be = dy.backend();
     const Tensor dy_in = matmul_operand(dy);  // rounded once for both products
-    if (need_x) {  // dx = dy @ W
-        Tensor dx = new_f32(dy, x2d.shape());
-        be.matmul(dx, dy_in, w, nullptr, 1.0f, false);
-        d[0] = dx;
+    if (need_x) {  // dx (+)= dy @ W
+        const bool add = d[0].defined();
+        const Tensor dx = add ? d[0].view(x2d.shape(), contiguous_strides(x2d.shape()), d[0].offset())
+                              : new_f32(dy, x2d.shape());
+        be.matmul(dx, dy_in, w, nullptr, 1.0f, add);
+        if (!add) d[0] = dx.view(x_shape, contiguous_strides(x_shape), dx.offset());
     }
     if (need_w) {  // dW = dy^T @ x
         Tensor dw = new_f32(dy, w.shape());
@@ -292,10 +296,13 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
     } else {
         x.backend().matmul(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
     }
-    if (any_requires_grad({&x2, &weight, &bias})) {
-        const bool need_x = x2.requires_grad(), need_w = weight.requires_grad(),
+    if (any_requires_grad({&x, &weight, &bias})) {
+        const bool need_x = x.requires_grad(), need_w = weight.requires_grad(),
                    need_b = bias.defined() && bias.requires_grad();
-        record(y, op, {x2, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+        const Shape x_shape = x.shape();
+        // x itself is the node's input (not its 2-D view), so that linears reading one x (q, k and
+        // v) add their input gradients into one tensor (accumulate_into, bit 0).
+        record(y, op, {x, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dy = contig(dout);  // [N, out]
             if (gelu_tanh) {
                 // gelu_tanh's derivative is a function of its input alone, so y is not kept for
@@ -313,8 +320,8 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
                 else dy.backend().unary_backward_bf16(UnaryOp::gelu, dpre, dy, pre, Tensor());
                 dy = dpre;
             }
-            linear_gradients(dy, x2d, w, need_x, need_w, need_b, d);
-        });
+            linear_gradients(dy, x2d, w, x_shape, need_x, need_w, need_b, d);
+        }, 1u);
     }
     Shape out_shape = x.shape();
     out_shape.back() = out;
@@ -643,19 +650,26 @@ Tensor layer_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
     if (any_requires_grad({&x, &gamma, &beta})) {
         bool need_g = gamma.defined() && gamma.requires_grad(), need_b = beta.defined() && beta.requires_grad();
         Shape in_shape = x.shape();
+        // accumulate_into, bit 0: x's gradient from its other reader (a pre-LN block's residual)
+        // arrives in d[0], and the backward adds into it.
         record(out, op, {x, gamma, beta}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dyc = contig(dout);
             Tensor dy = dyc.view({N, C}, {C, 1}, dyc.offset());
             Backend& be = dy.backend();
-            Tensor dx = new_f32(dy, {N, C});
+            const bool add = d[0].defined();
+            Tensor dx = add ? d[0].view({N, C}, {C, 1}, d[0].offset()) : new_f32(dy, {N, C});
             Tensor dg = need_g ? Tensor::zeros(be, {C}) : Tensor();
             Tensor db = need_b ? Tensor::zeros(be, {C}) : Tensor();
-            be.layer_norm_backward(dx, need_g ? &dg : nullptr, need_b ? &db : nullptr, dy, x2, mean_t, rstd,
-                                   g.defined() ? &g : nullptr);
-            d[0] = dx.view(in_shape, contiguous_strides(in_shape), 0);
+            const Tensor* gp = g.defined() ? &g : nullptr;
+            if (add)
+                be.layer_norm_backward_accumulate(dx, need_g ? &dg : nullptr, need_b ? &db : nullptr, dy, x2, mean_t,
+                                                  rstd, gp);
+            else
+                be.layer_norm_backward(dx, need_g ? &dg : nullptr, need_b ? &db : nullptr, dy, x2, mean_t, rstd, gp);
+            if (!add) d[0] = dx.view(in_shape, contiguous_strides(in_shape), 0);
             if (need_g) d[1] = dg;
             if (need_b) d[2] = db;
-        });
+        }, 1u);
     }
     return out;
 }

@@ -1,6 +1,7 @@
 // The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
-// defaults of the fused kernel matmul_gelu_tanh and of the bf16-output kernels unary_bf16,
-// unary_backward_bf16 and layer_norm_bf16 (in terms of the others) and of prefers_fused_attention.
+// defaults of the fused kernel matmul_gelu_tanh, of the bf16-output kernels unary_bf16,
+// unary_backward_bf16 and layer_norm_bf16 and of layer_norm_backward_accumulate (in terms of the
+// others) and of prefers_fused_attention.
 #include "lab/backend.h"
 
 #include "lab/error.h"
@@ -55,6 +56,17 @@ void Backend::layer_norm_bf16(const Tensor& y, const Tensor& mean, const Tensor&
     Tensor y32 = Tensor::empty(*this, x.shape(), DType::f32);
     layer_norm(y32, mean, rstd, x, gamma, beta, eps);
     copy(y, y32);
+}
+
+void Backend::layer_norm_backward_accumulate(const Tensor& dx, const Tensor* dgamma, const Tensor* dbeta,
+                                             const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                             const Tensor* gamma) {
+    if (dx.dtype() != DType::f32 || dx.shape() != x.shape())
+        throw ShapeError(std::string("layer_norm_backward_accumulate: dx is ") + dtype_name(dx.dtype()) + " " +
+                         shape_str(dx.shape()) + ", expected f32 of x's shape " + shape_str(x.shape()));
+    Tensor part = Tensor::empty(*this, x.shape(), DType::f32);
+    layer_norm_backward(part, dgamma, dbeta, dy, x, mean, rstd, gamma);
+    binary(BinaryOp::add, dx, dx, part);
 }
 
 void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,
