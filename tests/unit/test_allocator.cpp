@@ -1,4 +1,4 @@
-// CachingAllocator: rounding, reuse of freed blocks (smallest fitting, at most twice the
+// CachingAllocator: rounding, reuse of freed blocks (smallest fitting, at most a quarter over the
 // request), statistics, freeing the cache, thread safety; and HostBackend serving tensors from it.
 #include <catch2/catch.hpp>
 
@@ -82,7 +82,7 @@ TEST_CASE("a released block serves the next request of the same size", "[allocat
     REQUIRE(raw.live.empty());
 }
 
-TEST_CASE("reuse takes the smallest fitting block and never one over twice the request", "[allocator]") {
+TEST_CASE("reuse takes the smallest fitting block and never one over a quarter above the request", "[allocator]") {
     CountingRaw raw;
     CachingAllocator cache = raw.make();
     size_t s256 = 0, s512 = 0, s4096 = 0;
@@ -95,29 +95,34 @@ TEST_CASE("reuse takes the smallest fitting block and never one over twice the r
     REQUIRE(raw.allocs == 3);
 
     size_t got = 0;
-    void* q = cache.alloc(200, &got);  // 256 fits (<= 2 * 256 rounded); 512 would too: smallest wins
+    void* q = cache.alloc(240, &got);  // 256 rounded: the 256 block; 512 would fit too, smallest wins
     REQUIRE(q == p256);
     REQUIRE(got == 256);
-    void* r = cache.alloc(1024, &got);  // 4096 > 2 * 1024: a new block
+    void* r = cache.alloc(1024, &got);  // 4096 > 1024 + 256: a new block
     REQUIRE(r != p4096);
     REQUIRE(r != p512);
     REQUIRE(got == 1024);
     REQUIRE(raw.allocs == 4);
-    void* t = cache.alloc(300, &got);  // 320 rounded; 512 <= 640 serves it
-    REQUIRE(t == p512);
+    void* t = cache.alloc(300, &got);  // 320 rounded; 512 > 320 + 80: a new block
+    REQUIRE(t != p512);
+    REQUIRE(got == 320);
+    REQUIRE(raw.allocs == 5);
+    void* u = cache.alloc(448, &got);  // 512 <= 448 + 112 serves it
+    REQUIRE(u == p512);
     REQUIRE(got == 512);
     AllocatorStats s = cache.stats();
-    REQUIRE(s.bytes_in_use == 256 + 1024 + 512);
+    REQUIRE(s.bytes_in_use == 256 + 1024 + 320 + 512);
     REQUIRE(s.bytes_cached == 4096);
-    REQUIRE(s.device_allocs == 4);
-    REQUIRE(s.requests == 6);
+    REQUIRE(s.device_allocs == 5);
+    REQUIRE(s.requests == 7);
 
     cache.empty_cache();
     REQUIRE(raw.frees == 1);
     REQUIRE(cache.stats().bytes_cached == 0);
     cache.release(q, 256);
     cache.release(r, 1024);
-    cache.release(t, 512);
+    cache.release(t, 320);
+    cache.release(u, 512);
     REQUIRE(cache.stats().bytes_in_use == 0);
     REQUIRE(cache.stats().peak_bytes_in_use == 256 + 512 + 4096);  // all three live at once
 }

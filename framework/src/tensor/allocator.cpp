@@ -32,12 +32,15 @@ void* CachingAllocator::alloc(size_t bytes, size_t* block_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.requests;
 
-    // Smallest cached block that fits, but never one more than twice the request: handing a
-    // large block to a small tensor would strand memory that a later large request needs.
+    // Smallest cached block that fits, but never one more than a quarter larger than the request:
+    // a larger block handed to a smaller tensor strands memory that a later request of its own
+    // size needs, which then allocates. With up to twice the request allowed, a BERT step under
+    // bf16 (768 KB weight gradients taking the 1 MB blocks of others) kept allocating for two steps
+    // after warm-up, and held 2.5% more at its peak.
     auto it = free_blocks_.lower_bound(size);
     void* ptr = nullptr;
     size_t got = 0;
-    if (it != free_blocks_.end() && it->first <= 2 * size) {
+    if (it != free_blocks_.end() && it->first <= size + size / 4) {
         got = it->first;
         ptr = it->second;
         free_blocks_.erase(it);
