@@ -80,6 +80,25 @@ OpCase matmul_gelu_case(const lab_test::MatmulCase& c) {
             }};
 }
 
+// matmul_add: c = a @ b (+ bias) + addend, the addend contiguous or a transposed view.
+OpCase matmul_add_case(const lab_test::MatmulCase& c, bool transposed_addend) {
+    const bool bf16 = c.dtype == DType::bf16 || c.inputs == DType::bf16;
+    return {"matmul_add " + describe(c) + (transposed_addend ? ", addend a transposed view" : ""),
+            tolerance(bf16 ? DType::bf16 : DType::f32, c.a_shape.back()), false, [c, transposed_addend](Backend& be) {
+                const lab_test::MatmulValues values(c);
+                const lab_test::MatmulValues::Operands operands = values.operands(be);
+                const Shape shape = values.c_shape();
+                const int64_t M = shape[0], N = shape[1];
+                const std::vector<float> addend_values = random_values(M * N, 131, -2.0f, 2.0f);
+                const Tensor addend = transposed_addend
+                                          ? lab::ops::transpose(Tensor::from_floats(be, {N, M}, addend_values), 0, 1)
+                                          : Tensor::from_floats(be, shape, addend_values);
+                be.set_matmul_inputs(c.inputs);
+                be.matmul_add(operands.out, operands.a, operands.b, c.bias ? &operands.bias : nullptr, addend);
+                return std::vector<Output>{output("c", operands.out)};
+            }};
+}
+
 }  // namespace
 
 TEST_CASE("backend ops: copy and fill match the host backend bit for bit on every backend", "[backend_ops]") {
@@ -196,6 +215,16 @@ TEST_CASE("backend ops: matmul and matmul_gelu_tanh match the host backend on ev
         {"", {64, 256}, {256, 512}, false, true, false, true, 1.0f, false, f32, bf16},
     };
     for (const lab_test::MatmulCase& c : fused) cases.push_back(matmul_gelu_case(c));
+    // The residual projection: 2-D linear layers (b^T, bias), f32 and bf16 inputs; the large ones
+    // take the AMX kernel where the CPU has it, the tiles starting from the addend.
+    const std::vector<lab_test::MatmulCase> residual = {
+        {"", {6, 32}, {32, 48}, false, true, false, true},
+        {"", {16, 12}, {12, 20}, true, false, false, false},
+        {"", {256, 384}, {384, 256}, false, true, false, true, 1.0f, false, f32, bf16},
+        {"", {512, 256}, {256, 384}, false, true, false, false, 1.0f, false, f32, bf16},
+    };
+    for (const lab_test::MatmulCase& c : residual)
+        for (bool transposed_addend : {false, true}) cases.push_back(matmul_add_case(c, transposed_addend));
     lab_test::ops::run_on_every_backend(cases);
 }
 

@@ -134,6 +134,10 @@ public:
     // plugin declared kv_cache (capabilities()): only then does core() handle queries that are the
     // last T of S > T positions.
     Tensor forward(const Tensor& x, const AttentionContext& ctx) final;
+    // residual + forward(x, ctx), for a pre-LN block: without output dropout in effect the
+    // residual joins inside the output projection (ops::linear_residual), so no separate add
+    // reads the two [B, T, C] tensors.
+    Tensor forward_residual(const Tensor& x, const AttentionContext& ctx, const Tensor& residual);
 
     int64_t heads() const { return shape_.heads; }
     int64_t kv_heads() const { return kv_heads_; }
@@ -147,6 +151,7 @@ protected:
     virtual Tensor core(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionCoreArgs& args) = 0;
 
 private:
+    Tensor attend(const Tensor& x, const AttentionContext& ctx, const Tensor& residual);
     std::string name_;
     AttentionShape shape_;
     int64_t kv_heads_;

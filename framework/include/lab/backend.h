@@ -91,6 +91,12 @@ public:
     // have any strides (transposed views included); a and b are f32 or bf16 (bf16: f32 accumulate).
     virtual void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
                         float alpha, bool accumulate) = 0;
+    // c = a @ b (+ bias[N]) + addend, addend f32 of c's shape (any strides): a linear layer whose
+    // output joins a residual stream (ops::linear_residual). The default copies addend into c and
+    // multiplies with accumulate; backends override it where the product can start from addend
+    // (the onednn backend's AMX kernel loads its tiles from it), so no separate add reads both.
+    virtual void matmul_add(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
+                            const Tensor& addend);
 
     // c = gelu_tanh(pre) with pre = a @ b (+ bias), both written: a linear layer followed
     // by GPT-2's tanh-approximated GELU, keeping the pre-activation for the backward. Operands as

@@ -78,8 +78,9 @@ protected:
     // and b bf16, M, N and K multiples of 32, large, b at most 1.25 MB): true when it ran, false
     // (nothing done) otherwise. For derived backends whose own bf16 matmul is slower on such
     // shapes (onednn).
+    // addend (f32, c's shape, contiguous): c = a @ b (+ bias) + addend, the tiles starting from it.
     bool multiply_on_amx(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
-                         bool accumulate);
+                         bool accumulate, const Tensor* addend = nullptr);
     CachingAllocator& allocator() { return *allocator_; }
     uint64_t primitives_created_ = 0;  // for derived backends that cache primitives
     uint64_t primitive_cache_hits_ = 0;

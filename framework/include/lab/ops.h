@@ -20,6 +20,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // gelu(linear(x, weight, bias), true) as one backend call (Backend::matmul_gelu_tanh: the cuda
 // backend runs the GELU in cuBLASLt's epilogue), with the same values and gradients.
 Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// residual + linear(x, weight, bias) as one op, for a block's output projection: the product
+// starts from the residual (Backend::matmul_add) instead of a separate add reading both. The same
+// gradients; the values may differ from add(residual, linear(...)) in the last bit (the sum's order).
+Tensor linear_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual);
 // gelu_matmul_input(linear(x, weight, bias)) as one op, for an MLP's hidden layer. Under mixed
 // precision the GELU's derivative is written straight into the bf16 gradient that the linear's
 // backward products read (Backend::unary_backward_bf16): one pass, where a GELU op of its own

@@ -79,19 +79,23 @@ inline void transpose16(__m512 r[16]) {
 
 // c [M, N] f32 (row stride ldc) (+)= a [M, K] . b: a bf16 row-major (row stride lda), b bf16 in
 // the pairs layout [K / 2, N, 2]. M and N are multiples of 32, K of 32. 2 x 2 blocks of 16 x 16
-// C tiles: each A and B tile loaded serves two products.
+// C tiles: each A and B tile loaded serves two products. With `from` (f32, c's layout) the tiles
+// start from it instead: c = from + a . b.
 inline void amx_gemm(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t M,
-                     int64_t N, int64_t K, bool accumulate) {
+                     int64_t N, int64_t K, bool accumulate, const float* from = nullptr) {
     const int64_t c_stride = ldc * 4, a_stride = lda * 2, b_stride = N * 4;
+    if (accumulate) from = c;
     for (int64_t m = 0; m < M; m += 32)
         for (int64_t n = 0; n < N; n += 32) {
             float* c0 = c + m * ldc + n;
             float* c1 = c0 + 16 * ldc;
-            if (accumulate) {
-                _tile_loadd(0, c0, c_stride);
-                _tile_loadd(1, c0 + 16, c_stride);
-                _tile_loadd(2, c1, c_stride);
-                _tile_loadd(3, c1 + 16, c_stride);
+            if (from) {
+                const float* f0 = from + m * ldc + n;
+                const float* f1 = f0 + 16 * ldc;
+                _tile_loadd(0, f0, c_stride);
+                _tile_loadd(1, f0 + 16, c_stride);
+                _tile_loadd(2, f1, c_stride);
+                _tile_loadd(3, f1 + 16, c_stride);
             } else {
                 _tile_zero(0);
                 _tile_zero(1);
@@ -128,8 +132,10 @@ namespace lab::attention_kernel {
 // large enough to pay for packing, and either a's rows contiguous (b any strides, and small enough,
 // 1.25 MB, to stay in L2) or, for the weight gradient dy^T x, a a transposed view with b's rows
 // contiguous and no bias. Returns false, having done nothing, when the call is not of that kind
-// or the CPU (or the build) has no AMX. (In attention_kernel with the other AMX code.)
+// or the CPU (or the build) has no AMX. With addend (f32, c's shape, contiguous; a's rows
+// contiguous, not accumulating): c = a @ b (+ bias) + addend, the tiles starting from addend.
+// (In attention_kernel with the other AMX code.)
 bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
-                bool accumulate);
+                bool accumulate, const Tensor* addend = nullptr);
 
 }  // namespace lab::attention_kernel

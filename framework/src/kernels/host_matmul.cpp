@@ -208,8 +208,8 @@ void HostBackend::multiply(const Tensor& c, const Tensor& a, const Tensor& b, co
 }
 
 bool HostBackend::multiply_on_amx(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
-                                  bool accumulate) {
-    return attention_kernel::amx_matmul(*this, c, a, b, bias, alpha, accumulate);
+                                  bool accumulate, const Tensor* addend) {
+    return attention_kernel::amx_matmul(*this, c, a, b, bias, alpha, accumulate, addend);
 }
 
 }  // namespace lab

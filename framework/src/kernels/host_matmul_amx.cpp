@@ -244,7 +244,7 @@ bool multiply_transposed_a(Backend& backend, const Tensor& c, const Tensor& a, c
 }  // namespace
 
 bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
-                bool accumulate) {
+                bool accumulate, const Tensor* addend) {
     if (a.dim() != 2 || b.dim() != 2 || c.dim() != 2 || alpha != 1.0f) return false;
     if (a.dtype() != DType::bf16 || b.dtype() != DType::bf16 || c.dtype() != DType::f32 || !c.is_contiguous())
         return false;
@@ -253,9 +253,12 @@ bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor
     // Below about 16M multiply-adds packing and starting the tiles cost more than oneDNN saves.
     if (static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) < 16e6) return false;
     if (bias && (bias->dtype() != DType::f32 || !bias->is_contiguous() || bias->numel() != N)) return false;
+    if (addend && (accumulate || addend->dtype() != DType::f32 || !addend->is_contiguous() ||
+                   addend->shape() != c.shape()))
+        return false;
     // The weight gradient dy^T x: a transposed view, b's rows contiguous, no bias.
     if (a.strides()[0] == 1 && a.strides()[1] != 1) {
-        if (bias || b.strides()[1] != 1 || !amx_attention_ready()) return false;
+        if (bias || addend || b.strides()[1] != 1 || !amx_attention_ready()) return false;
         return multiply_transposed_a(backend, c, a, b, accumulate);
     }
     if (a.strides()[1] != 1) return false;
@@ -272,6 +275,7 @@ bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor
     const int64_t lda = a.strides()[0];
     float* c_rows = c.data<float>();
     const float* bias_data = bias ? bias->data<float>() : nullptr;
+    const float* addend_rows = addend ? addend->data<float>() : nullptr;
     const int64_t blocks = M / 32;
 #pragma omp parallel if (blocks > 1)
     {
@@ -279,7 +283,8 @@ bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor
 #pragma omp for schedule(static)
         for (int64_t block = 0; block < blocks; ++block) {
             float* cb = c_rows + block * 32 * N;
-            amx_gemm(cb, N, a_rows + block * 32 * lda, lda, b_pairs, 32, N, K, accumulate);
+            amx_gemm(cb, N, a_rows + block * 32 * lda, lda, b_pairs, 32, N, K, accumulate,
+                     addend_rows ? addend_rows + block * 32 * N : nullptr);
             if (bias_data)
                 for (int64_t r = 0; r < 32; ++r)
                     for (int64_t n = 0; n < N; ++n) cb[r * N + n] += bias_data[n];
@@ -291,7 +296,9 @@ bool amx_matmul(Backend& backend, const Tensor& c, const Tensor& a, const Tensor
 
 #else  // built without AMX
 
-bool amx_matmul(Backend&, const Tensor&, const Tensor&, const Tensor&, const Tensor*, float, bool) { return false; }
+bool amx_matmul(Backend&, const Tensor&, const Tensor&, const Tensor&, const Tensor*, float, bool, const Tensor*) {
+    return false;
+}
 
 #endif
 

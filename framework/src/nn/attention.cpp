@@ -60,7 +60,13 @@ MultiHeadAttention::MultiHeadAttention(std::string name, const AttentionShape& s
     }
 }
 
-Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx) {
+Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx) { return attend(x, ctx, Tensor()); }
+
+Tensor MultiHeadAttention::forward_residual(const Tensor& x, const AttentionContext& ctx, const Tensor& residual) {
+    return attend(x, ctx, residual);
+}
+
+Tensor MultiHeadAttention::attend(const Tensor& x, const AttentionContext& ctx, const Tensor& residual) {
     int64_t C = shape_.hidden, H = shape_.heads, Hkv = kv_heads_, D = head_dim();
     if (x.dim() != 3 || x.size(2) != C)
         throw ShapeError(name_ + ": expected input [B, T, " + std::to_string(C) + "], got " + shape_str(x.shape()));
@@ -133,8 +139,11 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionContext& ctx)
     // Under mixed precision the heads are rounded to bf16 as they are merged: one pass from the
     // [B, H, T, D] layout, where the f32 copy into [B, T, C] and the linear's rounding took two.
     y = ops::reshape(ops::matmul_input(ops::transpose(y, 1, 2)), {B, T, C});
-    y = ops::linear(y, proj_weight_, proj_bias_);
-    return ops::dropout(y, shape_.dropout, training(), *dropout_rng_);
+    // Without output dropout the residual joins inside the projection's product.
+    const bool dropping = training() && shape_.dropout > 0.0f;
+    if (residual.defined() && !dropping) return ops::linear_residual(y, proj_weight_, proj_bias_, residual);
+    y = ops::dropout(ops::linear(y, proj_weight_, proj_bias_), shape_.dropout, training(), *dropout_rng_);
+    return residual.defined() ? ops::add(residual, y) : y;
 }
 
 namespace attention {

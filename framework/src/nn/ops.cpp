@@ -271,10 +271,19 @@ void linear_gradients(const Tensor& dy, const Tensor& x2d, const Tensor& w, cons
 // written in bf16 straight into the gradient the linear's products read.
 enum class LinearActivation { none, gelu_tanh, gelu_bf16 };
 
+// With addend (activation none): y = addend + x W^T + bias in one product (Backend::matmul_add).
 Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                   LinearActivation activation) {
+                   LinearActivation activation, const Tensor& addend = Tensor()) {
     const bool gelu_tanh = activation == LinearActivation::gelu_tanh;
     check_linear(op, x, weight, bias);
+    if (addend.defined()) {
+        Shape out_shape = x.shape();
+        out_shape.back() = weight.size(0);
+        if (addend.shape() != out_shape)
+            throw ShapeError(std::string(op) + ": residual " + shape_str(addend.shape()) + " does not match the output " +
+                             shape_str(out_shape) + " of input " + shape_str(x.shape()) + " and weight " +
+                             shape_str(weight.shape()));
+    }
     const int64_t in = weight.size(1), out = weight.size(0);
     Tensor x2 = reshape(x, {-1, in});  // [N, in]
     // Under mixed precision both are rounded to bf16 once per forward: the weight's copy serves the
@@ -293,17 +302,23 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
         pre = new_f32(x, {x2.size(0), out});
         x.backend().matmul(pre, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
         x.backend().unary_bf16(UnaryOp::gelu, y, pre, 0.0f);
+    } else if (addend.defined()) {
+        const Tensor addend_2d = reshape(addend.detach(), {x2.size(0), out});
+        x.backend().matmul_add(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, addend_2d);
     } else {
         x.backend().matmul(y, x2d, transpose(w, 0, 1), bias.defined() ? &bias_d : nullptr, 1.0f, false);
     }
-    if (any_requires_grad({&x, &weight, &bias})) {
+    if (any_requires_grad({&x, &weight, &bias, &addend})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad(),
                    need_b = bias.defined() && bias.requires_grad();
+        const bool need_addend = addend.defined() && addend.requires_grad();
+        const Shape addend_shape = addend.defined() ? addend.shape() : Shape{};
         const Shape x_shape = x.shape();
         // x itself is the node's input (not its 2-D view), so that linears reading one x (q, k and
         // v) add their input gradients into one tensor (accumulate_into, bit 0).
-        record(y, op, {x, weight, bias}, [=](const Tensor& dout, std::vector<Tensor>& d) {
+        record(y, op, {x, weight, bias, addend}, [=](const Tensor& dout, std::vector<Tensor>& d) {
             Tensor dy = contig(dout);  // [N, out]
+            if (need_addend) d[3] = dy.view(addend_shape, contiguous_strides(addend_shape), dy.offset());
             if (gelu_tanh) {
                 // gelu_tanh's derivative is a function of its input alone, so y is not kept for
                 // it: the [N, out] output lives on only as the next linear's bf16 rounding under
@@ -336,6 +351,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
 Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     return linear_impl("linear_gelu_tanh", x, weight, bias, LinearActivation::gelu_tanh);
+}
+
+Tensor linear_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual) {
+    require_float(residual, "linear_residual");
+    return linear_impl("linear_residual", x, weight, bias, LinearActivation::none, residual);
 }
 
 Tensor linear_gelu_matmul_input(const Tensor& x, const Tensor& weight, const Tensor& bias) {

@@ -1,5 +1,5 @@
 // The non-virtual parts of the Backend interface: the mixed-precision setting of matmul, and the
-// defaults of the fused kernel matmul_gelu_tanh, of the bf16-output kernels unary_bf16,
+// defaults of the fused kernels matmul_add and matmul_gelu_tanh, of the bf16-output kernels unary_bf16,
 // unary_backward_bf16 and layer_norm_bf16 and of layer_norm_backward_accumulate (in terms of the
 // others) and of prefers_fused_attention.
 #include "lab/backend.h"
@@ -67,6 +67,15 @@ void Backend::layer_norm_backward_accumulate(const Tensor& dx, const Tensor* dga
     Tensor part = Tensor::empty(*this, x.shape(), DType::f32);
     layer_norm_backward(part, dgamma, dbeta, dy, x, mean, rstd, gamma);
     binary(BinaryOp::add, dx, dx, part);
+}
+
+void Backend::matmul_add(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
+                         const Tensor& addend) {
+    if (addend.dtype() != DType::f32 || addend.shape() != c.shape())
+        throw ShapeError(std::string("matmul_add: addend is ") + dtype_name(addend.dtype()) + " " +
+                         shape_str(addend.shape()) + ", expected f32 of c's shape " + shape_str(c.shape()));
+    copy(c, addend);
+    matmul(c, a, b, bias, 1.0f, true);
 }
 
 void Backend::matmul_gelu_tanh(const Tensor& c, const Tensor& pre, const Tensor& a, const Tensor& b,

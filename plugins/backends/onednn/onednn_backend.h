@@ -1,10 +1,10 @@
 // OneDnnBackend: the HostBackend with its heavy kernels replaced by oneDNN primitives.
 //
-// Overridden here: matmul, unary/unary_backward, binary, softmax/softmax_backward,
+// Overridden here: matmul (and matmul_add), unary/unary_backward, binary, softmax/softmax_backward,
 // layer_norm/layer_norm_backward. Every other kernel (embedding, cross-entropy, dropout,
 // optimizer updates, copies, attention) is inherited from HostBackend, and matmul first offers a
 // bf16 linear layer's product to HostBackend's AMX kernel (multiply_on_amx), faster than
-// oneDNN 2.6.3's on those shapes.
+// oneDNN 2.6.3's on those shapes; matmul_add offers it with the residual its tiles start from.
 //
 // oneDNN's order everywhere: memory descriptor (_md) -> primitive descriptor (_pd) -> primitive ->
 // arguments -> execute. Building a primitive costs microseconds to milliseconds (JIT), so each
@@ -105,6 +105,8 @@ public:
 
     void matmul(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias, float alpha,
                 bool accumulate) override;
+    void matmul_add(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
+                    const Tensor& addend) override;
     void unary(UnaryOp op, const Tensor& y, const Tensor& x, float alpha) override;
     void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x,
                         const Tensor& y) override;

@@ -200,6 +200,16 @@ void OneDnnBackend::matmul(const Tensor& c, const Tensor& a, const Tensor& b, co
     multiply_onednn(c, a_in, b_in, bias, alpha, accumulate);
 }
 
+void OneDnnBackend::matmul_add(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
+                               const Tensor& addend) {
+    // On AMX the tiles start from addend (a residual), read once; elsewhere Backend's copy and
+    // accumulate.
+    Tensor a16, b16;
+    const bool rounded = round_matmul_operands(a, b, &a16, &b16);
+    if (multiply_on_amx(c, rounded ? a16 : a, rounded ? b16 : b, bias, 1.0f, false, &addend)) return;
+    Backend::matmul_add(c, a, b, bias, addend);
+}
+
 void OneDnnBackend::multiply_onednn(const Tensor& c, const Tensor& a, const Tensor& b, const Tensor* bias,
                                     float alpha, bool accumulate) {
     MatmulLayout layout;

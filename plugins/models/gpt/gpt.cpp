@@ -36,10 +36,13 @@ public:
             proj_bias_ = add_parameter("c_proj.bias", Tensor::zeros(be, {C}));
         }
     }
-    Tensor forward(const Tensor& x) const {
+    // residual + the MLP of x; without dropout in effect the residual joins inside the
+    // projection's product (ops::linear_residual).
+    Tensor forward(const Tensor& x, const Tensor& residual) const {
         Tensor h = gelu_tanh_ ? ops::linear_gelu_tanh(x, fc_weight_, fc_bias_)
                               : ops::linear_gelu_matmul_input(x, fc_weight_, fc_bias_);
-        return ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_);
+        if (!training() || dropout_ <= 0.0f) return ops::linear_residual(h, proj_weight_, proj_bias_, residual);
+        return ops::add(residual, ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_));
     }
 
 private:
@@ -58,14 +61,15 @@ public:
         mlp_ = add_module("mlp",
                           std::make_shared<Mlp>(ctx, shape.hidden, mlp_hidden, shape.bias, shape.dropout, gelu_tanh));
         // MultiHeadAttention (every variant built on it) reads its input only through its
-        // projections; another Attention may read it as f32.
-        attn_reads_matmul_input_ = dynamic_cast<const MultiHeadAttention*>(attn_.get()) != nullptr;
+        // projections, and adds a residual inside its output projection; another Attention may
+        // read its input as f32.
+        mha_ = std::dynamic_pointer_cast<MultiHeadAttention>(attn_);
     }
     Tensor forward(const Tensor& x, const AttentionContext& actx) {
         // Both LayerNorms feed linears only: under mixed precision they write bf16.
-        Tensor a = attn_reads_matmul_input_ ? ln_1_->forward_matmul_input(x) : ln_1_->forward(x);
-        Tensor h = ops::add(x, attn_->forward(a, actx));
-        return ops::add(h, mlp_->forward(ln_2_->forward_matmul_input(h)));
+        Tensor h = mha_ ? mha_->forward_residual(ln_1_->forward_matmul_input(x), actx, x)
+                        : ops::add(x, attn_->forward(ln_1_->forward(x), actx));
+        return mlp_->forward(ln_2_->forward_matmul_input(h), h);
     }
     const Attention& attention() const { return *attn_; }
 
@@ -73,7 +77,7 @@ private:
     std::shared_ptr<LayerNorm> ln_1_, ln_2_;
     std::shared_ptr<Attention> attn_;
     std::shared_ptr<Mlp> mlp_;
-    bool attn_reads_matmul_input_ = false;
+    std::shared_ptr<MultiHeadAttention> mha_;  // attn_ when it is one, else null
 };
 
 // The model's sizes from its options and [train] seq_len, with every rule between them checked:
