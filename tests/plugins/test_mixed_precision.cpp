@@ -516,6 +516,14 @@ TEST_CASE("linear_residual and MultiHeadAttention::forward_residual equal the se
             const std::vector<float> added = lab::ops::add(r, attention->forward(x, actx)).to_floats();
             for (size_t i = 0; i < joined.size(); ++i) CHECK(joined[i] == Approx(added[i]).margin(1e-5));
         }
+    // A residual of another shape than the output is refused, naming both.
+    lab::HostBackend host;
+    const lab::Tensor x = lab::Tensor::from_floats(host, {4, 8}, std::vector<float>(32, 0.5f));
+    const lab::Tensor w = lab::Tensor::from_floats(host, {6, 8}, std::vector<float>(48, 0.1f));
+    const lab::Tensor wrong = lab::Tensor::from_floats(host, {4, 8}, std::vector<float>(32, 1.0f));
+    REQUIRE_THROWS_AS(lab::ops::linear_residual(x, w, lab::Tensor(), wrong), lab::ShapeError);
+    REQUIRE_THROWS_WITH(lab::ops::linear_residual(x, w, lab::Tensor(), wrong),
+                        Catch::Contains("linear_residual: residual [4, 8]") && Catch::Contains("output [4, 6]"));
 }
 
 TEST_CASE("precision bf16: a GPT ends within 0.03 of fp32's validation loss", "[mixed][plugins][serial]") {

@@ -130,9 +130,10 @@ public:
 
     // Checks x [B, T, C] and the mask, projects, rotates q and k (AttentionShape::rope), calls
     // core(), merges heads, projects out, applies output dropout. x is read only by the three
-    // projections, so it may be bf16 already under mixed precision (LayerNorm::forward_matmul_input). A KV cache is refused unless the
-    // plugin declared kv_cache (capabilities()): only then does core() handle queries that are the
-    // last T of S > T positions.
+    // projections, so it may be bf16 already under mixed precision
+    // (LayerNorm::forward_matmul_input). A KV cache is refused unless the plugin declared kv_cache
+    // (capabilities()): only then does core() handle queries that are the last T of S > T
+    // positions.
     Tensor forward(const Tensor& x, const AttentionContext& ctx) final;
     // residual + forward(x, ctx), for a pre-LN block: without output dropout in effect the
     // residual joins inside the output projection (ops::linear_residual), so no separate add

@@ -373,7 +373,11 @@ void HostBackend::unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy,
     const char* k = "unary_backward";
     switch (op) {
         case UnaryOp::relu: map2(k, dx, dy, x, [](float g, float v) { return v > 0.0f ? g : 0.0f; }); return;
-        case UnaryOp::gelu: map_runs<float>(k, dx, dy, x, [](float* o, const float* g, const float* v, int64_t n) { gelu_backward_run(o, g, v, n); }); return;
+        case UnaryOp::gelu:
+            map_runs<float>(k, dx, dy, x, [](float* o, const float* g, const float* v, int64_t n) {
+                gelu_backward_run(o, g, v, n);
+            });
+            return;
         case UnaryOp::gelu_tanh:
             map2(k, dx, dy, x, [](float g, float v) {
                 const float t = std::tanh(kSqrt2OverPi * (v + kGeluTanhCoeff * v * v * v));

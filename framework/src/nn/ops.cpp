@@ -280,9 +280,9 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& weight, const 
         Shape out_shape = x.shape();
         out_shape.back() = weight.size(0);
         if (addend.shape() != out_shape)
-            throw ShapeError(std::string(op) + ": residual " + shape_str(addend.shape()) + " does not match the output " +
-                             shape_str(out_shape) + " of input " + shape_str(x.shape()) + " and weight " +
-                             shape_str(weight.shape()));
+            throw ShapeError(std::string(op) + ": residual " + shape_str(addend.shape()) +
+                             " does not match the output " + shape_str(out_shape) + " of input " +
+                             shape_str(x.shape()) + " and weight " + shape_str(weight.shape()));
     }
     const int64_t in = weight.size(1), out = weight.size(0);
     Tensor x2 = reshape(x, {-1, in});  // [N, in]
