@@ -150,7 +150,9 @@ std::pair<int64_t, int64_t> check_layer_norm(const char* kernel, const Tensor& y
 void HostBackend::layer_norm(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                              const Tensor* gamma, const Tensor* beta, float eps) {
     require_f32_contiguous("layer_norm", "y", y);
-    const auto [rows, cols] = check_layer_norm("layer_norm", y, mean, rstd, x, gamma, beta);
+    // Not a structured binding: clang before 16 refuses those in the OpenMP region below.
+    const std::pair<int64_t, int64_t> dims = check_layer_norm("layer_norm", y, mean, rstd, x, gamma, beta);
+    const int64_t rows = dims.first, cols = dims.second;
     const float* xp = x.data<float>();
     float* yp = y.data<float>();
     float* meanp = mean.data<float>();
@@ -168,7 +170,8 @@ void HostBackend::layer_norm_bf16(const Tensor& y, const Tensor& mean, const Ten
                                   const Tensor* gamma, const Tensor* beta, float eps) {
     require_dtype("layer_norm_bf16", "y", y, DType::bf16);
     if (!y.is_contiguous()) return Backend::layer_norm_bf16(y, mean, rstd, x, gamma, beta, eps);
-    const auto [rows, cols] = check_layer_norm("layer_norm_bf16", y, mean, rstd, x, gamma, beta);
+    const std::pair<int64_t, int64_t> dims = check_layer_norm("layer_norm_bf16", y, mean, rstd, x, gamma, beta);
+    const int64_t rows = dims.first, cols = dims.second;
     const float* xp = x.data<float>();
     uint16_t* yp = static_cast<uint16_t*>(y.raw());
     float* meanp = mean.data<float>();
