@@ -61,7 +61,6 @@ void pack_pairs(uint16_t* out, const Tensor& b) {
     }
 }
 
-
 // ---- the weight gradient: c = a_rows^T b_rows, both stored [K, .] ----
 
 // Tokens per chunk of B tiles: 128 (4 tile depths) measured best against 64-256 on the step's
@@ -96,9 +95,9 @@ void pack_transposed(uint16_t* out, const uint16_t* src, int64_t ld, int64_t K, 
             }
 }
 
-// B tiles of src's columns [0, width) over pair-rows g of src (rows 2g, 2g + 1), g in [first,
-// last): tile [s][n / 16] (s = g / 16) row g % 16 = (src[2g][n], src[2g + 1][n]) for its 16 n.
-void pack_pairs_chunk(uint16_t* out, const uint16_t* src, int64_t ld, int64_t width, int64_t first, int64_t last) {
+// B tiles of src's columns [0, width) over its first `pairs` pair-rows g (rows 2g, 2g + 1): tile
+// [s][n / 16] (s = g / 16) row g % 16 = (src[2g][n], src[2g + 1][n]) for its 16 n.
+void pack_pairs_chunk(uint16_t* out, const uint16_t* src, int64_t ld, int64_t width, int64_t pairs) {
     static const auto index = [](int from) {
         alignas(64) uint16_t order[32];
         for (int i = 0; i < 16; ++i) {
@@ -111,7 +110,7 @@ void pack_pairs_chunk(uint16_t* out, const uint16_t* src, int64_t ld, int64_t wi
     // The rows are read a slab's width at a time, one page or more apart: the hardware
     // prefetchers do not follow that, so the rows 8 pair-rows ahead are asked for.
     constexpr int64_t ahead = 8;
-    for (int64_t g = first; g < last; ++g) {
+    for (int64_t g = 0; g < pairs; ++g) {
         const uint16_t* even = src + 2 * g * ld;
         for (int64_t n = 0; n < width; n += 32) {
             _mm_prefetch(reinterpret_cast<const char*>(even + ahead * ld + n), _MM_HINT_T0);
@@ -230,7 +229,7 @@ bool multiply_transposed_a(Backend& backend, const Tensor& c, const Tensor& a, c
             const int64_t n0 = index * slab, width = std::min(slab, Q - n0);
             for (int64_t t0 = 0; t0 < K; t0 += kChunkTokens) {
                 const int64_t tokens = std::min(kChunkTokens, K - t0);
-                pack_pairs_chunk(b_tiles, b_src + t0 * ldb + n0, ldb, width, 0, tokens / 2);
+                pack_pairs_chunk(b_tiles, b_src + t0 * ldb + n0, ldb, width, tokens / 2);
                 accumulate_chunk(blocks, a_tiles + t0 / kDepthBlock * 512, depths, b_tiles, P, width,
                                  tokens / kDepthBlock, t0 == 0);
             }
