@@ -516,8 +516,25 @@ TEST_CASE("linear_residual and MultiHeadAttention::forward_residual equal the se
             const std::vector<float> added = lab::ops::add(r, attention->forward(x, actx)).to_floats();
             for (size_t i = 0; i < joined.size(); ++i) CHECK(joined[i] == Approx(added[i]).margin(1e-5));
         }
-    // A residual of another shape than the output is refused, naming both.
+    // With dropout in effect the residual is added after it: the same mask as the three ops draw
+    // from a generator in the same state; without, it is linear_residual.
     lab::HostBackend host;
+    {
+        const lab::Tensor x = lab::Tensor::from_floats(host, {B, T, C}, values(B * T * C, 1.0f, 8));
+        const lab::Tensor w = lab::Tensor::from_floats(host, {C, C}, values(C * C, 0.1f, 9));
+        const lab::Tensor r = lab::Tensor::from_floats(host, {B, T, C}, values(B * T * C, 2.0f, 10));
+        lab::Generator g1(11, lab::kStreamDropout), g2(11, lab::kStreamDropout);
+        const std::vector<float> dropped =
+            lab::ops::linear_dropout_residual(x, w, lab::Tensor(), 0.3f, true, g1, r).to_floats();
+        const std::vector<float> three =
+            lab::ops::add(r, lab::ops::dropout(lab::ops::linear(x, w), 0.3f, true, g2)).to_floats();
+        CHECK(dropped == three);
+        CHECK(dropped != lab::ops::add(r, lab::ops::linear(x, w)).to_floats());
+        lab::Generator g3(11, lab::kStreamDropout);
+        CHECK(lab::ops::linear_dropout_residual(x, w, lab::Tensor(), 0.3f, false, g3, r).to_floats() ==
+              lab::ops::linear_residual(x, w, lab::Tensor(), r).to_floats());
+    }
+    // A residual of another shape than the output is refused, naming both.
     const lab::Tensor x = lab::Tensor::from_floats(host, {4, 8}, std::vector<float>(32, 0.5f));
     const lab::Tensor w = lab::Tensor::from_floats(host, {6, 8}, std::vector<float>(48, 0.1f));
     const lab::Tensor wrong = lab::Tensor::from_floats(host, {4, 8}, std::vector<float>(32, 1.0f));

@@ -24,6 +24,10 @@ Tensor linear_gelu_tanh(const Tensor& x, const Tensor& weight, const Tensor& bia
 // starts from the residual (Backend::matmul_add) instead of a separate add reading both. The same
 // gradients; the values may differ from add(residual, linear(...)) in the last bit (the sum's order).
 Tensor linear_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual);
+// residual + dropout(linear(x, weight, bias), p, training, gen): linear_residual when the dropout
+// does nothing (not training, or p = 0), else the three ops.
+Tensor linear_dropout_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, float p, bool training,
+                               Generator& gen, const Tensor& residual);
 // gelu_matmul_input(linear(x, weight, bias)) as one op, for an MLP's hidden layer. Under mixed
 // precision the GELU's derivative is written straight into the bf16 gradient that the linear's
 // backward products read (Backend::unary_backward_bf16): one pass, where a GELU op of its own

@@ -22,7 +22,7 @@
 // HostBackend's overrides), ops::linear_gelu_matmul_input and layer_norm_matmul_input,
 // LayerNorm::forward_matmul_input, Node::accumulate_into (record's last argument),
 // Tensor::is_sole_reference, Backend::matmul_add (HostBackend::multiply_on_amx's addend),
-// ops::linear_residual, MultiHeadAttention::forward_residual.
+// ops::linear_residual and linear_dropout_residual, MultiHeadAttention::forward_residual.
 #pragma once
 
 #define LAB_SDK_ABI 5

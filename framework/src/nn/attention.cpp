@@ -139,11 +139,10 @@ Tensor MultiHeadAttention::attend(const Tensor& x, const AttentionContext& ctx, 
     // Under mixed precision the heads are rounded to bf16 as they are merged: one pass from the
     // [B, H, T, D] layout, where the f32 copy into [B, T, C] and the linear's rounding took two.
     y = ops::reshape(ops::matmul_input(ops::transpose(y, 1, 2)), {B, T, C});
-    // Without output dropout the residual joins inside the projection's product.
-    const bool dropping = training() && shape_.dropout > 0.0f;
-    if (residual.defined() && !dropping) return ops::linear_residual(y, proj_weight_, proj_bias_, residual);
-    y = ops::dropout(ops::linear(y, proj_weight_, proj_bias_), shape_.dropout, training(), *dropout_rng_);
-    return residual.defined() ? ops::add(residual, y) : y;
+    if (residual.defined())
+        return ops::linear_dropout_residual(y, proj_weight_, proj_bias_, shape_.dropout, training(), *dropout_rng_,
+                                            residual);
+    return ops::dropout(ops::linear(y, proj_weight_, proj_bias_), shape_.dropout, training(), *dropout_rng_);
 }
 
 namespace attention {

@@ -358,6 +358,12 @@ Tensor linear_residual(const Tensor& x, const Tensor& weight, const Tensor& bias
     return linear_impl("linear_residual", x, weight, bias, LinearActivation::none, residual);
 }
 
+Tensor linear_dropout_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, float p, bool training,
+                               Generator& gen, const Tensor& residual) {
+    if (!training || p <= 0.0f) return linear_residual(x, weight, bias, residual);
+    return add(residual, dropout(linear(x, weight, bias), p, training, gen));
+}
+
 Tensor linear_gelu_matmul_input(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     if (x.backend().matmul_inputs() != DType::bf16) return gelu(linear(x, weight, bias), false);
     return linear_impl("linear_gelu_matmul_input", x, weight, bias, LinearActivation::gelu_bf16);

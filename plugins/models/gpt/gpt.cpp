@@ -37,12 +37,11 @@ public:
         }
     }
     // residual + the MLP of x; without dropout in effect the residual joins inside the
-    // projection's product (ops::linear_residual).
+    // projection's product (ops::linear_dropout_residual).
     Tensor forward(const Tensor& x, const Tensor& residual) const {
         Tensor h = gelu_tanh_ ? ops::linear_gelu_tanh(x, fc_weight_, fc_bias_)
                               : ops::linear_gelu_matmul_input(x, fc_weight_, fc_bias_);
-        if (!training() || dropout_ <= 0.0f) return ops::linear_residual(h, proj_weight_, proj_bias_, residual);
-        return ops::add(residual, ops::dropout(ops::linear(h, proj_weight_, proj_bias_), dropout_, training(), *rng_));
+        return ops::linear_dropout_residual(h, proj_weight_, proj_bias_, dropout_, training(), *rng_, residual);
     }
 
 private:
