@@ -372,11 +372,7 @@ TEST_CASE("precision bf16: linear_gelu_matmul_input writes the GELU's gradient i
             } else {
                 for (auto [got, want] : {std::pair{&fused.x_grad, &composite.x_grad},
                                          std::pair{&fused.w1_grad, &composite.w1_grad}}) {
-                    double error = 0, scale = 0;
-                    for (size_t i = 0; i < got->size(); ++i) {
-                        error = std::max(error, std::abs(static_cast<double>((*got)[i]) - (*want)[i]));
-                        scale = std::max(scale, std::abs(static_cast<double>((*want)[i])));
-                    }
+                    const auto [error, scale] = max_error(*got, *want);
                     INFO("largest difference " << error << " against " << scale);
                     CHECK(scale > 1e-3);
                     CHECK(error <= 4e-3 * scale);
