@@ -23,7 +23,7 @@ constexpr float kInvSqrt2 = 0.70710678118654752440f;
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;  // 1/sqrt(2 pi)
 
 // Q(t) = erfc(z) e^(z^2) / t for z >= 0, t = 1 / (1 + z / 2) in (0, 1]: Q(0) = 1 / sqrt(pi) gives
-// erfc's asymptote e^(-z^2) / (z sqrt(pi)), Q(1) = 1 erfc(0) = 1.
+// erfc's asymptote e^(-z^2) / (z sqrt(pi)), Q(1) = erfc(0) = 1.
 inline Lanes tail_poly(Lanes t) {
     Lanes q = t * -0.026425704f + 0.06871227f;
     q = q * t + 0.022372495f;
@@ -62,27 +62,27 @@ inline Lanes scaled_abs(Lanes x) {
     return z < 1e4f ? z : Lanes{} + 1e4f;
 }
 
-// Phi(x) from the lower tail Phi(-|x|) = 0.5 t e^(-z^2) Q(t).
-inline Lanes cdf_from_tail(Lanes x, Lanes tail) { return x < 0.0f ? tail : 1.0f - tail; }
+// Phi(x) and e^(-z^2) (which phi needs too), from the lower tail Phi(-|x|) = 0.5 t e^(-z^2) Q(t).
+inline Lanes cdf(Lanes x, Lanes* ez2) {
+    const Lanes z = scaled_abs(x);
+    const Lanes t = recip_gelu(z * 0.5f + 1.0f);
+    *ez2 = exp_fast(-(z * z));
+    const Lanes tail = 0.5f * t * tail_poly(t) * *ez2;
+    return x < 0.0f ? tail : 1.0f - tail;
+}
 
 }  // namespace gelu_detail
 
 inline Lanes gelu_lanes(Lanes x) {
-    using namespace gelu_detail;
-    const Lanes z = scaled_abs(x);
-    const Lanes t = recip_gelu(z * 0.5f + 1.0f);
-    const Lanes tail = 0.5f * t * tail_poly(t) * exp_fast(-(z * z));
-    return x * cdf_from_tail(x, tail);
+    Lanes ez2;
+    return x * gelu_detail::cdf(x, &ez2);
 }
 
 // d gelu / dx = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi) = e^(-z^2) / sqrt(2 pi).
 inline Lanes gelu_grad_lanes(Lanes x) {
-    using namespace gelu_detail;
-    const Lanes z = scaled_abs(x);
-    const Lanes t = recip_gelu(z * 0.5f + 1.0f);
-    const Lanes ez2 = exp_fast(-(z * z));
-    const Lanes tail = 0.5f * t * tail_poly(t) * ez2;
-    return cdf_from_tail(x, tail) + x * (ez2 * kInvSqrt2Pi);
+    Lanes ez2;
+    const Lanes cdf_x = gelu_detail::cdf(x, &ez2);
+    return cdf_x + x * (ez2 * gelu_detail::kInvSqrt2Pi);
 }
 
 // y[i] = gelu(x[i]) for i < n, f32.
